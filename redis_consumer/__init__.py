@@ -1,0 +1,7 @@
+"""redis-consumer: reliable Redis-queue workers for TensorFlow Serving inference.
+
+Kept import-light on purpose: a worker must start in well under a second, so nothing heavy
+(numpy, grpc, cloud SDKs) is imported here.
+"""
+
+__version__ = "0.1.0"

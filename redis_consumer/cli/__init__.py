@@ -1,0 +1,1 @@
+"""The `redis-consumer` command line. Each subcommand lives in its own module."""

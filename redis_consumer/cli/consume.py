@@ -1,0 +1,67 @@
+"""`redis-consumer consume`: run one worker configured from the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from ..errors import ConfigError
+from ..settings import Settings
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "consume",
+        help="run one worker from the environment (QUEUE, CONSUMER_TYPE, REDIS_*, ...)",
+        description="Run one worker: claim jobs from QUEUE and process them with CONSUMER_TYPE until SIGTERM.",
+    )
+    p.set_defaults(func=lambda args: run())
+
+
+def in_container() -> bool:
+    """True inside Docker/Kubernetes (where running as root is refused by default)."""
+    return bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+        or os.path.exists("/.dockerenv")
+        or os.path.exists("/run/.containerenv")
+        or os.environ.get("REDIS_CONSUMER_IN_CONTAINER")
+    )
+
+
+def build_worker(settings: Settings, **kwargs: Any):
+    """The worker for these settings, with metrics middleware when METRICS_PORT is set."""
+    from ..consumers import registry
+    from ..worker import Worker
+
+    consumer_cls = registry.load(settings.CONSUMER_TYPE)
+    middleware = list(kwargs.pop("middleware", []))
+    return Worker(settings, consumer_cls, middleware=middleware, **kwargs)
+
+
+def run(environ: dict[str, str] | None = None) -> int:
+    """Parse settings (exit 2 on a bad value), configure logs, serve until SIGTERM."""
+    try:
+        settings = Settings.from_env(environ)
+    except ConfigError as exc:
+        print(f"redis-consumer: {exc}", file=sys.stderr)
+        return 2
+    from .. import logs
+
+    logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secret_values())
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and in_container() and not settings.ALLOW_ROOT:
+        print(
+            "redis-consumer: refusing to run as root inside a container; run as a non-root user "
+            "or set ALLOW_ROOT=true",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        worker = build_worker(settings)
+    except ConfigError as exc:
+        print(f"redis-consumer: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger(__name__).info("settings: %s", settings.public())
+    return worker.run()

@@ -1,0 +1,248 @@
+"""The Consumer base class: what happens to one claimed job, from validation to its final write.
+
+Subclasses implement `_consume(redis_hash)` (the kiosk's name) and use `stage()`, `update_key()`
+and `log_job()` while they work. The base class turns the outcome into exactly one fenced final
+write: `done` with the returned fields, `failed` with a one-sentence reason (`UserError`), or a
+retry/dead-letter for system errors. Claiming, heartbeats and signals live in `worker.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Iterator, Mapping
+
+import redis
+
+from ..errors import JobTimeout, TransientError, UserError, one_sentence
+from ..middleware import Middleware, MiddlewareChain
+from ..queue.broker import Broker, Job
+from ..settings import Settings
+from ..utils.timestamps import now_iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+#: Statuses a job may have when it is claimed (anything else is a producer bug).
+CLAIMABLE_STATUSES = frozenset(
+    {"", "new", "started", "downloading", "predicting", "post-processing", "uploading", "waiting"}
+)
+
+#: Stage name -> (status shown while it runs, hash field receiving its duration).
+STAGES: dict[str, tuple[str, str]] = {
+    "download": ("downloading", "download_time"),
+    "predict": ("predicting", "predict_time"),
+    "postprocess": ("post-processing", "postprocess_time"),
+    "upload": ("uploading", "upload_time"),
+}
+
+#: Returned by `_consume` when the job was parked (zip parents waiting on children).
+PARKED = "__parked__"
+
+
+class ClaimLost(Exception):
+    """Our claim on the job was taken over (we were presumed dead): stop without writing."""
+
+
+class Consumer:
+    """Base of every consumer type. One instance serves one queue in one worker process."""
+
+    #: Registry name, for logs and metrics.
+    name = "base"
+    #: Suffix appended to `QUEUE` (the zip consumer reads `{QUEUE}-zip`).
+    queue_suffix = ""
+    #: Hash fields a job must carry; a missing one fails the job as a user error.
+    required_fields: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_client: redis.Redis,
+        broker: Broker | None = None,
+        storage: Any = None,
+        middleware: Middleware | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis_client
+        self.queue = settings.QUEUE + self.queue_suffix
+        self.broker = broker
+        self._storage = storage
+        self.middleware = middleware or MiddlewareChain()
+        self.job: Job | None = None
+        self.job_log: list[str] = []
+        self._timings: dict[str, float] = {}
+
+    # -- services, created on first use so a worker starts fast ------------------------------
+    @property
+    def storage(self) -> Any:
+        """The bucket client for `STORAGE_BUCKET` (imports only the backend it needs)."""
+        if self._storage is None:
+            from .. import storage as storage_pkg
+
+            self._storage = storage_pkg.get_client(self.settings.STORAGE_BUCKET, settings=self.settings)
+        return self._storage
+
+    # -- helpers for subclasses -------------------------------------------------------------
+    @staticmethod
+    def get_current_timestamp() -> str:
+        """ISO-8601 UTC with microseconds (kiosk helper name)."""
+        return now_iso()
+
+    def update_key(self, redis_hash: str, data: Mapping[str, Any]) -> None:
+        """Write fields into the job hash, only while our claim holds (kiosk helper name)."""
+        job = self._require_job(redis_hash)
+        if not self.broker.update(job, data):
+            raise ClaimLost(redis_hash)
+
+    def set_progress(self, percent: float) -> None:
+        """Report 0-100 progress of the current job."""
+        if self.job is not None:
+            self.update_key(self.job.key, {"progress": int(max(0, min(100, percent)))})
+
+    def log_job(self, message: str, level: int = logging.INFO) -> None:
+        """One line of the job's own story: process log, Redis log list and the result zip."""
+        job_key = self.job.key if self.job else "-"
+        log.log(level, "%s %s", job_key, message, extra={"job": job_key, "queue": self.queue})
+        stamped = f"{now_iso()} {message}"
+        self.job_log.append(stamped)
+        if self.job is not None and self.broker is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.broker.log(self.job.key, stamped)
+
+    def check_deadline(self) -> float:
+        """Seconds left for the current job; raises `JobTimeout` when none are."""
+        left = self.job.time_left() if self.job else float("inf")
+        if left <= 0:
+            raise JobTimeout(f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
+        return left
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run one stage: show its status in the hash and record its duration."""
+        status, field = STAGES.get(name, (name, f"{name}_time"))
+        self.check_deadline()
+        if self.job is not None:
+            self.update_key(self.job.key, {"status": status})
+        self.log_job(f"stage {name} started")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self._timings[name] = self._timings.get(name, 0.0) + elapsed
+        self.log_job(f"stage {name} finished in {elapsed:.3f}s")
+        if self.job is not None:
+            self.update_key(self.job.key, {field: round(self._timings[name], 6)})
+
+    # -- the contract for subclasses --------------------------------------------------------
+    def validate(self, redis_hash: str, fields: Mapping[str, str]) -> None:
+        """Reject jobs this consumer cannot process (raise `UserError`). Extend in subclasses."""
+        missing = [name for name in self.required_fields if not fields.get(name)]
+        if missing:
+            raise UserError(f"The job is missing the required field {missing[0]!r}; resubmit it with that field set.")
+
+    def _consume(self, redis_hash: str) -> Any:
+        """Process one job. Return a mapping of result fields (or None) for `done`.
+
+        Raise `UserError` for bad input; anything else is retried as a system error.
+        """
+        raise NotImplementedError
+
+    def park(self, children_total: int, fields: Mapping[str, Any] | None = None) -> str:
+        """Wait for `children_total` child jobs (zip fan-out); return the result from `_consume`."""
+        if not self.broker.park(self._require_job(None), children_total, fields):
+            raise ClaimLost(self.job.key)
+        return PARKED
+
+    # -- one job, start to end --------------------------------------------------------------
+    def process(self, job: Job) -> str:
+        """Run a claimed job to one fenced outcome: done, failed, requeued, dead, parked, lost."""
+        self.job, self.job_log, self._timings = job, [], {}
+        started = time.perf_counter()
+        fields = job.fields
+        self.middleware.job_claimed(self.queue, job.key, _wait_seconds(fields))
+        self.log_job(f"claimed by {self.broker.consumer_id} (attempt {job.attempts})")
+        try:
+            try:
+                if job.previous_status not in CLAIMABLE_STATUSES:
+                    raise UserError(
+                        f"The job's status {job.previous_status!r} is not one a producer may set; "
+                        "submit jobs with status 'new'."
+                    )
+                self.validate(job.key, fields)
+                result = self._consume(job.key)
+            except (UserError, ClaimLost, JobTimeout, TransientError):
+                raise
+            except redis.RedisError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - unknown errors are system errors
+                log.exception("%s unexpected error", job.key)
+                raise TransientError(f"internal error ({type(exc).__name__}: {exc})") from exc
+        except ClaimLost:
+            log.warning("%s claim lost to another worker; dropping our copy", job.key)
+            return "lost"
+        except UserError as exc:
+            reason = one_sentence(str(exc))
+            self.log_job(f"failed: {reason}", logging.WARNING)
+            return self._end(job, "failed", {"reason": reason, "failure_type": "user"}, started)
+        except TransientError as exc:
+            reason = one_sentence(str(exc))
+            self.log_job(f"system error: {reason}", logging.WARNING)
+            outcome = self.broker.retry(job, _final_reason(reason, job.attempts))
+            self.middleware.job_requeued(self.queue, job.key, outcome)
+            if outcome == "dead":
+                self.middleware.job_finished(self.queue, job.key, "failed", "system", self._timing_fields(started))
+            return outcome
+        finally:
+            self.job = None
+        if result == PARKED:
+            self.log_job("waiting for child jobs")
+            return "parked"
+        extra = dict(result) if isinstance(result, Mapping) else {}
+        status = extra.pop("status", "done") if isinstance(result, Mapping) else (result or "done")
+        self.job = job
+        try:
+            return self._end(job, status, extra, started)
+        finally:
+            self.job = None
+
+    def _timing_fields(self, started: float) -> dict[str, float]:
+        timings = {name: round(t, 6) for name, t in self._timings.items()}
+        timings["total"] = round(time.perf_counter() - started, 6)
+        return timings
+
+    def _end(self, job: Job, status: str, extra: Mapping[str, Any], started: float) -> str:
+        timings = self._timing_fields(started)
+        fields = {"total_time": timings["total"], **extra}
+        if status == "failed":
+            fields.setdefault("failure_type", "user")
+        parent = job.fields.get("parent") or None
+        result = self.broker.finish(job, status, fields, parent=parent, parent_queue=job.fields.get("parent_queue"))
+        if result == 0:
+            log.warning("%s finished, but a newer claim owns it; result discarded", job.key)
+            return "lost"
+        self.job = job
+        self.log_job(f"{status} in {timings['total']:.3f}s")
+        self.job = None
+        self.middleware.job_finished(self.queue, job.key, status, fields.get("failure_type"), timings)
+        return status
+
+    def _require_job(self, redis_hash: str | None) -> Job:
+        if self.job is None or (redis_hash is not None and redis_hash != self.job.key):
+            raise RuntimeError("update_key() is only for the job this consumer is processing")
+        return self.job
+
+
+def _wait_seconds(fields: Mapping[str, str]) -> float | None:
+    created = fields.get("created_at")
+    if not created:
+        return None
+    try:
+        return max(0.0, time.time() - parse_iso(created).timestamp())
+    except ValueError:
+        return None
+
+
+def _final_reason(reason: str, attempts: int) -> str:
+    text = reason.rstrip(".")
+    return f"The job failed {attempts} times because of a system error ({text}); it can be resubmitted once the service recovers."

@@ -1,0 +1,40 @@
+"""Error types that decide a job's fate.
+
+A `UserError` means the input is bad and retrying cannot help: the job fails at once with
+`failure_type=user` and the message as its `reason`. A `TransientError` (and any other
+unexpected exception) means infrastructure trouble: the job is retried, then failed with
+`failure_type=system`.
+"""
+
+from __future__ import annotations
+
+
+class RedisConsumerError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UserError(RedisConsumerError):
+    """Bad input: the job fails immediately and the message becomes the user-facing reason.
+
+    The message must be one sentence a user can act on (no traceback, no secrets).
+    """
+
+
+class TransientError(RedisConsumerError):
+    """Infrastructure trouble that may pass (server unavailable, 5xx, timeouts): retried."""
+
+
+class JobTimeout(TransientError):
+    """The job ran past its deadline (`JOB_TIMEOUT`)."""
+
+
+class ConfigError(RedisConsumerError):
+    """A setting is invalid; the process exits with code 2 and this one-line message."""
+
+
+def one_sentence(message: str, limit: int = 400) -> str:
+    """Squash an error message into one line a user can read (no newlines, bounded length)."""
+    text = " ".join(str(message).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text

@@ -1,0 +1,1 @@
+"""Bucket storage behind one interface: S3, GCS and local folders (filled in by the storage issue)."""

@@ -1,0 +1,18 @@
+"""Timestamps as the job protocol writes them: ISO-8601, UTC, microseconds."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def now_iso() -> str:
+    """Current time, e.g. `2026-11-21T21:30:00.123456+00:00`."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse a timestamp written by `now_iso` (or the kiosk); naive values are taken as UTC."""
+    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value

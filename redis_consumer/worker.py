@@ -1,0 +1,292 @@
+"""The worker: claim a job, hand it to the consumer, repeat; stay alive through anything.
+
+Read top to bottom, `Worker.run` is the whole life of a process: wait for Redis, start the
+supervisor thread (heartbeat, reaper, job deadline, shutdown grace), then loop on a blocking
+claim (`BLMOVE`, no sleep-polling). SIGTERM stops claiming; the job in hand gets
+`SHUTDOWN_GRACE` seconds to finish, else it is handed back to the queue head; exit code is 0.
+Redis outages are waited out with capped, jittered backoff: a worker never crash-loops on a blip.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from typing import Any
+
+import redis
+
+from .consumers.base import Consumer
+from .errors import JobTimeout
+from .middleware import Middleware, MiddlewareChain
+from .queue import keys
+from .queue.broker import Broker, Job
+from .queue.connection import RETRYABLE, connect
+from .settings import Settings
+from .utils.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+
+class _StopClaiming(BaseException):
+    """Raised from the signal handler to break out of an idle blocking claim."""
+
+
+def make_consumer_id(hostname: str) -> str:
+    """Unique per process: the host (pod) name plus a short random suffix."""
+    return f"{hostname}-{secrets.token_hex(3)}"
+
+
+class Worker:
+    """One worker process serving one queue with one consumer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer_cls: type[Consumer],
+        *,
+        middleware: list[Middleware] | None = None,
+        storage: Any = None,
+        client: redis.Redis | None = None,
+        consumer_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer_id = consumer_id or make_consumer_id(settings.HOSTNAME)
+        self.redis = client or connect(settings)
+        claim_timeout = settings.EMPTY_QUEUE_TIMEOUT + settings.REDIS_TIMEOUT + 1.0
+        self.blocking_redis = connect(settings, socket_timeout=claim_timeout) if client is None else client
+        self.middleware = MiddlewareChain(middleware)
+        queue = settings.QUEUE + consumer_cls.queue_suffix
+        self.broker = Broker(
+            self.redis,
+            queue,
+            self.consumer_id,
+            blocking_client=self.blocking_redis,
+            max_attempts=settings.MAX_ATTEMPTS,
+            expire_time=settings.EXPIRE_TIME,
+            heartbeat_ttl=settings.HEARTBEAT_TTL,
+            log_lines=settings.JOB_LOG_LINES,
+        )
+        self.consumer = consumer_cls(settings, self.redis, broker=self.broker, storage=storage, middleware=self.middleware)
+        self.queue = queue
+        self.stopping = threading.Event()
+        self.current: Job | None = None
+        self.shutdown_deadline: float | None = None
+        self.last_heartbeat_ok: float = 0.0
+        self.jobs_processed = 0
+        self._blocking = False
+        self._main_thread_id = threading.get_ident()
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._wake = threading.Event()
+
+    # -- life --------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve the queue until SIGTERM/SIGINT; returns the process exit code (0)."""
+        self._install_signals()
+        log.info("worker %s serving queue %r with %s", self.consumer_id, self.queue, type(self.consumer).__name__)
+        try:
+            if not self._wait_for_redis():
+                return 0
+            self._supervisor.start()
+            self.middleware.worker_started(self)
+            backoff = Backoff(base=0.2, cap=self.settings.RETRY_BACKOFF_CAP)
+            while not self.stopping.is_set():
+                try:
+                    outcome = self._step()
+                    if outcome in ("requeued", "dead"):
+                        self.stopping.wait(backoff.next())
+                    elif outcome is not None:
+                        backoff.reset()
+                except _StopClaiming:
+                    break
+                except JobTimeout:
+                    continue  # a timeout that landed just after its job ended
+                except (redis.RedisError, *RETRYABLE) as exc:
+                    self.current = None
+                    delay = backoff.next()
+                    log.warning("redis unavailable (%s); retrying in %.2fs", type(exc).__name__, delay)
+                    self._reset_connections()
+                    self.stopping.wait(delay)
+                    self._recover_own_list()
+        except _StopClaiming:
+            pass
+        finally:
+            self._shutdown()
+        return 0
+
+    def _step(self) -> str | None:
+        """Claim one job (blocking) and process it; the outcome, or None when idle."""
+        if self.stopping.is_set():
+            return None
+        self._blocking = True
+        try:
+            if self.stopping.is_set():
+                return None
+            key = self.broker.pop(self.settings.EMPTY_QUEUE_TIMEOUT)
+        finally:
+            self._blocking = False
+        if key is None:
+            return None
+        claimed = self.broker.claim(key, self.settings.JOB_TIMEOUT)
+        if claimed.outcome == "missing":
+            log.warning("%s: job hash no longer exists (expired or deleted); dropped", key)
+            return "skipped"
+        if claimed.outcome == "wrongtype":
+            log.error("%s: job key holds a %s, not a hash; moved to %s", key, claimed.detail, keys.dead(self.queue))
+            return "skipped"
+        if claimed.outcome == "final":
+            log.info("%s: job is already %s; dropped without redoing it", key, claimed.detail)
+            return "skipped"
+        self.current = claimed.job
+        try:
+            outcome = self.consumer.process(claimed.job)
+        except JobTimeout:
+            # the supervisor's asynchronous timeout landed outside the consumer's handlers
+            outcome = self.broker.retry(claimed.job, "The job did not finish within JOB_TIMEOUT.")
+        finally:
+            self.current = None
+            self._wake.set()
+        self.jobs_processed += 1
+        return outcome
+
+    def _wait_for_redis(self) -> bool:
+        """Heartbeat until Redis answers (or we are told to stop)."""
+        backoff = Backoff(base=0.2, cap=self.settings.RETRY_BACKOFF_CAP)
+        while not self.stopping.is_set():
+            try:
+                self.broker.heartbeat()
+                self.last_heartbeat_ok = time.monotonic()
+                self._recover_own_list()
+                return True
+            except (redis.RedisError, *RETRYABLE) as exc:
+                delay = backoff.next()
+                log.warning("waiting for redis (%s); retrying in %.2fs", type(exc).__name__, delay)
+                self.stopping.wait(delay)
+        return False
+
+    def _recover_own_list(self) -> None:
+        """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""
+        try:
+            moved = self.broker.release_all()
+            if moved:
+                log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
+        except (redis.RedisError, *RETRYABLE):
+            pass
+
+    def _reset_connections(self) -> None:
+        for client in {id(self.redis): self.redis, id(self.blocking_redis): self.blocking_redis}.values():
+            try:
+                client.connection_pool.disconnect()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+    def _shutdown(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+        self._reset_connections()  # the blocking connection may have been interrupted mid-reply
+        try:
+            self._recover_own_list()
+            self.broker.deregister()
+        except (redis.RedisError, *RETRYABLE):
+            log.warning("could not deregister; the reaper will return anything we held")
+        self.middleware.worker_stopped(self)
+        log.info("worker %s stopped after %d job(s)", self.consumer_id, self.jobs_processed)
+
+    # -- signals -----------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        first = not self.stopping.is_set()
+        self.stopping.set()
+        self._wake.set()
+        if first:
+            log.info("received %s; no new claims", signal.Signals(signum).name)
+        if self.current is not None and self.shutdown_deadline is None:
+            self.shutdown_deadline = time.monotonic() + self.settings.SHUTDOWN_GRACE
+            log.info("finishing %s within SHUTDOWN_GRACE=%gs", self.current.key, self.settings.SHUTDOWN_GRACE)
+        elif self._blocking:
+            raise _StopClaiming()
+
+    # -- supervisor thread: heartbeat, reaper, deadlines -------------------------------------
+    def _supervise(self) -> None:
+        interval = self.settings.HEARTBEAT_INTERVAL
+        next_beat = time.monotonic()
+        timed_out: str | None = None
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                self._beat_and_reap(interval)
+                next_beat = now + interval
+            job = self.current
+            if job is not None:
+                if self.shutdown_deadline is not None and now >= self.shutdown_deadline:
+                    self._hand_back_and_exit(job)
+                if now >= job.deadline and timed_out != job.token:
+                    timed_out = job.token
+                    log.warning("%s exceeded JOB_TIMEOUT=%gs", job.key, self.settings.JOB_TIMEOUT)
+                    _raise_in_thread(self._main_thread_id, JobTimeout)
+                hard = job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0)
+                if now >= hard:
+                    self._abandon_stuck_job(job)
+            if self.stopping.is_set() and job is None:
+                return
+            wake_at = [next_beat]
+            if job is not None:
+                wake_at.append(job.deadline if timed_out != job.token else job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0))
+                if self.shutdown_deadline is not None:
+                    wake_at.append(self.shutdown_deadline)
+            self._wake.wait(max(0.01, min(wake_at) - time.monotonic()))
+            self._wake.clear()
+
+    def _beat_and_reap(self, interval: float) -> None:
+        try:
+            self.broker.heartbeat()
+            self.last_heartbeat_ok = time.monotonic()
+            self.middleware.heartbeat(self.queue, True)
+        except (redis.RedisError, *RETRYABLE) as exc:
+            log.warning("heartbeat failed (%s)", type(exc).__name__)
+            self.middleware.heartbeat(self.queue, False)
+            return
+        try:
+            reaped = self.broker.reap(lock_ms=int(interval * 1000))
+        except (redis.RedisError, *RETRYABLE) as exc:
+            log.warning("reaper failed (%s)", type(exc).__name__)
+            return
+        if reaped and (reaped[0] or reaped[1] or reaped[2]):
+            recovered, dead, consumers = reaped
+            log.info("reaper: %d dead worker(s); %d job(s) requeued, %d dead-lettered", consumers, recovered, dead)
+            self.middleware.jobs_recovered(self.queue, recovered, dead)
+
+    def _hand_back_and_exit(self, job: Job) -> None:
+        """Shutdown grace ran out: give the job back to the queue head and exit 0."""
+        try:
+            outcome = self.broker.release(job)
+            log.info("%s not finished within SHUTDOWN_GRACE; %s to the queue", job.key, outcome)
+            self.broker.deregister()
+        except (redis.RedisError, *RETRYABLE):
+            log.warning("%s could not be released; the reaper will requeue it", job.key)
+        logging.shutdown()
+        os._exit(0)
+
+    def _abandon_stuck_job(self, job: Job) -> None:
+        """The job ignored its timeout (stuck in native code): fail/requeue it and restart."""
+        try:
+            outcome = self.broker.retry(job, f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
+            log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
+        except (redis.RedisError, *RETRYABLE):
+            log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)
+        logging.shutdown()
+        os._exit(70)
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    """Deliver an exception to another thread at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
