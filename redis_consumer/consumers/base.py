@@ -70,6 +70,7 @@ class Consumer:
         self.middleware = middleware or MiddlewareChain()
         self.job: Job | None = None
         self.job_log: list[str] = []
+        self._pending_log: list[str] = []
         self._timings: dict[str, float] = {}
 
     # -- services, created on first use so a worker starts fast ------------------------------
@@ -105,9 +106,14 @@ class Consumer:
         log.log(level, "%s %s", job_key, message, extra={"job": job_key, "queue": self.queue})
         stamped = f"{now_iso()} {message}"
         self.job_log.append(stamped)
-        if self.job is not None and self.broker is not None:
+        self._pending_log.append(stamped)
+
+    def flush_log(self) -> None:
+        """Push buffered job-log lines to Redis (done at stage ends and with the final write)."""
+        if self._pending_log and self.job is not None and self.broker is not None:
+            lines, self._pending_log = self._pending_log, []
             with contextlib.suppress(redis.RedisError):
-                self.broker.log(self.job.key, stamped)
+                self.broker.log(self.job.key, lines)
 
     def check_deadline(self) -> float:
         """Seconds left for the current job; raises `JobTimeout` when none are."""
@@ -133,6 +139,7 @@ class Consumer:
         self.log_job(f"stage {name} finished in {elapsed:.3f}s")
         if self.job is not None:
             self.update_key(self.job.key, {field: round(self._timings[name], 6)})
+            self.flush_log()
 
     # -- the contract for subclasses --------------------------------------------------------
     def validate(self, redis_hash: str, fields: Mapping[str, str]) -> None:
@@ -157,54 +164,56 @@ class Consumer:
     # -- one job, start to end --------------------------------------------------------------
     def process(self, job: Job) -> str:
         """Run a claimed job to one fenced outcome: done, failed, requeued, dead, parked, lost."""
-        self.job, self.job_log, self._timings = job, [], {}
+        self.job, self.job_log, self._pending_log, self._timings = job, [], [], {}
         started = time.perf_counter()
-        fields = job.fields
-        self.middleware.job_claimed(self.queue, job.key, _wait_seconds(fields))
+        self.middleware.job_claimed(self.queue, job.key, _wait_seconds(job.fields))
         self.log_job(f"claimed by {self.broker.consumer_id} (attempt {job.attempts})")
         try:
-            try:
-                if job.previous_status not in CLAIMABLE_STATUSES:
-                    raise UserError(
-                        f"The job's status {job.previous_status!r} is not one a producer may set; "
-                        "submit jobs with status 'new'."
-                    )
-                self.validate(job.key, fields)
-                result = self._consume(job.key)
-            except (UserError, ClaimLost, JobTimeout, TransientError):
-                raise
-            except redis.RedisError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - unknown errors are system errors
-                log.exception("%s unexpected error", job.key)
-                raise TransientError(f"internal error ({type(exc).__name__}: {exc})") from exc
+            return self._run(job, started)
+        finally:
+            self.job = None
+
+    def _run(self, job: Job, started: float) -> str:
+        try:
+            result = self._call_consume(job)
         except ClaimLost:
             log.warning("%s claim lost to another worker; dropping our copy", job.key)
             return "lost"
         except UserError as exc:
             reason = one_sentence(str(exc))
-            self.log_job(f"failed: {reason}", logging.WARNING)
             return self._end(job, "failed", {"reason": reason, "failure_type": "user"}, started)
         except TransientError as exc:
             reason = one_sentence(str(exc))
             self.log_job(f"system error: {reason}", logging.WARNING)
+            self.flush_log()
             outcome = self.broker.retry(job, _final_reason(reason, job.attempts))
             self.middleware.job_requeued(self.queue, job.key, outcome)
             if outcome == "dead":
                 self.middleware.job_finished(self.queue, job.key, "failed", "system", self._timing_fields(started))
             return outcome
-        finally:
-            self.job = None
         if result == PARKED:
             self.log_job("waiting for child jobs")
+            self.flush_log()
             return "parked"
         extra = dict(result) if isinstance(result, Mapping) else {}
         status = extra.pop("status", "done") if isinstance(result, Mapping) else (result or "done")
-        self.job = job
+        return self._end(job, status, extra, started)
+
+    def _call_consume(self, job: Job) -> Any:
+        """Validate and consume; unknown exceptions become system errors (Redis errors pass up)."""
         try:
-            return self._end(job, status, extra, started)
-        finally:
-            self.job = None
+            if job.previous_status not in CLAIMABLE_STATUSES:
+                raise UserError(
+                    f"The job's status {job.previous_status!r} is not one a producer may set; "
+                    "submit jobs with status 'new'."
+                )
+            self.validate(job.key, job.fields)
+            return self._consume(job.key)
+        except (UserError, ClaimLost, TransientError, redis.RedisError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - unknown errors are system errors
+            log.exception("%s unexpected error", job.key)
+            raise TransientError(f"internal error ({type(exc).__name__}: {exc})") from exc
 
     def _timing_fields(self, started: float) -> dict[str, float]:
         timings = {name: round(t, 6) for name, t in self._timings.items()}
@@ -217,13 +226,14 @@ class Consumer:
         if status == "failed":
             fields.setdefault("failure_type", "user")
         parent = job.fields.get("parent") or None
-        result = self.broker.finish(job, status, fields, parent=parent, parent_queue=job.fields.get("parent_queue"))
+        self.log_job(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
+        pending, self._pending_log = self._pending_log, []
+        result = self.broker.finish(
+            job, status, fields, parent=parent, parent_queue=job.fields.get("parent_queue"), log_lines=pending
+        )
         if result == 0:
             log.warning("%s finished, but a newer claim owns it; result discarded", job.key)
             return "lost"
-        self.job = job
-        self.log_job(f"{status} in {timings['total']:.3f}s")
-        self.job = None
         self.middleware.job_finished(self.queue, job.key, status, fields.get("failure_type"), timings)
         return status
 

@@ -63,7 +63,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(round(value, 6))
+        return f"{value:.6f}"
     return str(value)
 
 
@@ -133,16 +133,19 @@ class Broker:
         data = {"updated_at": now_iso(), **fields}
         return bool(self._update(keys=[job.key], args=[job.token, *_flatten(data)]))
 
-    def log(self, job_key: str, line: str) -> None:
-        """Append one line to the job's capped log list (expires with the job)."""
-        if self.log_lines <= 0:
+    def log(self, job_key: str, lines: list[str] | str, pipe: Any = None) -> None:
+        """Append lines to the job's capped log list (expires with the job); one round trip."""
+        if self.log_lines <= 0 or not lines:
             return
+        lines = [lines] if isinstance(lines, str) else lines
         name = keys.job_log(job_key)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(name, line)
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
+        pipe.rpush(name, *lines)
         pipe.ltrim(name, -self.log_lines, -1)
-        pipe.expire(name, self.expire_time * 2)
-        pipe.execute()
+        pipe.expire(name, self.expire_time)
+        if own:
+            pipe.execute()
 
     # -- ending -----------------------------------------------------------------------------
     def finish(
@@ -152,17 +155,24 @@ class Broker:
         fields: Mapping[str, Any],
         parent: str | None = None,
         parent_queue: str | None = None,
+        log_lines: list[str] | None = None,
     ) -> int:
-        """Fenced final write: 1 done now, 2 already done by this claim, 0 stale (zombie)."""
+        """Fenced final write: 1 done now, 2 already done by this claim, 0 stale (zombie).
+
+        Pending job-log lines travel in the same round trip.
+        """
         stamp = now_iso()
         data = {"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None, **fields}
         key_list = [job.key, self.processing_key, keys.completed_counter(self.queue)]
         if parent and parent_queue:
             key_list += [parent, parent_queue]
-        result = int(self._finish(keys=key_list, args=[job.token, self.expire_time, status, *_flatten(data)]))
-        if result == 1:
-            self.redis.expire(keys.job_log(job.key), self.expire_time)
-        return result
+        args = [job.token, self.expire_time, status, *_flatten(data)]
+        if not log_lines or self.log_lines <= 0:
+            return int(self._finish(keys=key_list, args=args))
+        pipe = self.redis.pipeline(transaction=False)
+        self.log(job.key, list(log_lines), pipe=pipe)
+        self._finish(keys=key_list, args=args, client=pipe)
+        return int(pipe.execute()[-1])
 
     def park(self, job: Job, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
         """Fenced: set `status=waiting` until `children_total` children end (zip fan-in)."""
