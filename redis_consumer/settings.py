@@ -95,6 +95,7 @@ SPECS: tuple[Spec, ...] = (
     _i("MAX_INPUT_BYTES", 1 << 30, "Largest input object a job may download, in bytes.", minimum=1),
     _c("OUTPUT_URL_MODE", "signed", ("signed", "public", "key"), "What `output_url` holds: a signed URL, a public URL or the key."),
     _i("SIGNED_URL_TTL", 7 * 24 * 3600, "Seconds a signed result URL stays valid.", minimum=1),
+    _f("STORAGE_RETRY_TIMEOUT", 60.0, "Seconds one storage call keeps retrying transient errors (5xx, throttling, resets).", minimum=0.0),
     # --- images and consumers ---
     _i("MAX_IMAGE_HEIGHT", 2048, "Largest image height in pixels (checked from the header).", minimum=1),
     _i("MAX_IMAGE_WIDTH", 2048, "Largest image width in pixels (checked from the header).", minimum=1),
@@ -187,6 +188,7 @@ class Settings:
     MAX_INPUT_BYTES: int
     OUTPUT_URL_MODE: str
     SIGNED_URL_TTL: int
+    STORAGE_RETRY_TIMEOUT: float
     MAX_IMAGE_HEIGHT: int
     MAX_IMAGE_WIDTH: int
     MAX_IMAGE_FRAMES: int
