@@ -143,7 +143,7 @@ return 'requeued'
 RELEASE_ALL = """
 local n = 0
 while true do
-  local k = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  local k = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not k then break end
   n = n + 1
 end

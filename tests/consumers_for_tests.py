@@ -1,0 +1,49 @@
+"""Consumers that misbehave on purpose, loaded by workers as `CONSUMER_TYPE=tests.consumers_for_tests:Name`.
+
+Each records what it did in Redis (`test:executions:{key}` counter, `test:order` list), so tests
+can tell executions (at-least-once) from results (exactly one final write).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from redis_consumer.consumers import Consumer, TransientError, UserError
+
+
+class RecordingConsumer(Consumer):
+    """Records the order of jobs and how often each ran; honours a few hash fields:
+    `sleep` (seconds), `sleep_attempts` (only sleep while attempts <= this), `poison` (SIGKILL self),
+    `user_error` (raise UserError), `transient` (raise TransientError), `crash` (raise ValueError)."""
+
+    name = "recording"
+
+    def _consume(self, redis_hash):
+        fields = self.job.fields
+        self.redis.incr(f"test:executions:{redis_hash}")
+        self.redis.rpush("test:order", redis_hash)
+        if fields.get("poison"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if fields.get("user_error"):
+            raise UserError(fields["user_error"])
+        if fields.get("transient"):
+            raise TransientError(fields["transient"])
+        if fields.get("crash"):
+            raise ValueError(fields["crash"])
+        sleep = float(fields.get("sleep") or 0)
+        only_until = int(fields.get("sleep_attempts") or 10**6)
+        if sleep and self.job.attempts <= only_until:
+            with self.stage("predict"):
+                deadline = time.monotonic() + sleep
+                while time.monotonic() < deadline:
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        self.redis.incr(f"test:results:{redis_hash}")
+        return {"output_url": f"result-of-{redis_hash}", "worker": self.broker.consumer_id}
+
+
+class StrictConsumer(RecordingConsumer):
+    """Requires an `input_file_name` field, like the model consumers."""
+
+    required_fields = ("input_file_name",)

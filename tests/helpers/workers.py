@@ -1,0 +1,31 @@
+"""Start worker processes the way Kubernetes would: `python consume_redis_events.py` with env."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_worker(env: dict[str, str], log_path: str | None = None) -> subprocess.Popen:
+    """One worker subprocess; output goes to `log_path` (or nowhere)."""
+    env = dict(env)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=str(ROOT),
+                            stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL)
+
+
+def stop_all(procs) -> None:
+    """SIGKILL whatever still runs and reap it."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
