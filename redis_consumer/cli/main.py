@@ -17,6 +17,7 @@ from ..errors import ConfigError, RedisConsumerError
 #: Subcommand modules under `redis_consumer.cli`, in `--help` order.
 COMMANDS = (
     "consume",
+    "exporter",
 )
 
 
