@@ -38,7 +38,15 @@ def build_worker(settings: Settings, **kwargs: Any):
 
     consumer_cls = registry.load(settings.CONSUMER_TYPE)
     middleware = list(kwargs.pop("middleware", []))
-    return Worker(settings, consumer_cls, middleware=middleware, **kwargs)
+    metrics_middleware = []
+    if settings.METRICS_PORT > 0:
+        from ..metrics import worker as worker_metrics
+
+        metrics_middleware = worker_metrics.middleware_for(settings)
+    worker = Worker(settings, consumer_cls, middleware=middleware + metrics_middleware, **kwargs)
+    if metrics_middleware:
+        worker_metrics.attach(worker, metrics_middleware)  # probes answer while Redis is still down
+    return worker
 
 
 def run(environ: dict[str, str] | None = None) -> int:
