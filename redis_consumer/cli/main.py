@@ -18,6 +18,13 @@ from ..errors import ConfigError, RedisConsumerError
 COMMANDS = (
     "consume",
     "exporter",
+    "submit",
+    "status",
+    "results",
+    "watch",
+    "logs",
+    "dead",
+    "config",
 )
 
 

@@ -1,0 +1,131 @@
+"""`redis-consumer watch`: a live table per queue (waiting, in-flight, dead, consumers, rate, age).
+
+Everything is read from the protocol's own keys (see `queue/keys.py`), so `watch` works on any
+deployment without extra bookkeeping: jobs per minute is the change of the per-queue finished
+counter between two refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from ..queue import keys
+from ..utils.timestamps import parse_iso
+from .common import (
+    CliError,
+    add_connection_args,
+    command,
+    connect_redis,
+    human_seconds,
+    known_queues,
+    load_settings,
+    table,
+)
+
+COLUMNS = ("queue", "waiting", "in-flight", "dead", "consumers", "jobs/min", "oldest")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "watch",
+        help="live table per queue: waiting, in-flight, dead, live consumers, jobs/min, oldest job age",
+        description="Refresh a table of queue health until Ctrl-C (or once with --once).",
+    )
+    p.add_argument("--queues", nargs="+", metavar="QUEUE", help="queues to show (default: every known queue)")
+    p.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh period (default 2)")
+    p.add_argument("--once", action="store_true", help="print one table and exit")
+    p.add_argument("--json", action="store_true", help="one JSON object per refresh instead of a table")
+    add_connection_args(p)
+    p.set_defaults(func=run)
+
+
+def queue_exists(client: Any, queue: str) -> bool:
+    """Known to the deployment: a worker registered it, or one of its lists exists."""
+    if client.sismember(keys.QUEUES_SET, queue):
+        return True
+    if client.exists(queue, keys.dead(queue), keys.consumers(queue)):
+        return True
+    return next(iter(client.scan_iter(match=keys.processing_prefix(queue) + "*", count=200)), None) is not None
+
+
+def queue_stats(client: Any, queue: str) -> dict[str, Any]:
+    """One row of the table (raw numbers; `finished` is the all-time counter)."""
+    sec, usec = client.time()
+    now = sec + usec / 1e6
+    processing = list(client.scan_iter(match=keys.processing_prefix(queue) + "*", count=500))
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue)
+    pipe.llen(keys.dead(queue))
+    pipe.zcount(keys.consumers(queue), f"({now}", "+inf")
+    pipe.get(keys.completed_counter(queue))
+    pipe.lindex(queue, -1)
+    for name in processing:
+        pipe.llen(name)
+    waiting, dead, live, finished, oldest_key, *inflight = pipe.execute()
+    oldest = None
+    if oldest_key:
+        created = client.hget(oldest_key, "created_at")
+        if created:
+            try:
+                oldest = max(0.0, now - parse_iso(created).timestamp())
+            except ValueError:
+                oldest = None
+    return {
+        "queue": queue,
+        "waiting": int(waiting),
+        "in_flight": int(sum(inflight)),
+        "dead": int(dead),
+        "consumers": int(live),
+        "finished": int(finished or 0),
+        "oldest_age_seconds": None if oldest is None else round(oldest, 3),
+        "time": now,
+    }
+
+
+def _rate(prev: dict[str, Any] | None, cur: dict[str, Any]) -> float | None:
+    if not prev or cur["time"] <= prev["time"]:
+        return None
+    return max(0, cur["finished"] - prev["finished"]) * 60.0 / (cur["time"] - prev["time"])
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    return table(COLUMNS, [
+        (r["queue"], r["waiting"], r["in_flight"], r["dead"], r["consumers"],
+         "-" if r.get("jobs_per_minute") is None else f"{r['jobs_per_minute']:.1f}",
+         human_seconds(r["oldest_age_seconds"]) if r["oldest_age_seconds"] is not None else "-")
+        for r in rows
+    ])
+
+
+@command
+def run(args: Any) -> int:
+    if args.interval <= 0:
+        raise CliError("--interval must be a positive number of seconds")
+    client = connect_redis(load_settings(args))
+    if args.queues:
+        unknown = [q for q in args.queues if not queue_exists(client, q)]
+        if unknown:
+            raise CliError(f"unknown queue {unknown[0]!r}: no worker registered it and it holds no jobs")
+    previous: dict[str, dict[str, Any]] = {}
+    tty = sys.stdout.isatty()
+    while True:
+        queues = args.queues or known_queues(client)
+        rows = []
+        for q in queues:
+            row = queue_stats(client, q)
+            row["jobs_per_minute"] = _rate(previous.get(q), row)
+            previous[q] = row
+            rows.append(row)
+        if args.json:
+            print(json.dumps({"queues": [{k: v for k, v in r.items() if k != "time"} for r in rows]}), flush=True)
+        else:
+            text = render(rows) if rows else "no queues yet (start a worker or submit a job)"
+            if tty and not args.once:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text + ("" if args.once else f"\n\n(refresh every {args.interval:g}s, Ctrl-C to stop)"), flush=True)
+        if args.once:
+            return 0
+        time.sleep(args.interval)
