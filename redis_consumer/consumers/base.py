@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 import redis
 
 from ..errors import JobTimeout, TransientError, UserError, one_sentence
+from ..logs import scrub
 from ..middleware import Middleware, MiddlewareChain
 from ..queue.broker import Broker, Job
 from ..settings import Settings
@@ -53,6 +54,8 @@ class Consumer:
     queue_suffix = ""
     #: Hash fields a job must carry; a missing one fails the job as a user error.
     required_fields: tuple[str, ...] = ()
+    #: Whether jobs need TensorFlow Serving (then /readyz also checks that it is reachable).
+    uses_tfserving = False
 
     def __init__(
         self,
@@ -104,7 +107,7 @@ class Consumer:
         """One line of the job's own story: process log, Redis log list and the result zip."""
         job_key = self.job.key if self.job else "-"
         log.log(level, "%s %s", job_key, message, extra={"job": job_key, "queue": self.queue})
-        stamped = f"{now_iso()} {message}"
+        stamped = f"{now_iso()} {scrub(message, self.settings.secret_values())}"  # kept in Redis and zips
         self.job_log.append(stamped)
         self._pending_log.append(stamped)
 
@@ -180,10 +183,10 @@ class Consumer:
             log.warning("%s claim lost to another worker; dropping our copy", job.key)
             return "lost"
         except UserError as exc:
-            reason = one_sentence(str(exc))
+            reason = one_sentence(scrub(str(exc), self.settings.secret_values()))
             return self._end(job, "failed", {"reason": reason, "failure_type": "user"}, started)
         except TransientError as exc:
-            reason = one_sentence(str(exc))
+            reason = one_sentence(scrub(str(exc), self.settings.secret_values()))
             self.log_job(f"system error: {reason}", logging.WARNING)
             self.flush_log()
             outcome = self.broker.retry(job, _final_reason(reason, job.attempts))
