@@ -16,6 +16,9 @@ ENTRY_POINT_GROUP = "redis_consumer.consumers"
 
 BUILTIN: dict[str, str] = {
     "noop": "redis_consumer.consumers.noop:NoopConsumer",
+    "segmentation": "redis_consumer.consumers.segmentation:SegmentationConsumer",
+    "image": "redis_consumer.consumers.segmentation:SegmentationConsumer",
+    "zip": "redis_consumer.consumers.zip_consumer:ZipConsumer",
 }
 
 

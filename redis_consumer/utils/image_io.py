@@ -1,0 +1,263 @@
+"""Load an uploaded image into a (frames, height, width, channels) array, safely.
+
+Users upload TIFF (single or multi-page, any channel layout, integer or float), PNG, JPEG or
+`.npy` files. The format is recognised from the file's first bytes, not its name, and the
+image's dimensions are read from the header and checked against the limits BEFORE any pixel is
+decoded, so an oversized or hostile file costs almost nothing. Every problem with the file is a
+`UserError` naming it, worded for the person who uploaded it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+#: Axis letters that hold channels (tifffile: C = channel, S = sample, e.g. RGB).
+CHANNEL_AXES = "CS"
+#: Axis letters accepted in a job's `dimension_order` (kiosk field).
+KNOWN_AXES = set("TZCYXSQIB")
+SUPPORTED = "TIFF, PNG, JPEG or .npy"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Largest image a job may submit (MAX_IMAGE_HEIGHT / WIDTH / FRAMES)."""
+
+    height: int = 2048
+    width: int = 2048
+    frames: int = 64
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        return cls(settings.MAX_IMAGE_HEIGHT, settings.MAX_IMAGE_WIDTH, settings.MAX_IMAGE_FRAMES)
+
+
+@dataclass(frozen=True)
+class Header:
+    """What the header says: format, raw shape, axis letters and dtype."""
+
+    format: str
+    shape: tuple[int, ...]
+    axes: str
+    dtype: np.dtype
+
+
+def sniff(path: str) -> str:
+    """The file's format from its magic bytes: tiff | png | jpeg | npy; UserError otherwise."""
+    name = os.path.basename(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise UserError(f"The file {name!r} could not be read ({exc.strerror or exc}).") from None
+    if not head:
+        raise UserError(f"The file {name!r} is empty; upload a {SUPPORTED} image.")
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    raise UserError(f"The file {name!r} is not a supported image; upload a {SUPPORTED} file.")
+
+
+def _guess_axes(shape: Sequence[int]) -> str:
+    """Axes of an array without metadata: channels-last when the last axis is small."""
+    nd = len(shape)
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        if shape[-1] <= 16:
+            return "YXC"
+        if shape[0] <= 16 and shape[1] > 16:
+            return "CYX"
+        return "ZYX"
+    if nd >= 4:
+        return "TZQI"[: nd - 3] + "YXC" if shape[-1] <= 16 else "TZQI"[: nd - 2] + "YX"
+    raise UserError(f"The image has {nd} dimension(s); it needs at least height and width.")
+
+
+def read_header(path: str) -> Header:
+    """Format, shape and axes from the file header only (no pixel data decoded)."""
+    fmt = sniff(path)
+    name = os.path.basename(path)
+    try:
+        if fmt == "tiff":
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise UserError(f"The TIFF file {name!r} holds no image data.")
+                series = tif.series[0]
+                shape = tuple(int(s) for s in series.shape)
+                axes = str(series.axes).upper()
+                dtype = np.dtype(series.dtype)
+        elif fmt in ("png", "jpeg"):
+            from PIL import Image
+
+            with Image.open(path) as im:
+                width, height = im.size
+                bands = len(im.getbands())
+                frames = int(getattr(im, "n_frames", 1) or 1)
+                shape = (frames, height, width, bands)
+                axes = "IYXC"
+                dtype = np.dtype(np.uint16 if im.mode.startswith("I;16") else (np.int32 if im.mode == "I" else np.uint8))
+        else:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            shape = tuple(int(s) for s in shape)
+            if dtype.hasobject:
+                raise UserError(f"The file {name!r} holds Python objects, not an image.")
+            axes = _guess_axes(shape)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any parser failure means a bad file
+        raise UserError(f"The file {name!r} is corrupt or truncated and could not be read as {fmt.upper()}.") from exc
+    if len(axes) != len(shape):
+        axes = _guess_axes(shape)
+    return Header(fmt, shape, axes, dtype)
+
+
+def apply_dimension_order(header: Header, dimension_order: str | None) -> Header:
+    """Honour the kiosk's `dimension_order` field (e.g. `CYX`, `YXC`) when the job sets one."""
+    if not dimension_order:
+        return header
+    order = dimension_order.strip().upper()
+    if not order or set(order) - KNOWN_AXES or len(set(order)) != len(order):
+        raise UserError(f"The job's dimension_order {dimension_order!r} is not valid; use letters such as CYX or ZYXC.")
+    shape = header.shape
+    if len(order) != len(shape):
+        shape = tuple(s for s in shape if s != 1)  # tifffile may add singleton page/sample axes
+    if len(order) != len(shape):
+        raise UserError(
+            f"The job's dimension_order {dimension_order!r} has {len(order)} axes but the image has "
+            f"{len(shape)} ({'x'.join(map(str, shape))})."
+        )
+    if "Y" not in order or "X" not in order:
+        raise UserError(f"The job's dimension_order {dimension_order!r} must contain Y and X.")
+    return Header(header.format, shape, order, header.dtype)
+
+
+def normalized_shape(header: Header) -> tuple[int, int, int, int]:
+    """(frames, height, width, channels) the image will have once loaded."""
+    frames = channels = 1
+    height = width = 1
+    for size, axis in zip(header.shape, header.axes):
+        if axis == "Y":
+            height = size
+        elif axis == "X":
+            width = size
+        elif axis in CHANNEL_AXES:
+            channels *= size
+        else:
+            frames *= size
+    return frames, height, width, channels
+
+
+def check_limits(header: Header, limits: Limits, name: str) -> tuple[int, int, int, int]:
+    """UserError stating the limit and the image's size when it is too big (header only)."""
+    frames, height, width, channels = normalized_shape(header)
+    if height > limits.height or width > limits.width:
+        raise UserError(
+            f"The image {name!r} is {height}x{width} pixels (height x width), larger than the "
+            f"{limits.height}x{limits.width} limit (MAX_IMAGE_HEIGHT x MAX_IMAGE_WIDTH); split or downscale it."
+        )
+    if frames > limits.frames:
+        raise UserError(
+            f"The image {name!r} has {frames} frames, more than the limit of {limits.frames} "
+            "(MAX_IMAGE_FRAMES); split it into smaller files."
+        )
+    if min(frames, height, width, channels) < 1 or math.prod(header.shape) == 0:
+        raise UserError(f"The image {name!r} is empty ({'x'.join(map(str, header.shape))} pixels).")
+    return frames, height, width, channels
+
+
+def _decode(path: str, header: Header) -> np.ndarray:
+    if header.format == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return tif.series[0].asarray()
+    if header.format in ("png", "jpeg"):
+        from PIL import Image, ImageSequence
+
+        with Image.open(path) as im:
+            frames = [np.asarray(frame.copy()) for frame in ImageSequence.Iterator(im)]
+        out = np.stack(frames)
+        return out if out.ndim == 4 else out[..., np.newaxis]
+    return np.load(path, allow_pickle=False)
+
+
+def to_fhwc(data: np.ndarray, axes: str) -> np.ndarray:
+    """Rearrange an array with axis letters into (frames, height, width, channels)."""
+    frame_axes = [i for i, a in enumerate(axes) if a not in "YX" and a not in CHANNEL_AXES]
+    chan_axes = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
+    order = frame_axes + [axes.index("Y"), axes.index("X")] + chan_axes
+    moved = np.transpose(data, order)
+    f, h, w, c = normalized_shape(Header("", data.shape, axes, data.dtype))
+    return moved.reshape(f, h, w, c)
+
+
+def select_channels(image: np.ndarray, channels: str | None, name: str) -> np.ndarray:
+    """Honour the kiosk's `channels` field: comma-separated channel indices, in order."""
+    if not channels or not channels.strip():
+        return image
+    try:
+        wanted = [int(p) for p in channels.replace(" ", "").split(",") if p != ""]
+    except ValueError:
+        raise UserError(f"The job's channels field {channels!r} must list channel numbers such as 0,1.") from None
+    have = image.shape[-1]
+    bad = [c for c in wanted if not 0 <= c < have]
+    if bad or not wanted:
+        raise UserError(
+            f"The job asks for channel(s) {channels!r} but the image {name!r} has {have} channel(s) (numbered from 0)."
+        )
+    return image[..., wanted]
+
+
+def load_image(
+    path: str,
+    limits: Limits | None = None,
+    *,
+    channels: str | None = None,
+    dimension_order: str | None = None,
+    name: str | None = None,
+) -> np.ndarray:
+    """Read `path` as a (frames, height, width, channels) array, checking limits from the header first.
+
+    Integer and float dtypes are kept as stored; booleans become uint8. `name` is how the file
+    is named in error messages (the user's original file name).
+    """
+    limits = limits or Limits()
+    name = name or os.path.basename(path)
+    header = apply_dimension_order(read_header(path), dimension_order)
+    check_limits(header, limits, name)
+    if header.dtype.kind not in "uifb":
+        raise UserError(f"The image {name!r} has pixel type {header.dtype}; use integer or floating-point pixels.")
+    try:
+        data = _decode(path, header)
+    except UserError:
+        raise
+    except MemoryError:
+        raise UserError(f"The image {name!r} is too large to load.") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"The file {name!r} is corrupt or truncated and its pixels could not be read.") from exc
+    if data.size != math.prod(header.shape):
+        raise UserError(f"The file {name!r} is corrupt or truncated: its pixel data does not match its header.")
+    data = data.reshape(header.shape)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
+    image = to_fhwc(data, header.axes)
+    return select_channels(image, channels, name)
