@@ -1,0 +1,233 @@
+"""The one storage interface every backend implements, with the shared policy around it.
+
+Backends only move bytes (`_stat`, `_get`, `_put`, `_remove`, `_sign`, `_public`) and say what
+kind of failure an exception is (`_classify`). Everything that must behave the same on S3, GCS and
+local folders lives here: key confinement, allowed input prefixes, the size check before a
+download, atomic local writes, retries with capped backoff and full jitter, and error messages
+that name the key but never a credential or a signed URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import TransientError, UserError
+from ..logs import scrub
+from ..settings import Settings
+from ..utils.backoff import full_jitter
+from .keys import check_allowed, confine, full_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What `_classify` may answer.
+TRANSIENT = "transient"  # throttling, 5xx, connection reset/refused, timeouts: retry
+MISSING = "missing"  # the object does not exist
+DENIED = "denied"  # 401/403, missing credentials: retrying will not help
+NO_BUCKET = "no-bucket"  # the bucket itself does not exist
+PERMANENT = "permanent"  # any other refusal (4xx): fail fast
+
+BACKOFF_BASE = 0.25  # seconds; retry n waits uniform(0, min(cap, base * 2**n))
+
+
+class StorageAccessError(UserError):
+    """The bucket refused us (permissions, credentials, missing bucket): failing fast beats retrying."""
+
+
+class StorageClient(ABC):
+    """A bucket (plus optional prefix) that jobs read inputs from and write results to."""
+
+    scheme: str = ""
+
+    def __init__(self, url: str, bucket: str, prefix: str, settings: Settings) -> None:
+        self._url = url
+        self.bucket = bucket
+        self.prefix = prefix
+        self.settings = settings
+        self._secrets = [s for s in settings.secret_values() if s]
+
+    def __repr__(self) -> str:  # never shows credentials
+        return f"<{type(self).__name__} {self._url}>"
+
+    @property
+    def url(self) -> str:
+        """The bucket URL this client serves (`s3://bucket/prefix`, `gs://...`, `file:///dir`)."""
+        return self._url
+
+    # ---- public interface ----
+
+    def download(self, key: str, dest_dir: str) -> str:
+        """Stream the object `key` into `dest_dir` and return the local path.
+
+        The key must be inside the bucket and under ALLOWED_INPUT_PREFIXES; the object's size is
+        checked against MAX_INPUT_BYTES before any byte is transferred.
+        """
+        rel = self._confine(key)
+        check_allowed(rel, self.settings.ALLOWED_INPUT_PREFIXES)
+        name = full_key(self.prefix, rel)
+        size = self._call("reading", rel, lambda: self._stat(name))
+        if size is None:
+            raise self._missing(rel)
+        self._check_size(rel, size)
+        os.makedirs(dest_dir, exist_ok=True)
+        dest = os.path.join(dest_dir, os.path.basename(rel))
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
+        os.close(fd)
+        try:
+            self._call("downloading", rel, lambda: self._get(name, tmp))
+            self._check_size(rel, os.path.getsize(tmp))  # the object may have grown since the check
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.debug("downloaded %s (%d bytes)", rel, size)
+        return dest
+
+    def upload(self, path: str, key: str) -> tuple[str, str]:
+        """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`."""
+        rel = self._confine(key)
+        if not os.path.isfile(path):
+            raise UserError(f"The result file {os.path.basename(path)!r} to upload as {rel!r} does not exist.")
+        name = full_key(self.prefix, rel)
+        self._call("uploading", rel, lambda: self._put(path, name))
+        log.debug("uploaded %s (%d bytes)", rel, os.path.getsize(path))
+        return rel, self.url_for(rel)
+
+    def exists(self, key: str) -> bool:
+        """Whether the object `key` exists."""
+        return self.size_or_none(key) is not None
+
+    def size(self, key: str) -> int:
+        """Size of the object `key` in bytes; `UserError` if it does not exist."""
+        size = self.size_or_none(key)
+        if size is None:
+            raise self._missing(self._confine(key))
+        return size
+
+    def size_or_none(self, key: str) -> int | None:
+        """Size of the object `key` in bytes, or None when it does not exist."""
+        rel = self._confine(key)
+        return self._call("reading", rel, lambda: self._stat(full_key(self.prefix, rel)))
+
+    def delete(self, key: str) -> None:
+        """Remove the object `key` (no error when it is already gone)."""
+        rel = self._confine(key)
+        self._call("deleting", rel, lambda: self._remove(full_key(self.prefix, rel)))
+
+    def signed_url(self, key: str, ttl: int | None = None) -> str:
+        """A URL that downloads `key` without credentials for `ttl` seconds (default SIGNED_URL_TTL)."""
+        rel = self._confine(key)
+        seconds = int(ttl if ttl is not None else self.settings.SIGNED_URL_TTL)
+        if seconds < 1:
+            raise ValueError("ttl must be at least one second")
+        return self._sign(full_key(self.prefix, rel), seconds)
+
+    def public_url(self, key: str) -> str:
+        """The unsigned URL of `key` (works only where the bucket is public)."""
+        return self._public(full_key(self.prefix, self._confine(key)))
+
+    def url_for(self, key: str) -> str:
+        """What a job's `output_url` holds for `key`, per OUTPUT_URL_MODE (signed, public or key)."""
+        mode = self.settings.OUTPUT_URL_MODE
+        if mode == "key":
+            return self._confine(key)
+        if mode == "public":
+            return self.public_url(key)
+        return self.signed_url(key)
+
+    # ---- backend primitives (object names already include the prefix) ----
+
+    @abstractmethod
+    def _stat(self, name: str) -> int | None:
+        """Size of the object, None when it is missing."""
+
+    @abstractmethod
+    def _get(self, name: str, dest_path: str) -> None:
+        """Stream the object into `dest_path` (which exists and may be overwritten)."""
+
+    @abstractmethod
+    def _put(self, path: str, name: str) -> None:
+        """Stream a local file into the object, replacing any previous version."""
+
+    @abstractmethod
+    def _remove(self, name: str) -> None:
+        """Delete the object; a missing one is fine."""
+
+    @abstractmethod
+    def _sign(self, name: str, ttl: int) -> str:
+        """A time-limited URL for the object."""
+
+    @abstractmethod
+    def _public(self, name: str) -> str:
+        """The plain URL of the object."""
+
+    @abstractmethod
+    def _classify(self, exc: BaseException) -> str | None:
+        """TRANSIENT, MISSING, DENIED, NO_BUCKET, PERMANENT, or None for a bug (re-raised)."""
+
+    def _describe(self, exc: BaseException) -> str:
+        """A short, credential-free description of a backend failure for messages and logs."""
+        return type(exc).__name__
+
+    # ---- shared policy ----
+
+    def _confine(self, key: str) -> str:
+        return confine(key, self.scheme, self.bucket, self.prefix)
+
+    def _check_size(self, rel: str, size: int) -> None:
+        limit = self.settings.MAX_INPUT_BYTES
+        if size > limit:
+            raise UserError(
+                f"The file {rel!r} is {size} bytes, larger than the {limit}-byte limit (MAX_INPUT_BYTES); "
+                "upload a smaller file."
+            )
+
+    def _missing(self, rel: str) -> UserError:
+        return UserError(f"The file {rel!r} does not exist in {self.url}; check the key or upload it again.")
+
+    def _clean(self, text: str) -> str:
+        return scrub(text, self._secrets)
+
+    def _call(self, action: str, rel: str, fn: Callable[[], T]) -> T:
+        """Run `fn`, retrying transient failures with capped full-jitter backoff for STORAGE_RETRY_TIMEOUT."""
+        give_up_at = time.monotonic() + self.settings.STORAGE_RETRY_TIMEOUT
+        cap = max(self.settings.RETRY_BACKOFF_CAP, BACKOFF_BASE)
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except UserError:
+                raise
+            except Exception as exc:
+                kind = self._classify(exc)
+                if kind is None:
+                    raise
+                what = self._clean(self._describe(exc))
+                if kind == MISSING:
+                    raise self._missing(rel) from None
+                if kind == NO_BUCKET:
+                    raise StorageAccessError(
+                        f"The bucket of {self.url} does not exist, so {rel!r} could not be read or written; "
+                        "ask the operator to fix STORAGE_BUCKET."
+                    ) from None
+                if kind == DENIED:
+                    raise StorageAccessError(
+                        f"Storage denied access while {action} {rel!r} ({what}); "
+                        "ask the operator to check the worker's bucket permissions."
+                    ) from None
+                if kind == PERMANENT:
+                    raise StorageAccessError(f"Storage refused {action} {rel!r} ({what}).") from None
+                delay = full_jitter(attempt, BACKOFF_BASE, cap)
+                if time.monotonic() + delay > give_up_at:
+                    raise TransientError(
+                        f"Storage stayed unavailable while {action} {rel!r} after {attempt + 1} attempts ({what})."
+                    ) from None
+                attempt += 1
+                log.warning("storage %s %r failed (%s); retry %d in %.2fs", action, rel, what, attempt, delay)
+                time.sleep(delay)

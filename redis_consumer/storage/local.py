@@ -1,0 +1,90 @@
+"""A local folder as a bucket (`file:///dir`): the embedded default for laptops and tests.
+
+Copies stream through the kernel (`shutil.copyfile`), writes land atomically (temporary file then
+rename), and symlinks that lead outside the root are refused like `..` keys. There is no signing
+service for a folder, so signed and public URLs are plain `file://` URLs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from ..errors import UserError
+from ..settings import Settings
+from .base import DENIED, MISSING, TRANSIENT, StorageClient
+
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
+
+
+class LocalClient(StorageClient):
+    """Objects are files under `root`; keys are relative paths."""
+
+    scheme = "file"
+
+    def __init__(self, url: str, root: str, settings: Settings) -> None:
+        super().__init__(url, root, "", settings)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._real_root = os.path.realpath(self.root)
+
+    def _path(self, name: str) -> Path:
+        path = self.root / name
+        real = os.path.realpath(path)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise UserError(f"The key {name!r} leads outside the bucket through a link; give a key inside it.")
+        return path
+
+    def _stat(self, name: str) -> int | None:
+        path = self._path(name)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if path.is_file() else None
+
+    def _get(self, name: str, dest_path: str) -> None:
+        shutil.copyfile(self._path(name), dest_path)
+
+    def _put(self, path: str, name: str) -> None:
+        target = self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _remove(self, name: str) -> None:
+        try:
+            self._path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    def _sign(self, name: str, ttl: int) -> str:
+        return self._public(name)
+
+    def _public(self, name: str) -> str:
+        return "file://" + quote(str(self.root.resolve() / name))
+
+    def _classify(self, exc: BaseException) -> str | None:
+        if isinstance(exc, FileNotFoundError):
+            return MISSING
+        if isinstance(exc, PermissionError):
+            return DENIED
+        if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+            return TRANSIENT
+        return None
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, OSError) and exc.errno:
+            return f"{type(exc).__name__}: {errno.errorcode.get(exc.errno, exc.errno)}"
+        return type(exc).__name__

@@ -1,0 +1,164 @@
+"""S3 and S3-compatible servers (MinIO, moto) through boto3.
+
+Imported only when a bucket URL says `s3://`, so workers on other backends never pay for boto3.
+Transfers go through s3transfer (multipart above 8 MB, bounded in-flight parts), so memory stays
+flat whatever the file size. botocore's `standard` retry mode handles throttling and 5xx inside
+one call; the shared retry loop in `base` adds a time budget on top (e.g. a server restart).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from urllib.parse import quote
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from ..settings import Settings
+from .base import DENIED, MISSING, NO_BUCKET, PERMANENT, TRANSIENT, StorageClient
+
+PART_BYTES = 8 * 1024 * 1024
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
+_THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+             "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+           "AllAccessDisabled", "AccountProblem", "403", "401"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_NETWORK = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+            BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)
+
+
+class _NoBucket(Exception):
+    """HEAD on the bucket said 404."""
+
+
+def _chain(exc: BaseException):
+    """The exception and whatever it wraps (s3transfer and boto3 wrap client errors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
+
+
+class S3Client(StorageClient):
+    """One bucket (and prefix) on S3 or an S3-compatible endpoint."""
+
+    scheme = "s3"
+
+    def __init__(self, url: str, bucket: str, prefix: str, settings: Settings) -> None:
+        super().__init__(url, bucket, prefix, settings)
+        self.endpoint = settings.AWS_ENDPOINT_URL or os.environ.get("AWS_ENDPOINT_URL", "")
+        config = Config(
+            retries={"mode": "standard", "max_attempts": 4},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=16,
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if self.endpoint else "auto"},
+        )
+        keys = {}
+        if settings.AWS_ACCESS_KEY_ID:
+            keys = {"aws_access_key_id": settings.AWS_ACCESS_KEY_ID,
+                    "aws_secret_access_key": settings.AWS_SECRET_ACCESS_KEY,
+                    "aws_session_token": os.environ.get("AWS_SESSION_TOKEN") or None}
+        session = boto3.session.Session(region_name=settings.AWS_REGION or None, **keys)
+        self.client = session.client("s3", endpoint_url=self.endpoint or None, config=config)
+        self.transfer = TransferConfig(
+            multipart_threshold=PART_BYTES,
+            multipart_chunksize=PART_BYTES,
+            max_concurrency=4,
+            max_io_queue=64,
+            io_chunksize=256 * 1024,
+        )
+
+    def _stat(self, name: str) -> int | None:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=name)["ContentLength"])
+        except ClientError as exc:
+            if self._code(exc) not in _MISSING:
+                raise
+        # HEAD answers a bare 404 for a missing bucket too: tell the two apart.
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if self._status(exc) == 404:
+                raise _NoBucket() from None
+            raise
+        return None
+
+    def _get(self, name: str, dest_path: str) -> None:
+        self.client.download_file(self.bucket, name, dest_path, Config=self.transfer)
+
+    def _put(self, path: str, name: str) -> None:
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        self.client.upload_file(path, self.bucket, name, Config=self.transfer,
+                                ExtraArgs={"ContentType": content_type})
+
+    def _remove(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=name)
+
+    def _sign(self, name: str, ttl: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=min(ttl, MAX_PRESIGN_SECONDS)
+        )
+
+    def _public(self, name: str) -> str:
+        if self.endpoint:
+            return f"{self.endpoint.rstrip('/')}/{self.bucket}/{quote(name)}"
+        region = self.settings.AWS_REGION or "us-east-1"
+        return f"https://{self.bucket}.s3.{region}.amazonaws.com/{quote(name)}"
+
+    @staticmethod
+    def _code(exc: ClientError) -> str:
+        return str(exc.response.get("Error", {}).get("Code", ""))
+
+    @staticmethod
+    def _status(exc: ClientError) -> int:
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+    def _classify(self, exc: BaseException) -> str | None:
+        for err in _chain(exc):
+            if isinstance(err, _NoBucket):
+                return NO_BUCKET
+            if isinstance(err, ClientError):
+                code, status = self._code(err), self._status(err)
+                if code == "NoSuchBucket":
+                    return NO_BUCKET
+                if code in _MISSING or status == 404:
+                    return MISSING
+                if code in _DENIED or status in (401, 403):
+                    return DENIED
+                if code in _THROTTLE or status == 429 or status >= 500:
+                    return TRANSIENT
+                return PERMANENT
+            if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+                return DENIED
+            if isinstance(err, _NETWORK):
+                return TRANSIENT
+        if any(type(e).__name__ == "RetriesExceededError" for e in _chain(exc)):
+            return TRANSIENT
+        return None
+
+    def _describe(self, exc: BaseException) -> str:
+        for err in _chain(exc):
+            if isinstance(err, ClientError):
+                return f"{self._code(err) or 'error'}, HTTP {self._status(err)}"
+            if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+                return "no usable AWS credentials"
+            if isinstance(err, _NETWORK):
+                return type(err).__name__
+        return type(exc).__name__
