@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Limits:
     frames: int = 64
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(settings.MAX_IMAGE_HEIGHT, settings.MAX_IMAGE_WIDTH, settings.MAX_IMAGE_FRAMES)
 
 
@@ -48,9 +48,9 @@ class Header:
     dtype: np.dtype
 
 
-def sniff(path: str) -> str:
+def sniff(path: str, name: str | None = None) -> str:
     """The file's format from its magic bytes: tiff | png | jpeg | npy; UserError otherwise."""
-    name = os.path.basename(path)
+    name = name or os.path.basename(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -85,10 +85,10 @@ def _guess_axes(shape: Sequence[int]) -> str:
     raise UserError(f"The image has {nd} dimension(s); it needs at least height and width.")
 
 
-def read_header(path: str) -> Header:
+def read_header(path: str, name: str | None = None) -> Header:
     """Format, shape and axes from the file header only (no pixel data decoded)."""
-    fmt = sniff(path)
-    name = os.path.basename(path)
+    name = name or os.path.basename(path)
+    fmt = sniff(path, name)
     try:
         if fmt == "tiff":
             import tifffile
@@ -114,16 +114,16 @@ def read_header(path: str) -> Header:
             with open(path, "rb") as fh:
                 version = np.lib.format.read_magic(fh)
                 if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
                 else:
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                    shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             shape = tuple(int(s) for s in shape)
             if dtype.hasobject:
                 raise UserError(f"The file {name!r} holds Python objects, not an image.")
             axes = _guess_axes(shape)
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure means a bad file
+    except Exception as exc:
         raise UserError(f"The file {name!r} is corrupt or truncated and could not be read as {fmt.upper()}.") from exc
     if len(axes) != len(shape):
         axes = _guess_axes(shape)
@@ -242,7 +242,7 @@ def load_image(
     """
     limits = limits or Limits()
     name = name or os.path.basename(path)
-    header = apply_dimension_order(read_header(path), dimension_order)
+    header = apply_dimension_order(read_header(path, name), dimension_order)
     check_limits(header, limits, name)
     if header.dtype.kind not in "uifb":
         raise UserError(f"The image {name!r} has pixel type {header.dtype}; use integer or floating-point pixels.")
@@ -252,7 +252,7 @@ def load_image(
         raise
     except MemoryError:
         raise UserError(f"The image {name!r} is too large to load.") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise UserError(f"The file {name!r} is corrupt or truncated and its pixels could not be read.") from exc
     if data.size != math.prod(header.shape):
         raise UserError(f"The file {name!r} is corrupt or truncated: its pixel data does not match its header.")

@@ -58,7 +58,8 @@ def _split_large(labels: np.ndarray, count: int, min_distance: int) -> tuple[np.
         return labels, count
     areas = np.bincount(labels.ravel())[1:]
     median = float(np.median(areas))
-    big = [i + 1 for i, a in enumerate(areas) if a > 1.8 * median and a > 4 * min_distance**2]
+    few = count <= 32  # with few objects the median says little: check each one's shape
+    big = [i + 1 for i, a in enumerate(areas) if (few or a > 1.8 * median) and a > 4 * min_distance**2]
     if not big:
         return labels, count
     slices = ndimage.find_objects(labels)
@@ -70,6 +71,8 @@ def _split_large(labels: np.ndarray, count: int, min_distance: int) -> tuple[np.
         sl = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in sl)
         mask = labels[sl] == lab
         dist = ndimage.distance_transform_edt(mask)
+        if mask.sum() < 1.5 * np.pi * float(dist.max()) ** 2:
+            continue  # round enough to be one object
         peaks = (dist == ndimage.maximum_filter(dist, size=2 * min_distance + 1)) & (dist >= min_distance)
         markers, n = ndimage.label(peaks, structure=_EIGHT)
         if n < 2:

@@ -14,6 +14,7 @@ import posixpath
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 from ..errors import UserError
@@ -123,7 +124,7 @@ def extract(zf: zipfile.ZipFile, entry: Entry, dest_path: str) -> int:
                 if written > entry.size:
                     raise UserError(f"The zip entry {entry.name!r} is larger than its header says.")
                 dst.write(chunk)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
         try:
             os.unlink(dest_path)
         except OSError:

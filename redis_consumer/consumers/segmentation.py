@@ -1,0 +1,83 @@
+"""The `segmentation` consumer (also `image`): one image in, a labelled object mask out.
+
+Normalises the input, asks the model for a foreground probability, thresholds it into
+connected objects (touching ones split where the shape says so) and writes the label image
+as TIFF, an outline overlay PNG for people, and `results.json` with the object counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..utils import labels as label_utils
+from ..utils import overlay
+from .tfserving_consumer import Result, TensorFlowServingConsumer
+
+
+class SegmentationConsumer(TensorFlowServingConsumer):
+    """Nuclear (or any foreground) segmentation with the SEGMENTATION_MODEL by default."""
+
+    name = "segmentation"
+    #: Probability above which a pixel belongs to an object.
+    threshold = 0.5
+    #: Objects smaller than this many pixels are noise.
+    min_object_size = 9
+
+    def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
+        """Per-channel percentile normalisation to [0, 1] (float32)."""
+        return label_utils.normalize(image)
+
+    def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
+        if isinstance(prediction, dict):  # multi-head models: take the first head
+            prediction = next(iter(prediction.values()))
+        prediction = np.asarray(prediction)
+        prob = label_utils.foreground(prediction)
+        labels = label_utils.label_objects(prob, self.threshold, self.min_object_size)
+        counts = label_utils.count_objects(labels)
+        self.log_job(f"found {sum(counts)} object(s) in {len(counts)} frame(s)")
+        return Result(
+            arrays={"labels": labels},
+            summary={
+                "output_shape": list(prediction.shape),
+                "label_shape": list(labels.shape),
+                "object_count": int(sum(counts)),
+                "objects_per_frame": counts,
+                "threshold": self.threshold,
+            },
+            hash_fields={"object_count": int(sum(counts))},
+        )
+
+    def save(self, result: Result, image: np.ndarray, outdir: str, fields: Mapping[str, str]) -> list[str]:
+        """labels.tif (uint16 when it fits) and overlay.png (first frame, first channel)."""
+        import tifffile
+
+        labels = result.arrays["labels"]
+        base = _stem(fields)
+        label_path = os.path.join(outdir, f"{base}_labels.tif")
+        tifffile.imwrite(label_path, label_utils.compact_dtype(labels if labels.shape[0] > 1 else labels[0]))
+        shown = self._last_batch if getattr(self, "_last_batch", None) is not None else label_utils.normalize(image[:1])
+        overlay_path = os.path.join(outdir, f"{base}_overlay.png")
+        overlay.save_png(overlay_path, shown[0, :, :, 0], labels[0])
+        return [label_path, overlay_path]
+
+    def predict(self, batch: np.ndarray, model: str, version: str) -> Any:
+        self._last_batch = batch  # the normalised input, reused for the overlay
+        return super().predict(batch, model, version)
+
+    def _consume(self, redis_hash: str) -> dict[str, Any]:
+        self._last_batch = None
+        try:
+            return super()._consume(redis_hash)
+        finally:
+            self._last_batch = None
+
+
+def _stem(fields: Mapping[str, str]) -> str:
+    name = os.path.basename(fields.get("original_name") or fields.get("input_file_name") or "image")
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem).strip("._")
+    return safe[:100] or "image"

@@ -1,0 +1,215 @@
+"""TensorFlowServingConsumer: the download -> load -> predict -> post-process -> zip -> upload flow.
+
+Model consumers subclass this and override the hooks (`preprocess`, `predict`, `postprocess`,
+`save`) instead of re-writing the flow, so every model gets the same stage timing, limits,
+validation against the model's metadata, deterministic output key and result zip (with the
+job's log as `log.txt` and a `results.json`). TensorFlow Serving and the bucket are reached
+through lazily created clients, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..utils import image_io
+from .base import Consumer
+
+
+@dataclass
+class Result:
+    """What `postprocess` hands to `save`: arrays and the summary that goes in results.json."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    hash_fields: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_model(text: str) -> tuple[str, str]:
+    """`NAME:VERSION` -> (name, version); a bare NAME means version 1."""
+    name, _, version = (text or "").strip().partition(":")
+    return name.strip(), (version.strip() or "1")
+
+
+def wire_version(version: str) -> int | str:
+    """Numeric versions go to TF Serving as numbers, labels (e.g. `stable`) as text."""
+    return int(version) if str(version).isdigit() else version
+
+
+class TensorFlowServingConsumer(Consumer):
+    """Base of consumers that run one image through a model on TensorFlow Serving."""
+
+    name = "tfserving"
+    uses_tfserving = True
+    required_fields = ("input_file_name",)
+    #: Default `NAME:VERSION` when the job names no model; None means the SEGMENTATION_MODEL setting.
+    default_model: str | None = None
+    #: Compression of the result zip: TIFF labels and PNGs compress well at a cheap level.
+    zip_compresslevel = 1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tf = None
+        self.timings: dict[str, float] = {}
+
+    # -- services --------------------------------------------------------------------------
+    @property
+    def tf(self):
+        """The TF Serving client for TF_HOST:TF_PORT (one per process, created on first use)."""
+        if self._tf is None:
+            from .. import tfserving
+
+            self._tf = tfserving.get_client(self.settings, redis_client=self.redis)
+        return self._tf
+
+    @tf.setter
+    def tf(self, client) -> None:
+        self._tf = client
+
+    def model_for(self, fields: Mapping[str, str]) -> tuple[str, str]:
+        """The job's `model_name`/`model_version`, else the consumer's default model."""
+        name = (fields.get("model_name") or "").strip()
+        if name:
+            if ":" in name and not fields.get("model_version"):
+                return parse_model(name)
+            return name, (str(fields.get("model_version") or "").strip() or "1")
+        return parse_model(self.default_model or self.settings.SEGMENTATION_MODEL)
+
+    # -- hooks for subclasses --------------------------------------------------------------
+    def load(self, path: str, fields: Mapping[str, str]) -> np.ndarray:
+        """Read the input as (frames, height, width, channels), honouring kiosk fields."""
+        return image_io.load_image(
+            path,
+            image_io.Limits.from_settings(self.settings),
+            channels=fields.get("channels"),
+            dimension_order=fields.get("dimension_order"),
+            name=fields.get("original_name") or os.path.basename(fields.get("input_file_name", "")),
+        )
+
+    def check_against_model(self, image: np.ndarray, metadata: Any, model: str, version: str) -> None:
+        """UserError when the image's channel count cannot feed the model."""
+        if metadata is None or not getattr(metadata, "inputs", None) or len(metadata.inputs) != 1:
+            return
+        spec = next(iter(metadata.inputs.values()))
+        shape = tuple(getattr(spec, "shape", ()) or ())
+        if len(shape) == 4 and shape[-1] not in (-1, None) and int(shape[-1]) != image.shape[-1]:
+            raise UserError(
+                f"Model {model}:{version} expects {int(shape[-1])} channel(s) but the image has "
+                f"{image.shape[-1]}; set the job's channels field (e.g. 0) or upload a matching image."
+            )
+
+    def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
+        """Model input from the loaded image (default: float32 unchanged)."""
+        return np.asarray(image, dtype=np.float32)
+
+    def predict(self, batch: np.ndarray, model: str, version: str) -> np.ndarray:
+        """Run the model over (N, H, W, C) through the tiler, within the job's deadline."""
+        from ..tfserving.tiling import predict_tiled
+
+        return predict_tiled(self.tf, model, wire_version(version), batch, deadline=self.check_deadline())
+
+    def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
+        """Turn the model output into result arrays and a summary (default: keep the output)."""
+        return Result(arrays={"prediction": prediction}, summary={"output_shape": list(prediction.shape)})
+
+    def save(self, result: Result, image: np.ndarray, outdir: str, fields: Mapping[str, str]) -> list[str]:
+        """Write result files into `outdir`; return their paths (default: TIFF per array)."""
+        import tifffile
+
+        paths = []
+        for name, array in result.arrays.items():
+            path = os.path.join(outdir, f"{name}.tif")
+            tifffile.imwrite(path, array)
+            paths.append(path)
+        return paths
+
+    # -- the flow --------------------------------------------------------------------------
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 6)
+
+    def _consume(self, redis_hash: str) -> dict[str, Any]:
+        fields = self.job.fields if self.job is not None else {}
+        self.timings = {}
+        model, version = self.model_for(fields)
+        workdir = tempfile.mkdtemp(prefix="rc-job-")
+        try:
+            return self.run_pipeline(redis_hash, fields, model, version, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def run_pipeline(self, redis_hash: str, fields: Mapping[str, str], model: str, version: str,
+                     workdir: str) -> dict[str, Any]:
+        """Every stage for one job, in `workdir` (removed afterwards)."""
+        with self.stage("download"):
+            t = time.perf_counter()
+            path = self.storage.download(fields["input_file_name"], workdir)
+            self._timed("download", t)
+            t = time.perf_counter()
+            image = self.load(path, fields)
+            self._timed("load", t)
+            self.log_job(f"loaded image {image.shape[1]}x{image.shape[2]}, {image.shape[0]} frame(s), "
+                         f"{image.shape[3]} channel(s), {image.dtype}")
+        with self.stage("predict"):
+            metadata = self.tf.get_metadata(model, wire_version(version))
+            self.check_against_model(image, metadata, model, version)
+            t = time.perf_counter()
+            batch = self.preprocess(image, fields)
+            self._timed("preprocess", t)
+            t = time.perf_counter()
+            prediction = self.predict(batch, model, version)
+            self._timed("model", t)
+        self.set_progress(60)
+        with self.stage("postprocess"):
+            t = time.perf_counter()
+            result = self.postprocess(prediction, image, fields)
+            self._timed("postprocess", t)
+            outdir = os.path.join(workdir, "out")
+            os.makedirs(outdir, exist_ok=True)
+            t = time.perf_counter()
+            files = self.save(result, image, outdir, fields)
+            self._timed("save", t)
+            summary = {
+                "job": redis_hash,
+                "original_name": fields.get("original_name") or fields.get("input_file_name"),
+                "model": {"name": model, "version": version},
+                "input_shape": list(image.shape),
+                "input_dtype": str(image.dtype),
+                **result.summary,
+                "timings": dict(self.timings),
+            }
+            t = time.perf_counter()
+            zip_path = self.write_zip(os.path.join(workdir, "result.zip"), files, summary)
+            self._timed("zip", t)
+        self.set_progress(90)
+        with self.stage("upload"):
+            from ..storage import output_key
+
+            key, url = self.storage.upload(zip_path, output_key(redis_hash))
+        return {"output_url": url, "output_file_name": key, **result.hash_fields}
+
+    def write_zip(self, zip_path: str, files: list[str], summary: Mapping[str, Any]) -> str:
+        """The result zip: the saved files, results.json and the job's log as log.txt."""
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=self.zip_compresslevel) as zf:
+            for path in files:
+                zf.write(path, os.path.basename(path))
+            zf.writestr("results.json", json.dumps(summary, indent=2, default=_jsonable))
+            zf.writestr("log.txt", "\n".join(self.job_log) + "\n")
+        return zip_path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

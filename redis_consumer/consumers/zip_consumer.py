@@ -1,0 +1,266 @@
+"""The `zip` consumer (queue `{QUEUE}-zip`): fan an archive out into image jobs, fan their results in.
+
+First claim (fan-out): download the zip, plan it safely (`utils.safe_zip`), upload each image
+under the parent's input folder, create one child job per image on `{QUEUE}` and park. Child
+keys are deterministic (`{QUEUE}:{parent-id}:{index}:{name}`) and a Lua step creates and
+LPUSHes each one only if it does not exist, so a worker killed half-way and retried makes no
+duplicates. Children carry `parent`/`parent_queue`: their own finish step counts them into the
+parent and requeues it after the last one, so nothing polls. Second claim (fan-in, previous
+status `waiting`): stream every child's output zip into one result zip on disk with
+`failures.json`, `results.json` and `log.txt`, upload it, and let children expire with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..errors import UserError
+from ..utils import safe_zip
+from ..utils.timestamps import now_iso
+from .base import Consumer
+
+#: Producer fields copied from the parent onto every child (kiosk names).
+INHERITED = ("model_name", "model_version", "channels", "dimension_order", "scale", "label", "url", "identity_upload")
+#: Children created per Lua call (bounds the script's run time and argument list).
+BATCH = 200
+#: Most skipped-entry records stored on the parent (the count is always exact).
+MAX_SKIPPED_STORED = 500
+
+# KEYS: child queue
+# ARGV: n_common, common field/value pairs..., then triples (child key, input_file_name, original_name)
+# -> number of children created now (existing ones are left alone and not pushed again)
+FANOUT = """
+local nc = tonumber(ARGV[1])
+local common = {}
+for i = 2, 1 + 2 * nc do common[#common + 1] = ARGV[i] end
+local created = 0
+for i = 2 + 2 * nc, #ARGV, 3 do
+  local k = ARGV[i]
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, 'input_file_name', ARGV[i + 1], 'original_name', ARGV[i + 2], unpack(common))
+    redis.call('LPUSH', KEYS[1], k)
+    created = created + 1
+  end
+end
+return created
+"""
+
+
+def parent_id(job_key: str) -> str:
+    """A short stable id of the parent, used in child keys and input keys."""
+    return hashlib.sha1(job_key.encode("utf-8")).hexdigest()[:16]
+
+
+def children_key(job_key: str) -> str:
+    """Redis list of the parent's child keys, in archive order."""
+    return f"children:{job_key}"
+
+
+def child_key(queue: str, pid: str, index: int, name: str) -> str:
+    return f"{queue}:{pid}:{index}:{name}"
+
+
+class ZipConsumer(Consumer):
+    """Zip archives of images: one child job per image, one result zip for the archive."""
+
+    name = "zip"
+    queue_suffix = "-zip"
+    required_fields = ("input_file_name",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fanout = self.redis.register_script(FANOUT)
+
+    @property
+    def child_queue(self) -> str:
+        return self.settings.QUEUE
+
+    def _consume(self, redis_hash: str) -> Any:
+        job = self.job
+        total = int(job.fields.get("children_total") or 0)
+        if job.previous_status == "waiting":
+            return self.fan_in(redis_hash, job.fields)
+        if total and self.redis.llen(children_key(redis_hash)) == total:
+            self.log_job(f"children already created ({total}); waiting for them again")
+            return self.park(total)
+        return self.fan_out(redis_hash, job.fields)
+
+    # -- fan-out ----------------------------------------------------------------------------
+    def fan_out(self, redis_hash: str, fields: Mapping[str, str]) -> str:
+        """Plan the archive, upload its images, create the children idempotently, park."""
+        workdir = tempfile.mkdtemp(prefix="rc-zip-")
+        try:
+            display = fields.get("original_name") or posixpath.basename(fields["input_file_name"])
+            with self.stage("download"):
+                path = self.storage.download(fields["input_file_name"], workdir)
+                s = self.settings
+                plan = safe_zip.plan(path, max_entries=s.MAX_ZIP_ENTRIES, max_bytes=s.MAX_ZIP_BYTES,
+                                     max_ratio=s.MAX_ZIP_RATIO, display_name=display)
+            for item in plan.skipped:
+                self.log_job(f"skipped {item['name']!r}: {item['reason']}")
+            pid = parent_id(redis_hash)
+            folder = posixpath.join(posixpath.dirname(fields["input_file_name"]), f"zip-{pid}")
+            children: list[tuple[str, str, str]] = []
+            with self.stage("upload"), zipfile.ZipFile(path) as zf:
+                for entry in plan.entries:
+                    self.check_deadline()
+                    local = os.path.join(workdir, "entry")
+                    try:
+                        safe_zip.extract(zf, entry, local)
+                    except UserError as exc:
+                        plan.skipped.append({"name": entry.name, "reason": str(exc)})
+                        continue
+                    key = f"{folder}/{entry.index:04d}-{entry.basename}"
+                    stored_key, _ = self.storage.upload(local, key)
+                    os.unlink(local)
+                    children.append((child_key(self.child_queue, pid, entry.index, entry.basename), stored_key, entry.name))
+            if not children:
+                reasons = "; ".join(f"{i['name']}: {i['reason']}" for i in plan.skipped[:3])
+                raise UserError(
+                    f"The zip {display!r} contains no images to process"
+                    + (f" ({len(plan.skipped)} file(s) skipped, e.g. {reasons})." if plan.skipped else " (it is empty).")
+                )
+            created = self.create_children(redis_hash, fields, children)
+            self.log_job(f"fan-out: {len(children)} child job(s) on {self.child_queue!r} ({created} new)")
+            skipped_json = json.dumps(plan.skipped[:MAX_SKIPPED_STORED])
+            return self.park(len(children), {"skipped": skipped_json, "skipped_count": len(plan.skipped)})
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def create_children(self, redis_hash: str, fields: Mapping[str, str], children: list[tuple[str, str, str]]) -> int:
+        """Record the child list, then create and push each child unless it already exists."""
+        stamp = now_iso()
+        common: dict[str, str] = {k: fields[k] for k in INHERITED if fields.get(k)}
+        common.update({"status": "new", "parent": redis_hash, "parent_queue": self.queue,
+                       "created_at": stamp, "updated_at": stamp})
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(children_key(redis_hash))
+        pipe.rpush(children_key(redis_hash), *[c[0] for c in children])
+        pipe.execute()
+        flat_common = [x for pair in common.items() for x in pair]
+        created = 0
+        for start in range(0, len(children), BATCH):
+            args: list[str] = [str(len(common)), *flat_common]
+            for key, input_key, original in children[start:start + BATCH]:
+                args += [key, input_key, original]
+            created += int(self._fanout(keys=[self.child_queue], args=args))
+        return created
+
+    # -- fan-in -----------------------------------------------------------------------------
+    def fan_in(self, redis_hash: str, fields: Mapping[str, str]) -> dict[str, Any]:
+        """Every child ended: build the archive's result zip and finish the parent."""
+        child_keys = self.redis.lrange(children_key(redis_hash), 0, -1)
+        records = self._child_records(child_keys)
+        done = [r for r in records if r["status"] == "done"]
+        failed = [r for r in records if r["status"] != "done"]
+        skipped = json.loads(fields.get("skipped") or "[]")
+        self.log_job(f"fan-in: {len(done)} done, {len(failed)} failed, {int(fields.get('skipped_count') or 0)} skipped")
+        if records and not done:
+            first = failed[0]
+            raise UserError(
+                f"All {len(records)} image(s) in the zip failed; the first, {first['name']!r}, failed because: "
+                f"{first['reason'].rstrip('.')}."
+            )
+        workdir = tempfile.mkdtemp(prefix="rc-zipin-")
+        try:
+            result = os.path.join(workdir, "result.zip")
+            with self.stage("postprocess"), zipfile.ZipFile(result, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+                for record in done:
+                    self._copy_child(out, record, workdir, failed)
+                done = [r for r in done if not r.get("copy_failed")]
+                failures = {
+                    "failed": [{k: r[k] for k in ("name", "job", "reason", "failure_type")} for r in failed],
+                    "skipped": skipped,
+                    "skipped_count": int(fields.get("skipped_count") or len(skipped)),
+                }
+                out.writestr("failures.json", json.dumps(failures, indent=2))
+                summary = {
+                    "job": redis_hash,
+                    "original_name": fields.get("original_name") or fields.get("input_file_name"),
+                    "children_total": len(records),
+                    "children_done": len(done),
+                    "children_failed": len(failed),
+                    "skipped_count": failures["skipped_count"],
+                    "children": [{k: r[k] for k in ("name", "job", "status", "folder")} for r in records],
+                }
+                out.writestr("results.json", json.dumps(summary, indent=2))
+                self.flush_log()
+                lines = self.redis.lrange(f"logs:{redis_hash}", 0, -1) or self.job_log
+                out.writestr("log.txt", "\n".join(lines) + "\n")
+            with self.stage("upload"):
+                from ..storage import output_key
+
+                key, url = self.storage.upload(result, output_key(redis_hash))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._expire_children(redis_hash, child_keys)
+        return {"output_url": url, "output_file_name": key, "children_done": len(done),
+                "children_failed": len(failed)}
+
+    def _child_records(self, child_keys: list[str]) -> list[dict[str, Any]]:
+        """Status, output and reason of every child (one pipelined round trip per 500)."""
+        wanted = ("status", "output_file_name", "reason", "original_name", "failure_type")
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(child_keys), 500):
+            chunk = child_keys[start:start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hmget(key, wanted)
+            for key, values in zip(chunk, pipe.execute()):
+                data = dict(zip(wanted, values))
+                _, _, index, name = key.rsplit(":", 3) if key.count(":") >= 3 else ("", "", "0", key)
+                record = {
+                    "job": key,
+                    "name": data["original_name"] or name,
+                    "status": data["status"] or "expired",
+                    "output_file_name": data["output_file_name"] or "",
+                    "reason": data["reason"] or "",
+                    "failure_type": data["failure_type"] or "",
+                    "folder": f"{int(index):04d}-{name.rsplit('.', 1)[0]}" if index.isdigit() else name,
+                }
+                if data["status"] is None:
+                    # the child's hash expired before the parent came back: its output key is deterministic
+                    from ..storage import output_key
+
+                    record["output_file_name"] = output_key(key)
+                    record["status"] = "done" if self.storage.exists(record["output_file_name"]) else "expired"
+                    record["reason"] = "" if record["status"] == "done" else "Its result expired before the zip finished."
+                records.append(record)
+        return records
+
+    def _copy_child(self, out: zipfile.ZipFile, record: dict[str, Any], workdir: str,
+                    failed: list[dict[str, Any]]) -> None:
+        """Stream one child's output zip into the result under its own folder."""
+        sub = os.path.join(workdir, "child")
+        os.makedirs(sub, exist_ok=True)
+        try:
+            local = self.storage.download(record["output_file_name"], sub)
+            with zipfile.ZipFile(local) as zin:
+                for info in zin.infolist():
+                    if info.is_dir() or safe_zip._unsafe_reason(info.filename):
+                        continue
+                    with zin.open(info) as src, out.open(f"{record['folder']}/{info.filename}", "w") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        except (UserError, zipfile.BadZipFile) as exc:
+            record["copy_failed"] = True
+            failed.append({**record, "status": "failed", "reason": f"its result could not be collected ({exc})"})
+        finally:
+            shutil.rmtree(sub, ignore_errors=True)
+
+    def _expire_children(self, redis_hash: str, child_keys: Iterable[str]) -> None:
+        """Children (and their logs) expire together with the parent."""
+        ttl = self.settings.EXPIRE_TIME
+        pipe = self.redis.pipeline(transaction=False)
+        for key in child_keys:
+            pipe.expire(key, ttl)
+            pipe.expire(f"logs:{key}", ttl)
+        pipe.expire(children_key(redis_hash), ttl)
+        pipe.execute()
