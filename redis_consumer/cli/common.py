@@ -105,6 +105,7 @@ def connect_redis(settings: Settings):
 
     from ..queue.connection import connect, describe
 
+    _probe_tcp(settings, describe(settings))
     client = connect(settings)
     try:
         client.ping()
@@ -113,6 +114,28 @@ def connect_redis(settings: Settings):
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise CliError(f"cannot reach Redis at {describe(settings)} ({_short(exc)}); is it running? set REDIS_URL") from None
     return client
+
+
+def _probe_tcp(settings: Settings, where: str) -> None:
+    """Fail in milliseconds when nothing listens (the client's retries are for blips, not typos)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if settings.REDIS_URL:
+        parsed = urlparse(settings.REDIS_URL)
+        if parsed.scheme not in ("redis", "rediss"):
+            return  # unix sockets and malformed URLs: connect() reports them
+        try:
+            host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+        except ValueError:
+            return
+    else:
+        host, port = settings.REDIS_HOST, settings.REDIS_PORT
+    try:
+        socket.create_connection((host, port), timeout=settings.REDIS_TIMEOUT).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CliError(f"cannot reach Redis at {where} ({reason}); is it running? set REDIS_URL") from None
 
 
 def bucket_client(settings: Settings):
