@@ -25,6 +25,7 @@ COMMANDS = (
     "logs",
     "dead",
     "config",
+    "serve_model",
 )
 
 

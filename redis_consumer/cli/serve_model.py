@@ -1,0 +1,64 @@
+"""`redis-consumer serve-model`: the dev model server (TF Serving's gRPC API, numpy models)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve-model",
+        help="run the dev model server (TF Serving gRPC API: Identity, NuclearSegmentation, SimulatedGPU)",
+        description="Serve built-in numpy models (version 1) over TensorFlow Serving's gRPC API; with "
+                    "--model-dir also TensorFlow SavedModels laid out as DIR/<name>/<version>/saved_model.pb.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)")
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help="refuse larger batches with TF Serving's error text (0: no limit)")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="fraction of Predict calls failed with UNAVAILABLE")
+    p.add_argument("--seed", type=int, default=None, help="seed of the failure injection")
+    p.add_argument("--response-encoding", choices=("fields", "content"), default="fields",
+                   help="reply with repeated *_val fields like TF Serving (default) or tensor_content")
+    p.add_argument("--model-dir", default="", help="also serve the SavedModels in DIR (needs TensorFlow)")
+    p.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
+    p.add_argument("--gpu-base-ms", type=float, default=4.0, help="SimulatedGPU fixed time per batch in ms")
+    p.add_argument("--gpu-per-sample-ms", type=float, default=0.5, help="SimulatedGPU time per sample in ms")
+    p.add_argument("--gpu-tile", type=int, default=256, help="SimulatedGPU input tile size (0: any size)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..tfserving.models import builtin_models, load_model_dir
+    from ..tfserving.server import DevModelServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not 0.0 <= args.fail_rate <= 1.0:
+        raise ConfigError(f"--fail-rate must be between 0 and 1, got {args.fail_rate}")
+    models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile)
+    if args.model_dir:
+        try:
+            models += load_model_dir(args.model_dir)
+        except ImportError:
+            raise ConfigError("--model-dir needs TensorFlow: pip install 'redis-consumer[serve]'") from None
+    server = DevModelServer(models, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+                            fail_rate=args.fail_rate, response_encoding=args.response_encoding,
+                            workers=args.workers, seed=args.seed)
+    try:
+        port = server.start()
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    names = ", ".join(f"{m.name}:{m.version}" for m in models)
+    print(f"serving {names} on {args.host}:{port}", file=sys.stderr, flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop(1.0)
+    return 0

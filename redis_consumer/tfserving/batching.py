@@ -1,0 +1,135 @@
+"""Pipelined batching: keep PIPELINE_DEPTH Predict calls in flight so the GPU never waits.
+
+Samples are cut into batches of the server's max batch size (TF_MAX_BATCH_SIZE until the server
+says otherwise); while one batch runs the next is already framed and queued. Replies are copied
+once into a preallocated output array. A refused batch ("Task size N is larger than maximum input
+batch size M") is split and M is remembered for the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from ..errors import UserError, one_sentence
+from . import messages
+from .client import PREDICT, BatchTooLarge, observe
+
+if TYPE_CHECKING:
+    from .client import TFServingClient
+
+
+@dataclass
+class _InFlight:
+    lo: int
+    hi: int
+    attempt: int
+    future: Any
+    started: float
+
+
+class _Outputs:
+    """Collects per-batch replies into preallocated arrays (or pieces, for non-batched outputs)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.arrays: dict[str, np.ndarray] = {}
+        self.pieces: dict[str, list[tuple[int, np.ndarray]]] = {}
+
+    def add(self, lo: int, hi: int, outputs: dict[str, np.ndarray]) -> None:
+        for name, value in outputs.items():
+            batched = value.ndim >= 1 and value.shape[0] == hi - lo and name not in self.pieces
+            if batched:
+                out = self.arrays.get(name)
+                if out is None:
+                    out = self.arrays[name] = np.empty((self.total,) + value.shape[1:], dtype=value.dtype)
+                if out.shape[1:] == value.shape[1:]:
+                    out[lo:hi] = value
+                    continue
+            self.pieces.setdefault(name, []).append((lo, value))
+
+    def result(self) -> dict[str, np.ndarray]:
+        out = dict(self.arrays)
+        for name, parts in self.pieces.items():
+            parts.sort(key=lambda p: p[0])
+            values = [np.array(v) for _, v in parts]
+            out[name] = values[0] if len(values) == 1 else np.concatenate([np.atleast_1d(v) for v in values])
+        return out
+
+
+def _sample_count(model: str, arrays: dict[str, np.ndarray]) -> int | None:
+    counts = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    if len(counts) != 1:
+        raise UserError(one_sentence(
+            f"inputs for model {model!r} disagree on the number of samples: "
+            f"{ {k: a.shape for k, a in arrays.items()} }"))
+    return counts.pop()
+
+
+def run_batches(client: "TFServingClient", model: str, version: Any, arrays: dict[str, np.ndarray],
+                deadline_at: float | None) -> dict[str, np.ndarray]:
+    """Predict every sample of `arrays`; returns full-size outputs keyed by output name."""
+    settings = client.settings
+    total = _sample_count(model, arrays)
+    if total is None or total == 0:  # scalars or empty batch: one plain call
+        reply = client.call(PREDICT, messages.frame_predict_request(model, version, arrays),
+                            model=model, version=version, deadline_at=deadline_at)
+        return {k: np.array(v) for k, v in messages.parse_predict_response(reply)[0].items()}
+    arrays = {k: a if a.flags.c_contiguous else np.ascontiguousarray(a) for k, a in arrays.items()}
+    depth = max(1, int(settings.PIPELINE_DEPTH))
+    predict = client._callable(PREDICT)
+    results = _Outputs(total)
+    todo: deque[tuple[int, int, int]] = deque()  # (lo, hi, attempt) waiting to be (re)sent
+    pending: deque[_InFlight] = deque()
+    cursor = 0
+
+    def submit(lo: int, hi: int, attempt: int) -> None:
+        timeout = client.timeout_for(deadline_at)
+        request = messages.frame_predict_request(model, version, {k: a[lo:hi] for k, a in arrays.items()})
+        pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic()))
+
+    try:
+        while cursor < total or todo or pending:
+            while len(pending) < depth and (todo or cursor < total):
+                if todo:
+                    submit(*todo.popleft())
+                else:
+                    hi = min(total, cursor + client.batch_size(model))
+                    submit(cursor, hi, 0)
+                    cursor = hi
+            item = pending.popleft()
+            try:
+                reply = item.future.result()
+            except grpc.RpcError as exc:
+                observe(PREDICT, exc.code().name, time.monotonic() - item.started)
+                try:
+                    client.classify(exc, model, version)
+                except BatchTooLarge as too_large:
+                    _split(client, model, item, too_large.limit, todo)
+                    continue
+                client.backoff_or_raise(exc, item.attempt, deadline_at, model, version)
+                todo.appendleft((item.lo, item.hi, item.attempt + 1))
+                continue
+            observe(PREDICT, "OK", time.monotonic() - item.started)
+            outputs, _ = messages.parse_predict_response(reply)
+            results.add(item.lo, item.hi, outputs)
+    finally:
+        for item in pending:
+            item.future.cancel()
+    return results.result()
+
+
+def _split(client: "TFServingClient", model: str, item: _InFlight, limit: int, todo: deque) -> None:
+    size = item.hi - item.lo
+    if limit < 1 or limit >= size:
+        raise UserError(one_sentence(
+            f"model {model!r} refused a batch of {size} although its limit is {limit}"))
+    client.max_batch[model] = limit
+    chunks = [(lo, min(lo + limit, item.hi), item.attempt) for lo in range(item.lo, item.hi, limit)]
+    for chunk in reversed(chunks):
+        todo.appendleft(chunk)

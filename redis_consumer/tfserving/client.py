@@ -1,0 +1,288 @@
+"""Lean TensorFlow Serving gRPC client: one channel per target per process, no TensorFlow.
+
+Calls go through `channel.unary_unary(path)` with no (de)serializer, so requests are bytes framed
+by `messages` and replies are parsed into numpy views. Retries (UNAVAILABLE, DEADLINE_EXCEEDED)
+use capped exponential backoff with full jitter, bounded by MAX_RETRY and the job's deadline;
+every call's deadline is min(GRPC_TIMEOUT, time left). Metrics hook in through CALL_OBSERVERS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+import grpc
+import numpy as np
+
+from ..errors import JobTimeout, TransientError, UserError, one_sentence
+from ..utils.backoff import full_jitter
+from . import messages
+from .messages import ModelMetadata, TensorSpec  # noqa: F401  (re-exported: part of the API)
+
+log = logging.getLogger(__name__)
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
+GET_MODEL_STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+
+#: Callbacks `fn(method: str, code: str, seconds: float)` run after every gRPC attempt
+#: (method is the short name, e.g. "Predict"; code e.g. "OK", "UNAVAILABLE"). Metrics register here.
+CALL_OBSERVERS: list[Callable[[str, str, float], None]] = []
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.enable_retries", 0),  # we retry ourselves, bounded by the job's deadline
+)
+
+
+class BatchTooLarge(Exception):
+    """The server refused a batch: 'Task size N is larger than maximum input batch size M'."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+def observe(method: str, code: str, seconds: float) -> None:
+    short = method.rsplit("/", 1)[-1]
+    for fn in list(CALL_OBSERVERS):
+        try:
+            fn(short, code, seconds)
+        except Exception:  # a broken metrics hook must never fail a job
+            log.debug("gRPC call observer failed", exc_info=True)
+
+
+def _batch_limit(details: str) -> int | None:
+    marker = "larger than maximum input batch size"
+    if marker not in details:
+        return None
+    tail = details.split(marker, 1)[1].strip().split()
+    try:
+        return int(tail[0].rstrip(".,;")) if tail else None
+    except ValueError:
+        return None
+
+
+class TFServingClient:
+    """Talks to one TF Serving target (TF_HOST:TF_PORT); safe to share within a process."""
+
+    def __init__(self, settings: Any, redis_client: Any = None) -> None:
+        self.settings = settings
+        self.redis = redis_client
+        self.target = f"{settings.TF_HOST}:{settings.TF_PORT}"
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._pid = 0
+        self._callables: dict[str, Any] = {}
+        self._metadata: dict[tuple[str, str], tuple[float, ModelMetadata]] = {}
+        self.max_batch: dict[str, int] = {}
+
+    # ----- channel -----
+    def channel(self) -> grpc.Channel:
+        """The channel, created on first use and again in a forked child."""
+        pid = os.getpid()
+        if self._channel is None or self._pid != pid:
+            with self._lock:
+                if self._channel is None or self._pid != pid:
+                    # after fork the parent's channel is unusable: drop it, never close it here
+                    self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+                    self._callables = {}
+                    self._pid = pid
+        return self._channel
+
+    def _callable(self, method: str):
+        channel = self.channel()
+        fn = self._callables.get(method)
+        if fn is None:
+            fn = self._callables[method] = channel.unary_unary(method)  # bytes in, bytes out
+        return fn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = None
+            self._callables = {}
+
+    def ready(self, timeout: float = 1.0) -> bool:
+        """True when the server accepts a connection within `timeout` seconds (for /readyz)."""
+        try:
+            grpc.channel_ready_future(self.channel()).result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+
+    # ----- calls, deadlines, errors -----
+    def timeout_for(self, deadline_at: float | None) -> float:
+        """Per-call deadline: min(GRPC_TIMEOUT, seconds left for the job)."""
+        timeout = float(self.settings.GRPC_TIMEOUT)
+        if deadline_at is not None:
+            left = deadline_at - time.monotonic()
+            if left <= 0:
+                raise JobTimeout("the job ran out of time while waiting for TensorFlow Serving")
+            timeout = min(timeout, left)
+        return timeout
+
+    def classify(self, exc: grpc.RpcError, model: str, version: Any) -> None:
+        """Raise the right error for a failed call; return only when it is worth retrying."""
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = (exc.details() if hasattr(exc, "details") else "") or ""
+        what = f"model {model!r} version {version if version not in (None, '') else 'latest'}"
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            limit = _batch_limit(details)
+            if limit is not None:
+                raise BatchTooLarge(limit)
+            raise UserError(one_sentence(f"TensorFlow Serving rejected the input for {what}: {details}"))
+        if code == grpc.StatusCode.NOT_FOUND or (
+                code == grpc.StatusCode.FAILED_PRECONDITION and "not found" in details.lower()):
+            raise UserError(one_sentence(f"{what} is not served by TensorFlow Serving: {details}"))
+        if code in RETRYABLE:
+            return
+        raise TransientError(one_sentence(f"TensorFlow Serving failed for {what}: {code.name} {details}"))
+
+    def backoff_or_raise(self, exc: grpc.RpcError, attempt: int, deadline_at: float | None,
+                         model: str, version: Any) -> None:
+        """Sleep before retry `attempt` + 1, or raise when retries or time are used up."""
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else ""
+        if attempt >= self.settings.MAX_RETRY:
+            raise TransientError(one_sentence(
+                f"TensorFlow Serving at {self.target} still {code} after {attempt} retries "
+                f"for model {model!r}: {details}"))
+        delay = full_jitter(attempt, self.settings.GRPC_BACKOFF, self.settings.RETRY_BACKOFF_CAP)
+        if deadline_at is not None and time.monotonic() + delay >= deadline_at:
+            raise JobTimeout(one_sentence(
+                f"the job ran out of time retrying TensorFlow Serving ({code}) for model {model!r}"))
+        log.info("TF Serving %s for %s, retry %d in %.2fs", code, model, attempt + 1, delay)
+        time.sleep(delay)
+
+    def call(self, method: str, request: bytes, *, model: str, version: Any,
+             deadline_at: float | None = None) -> bytes:
+        """One unary call with retries; returns the reply bytes."""
+        attempt = 0
+        while True:
+            timeout = self.timeout_for(deadline_at)
+            start = time.monotonic()
+            try:
+                reply = self._callable(method)(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                observe(method, exc.code().name if hasattr(exc, "code") else "UNKNOWN", time.monotonic() - start)
+                self.classify(exc, model, version)
+                self.backoff_or_raise(exc, attempt, deadline_at, model, version)
+                attempt += 1
+                continue
+            observe(method, "OK", time.monotonic() - start)
+            return reply
+
+    # ----- metadata -----
+    def get_metadata(self, model: str, version: int | str | None = None, *,
+                     deadline: float | None = None) -> ModelMetadata:
+        """Inputs/outputs of a served model, cached in-process and in Redis `{model}:{version}`."""
+        ttl = float(self.settings.METADATA_EXPIRE_TIME)
+        key = (model, "" if version is None else str(version))
+        now = time.monotonic()
+        hit = self._metadata.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+        meta = self._metadata_from_redis(model, version)
+        if meta is None:
+            deadline_at = None if deadline is None else now + deadline
+            reply = self.call(GET_MODEL_METADATA, messages.metadata_request_bytes(model, version),
+                              model=model, version=version, deadline_at=deadline_at)
+            meta = messages.parse_metadata_response(reply, model, version)
+            if not meta.inputs:
+                raise UserError(one_sentence(
+                    f"model {model!r} version {version} has no serving signature TF Serving can describe"))
+            self._metadata_to_redis(model, version, meta)
+        self._metadata[key] = (now + ttl, meta)
+        return meta
+
+    def _redis_key(self, model: str, version: Any) -> str:
+        return f"{model}:{'latest' if version in (None, '') else version}"
+
+    def _metadata_from_redis(self, model: str, version: Any) -> ModelMetadata | None:
+        if self.redis is None:
+            return None
+        try:
+            raw = self.redis.hget(self._redis_key(model, version), "metadata")
+            return ModelMetadata.from_json(raw) if raw else None
+        except Exception:  # cache only: a Redis hiccup or stale format falls through to gRPC
+            log.debug("metadata cache read failed", exc_info=True)
+            return None
+
+    def _metadata_to_redis(self, model: str, version: Any, meta: ModelMetadata) -> None:
+        if self.redis is None:
+            return
+        try:
+            key = self._redis_key(model, version)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, "metadata", meta.to_json())
+            pipe.expire(key, int(self.settings.METADATA_EXPIRE_TIME))
+            pipe.execute()
+        except Exception:
+            log.debug("metadata cache write failed", exc_info=True)
+
+    def model_status(self, model: str, version: int | str | None = None, timeout: float = 5.0) -> list[dict]:
+        """GetModelStatus: [{version, state, error_message}] (for `doctor`-style checks)."""
+        from .protos import rcserving_pb2 as pb
+
+        reply = self.call(GET_MODEL_STATUS, messages.model_spec_request(model, version), model=model,
+                          version=version, deadline_at=time.monotonic() + timeout)
+        resp = pb.GetModelStatusResponse.FromString(reply)
+        return [{"version": s.version, "state": pb.ModelVersionStatus.State.Name(s.state),
+                 "error_message": s.status.error_message} for s in resp.model_version_status]
+
+    # ----- predict -----
+    def batch_size(self, model: str) -> int:
+        return self.max_batch.get(model, int(self.settings.TF_MAX_BATCH_SIZE))
+
+    def predict(self, model: str, version: int | str | None, inputs: np.ndarray | Mapping[str, np.ndarray],
+                *, deadline: float | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        """Predict any number of samples: batched to the server's limit, PIPELINE_DEPTH in flight.
+
+        A plain array goes to the model's only input; with one output a plain array comes back.
+        `deadline` is the number of seconds left for the job.
+        """
+        from .batching import run_batches
+
+        deadline_at = None if deadline is None else time.monotonic() + deadline
+        plain = not isinstance(inputs, Mapping)
+        if plain:
+            meta = self.get_metadata(model, version, deadline=deadline)
+            if len(meta.inputs) != 1:
+                raise UserError(one_sentence(
+                    f"model {model!r} version {version} takes inputs {sorted(meta.inputs)}; "
+                    "pass a dict naming each one"))
+            arrays = {next(iter(meta.inputs)): np.asarray(inputs)}
+        else:
+            arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        outputs = run_batches(self, model, version, arrays, deadline_at)
+        if plain and len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+
+_CLIENTS: dict[tuple[str, int], TFServingClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def get_client(settings: Any, redis_client: Any = None) -> TFServingClient:
+    """The process-wide client for (TF_HOST, TF_PORT); the channel itself is made on first use."""
+    key = (settings.TF_HOST, int(settings.TF_PORT))
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = TFServingClient(settings, redis_client)
+        else:
+            client.settings = settings
+            if redis_client is not None:
+                client.redis = redis_client
+        return client

@@ -1,0 +1,214 @@
+"""Models the dev server serves: numpy references, a simulated GPU, and TF SavedModels.
+
+`NuclearSegmentation` is a deterministic stand-in for a trained network: local background
+subtraction, smoothing and a logistic on a robust noise estimate give a per-pixel foreground
+probability that separates bright blobs from background, for any image size. `SimulatedGPU` runs
+one batch at a time (one lock) for `a + b * batch` seconds, like one GPU, and counts busy time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .messages import ModelMetadata, TensorSpec
+
+F32 = np.dtype("float32")
+
+
+class ModelInputError(ValueError):
+    """Bad input for a model: the server answers INVALID_ARGUMENT with this text."""
+
+
+class Model:
+    """A served model version: metadata plus `predict(inputs) -> outputs` on numpy arrays."""
+
+    name = ""
+    version = 1
+
+    def __init__(self) -> None:
+        self.busy_seconds = 0.0
+        self.batches = 0
+        self.samples = 0
+        self._stats_lock = threading.Lock()
+
+    def metadata(self) -> ModelMetadata:
+        raise NotImplementedError
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        meta = self.metadata()
+        unknown = sorted(set(inputs) - set(meta.inputs))
+        if unknown:
+            raise ModelInputError(
+                f"input tensor alias not found in signature: {', '.join(unknown)}. "
+                f"Inputs expected to be in the set {{{','.join(sorted(meta.inputs))}}}.")
+        missing = sorted(set(meta.inputs) - set(inputs))
+        if missing:
+            raise ModelInputError(f"Missing input tensor alias: {', '.join(missing)}")
+        for key, spec in meta.inputs.items():
+            _check_shape(key, inputs[key].shape, spec.shape)
+        start = time.perf_counter()
+        outputs = self.run(inputs)
+        elapsed = time.perf_counter() - start
+        batch = next(iter(inputs.values())).shape[0] if inputs and next(iter(inputs.values())).ndim else 1
+        with self._stats_lock:
+            self.batches += 1
+            self.samples += int(batch)
+            if not isinstance(self, SimulatedGPU):
+                self.busy_seconds += elapsed
+        return outputs
+
+    def stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            return {"busy_seconds": self.busy_seconds, "batches": self.batches, "samples": self.samples}
+
+
+def _check_shape(key: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    if not expected:
+        return
+    if len(shape) != len(expected) or any(e >= 0 and s != e for s, e in zip(shape, expected)):
+        raise ModelInputError(f"input {key} has shape {list(shape)}, the model expects {list(expected)} "
+                              "(-1 means any size)")
+
+
+class Identity(Model):
+    """Returns its input unchanged (any dtype, any shape): tests the codec and the tiler."""
+
+    name = "Identity"
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(self.name, self.version, {"image": TensorSpec(F32, (-1, -1, -1, -1))},
+                             {"output": TensorSpec(F32, (-1, -1, -1, -1))})
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if set(inputs) != {"image"}:
+            return super().predict(inputs)
+        with self._stats_lock:
+            self.batches += 1
+            self.samples += int(inputs["image"].shape[0]) if inputs["image"].ndim else 1
+        return {"output": inputs["image"]}
+
+
+class NuclearSegmentation(Model):
+    """(N,H,W,1) raw fluorescence -> (N,H,W,1) foreground probability in [0, 1]."""
+
+    name = "NuclearSegmentation"
+    background_window = 41
+    smoothing = 1.5
+
+    def metadata(self) -> ModelMetadata:
+        return ModelMetadata(self.name, self.version, {"image": TensorSpec(F32, (-1, -1, -1, 1))},
+                             {"probability": TensorSpec(F32, (-1, -1, -1, 1))})
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = inputs["image"]
+        out = np.empty(images.shape, dtype=np.float32)
+        for i in range(images.shape[0]):
+            out[i, ..., 0] = foreground_probability(images[i, ..., 0], self.background_window, self.smoothing)
+        return {"probability": out}
+
+
+def foreground_probability(image: np.ndarray, window: int = 41, sigma: float = 1.5) -> np.ndarray:
+    """Smooth, subtract the local mean background, and squash by a robust noise scale."""
+    from scipy import ndimage
+
+    x = np.asarray(image, dtype=np.float32)
+    smooth = ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=3.0)
+    background = ndimage.uniform_filter(smooth, size=window, mode="reflect")
+    diff = smooth - background
+    step = max(1, diff.size // 65536)  # a subsample is plenty for the noise estimate
+    sample = diff.reshape(-1)[::step]
+    center = np.median(sample)
+    noise = 1.4826 * float(np.median(np.abs(sample - center)))
+    noise = max(noise, 1e-6 * max(float(np.abs(x).max()), 1.0), 1e-12)
+    z = (diff - center - 3.0 * noise) / noise
+    return (0.5 * (1.0 + np.tanh(0.5 * np.clip(z, -60, 60)))).astype(np.float32)  # logistic
+
+
+class SimulatedGPU(Model):
+    """Identity that takes `base + per_sample * batch` seconds, one batch at a time."""
+
+    name = "SimulatedGPU"
+
+    def __init__(self, base_seconds: float = 0.004, per_sample_seconds: float = 0.0005, tile: int = 256) -> None:
+        super().__init__()
+        self.base = base_seconds
+        self.per_sample = per_sample_seconds
+        self.tile = tile
+        self._gpu = threading.Lock()
+
+    def metadata(self) -> ModelMetadata:
+        shape = (-1, self.tile, self.tile, 1) if self.tile else (-1, -1, -1, 1)
+        return ModelMetadata(self.name, self.version, {"image": TensorSpec(F32, shape)},
+                             {"output": TensorSpec(F32, shape)})
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = inputs["image"]
+        batch = images.shape[0] if images.ndim else 1
+        service = self.base + self.per_sample * batch
+        with self._gpu:
+            start = time.perf_counter()
+            end = start + service
+            while True:  # sleep() can wake early; the GPU is busy for the whole service time
+                left = end - time.perf_counter()
+                if left <= 0:
+                    break
+                time.sleep(left)
+            with self._stats_lock:
+                self.busy_seconds += time.perf_counter() - start
+        return {"output": images}
+
+
+class SavedModel(Model):
+    """A TensorFlow SavedModel in TF Serving's layout, run through TensorFlow (the `serve` extra)."""
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        super().__init__()
+        import tensorflow as tf  # only the dev server with --model-dir ever imports this
+
+        self.tf = tf
+        self.name = name
+        self.version = version
+        self.loaded = tf.saved_model.load(str(path))
+        self.fn = self.loaded.signatures["serving_default"]
+        self._meta = self._describe()
+        self._lock = threading.Lock()
+
+    def _describe(self) -> ModelMetadata:
+        def spec(t: Any) -> TensorSpec:
+            shape = tuple(-1 if d is None else int(d) for d in t.shape.as_list())
+            return TensorSpec(np.dtype(t.dtype.as_numpy_dtype), shape)
+
+        inputs = {k: spec(v) for k, v in self.fn.structured_input_signature[1].items()}
+        outputs = {k: spec(v) for k, v in self.fn.structured_outputs.items()}
+        return ModelMetadata(self.name, self.version, inputs, outputs)
+
+    def metadata(self) -> ModelMetadata:
+        return self._meta
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = {k: self.tf.constant(v) for k, v in inputs.items()}
+        with self._lock:
+            result = self.fn(**tensors)
+        return {k: v.numpy() for k, v in result.items()}
+
+
+def load_model_dir(root: str | Path) -> list[Model]:
+    """Every `root/<name>/<version>/saved_model.pb` as a served model."""
+    found: list[Model] = []
+    for pb in sorted(Path(root).glob("*/*/saved_model.pb")):
+        version_dir = pb.parent
+        if version_dir.name.isdigit():
+            found.append(SavedModel(version_dir.parent.name, int(version_dir.name), version_dir))
+    return found
+
+
+def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256) -> list[Model]:
+    return [Identity(), NuclearSegmentation(), SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)]
