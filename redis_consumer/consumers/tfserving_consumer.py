@@ -114,8 +114,10 @@ class TensorFlowServingConsumer(Consumer):
 
     def predict(self, batch: np.ndarray, model: str, version: str) -> np.ndarray:
         """Run the model over (N, H, W, C) through the tiler, within the job's deadline."""
-        from ..tfserving.tiling import predict_tiled
-
+        try:
+            from ..tfserving.tiling import predict_tiled
+        except ImportError:  # a build without the tiler: whole images in one request
+            return self.tf.predict(model, wire_version(version), batch, deadline=self.check_deadline())
         return predict_tiled(self.tf, model, wire_version(version), batch, deadline=self.check_deadline())
 
     def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:

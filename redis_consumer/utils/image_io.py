@@ -95,7 +95,7 @@ def read_header(path: str, name: str | None = None) -> Header:
 
             with tifffile.TiffFile(path) as tif:
                 if not tif.series:
-                    raise UserError(f"The TIFF file {name!r} holds no image data.")
+                    raise UserError(f"The TIFF file {name!r} is corrupt or truncated: it holds no image data.")
                 series = tif.series[0]
                 shape = tuple(int(s) for s in series.shape)
                 axes = str(series.axes).upper()

@@ -1,0 +1,116 @@
+"""Segmentation consumer through the real Redis protocol, in-process, with the numpy models."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from redis_consumer.consumers.segmentation import SegmentationConsumer
+from tests.consumer_harness import (
+    Harness,
+    LocalTF,
+    open_result,
+    results_json,
+    settings_for,
+    submit,
+)
+from tests.test_consumers_postprocess import k_disks
+
+
+@pytest.fixture
+def seg(rds, tmp_path):
+    settings = settings_for(tmp_path, MAX_IMAGE_HEIGHT=512, MAX_IMAGE_WIDTH=512, MAX_IMAGE_FRAMES=8)
+    return Harness(rds, settings, SegmentationConsumer, tf=LocalTF())
+
+
+def write_tif(tmp_path, name, data, **kw):
+    path = tmp_path / name
+    tifffile.imwrite(path, data, **kw)
+    return str(path)
+
+
+def test_single_tiff_k_disks_done_with_labels_overlay_results_and_log(seg, rds, tmp_path):
+    k = 9
+    path = write_tif(tmp_path, "cells.tif", k_disks(k, size=192, radius=8).astype(np.uint16))
+    key = submit(rds, seg.settings, path, model_name="NuclearSegmentation", model_version="1")
+    assert seg.run_one() == "done"
+    job = rds.hgetall(key)
+    assert job["status"] == "done", job
+    assert job["output_file_name"] == job["output_url"]  # OUTPUT_URL_MODE=key
+    for field in ("download_time", "predict_time", "postprocess_time", "upload_time", "total_time", "finished_at"):
+        assert float(job[field]) >= 0 if field != "finished_at" else job[field]
+    assert job["object_count"] == str(k)
+    zf = open_result(seg.settings, job)
+    names = set(zf.namelist())
+    assert {"cells_labels.tif", "cells_overlay.png", "results.json", "log.txt"} <= names
+    labels = tifffile.imread(io.BytesIO(zf.read("cells_labels.tif")))
+    assert labels.shape == (192, 192) and labels.max() == k
+    summary = results_json(zf)
+    assert summary["object_count"] == k
+    assert summary["model"] == {"name": "NuclearSegmentation", "version": "1"}
+    assert summary["input_shape"] == [1, 192, 192, 1]
+    assert {"load", "preprocess", "model", "postprocess", "save"} <= set(summary["timings"])
+    assert "stage predict" in zf.read("log.txt").decode()
+    overlay = np.asarray(Image.open(io.BytesIO(zf.read("cells_overlay.png"))))
+    assert overlay.shape == (192, 192, 3)
+
+
+def test_default_model_is_segmentation_model_setting(seg, rds, tmp_path):
+    path = write_tif(tmp_path, "d.tif", k_disks(4, size=96, radius=6).astype(np.float32))
+    key = submit(rds, seg.settings, path)
+    assert seg.run_one() == "done"
+    assert rds.hget(key, "object_count") == "4"
+
+
+def test_multipage_tiff_counts_per_frame(seg, rds, tmp_path):
+    stack = np.stack([k_disks(k, size=96, radius=6, seed=k) for k in (1, 4, 9)]).astype(np.uint16)
+    key = submit(rds, seg.settings, write_tif(tmp_path, "stack.tif", stack, photometric="minisblack"))
+    assert seg.run_one() == "done"
+    summary = results_json(open_result(seg.settings, rds.hgetall(key)))
+    assert summary["objects_per_frame"] == [1, 4, 9]
+
+
+def test_png_with_channels_field(seg, rds, tmp_path):
+    rgb = np.zeros((96, 96, 3), np.uint8)
+    rgb[..., 2] = (k_disks(4, size=96, radius=6) > 500) * 200 + 20
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    key = submit(rds, seg.settings, str(tmp_path / "rgb.png"), channels="2")
+    assert seg.run_one() == "done"
+    assert rds.hget(key, "object_count") == "4"
+
+
+@pytest.mark.parametrize("setup,match", [
+    ("wrong_channels", "expects 1 channel"),
+    ("oversized", "MAX_IMAGE_HEIGHT"),
+    ("corrupt", "corrupt or truncated"),
+    ("not_image", "not a supported image"),
+    ("unknown_model", "Nope:3"),
+    ("missing_input", "missing.tif"),
+])
+def test_bad_jobs_fail_at_once_with_a_user_reason(seg, rds, tmp_path, setup, match):
+    name, extra, data = "bad.tif", {}, None
+    if setup == "wrong_channels":
+        path = write_tif(tmp_path, name, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    elif setup == "oversized":
+        path = write_tif(tmp_path, name, np.zeros((600, 40), np.uint8))
+    elif setup == "corrupt":
+        path, data = None, b"II*\x00" + b"\x00" * 20
+    elif setup == "not_image":
+        path, data = None, b"%PDF-1.4 not an image"
+    elif setup == "unknown_model":
+        path, extra = write_tif(tmp_path, name, np.zeros((32, 32), np.uint8)), {"model_name": "Nope", "model_version": "3"}
+    else:
+        path = write_tif(tmp_path, name, np.zeros((32, 32), np.uint8))
+    key = submit(rds, seg.settings, path, name=name, data=data, **extra)
+    if setup == "missing_input":
+        rds.hset(key, "input_file_name", "uploads/missing.tif")
+    assert seg.run_one() == "failed"
+    job = rds.hgetall(key)
+    assert job["status"] == "failed" and job["failure_type"] == "user", job
+    assert match in job["reason"], job["reason"]
+    assert "Traceback" not in job["reason"] and "\n" not in job["reason"]
+    assert job["attempts"] == "1"
