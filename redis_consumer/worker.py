@@ -25,7 +25,7 @@ from .errors import JobTimeout
 from .middleware import Middleware, MiddlewareChain
 from .queue import keys
 from .queue.broker import Broker, Job
-from .queue.connection import RETRYABLE, connect
+from .queue.connection import RETRYABLE, connect, master_moved
 from .settings import Settings
 from .utils.backoff import Backoff
 
@@ -79,6 +79,7 @@ class Worker:
         self.last_heartbeat_ok: float = 0.0
         self.jobs_processed = 0
         self._blocking = False
+        self._master_moved = False
         self._main_thread_id = threading.get_ident()
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._wake = threading.Event()
@@ -122,6 +123,10 @@ class Worker:
         """Claim one job (blocking) and process it; the outcome, or None when idle."""
         if self.stopping.is_set():
             return None
+        if self._master_moved:
+            self._master_moved = False
+            self._reset_connections()
+            self._recover_own_list()
         self._blocking = True
         try:
             if self.stopping.is_set():
@@ -248,6 +253,9 @@ class Worker:
 
     def _beat_and_reap(self, interval: float) -> None:
         try:
+            if master_moved(self.redis) | master_moved(self.blocking_redis):
+                log.warning("redis master moved (Sentinel failover); reconnecting")
+                self._master_moved = True
             self.broker.heartbeat()
             self.last_heartbeat_ok = time.monotonic()
             self.middleware.heartbeat(self.queue, True)

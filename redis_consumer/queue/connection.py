@@ -124,3 +124,22 @@ def describe(settings: Settings) -> str:
         parsed = urlparse(settings.REDIS_URL)
         return f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 6379}"
     return f"{settings.REDIS_HOST}:{settings.REDIS_PORT}"
+
+
+def master_moved(client: redis.Redis) -> bool:
+    """For a Sentinel-managed client: ask Sentinel where the master is now.
+
+    redis-py drops idle connections when the address changed; we report the change so the
+    worker can also drop the connection it blocks on. Plain clients always answer False.
+    """
+    pool = client.connection_pool
+    if not hasattr(pool, "get_master_address"):
+        return False
+    before = getattr(getattr(pool, "proxy", pool), "master_address", None)
+    try:
+        after = pool.get_master_address()
+    except RETRYABLE:
+        return False
+    except redis.RedisError:
+        return False
+    return before is not None and after != before
