@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import stat
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -80,7 +81,7 @@ def test_not_a_zip_and_truncated_zip(tmp_path):
     with pytest.raises(UserError, match="not a readable zip"):
         safe_zip.plan(str(bad), **LIMITS, display_name="upload.zip")
     good = make_zip(tmp_path / "g.zip", [("a.tif", bytes(range(256)) * 8)])
-    raw = open(good, "rb").read()
+    raw = Path(good).read_bytes()
     cut = tmp_path / "cut.zip"
     cut.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(UserError, match="not a readable zip"):
@@ -95,7 +96,7 @@ def test_extract_streams_and_detects_corrupt_entry(tmp_path):
         assert safe_zip.extract(zf, plan.entries[0], str(tmp_path / "out")) == len(data)
     assert (tmp_path / "out").read_bytes() == data
     # flip bytes in the compressed data: CRC or inflate error -> UserError, partial file removed
-    raw = bytearray(open(path, "rb").read())
+    raw = bytearray(Path(path).read_bytes())
     raw[40:60] = b"\xff" * 20
     broken = tmp_path / "broken.zip"
     broken.write_bytes(bytes(raw))
