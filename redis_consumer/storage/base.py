@@ -93,7 +93,7 @@ class StorageClient(ABC):
         """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`."""
         rel = self._confine(key)
         if not os.path.isfile(path):
-            raise UserError(f"The result file {os.path.basename(path)!r} to upload as {rel!r} does not exist.")
+            raise UserError(f"The result file {os.path.basename(path)!r} to upload as '{rel}' does not exist.")
         name = full_key(self.prefix, rel)
         self._call("uploading", rel, lambda: self._put(path, name))
         log.debug("uploaded %s (%d bytes)", rel, os.path.getsize(path))
@@ -184,12 +184,12 @@ class StorageClient(ABC):
         limit = self.settings.MAX_INPUT_BYTES
         if size > limit:
             raise UserError(
-                f"The file {rel!r} is {size} bytes, larger than the {limit}-byte limit (MAX_INPUT_BYTES); "
+                f"The file '{rel}' is {size} bytes, larger than the {limit}-byte limit (MAX_INPUT_BYTES); "
                 "upload a smaller file."
             )
 
     def _missing(self, rel: str) -> UserError:
-        return UserError(f"The file {rel!r} does not exist in {self.url}; check the key or upload it again.")
+        return UserError(f"The file '{rel}' does not exist in {self.url}; check the key or upload it again.")
 
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)
@@ -213,20 +213,20 @@ class StorageClient(ABC):
                     raise self._missing(rel) from None
                 if kind == NO_BUCKET:
                     raise StorageAccessError(
-                        f"The bucket of {self.url} does not exist, so {rel!r} could not be read or written; "
+                        f"The bucket of {self.url} does not exist, so '{rel}' could not be read or written; "
                         "ask the operator to fix STORAGE_BUCKET."
                     ) from None
                 if kind == DENIED:
                     raise StorageAccessError(
-                        f"Storage denied access while {action} {rel!r} ({what}); "
+                        f"Storage denied access while {action} '{rel}' ({what}); "
                         "ask the operator to check the worker's bucket permissions."
                     ) from None
                 if kind == PERMANENT:
-                    raise StorageAccessError(f"Storage refused {action} {rel!r} ({what}).") from None
+                    raise StorageAccessError(f"Storage refused {action} '{rel}' ({what}).") from None
                 delay = full_jitter(attempt, BACKOFF_BASE, cap)
                 if time.monotonic() + delay > give_up_at:
                     raise TransientError(
-                        f"Storage stayed unavailable while {action} {rel!r} after {attempt + 1} attempts ({what})."
+                        f"Storage stayed unavailable while {action} '{rel}' after {attempt + 1} attempts ({what})."
                     ) from None
                 attempt += 1
                 log.warning("storage %s %r failed (%s); retry %d in %.2fs", action, rel, what, attempt, delay)

@@ -37,31 +37,31 @@ def confine(key: str, scheme: str, bucket: str, prefix: str = "") -> str:
     if "://" in raw:
         parts = urlsplit(raw)
         if parts.scheme.lower() != scheme or (scheme != "file" and parts.netloc != bucket):
-            raise UserError(f"The key {_shown(key)!r} points outside this worker's bucket; give a key inside it.")
+            raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket; give a key inside it.")
         if parts.query or parts.fragment:
-            raise UserError(f"The key {_shown(key)!r} has a query or fragment; give a plain object key.")
+            raise UserError(f"The key '{_shown(key)}' has a query or fragment; give a plain object key.")
         path = parts.path.lstrip("/") if scheme != "file" else parts.path
         if scheme == "file":
             root = "/" + bucket.strip("/")
             if not (path == root or path.startswith(root.rstrip("/") + "/")):
-                raise UserError(f"The key {_shown(key)!r} points outside this worker's bucket; give a key inside it.")
+                raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket; give a key inside it.")
             path = path[len(root.rstrip("/")) + 1:]
         if prefix:
             if not path.startswith(prefix + "/"):
-                raise UserError(f"The key {_shown(key)!r} points outside this worker's bucket prefix; give a key inside it.")
+                raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket prefix; give a key inside it.")
             path = path[len(prefix) + 1:]
         raw = path
     if raw.startswith(("/", "~")):
-        raise UserError(f"The key {_shown(key)!r} is an absolute path; give a path relative to the bucket.")
+        raise UserError(f"The key '{_shown(key)}' is an absolute path; give a path relative to the bucket.")
     if "\\" in raw or _CONTROL.search(raw):
-        raise UserError(f"The key {_shown(key)!r} contains a backslash or control character; use plain '/' paths.")
+        raise UserError(f"The key '{_shown(key)}' contains a backslash or control character; use plain '/' paths.")
     segments = raw.split("/")
     if any(s in ("..", ".") for s in segments):
-        raise UserError(f"The key {_shown(key)!r} contains '.' or '..' segments; give a path inside the bucket.")
+        raise UserError(f"The key '{_shown(key)}' contains '.' or '..' segments; give a path inside the bucket.")
     if any(s == "" for s in segments):
-        raise UserError(f"The key {_shown(key)!r} has an empty path segment; remove the doubled or trailing '/'.")
+        raise UserError(f"The key '{_shown(key)}' has an empty path segment; remove the doubled or trailing '/'.")
     if len(full_key(prefix, raw).encode("utf-8")) > MAX_KEY_BYTES:
-        raise UserError(f"The key {_shown(key)!r} is longer than {MAX_KEY_BYTES} bytes; use a shorter name.")
+        raise UserError(f"The key '{_shown(key)}' is longer than {MAX_KEY_BYTES} bytes; use a shorter name.")
     return raw
 
 
@@ -74,7 +74,7 @@ def check_allowed(key: str, allowed: tuple[str, ...] | list[str]) -> None:
     """Raise `UserError` unless `key` starts with one of the allowed prefixes (empty = all)."""
     if allowed and not any(key.startswith(p.lstrip("/")) for p in allowed):
         raise UserError(
-            f"The key {_shown(key)!r} is not under an allowed input prefix "
+            f"The key '{_shown(key)}' is not under an allowed input prefix "
             f"({', '.join(allowed)}); upload the input there."
         )
 

@@ -1,0 +1,334 @@
+"""One storage test suite, run against the local backend, a real moto S3 server and a real GCS emulator."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from redis_consumer import storage
+from redis_consumer.errors import TransientError, UserError
+from redis_consumer.settings import Settings
+from redis_consumer.storage.base import StorageAccessError
+from tests.helpers.gcs_server import GCSServer
+from tests.helpers.s3_server import S3Server
+
+pytestmark = pytest.mark.timeout(180)
+BACKENDS = ("local", "s3", "gcs")
+BIG = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = S3Server(buckets=("test-bucket",)).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def gcs_server():
+    server = GCSServer(bucket="test-bucket").start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("big") / "big.bin"
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        block = os.urandom(1024 * 1024)
+        for i in range(BIG // len(block)):
+            chunk = bytes([i % 251]) + block[1:]
+            f.write(chunk)
+            digest.update(chunk)
+    return path, digest.hexdigest()
+
+
+class Backend:
+    """Builds clients of one kind with test settings (each call may change settings)."""
+
+    def __init__(self, kind, request, tmp_path):
+        self.kind = kind
+        self.tmp = tmp_path
+        self.prefix = f"t{uuid.uuid4().hex[:8]}"
+        if kind == "s3":
+            self.server = request.getfixturevalue("s3_server")
+            self.env = self.server.env()
+            self.url = f"s3://test-bucket/{self.prefix}"
+        elif kind == "gcs":
+            self.server = request.getfixturevalue("gcs_server")
+            self.env = self.server.env()
+            self.url = f"gs://test-bucket/{self.prefix}"
+        else:
+            self.server = None
+            self.env = {}
+            self.url = f"file://{tmp_path / 'bucket'}"
+
+    def settings(self, **overrides):
+        values = {"STORAGE_RETRY_TIMEOUT": 30.0, "RETRY_BACKOFF_CAP": 1.0, **self.env, **overrides}
+        return Settings.from_env({}, **values)
+
+    def client(self, url=None, **overrides):
+        return storage.get_client(url or self.url, self.settings(**overrides))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, tmp_path):
+    return Backend(request.param, request, tmp_path)
+
+
+def write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return str(path)
+
+
+def sha(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5000])
+def test_round_trip_small(backend, tmp_path, size):
+    client = backend.client(OUTPUT_URL_MODE="key")
+    data = os.urandom(size)
+    key, url = client.upload(write(tmp_path / "src" / "in.bin", data), "uploads/in.bin")
+    assert (key, url) == ("uploads/in.bin", "uploads/in.bin")
+    assert client.exists(key) and client.size(key) == size
+    path = client.download(key, str(tmp_path / "dl"))
+    assert os.path.basename(path) == "in.bin"
+    assert open(path, "rb").read() == data
+    assert sorted(os.listdir(tmp_path / "dl")) == ["in.bin"]  # no temporary files left behind
+    client.delete(key)
+    assert not client.exists(key)
+    client.delete(key)  # deleting twice is fine
+
+
+def test_round_trip_64mb(backend, tmp_path, big_file):
+    path, digest = big_file
+    client = backend.client(OUTPUT_URL_MODE="key")
+    client.upload(str(path), "uploads/big.bin")
+    assert client.size("uploads/big.bin") == BIG
+    out = client.download("uploads/big.bin", str(tmp_path / "dl"))
+    assert sha(out) == digest
+    client.delete("uploads/big.bin")
+
+
+def test_missing_key_is_user_error_naming_it(backend, tmp_path):
+    client = backend.client()
+    with pytest.raises(UserError, match="nothing-here/cells.tif"):
+        client.download("nothing-here/cells.tif", str(tmp_path / "dl"))
+    with pytest.raises(UserError, match="nothing-here/cells.tif"):
+        client.size("nothing-here/cells.tif")
+    assert not client.exists("nothing-here/cells.tif")
+    assert not os.path.exists(tmp_path / "dl") or os.listdir(tmp_path / "dl") == []
+
+
+@pytest.mark.parametrize("bad", [
+    "../secret.txt", "uploads/../../secret.txt", "/etc/passwd", "uploads/./a.tif", "uploads//a.tif",
+    "s3://other-bucket/a.tif", "gs://other-bucket/a.tif", "file:///etc/passwd", "http://example.com/a.tif",
+    "a\\..\\b.tif", "a\x00b.tif", "",
+])
+def test_traversal_and_foreign_keys_rejected(backend, tmp_path, bad):
+    client = backend.client()
+    src = write(tmp_path / "x.bin", b"x")
+    for op in (lambda: client.download(bad, str(tmp_path / "dl")), lambda: client.upload(src, bad),
+               lambda: client.exists(bad), lambda: client.delete(bad), lambda: client.signed_url(bad, 60)):
+        with pytest.raises(UserError) as info:
+            op()
+        if bad.strip() and "\x00" not in bad:
+            assert bad in str(info.value)
+    assert not (tmp_path / "secret.txt").exists()
+
+
+def test_full_url_inside_bucket_is_accepted(backend, tmp_path):
+    client = backend.client()
+    client.upload(write(tmp_path / "a.bin", b"abc"), "uploads/a.bin")
+    full = f"{backend.url}/uploads/a.bin"
+    assert client.size(full) == 3
+    assert open(client.download(full, str(tmp_path / "dl")), "rb").read() == b"abc"
+
+
+def test_local_symlink_escape_rejected(tmp_path):
+    root = tmp_path / "bucket"
+    client = storage.get_client(f"file://{root}", Settings.from_env({}))
+    write(tmp_path / "outside" / "secret.txt", b"secret")
+    os.symlink(tmp_path / "outside", root / "link")
+    with pytest.raises(UserError, match="link/secret.txt"):
+        client.download("link/secret.txt", str(tmp_path / "dl"))
+
+
+def test_size_limit_checked_before_download(backend, tmp_path):
+    client = backend.client(MAX_INPUT_BYTES=1000)
+    client.upload(write(tmp_path / "big.bin", b"x" * 2000), "uploads/too-big.bin")
+    client.upload(write(tmp_path / "ok.bin", b"x" * 1000), "uploads/ok.bin")
+    with pytest.raises(UserError, match=r"uploads/too-big\.bin.*1000-byte limit"):
+        client.download("uploads/too-big.bin", str(tmp_path / "dl"))
+    assert not (tmp_path / "dl").exists() or os.listdir(tmp_path / "dl") == []
+    assert os.path.getsize(client.download("uploads/ok.bin", str(tmp_path / "dl"))) == 1000
+
+
+def test_allowed_input_prefixes(backend, tmp_path):
+    client = backend.client(ALLOWED_INPUT_PREFIXES=("uploads/",))
+    src = write(tmp_path / "a.bin", b"abc")
+    client.upload(src, "uploads/a.bin")
+    client.upload(src, "private/a.bin")  # writing is not restricted, reading is
+    assert client.download("uploads/a.bin", str(tmp_path / "dl"))
+    with pytest.raises(UserError, match="private/a.bin"):
+        client.download("private/a.bin", str(tmp_path / "dl"))
+
+
+def test_output_key_rerun_overwrites(backend, tmp_path):
+    client = backend.client(OUTPUT_URL_MODE="key")
+    job = "segmentation:cells.tif:" + uuid.uuid4().hex
+    key = storage.output_key(job)
+    assert key == storage.output_key(job) and key.startswith("output/") and key.endswith(".zip")
+    client.upload(write(tmp_path / "1.zip", b"first"), key)
+    assert client.upload(write(tmp_path / "2.zip", b"second run"), key) == (key, key)
+    assert open(client.download(key, str(tmp_path / "dl")), "rb").read() == b"second run"
+
+
+def fetch(url: str) -> bytes:
+    if url.startswith("file://"):
+        return open(urllib.parse.unquote(url[len("file://"):]), "rb").read()
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read()
+
+
+def test_result_urls_by_mode(backend, tmp_path):
+    src = write(tmp_path / "r.zip", b"result bytes")
+    signed = backend.client(OUTPUT_URL_MODE="signed", SIGNED_URL_TTL=900)
+    key, url = signed.upload(src, "output/r.zip")
+    assert fetch(url) == b"result bytes"
+    public = backend.client(OUTPUT_URL_MODE="public")
+    if backend.kind == "s3":  # public mode assumes the operator made results readable; moto enforces ACLs
+        public.client.put_object_acl(Bucket="test-bucket", Key=f"{backend.prefix}/{key}", ACL="public-read")
+    assert fetch(public.url_for(key)) == b"result bytes"
+    assert "?" not in public.url_for(key)
+    assert backend.client(OUTPUT_URL_MODE="key").url_for(key) == key
+
+
+def test_s3_presigned_url_downloads_with_urllib_and_expires(request, tmp_path):
+    backend = Backend("s3", request, tmp_path)
+    client = backend.client()
+    client.upload(write(tmp_path / "r.zip", b"signed payload"), "output/r.zip")
+    url = client.signed_url("output/r.zip", 600)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    assert query["X-Amz-Expires"] == ["600"] and "X-Amz-Signature" in query
+    assert backend.server.endpoint in url
+    assert fetch(url) == b"signed payload"
+    long = urllib.parse.parse_qs(urllib.parse.urlsplit(client.signed_url("output/r.zip", 10**7)).query)
+    assert long["X-Amz-Expires"] == [str(7 * 24 * 3600)]  # SigV4 maximum
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_transient_outage_is_retried(request, tmp_path, kind):
+    backend = Backend(kind, request, tmp_path)
+    client = backend.client(OUTPUT_URL_MODE="key")
+    src = write(tmp_path / "in.bin", os.urandom(300_000))
+    if kind == "gcs":
+        client.upload(src, "uploads/before.bin")  # the emulator keeps data on disk across restarts
+    result: dict = {}
+
+    def work():
+        try:
+            result["upload"] = client.upload(src, "uploads/during.bin")
+            if kind == "gcs":
+                result["download"] = client.download("uploads/before.bin", str(tmp_path / "dl"))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+            result["error"] = exc
+
+    backend.server.stop()
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(1.5)  # the client is now retrying against a closed port
+    assert thread.is_alive(), result
+    backend.server.start()
+    thread.join(60)
+    assert "error" not in result, result
+    assert result["upload"] == ("uploads/during.bin", "uploads/during.bin")
+    assert client.size("uploads/during.bin") == 300_000
+    if kind == "gcs":
+        assert open(result["download"], "rb").read() == open(src, "rb").read()
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_outage_longer_than_budget_is_transient_error(request, tmp_path, kind):
+    backend = Backend(kind, request, tmp_path)
+    client = backend.client(STORAGE_RETRY_TIMEOUT=1.0)
+    backend.server.stop()
+    try:
+        with pytest.raises(TransientError, match="uploads/x.bin"):
+            client.size("uploads/x.bin")
+    finally:
+        backend.server.start()
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_missing_bucket_fails_fast(request, tmp_path, kind):
+    backend = Backend(kind, request, tmp_path)
+    scheme = "s3" if kind == "s3" else "gs"
+    client = backend.client(url=f"{scheme}://no-such-bucket-{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        client.download("uploads/a.tif", str(tmp_path / "dl"))
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        client.upload(write(tmp_path / "a.bin", b"a"), "uploads/a.bin")
+    assert time.monotonic() - started < 20  # no retry budget spent (generous: shared machine)
+
+
+def test_credentials_never_in_logs_or_errors(request, tmp_path):
+    """Plant credential values, exercise success and failure paths, and look for them everywhere."""
+    key_id, secret = "AKIAPLANTEDKEYID0001", "planted/SECRET+value-" + uuid.uuid4().hex
+    backend = Backend("s3", request, tmp_path)
+    backend.env = {**backend.env, "AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # everything, botocore included, no redaction filter
+    messages = []
+    try:
+        client = backend.client(STORAGE_RETRY_TIMEOUT=1.0)
+        src = write(tmp_path / "a.bin", b"data")
+        client.upload(src, "uploads/a.bin")
+        client.download("uploads/a.bin", str(tmp_path / "dl"))
+        messages.append(repr(client))
+        for bad in (lambda: client.download("uploads/missing.bin", str(tmp_path / "dl")),
+                    lambda: client.download("../x", str(tmp_path / "dl")),
+                    lambda: backend.client(url="s3://no-such-bucket-xyz").upload(src, "a.bin")):
+            with pytest.raises(UserError) as info:
+                bad()
+            messages.append(str(info.value))
+        backend.server.stop()
+        try:
+            with pytest.raises(TransientError) as info:
+                client.upload(src, "uploads/b.bin")
+            messages.append(str(info.value))
+        finally:
+            backend.server.start()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    logged = stream.getvalue()
+    assert "retry" in logged  # the outage was logged
+    for text in [logged, *messages]:
+        assert secret not in text
+    app_lines = [line for line in logged.splitlines() if line.startswith("redis_consumer")]
+    for text in [*app_lines, *messages]:
+        assert key_id not in text
+        assert "X-Amz-Signature" not in text
