@@ -67,9 +67,9 @@ class TensorFlowServingConsumer(Consumer):
     def tf(self):
         """The TF Serving client for TF_HOST:TF_PORT (one per process, created on first use)."""
         if self._tf is None:
-            from .. import tfserving
+            from ..tfserving.client import get_client
 
-            self._tf = tfserving.get_client(self.settings, redis_client=self.redis)
+            self._tf = get_client(self.settings, redis_client=self.redis)
         return self._tf
 
     @tf.setter
@@ -197,7 +197,8 @@ class TensorFlowServingConsumer(Consumer):
             from ..storage import output_key
 
             key, url = self.storage.upload(zip_path, output_key(redis_hash))
-        return {"output_url": url, "output_file_name": key, **result.hash_fields}
+        # `total_jobs` is what the kiosk's own consumers report alongside the output
+        return {"output_url": url, "output_file_name": key, "total_jobs": 1, **result.hash_fields}
 
     def write_zip(self, zip_path: str, files: list[str], summary: Mapping[str, Any]) -> str:
         """The result zip: the saved files, results.json and the job's log as log.txt."""

@@ -203,7 +203,7 @@ class ZipConsumer(Consumer):
             shutil.rmtree(workdir, ignore_errors=True)
         self._expire_children(redis_hash, child_keys)
         return {"output_url": url, "output_file_name": key, "children_done": len(done),
-                "children_failed": len(failed)}
+                "children_failed": len(failed), "total_jobs": len(records)}
 
     def _child_records(self, child_keys: list[str]) -> list[dict[str, Any]]:
         """Status, output and reason of every child (one pipelined round trip per 500)."""
