@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_round_trip_small(backend, tmp_path, size):
     assert client.exists(key) and client.size(key) == size
     path = client.download(key, str(tmp_path / "dl"))
     assert os.path.basename(path) == "in.bin"
-    assert open(path, "rb").read() == data
+    assert Path(path).read_bytes() == data
     assert sorted(os.listdir(tmp_path / "dl")) == ["in.bin"]  # no temporary files left behind
     client.delete(key)
     assert not client.exists(key)
@@ -158,7 +159,7 @@ def test_full_url_inside_bucket_is_accepted(backend, tmp_path):
     client.upload(write(tmp_path / "a.bin", b"abc"), "uploads/a.bin")
     full = f"{backend.url}/uploads/a.bin"
     assert client.size(full) == 3
-    assert open(client.download(full, str(tmp_path / "dl")), "rb").read() == b"abc"
+    assert Path(client.download(full, str(tmp_path / "dl"))).read_bytes() == b"abc"
 
 
 def test_local_symlink_escape_rejected(tmp_path):
@@ -197,12 +198,12 @@ def test_output_key_rerun_overwrites(backend, tmp_path):
     assert key == storage.output_key(job) and key.startswith("output/") and key.endswith(".zip")
     client.upload(write(tmp_path / "1.zip", b"first"), key)
     assert client.upload(write(tmp_path / "2.zip", b"second run"), key) == (key, key)
-    assert open(client.download(key, str(tmp_path / "dl")), "rb").read() == b"second run"
+    assert Path(client.download(key, str(tmp_path / "dl"))).read_bytes() == b"second run"
 
 
 def fetch(url: str) -> bytes:
     if url.startswith("file://"):
-        return open(urllib.parse.unquote(url[len("file://"):]), "rb").read()
+        return Path(urllib.parse.unquote(url[len("file://"):])).read_bytes()
     with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.read()
 
@@ -261,7 +262,7 @@ def test_transient_outage_is_retried(request, tmp_path, kind):
     assert result["upload"] == ("uploads/during.bin", "uploads/during.bin")
     assert client.size("uploads/during.bin") == 300_000
     if kind == "gcs":
-        assert open(result["download"], "rb").read() == open(src, "rb").read()
+        assert Path(result["download"]).read_bytes() == Path(src).read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs"])
