@@ -22,6 +22,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+demo: $(STAMP)
+	$(VENV)/bin/redis-consumer demo
+
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 

@@ -75,7 +75,7 @@ class Services:
 
     def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Proc:
         log_path = self.log_dir / f"{name}.log"
-        log_file = open(log_path, "wb")
+        log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop(), after the process ends
         popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env=dict(env or self.environ), start_new_session=True)
         proc = Proc(name, popen, log_path, log_file)
