@@ -1,0 +1,1 @@
+"""Example redis-consumer plug-in: image classification (top-K labels with scores)."""

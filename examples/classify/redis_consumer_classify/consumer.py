@@ -1,0 +1,111 @@
+"""`classify`: one image in, its top-K class labels with scores out (ImageNet-classifier style).
+
+Built only by subclassing `TensorFlowServingConsumer` and overriding its hooks; registered
+through the `redis_consumer.consumers` entry point in pyproject.toml. It works with any model
+that returns class scores, either (N, K) or a spatial score map (N, H, W, K) that is averaged
+over the image. With the dev server's `Identity` model the "classes" are the image's channels,
+so an RGB picture is classified as red, green or blue: enough to show the whole path.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from redis_consumer.consumers.tfserving_consumer import (
+    Result,
+    TensorFlowServingConsumer,
+)
+from redis_consumer.errors import UserError
+
+
+def load_labels() -> list[str]:
+    """Class names, one a line: CLASSIFY_LABELS (a file path) or the packaged labels.txt."""
+    path = os.environ.get("CLASSIFY_LABELS")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            return [line.strip() for line in fh if line.strip()]
+    text = resources.files(__package__).joinpath("labels.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def to_probabilities(scores: np.ndarray) -> np.ndarray:
+    """(N, K) scores -> probabilities: kept if they already are, else a softmax."""
+    scores = np.asarray(scores, dtype=np.float64)
+    sums = scores.sum(axis=1, keepdims=True)
+    if scores.min() >= 0 and np.allclose(sums, 1.0, atol=1e-3):
+        return scores
+    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class ClassifyConsumer(TensorFlowServingConsumer):
+    """Top-K labels per image frame, written to the hash and to results.json."""
+
+    name = "classify"
+    #: CLASSIFY_MODEL overrides it; a job's model_name/model_version win over both.
+    default_model = os.environ.get("CLASSIFY_MODEL", "Identity:1")
+
+    def top_k(self, fields: Mapping[str, str]) -> int:
+        raw = fields.get("top_k") or os.environ.get("CLASSIFY_TOP_K", "5")
+        try:
+            return max(1, int(raw))
+        except ValueError:
+            raise UserError(f"The job's top_k field must be a whole number, got {raw!r}.") from None
+
+    def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
+        """Scale to [0, 1] by the image's dtype range (what classifiers are trained on)."""
+        x = image.astype(np.float32)
+        if np.issubdtype(image.dtype, np.integer):
+            x /= float(np.iinfo(image.dtype).max)
+        return x
+
+    def predict(self, batch: np.ndarray, model: str, version: str) -> Any:
+        """Whole images, not tiles: a class score needs the full picture."""
+        from redis_consumer.consumers.tfserving_consumer import wire_version
+
+        return self.tf.predict(model, wire_version(version), batch, deadline=self.check_deadline())
+
+    def postprocess(self, prediction: Any, image: np.ndarray, fields: Mapping[str, str]) -> Result:
+        if isinstance(prediction, dict):
+            prediction = next(iter(prediction.values()))
+        scores = np.asarray(prediction, dtype=np.float64)
+        if scores.ndim == 4:
+            scores = scores.mean(axis=(1, 2))  # spatial score maps: average over the image
+        if scores.ndim != 2:
+            raise UserError(f"The model returned scores of shape {list(scores.shape)}; a classifier must return (N, K).")
+        probs = to_probabilities(scores)
+        labels = load_labels()
+        k = min(self.top_k(fields), probs.shape[1])
+        frames = []
+        for row in probs:
+            order = np.argsort(-row)[:k]
+            frames.append([{"label": labels[i] if i < len(labels) else f"class_{i}", "index": int(i),
+                            "score": round(float(row[i]), 6)} for i in order])
+        best = frames[0][0]
+        self.log_job(f"top label {best['label']} ({best['score']:.3f})")
+        return Result(
+            arrays={"probabilities": probs},
+            summary={"top_k": frames, "classes": int(probs.shape[1])},
+            hash_fields={
+                "top_label": best["label"],
+                "top_score": best["score"],
+                "top_labels": ",".join(f"{p['label']}:{p['score']:.4f}" for p in frames[0]),
+            },
+        )
+
+    def save(self, result: Result, image: np.ndarray, outdir: str, fields: Mapping[str, str]) -> list[str]:
+        """predictions.csv: frame, rank, label, score."""
+        path = os.path.join(outdir, "predictions.csv")
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["frame", "rank", "label", "score"])
+            for frame, top in enumerate(result.summary["top_k"]):
+                for rank, item in enumerate(top, start=1):
+                    writer.writerow([frame, rank, item["label"], item["score"]])
+        return [path]

@@ -1,0 +1,83 @@
+"""The custom-consumer story: install examples/classify (no edits to this repo) and run a job.
+
+The example is installed with pip into a private target directory (the shared venv is left
+alone); a real worker process with that directory on PYTHONPATH finds `classify` through the
+`redis_consumer.consumers` entry point and classifies a PNG through the dev model server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from redis_consumer.utils.timestamps import now_iso
+from tests.helpers.model_server import ModelServer
+from tests.helpers.net import wait_until
+from tests.helpers.redis_server import env_for
+from tests.helpers.workers import start_worker, stop_all
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    target = tmp_path_factory.mktemp("classify-site")
+    source = tmp_path_factory.mktemp("classify-src") / "classify"
+    shutil.copytree(ROOT / "examples" / "classify", source)  # pip leaves build files next to the source
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "--target", str(target), str(source)],
+        check=True, capture_output=True, timeout=180,
+    )
+    return target
+
+
+def test_entry_point_registers_the_consumer_type(installed):
+    code = ("from redis_consumer.consumers import registry; "
+            "print(registry.available()); print(registry.load('classify').__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": f"{installed}:{ROOT}"},
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "'classify'" in out and "ClassifyConsumer" in out
+
+
+def test_classify_job_end_to_end(installed, rds, redis_server, tmp_path):
+    server = ModelServer().start()
+    procs = []
+    try:
+        bucket = tmp_path / "bucket"
+        (bucket / "uploads").mkdir(parents=True)
+        rgb = np.zeros((64, 64, 3), np.uint8)
+        rgb[..., 0], rgb[..., 1], rgb[..., 2] = 40, 90, 220  # mostly blue
+        Image.fromarray(rgb).save(bucket / "uploads" / "sky.png")
+        key = f"classify:sky.png:{uuid.uuid4().hex}"
+        rds.hset(key, mapping={"status": "new", "input_file_name": "uploads/sky.png", "original_name": "sky.png",
+                               "created_at": now_iso(), "top_k": "2"})
+        rds.lpush("classify", key)
+        env = env_for(redis_server, QUEUE="classify", CONSUMER_TYPE="classify", TF_PORT=str(server.port),
+                      STORAGE_BUCKET=f"file://{bucket}", OUTPUT_URL_MODE="key", EMPTY_QUEUE_TIMEOUT="0.5",
+                      PYTHONPATH=str(installed))
+        procs.append(start_worker(env, str(tmp_path / "worker.log")))
+        wait_until(lambda: rds.hget(key, "status") in ("done", "failed"), timeout=120, message="classify job")
+        job = rds.hgetall(key)
+        assert job["status"] == "done", (job, (tmp_path / "worker.log").read_text()[-2000:])
+        assert job["top_label"] == "blue"
+        assert job["top_labels"].startswith("blue:") and job["top_labels"].split(",")[1].startswith("green:")
+        zf = zipfile.ZipFile(io.BytesIO((bucket / job["output_file_name"]).read_bytes()))
+        summary = json.loads(zf.read("results.json"))
+        assert [t["label"] for t in summary["top_k"][0]] == ["blue", "green"]
+        assert summary["model"] == {"name": "Identity", "version": "1"}
+        assert "predictions.csv" in zf.namelist() and "log.txt" in zf.namelist()
+    finally:
+        stop_all(procs)
+        server.stop()
