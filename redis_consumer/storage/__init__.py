@@ -54,7 +54,8 @@ def parse_url(url: str) -> tuple[str, str, str]:
     bucket = parts.netloc
     if not _BUCKET_NAME.match(bucket) or ".." in bucket or (scheme == "s3" and len(bucket) > 63):
         raise ConfigError(f"{_USAGE}, got {text!r} whose bucket name is not valid")
-    prefix = parts.path.strip("/")
+    prefix = parts.path.removeprefix("/")
+    prefix = prefix.removesuffix("/")
     segments = prefix.split("/") if prefix else []
     if any(s in ("", ".", "..") for s in segments) or "\\" in prefix:
         raise ConfigError(f"{_USAGE}, got {text!r} whose prefix has empty, '.' or '..' segments")

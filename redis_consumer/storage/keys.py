@@ -86,7 +86,7 @@ def output_key(job_key: str, suffix: str = ".zip") -> str:
     name (or it is truncated) a short hash of the job key keeps two different jobs apart.
     """
     raw = str(job_key)
-    safe = _UNSAFE_NAME.sub("_", raw).strip("._") or "job"
+    safe = re.sub(r"\.{2,}", ".", _UNSAFE_NAME.sub("_", raw)).strip("._") or "job"
     if safe != raw or len(safe) > 150:
         digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:10]
         safe = f"{safe[:150]}_{digest}"
