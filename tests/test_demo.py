@@ -103,7 +103,7 @@ def test_demo_uses_redis_url_and_stops_everything_on_ctrl_c(tmp_path, redis_serv
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err[-2000:]
         assert "Traceback" not in err
-        gone, alive = psutil.wait_procs(children, timeout=15)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
         assert not alive
     finally:
         if proc.poll() is None:
