@@ -197,7 +197,7 @@ class StorageClient(ABC):
     def _call(self, action: str, rel: str, fn: Callable[[], T]) -> T:
         """Run `fn`, retrying transient failures with capped full-jitter backoff for STORAGE_RETRY_TIMEOUT."""
         give_up_at = time.monotonic() + self.settings.STORAGE_RETRY_TIMEOUT
-        cap = max(self.settings.RETRY_BACKOFF_CAP, BACKOFF_BASE)
+        cap = self.settings.RETRY_BACKOFF_CAP
         attempt = 0
         while True:
             try:
