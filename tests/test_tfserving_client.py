@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import grpc
 import numpy as np
@@ -204,7 +203,7 @@ print("parent", float(c.predict("Identity", 1, np.ones((1, 2, 2, 1), np.float32)
 def test_channel_is_recreated_after_fork(server):
     """A forked child gets its own channel; the parent keeps using its own (clean process)."""
     out = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(server.port)], capture_output=True,
-                         text=True, timeout=90)
+                         text=True, timeout=90, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "child 16.0" in out.stdout and "parent 4.0" in out.stdout
 

@@ -239,20 +239,14 @@ def test_import_leaves_tensorflow_out():
             "redis_consumer.tfserving.codec, redis_consumer.tfserving.protos.rcserving_pb2;"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('tensorflow','tensorflow_serving','keras')];"
             "print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_generated_module_is_up_to_date(tmp_path):
     """The committed rcserving_pb2.py is what the committed generator makes from the .proto."""
-    from pathlib import Path
-
     pytest.importorskip("grpc_tools")
-    from grpc_tools import protoc
-    import grpc_tools
+    from redis_consumer.tfserving.protos import generate
 
-    here = Path(messages.__file__).parent / "protos"
-    include = Path(grpc_tools.__file__).parent / "_proto"
-    assert protoc.main(["protoc", f"-I{here}", f"-I{include}", f"--python_out={tmp_path}",
-                        str(here / "rcserving.proto")]) == 0
-    assert (tmp_path / "rcserving_pb2.py").read_text() == (here / "rcserving_pb2.py").read_text()
+    fresh = generate.generate(tmp_path)
+    assert fresh.read_text() == (generate.HERE / "rcserving_pb2.py").read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,26 +72,39 @@ def _sample_count(model: str, arrays: dict[str, np.ndarray]) -> int | None:
     return counts.pop()
 
 
-def run_batches(client: "TFServingClient", model: str, version: Any, arrays: dict[str, np.ndarray],
+def run_batches(client: TFServingClient, model: str, version: Any, arrays: dict[str, np.ndarray],
                 deadline_at: float | None) -> dict[str, np.ndarray]:
     """Predict every sample of `arrays`; returns full-size outputs keyed by output name."""
-    settings = client.settings
     total = _sample_count(model, arrays)
     if total is None or total == 0:  # scalars or empty batch: one plain call
         reply = client.call(PREDICT, messages.frame_predict_request(model, version, arrays),
                             model=model, version=version, deadline_at=deadline_at)
         return {k: np.array(v) for k, v in messages.parse_predict_response(reply)[0].items()}
     arrays = {k: a if a.flags.c_contiguous else np.ascontiguousarray(a) for k, a in arrays.items()}
-    depth = max(1, int(settings.PIPELINE_DEPTH))
-    predict = client._callable(PREDICT)
     results = _Outputs(total)
+    stream_batches(client, model, version, total, lambda lo, hi: {k: a[lo:hi] for k, a in arrays.items()},
+                   results.add, deadline_at)
+    return results.result()
+
+
+def stream_batches(client: TFServingClient, model: str, version: Any, total: int,
+                   source: Callable[[int, int], Mapping[str, np.ndarray]],
+                   sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
+    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs just before it is sent,
+    `sink(lo, hi, outputs)` takes its outputs (read-only views) as soon as they arrive.
+
+    Making and consuming batches overlaps with the server's work on the batches in flight, so a
+    tiler that cuts and stitches here keeps the GPU busy.
+    """
+    depth = max(1, int(client.settings.PIPELINE_DEPTH))
+    predict = client._callable(PREDICT)
     todo: deque[tuple[int, int, int]] = deque()  # (lo, hi, attempt) waiting to be (re)sent
     pending: deque[_InFlight] = deque()
     cursor = 0
 
     def submit(lo: int, hi: int, attempt: int) -> None:
         timeout = client.timeout_for(deadline_at)
-        request = messages.frame_predict_request(model, version, {k: a[lo:hi] for k, a in arrays.items()})
+        request = messages.frame_predict_request(model, version, source(lo, hi))
         pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic()))
 
     try:
@@ -117,14 +131,13 @@ def run_batches(client: "TFServingClient", model: str, version: Any, arrays: dic
                 continue
             observe(PREDICT, "OK", time.monotonic() - item.started)
             outputs, _ = messages.parse_predict_response(reply)
-            results.add(item.lo, item.hi, outputs)
+            sink(item.lo, item.hi, outputs)
     finally:
         for item in pending:
             item.future.cancel()
-    return results.result()
 
 
-def _split(client: "TFServingClient", model: str, item: _InFlight, limit: int, todo: deque) -> None:
+def _split(client: TFServingClient, model: str, item: _InFlight, limit: int, todo: deque) -> None:
     size = item.hi - item.lo
     if limit < 1 or limit >= size:
         raise UserError(one_sentence(

@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc
 import numpy as np
@@ -53,7 +54,7 @@ class BatchTooLarge(Exception):
 
 def observe(method: str, code: str, seconds: float) -> None:
     short = method.rsplit("/", 1)[-1]
-    for fn in list(CALL_OBSERVERS):
+    for fn in CALL_OBSERVERS:
         try:
             fn(short, code, seconds)
         except Exception:  # a broken metrics hook must never fail a job
@@ -268,6 +269,15 @@ class TFServingClient:
         if plain and len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
+
+    def predict_stream(self, model: str, version: int | str | None, total: int, source: Callable,
+                       sink: Callable, *, deadline: float | None = None) -> None:
+        """Pipelined predict of `total` samples made on demand by `source(lo, hi) -> inputs` and
+        handed to `sink(lo, hi, outputs)` as they arrive (see `batching.stream_batches`)."""
+        from .batching import stream_batches
+
+        deadline_at = None if deadline is None else time.monotonic() + deadline
+        stream_batches(self, model, version, total, source, sink, deadline_at)
 
 
 _CLIENTS: dict[tuple[str, int], TFServingClient] = {}

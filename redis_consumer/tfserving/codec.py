@@ -9,8 +9,9 @@ bool); varint fields (`int_val`, `int64_val`, `half_val`, ...) are decoded with 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

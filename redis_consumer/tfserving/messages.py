@@ -9,8 +9,9 @@ are small and go through the generated protobuf classes.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class ModelMetadata:
                            "inputs": specs(self.inputs), "outputs": specs(self.outputs)})
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "ModelMetadata":
+    def from_json(cls, text: str | bytes) -> ModelMetadata:
         data = json.loads(text)
 
         def specs(d):

@@ -14,8 +14,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Iterable
 from concurrent import futures
-from typing import Any, Iterable
+from typing import Any
 
 import grpc
 

@@ -35,12 +35,15 @@ def seams(starts: list[int], tile: int, size: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _model_tile(client: Any, model: str, version: Any) -> tuple[int, int] | None:
+def _single_input(client: Any, model: str, version: Any) -> tuple[str, tuple[int, int] | None]:
+    """The model's only input name and its fixed (height, width), if it has one."""
     meta = client.get_metadata(model, version)
-    spec = next(iter(meta.inputs.values()))
+    if len(meta.inputs) != 1:
+        raise UserError(one_sentence(f"model {model!r} takes inputs {sorted(meta.inputs)}; tiling needs one"))
+    name, spec = next(iter(meta.inputs.items()))
     if len(spec.shape) == 4 and spec.shape[1] > 0 and spec.shape[2] > 0:
-        return int(spec.shape[1]), int(spec.shape[2])
-    return None
+        return name, (int(spec.shape[1]), int(spec.shape[2]))
+    return name, None
 
 
 def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
@@ -49,14 +52,16 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
     """Predict (N,H,W,C) images of any size with a model taking (B,th,tw,C) tiles.
 
     `tile_shape` defaults to the model's input size (the whole image when the model takes any
-    size); `overlap` defaults to a quarter of the tile (at most 64 pixels).
+    size); `overlap` defaults to a quarter of the tile (at most 64 pixels). Tiles are cut just
+    before their batch is sent and stitched as soon as it comes back, while other batches run.
     """
     images = np.asarray(images)
     if images.ndim != 4:
         raise UserError(one_sentence(f"expected images shaped (N, H, W, C), got shape {images.shape}"))
     n, height, width, channels = images.shape
+    input_name, model_tile = _single_input(client, model, version)
     if tile_shape is None:
-        tile_shape = _model_tile(client, model, version) or (height, width)
+        tile_shape = model_tile or (height, width)
     th, tw = int(tile_shape[0]), int(tile_shape[1])
     if th < 1 or tw < 1:
         raise UserError(one_sentence(f"tile shape must be positive, got {tile_shape}"))
@@ -71,33 +76,34 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
         images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
     full_h, full_w = images.shape[1], images.shape[2]
     ys, xs = tile_starts(full_h, th, overlap), tile_starts(full_w, tw, overlap)
-    if len(ys) == 1 and len(xs) == 1 and full_h == th and full_w == tw:
-        tiles = images
-    else:
-        tiles = np.empty((n * len(ys) * len(xs), th, tw, channels), dtype=images.dtype)
-        k = 0
-        for i in range(n):
-            for y in ys:
-                for x in xs:
-                    tiles[k] = images[i, y:y + th, x:x + tw]
-                    k += 1
-    predicted = client.predict(model, version, tiles, deadline=deadline)
-    if isinstance(predicted, dict):
-        if len(predicted) != 1:
-            raise UserError(one_sentence(f"model {model!r} has several outputs; tile it per output"))
-        predicted = next(iter(predicted.values()))
-    if predicted.ndim == 3:
-        predicted = predicted[..., None]
-    if predicted.shape[:3] != tiles.shape[:3]:
-        raise UserError(one_sentence(
-            f"model {model!r} returned tiles shaped {predicted.shape[1:3]} for input tiles {(th, tw)}; "
-            "tiling needs a model whose output has the input's height and width"))
-    out = np.empty((n, full_h, full_w, predicted.shape[3]), dtype=predicted.dtype)
     y_spans, x_spans = seams(ys, th, full_h), seams(xs, tw, full_w)
-    k = 0
-    for i in range(n):
-        for y, (y0, y1) in zip(ys, y_spans):
-            for x, (x0, x1) in zip(xs, x_spans):
-                out[i, y0:y1, x0:x1] = predicted[k, y0 - y:y1 - y, x0 - x:x1 - x]
-                k += 1
-    return out[:, :height, :width]
+    plan = [(i, y, x, y0, y1, x0, x1) for i in range(n)
+            for y, (y0, y1) in zip(ys, y_spans) for x, (x0, x1) in zip(xs, x_spans)]
+    result: dict[str, np.ndarray] = {}
+
+    def source(lo: int, hi: int) -> dict[str, np.ndarray]:
+        if lo == 0 and hi == n and len(plan) == n and full_h == th and full_w == tw:
+            return {input_name: images}
+        batch = np.empty((hi - lo, th, tw, channels), dtype=images.dtype)
+        for j, (i, y, x, *_rest) in enumerate(plan[lo:hi]):
+            batch[j] = images[i, y:y + th, x:x + tw]
+        return {input_name: batch}
+
+    def sink(lo: int, hi: int, outputs: dict[str, np.ndarray]) -> None:
+        if len(outputs) != 1:
+            raise UserError(one_sentence(f"model {model!r} has outputs {sorted(outputs)}; tiling needs one"))
+        tiles = next(iter(outputs.values()))
+        if tiles.ndim == 3:
+            tiles = tiles[..., None]
+        if tiles.ndim != 4 or tiles.shape[:3] != (hi - lo, th, tw):
+            raise UserError(one_sentence(
+                f"model {model!r} returned tiles shaped {tiles.shape} for input tiles {(hi - lo, th, tw)}; "
+                "tiling needs a model whose output has the input's height and width"))
+        out = result.get("out")
+        if out is None:
+            out = result["out"] = np.empty((n, full_h, full_w, tiles.shape[3]), dtype=tiles.dtype)
+        for j, (i, y, x, y0, y1, x0, x1) in enumerate(plan[lo:hi]):
+            out[i, y0:y1, x0:x1] = tiles[j, y0 - y:y1 - y, x0 - x:x1 - x]
+
+    client.predict_stream(model, version, len(plan), source, sink, deadline=deadline)
+    return result["out"][:, :height, :width]

@@ -7,7 +7,7 @@ back. Everything here follows the public wire-format spec (tags, varints, length
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

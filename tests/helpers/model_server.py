@@ -26,7 +26,8 @@ class ModelServer:
         self.python = python or sys.executable
         self.options = options
         self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="rc-model-server-", suffix=".log", delete=False)
+        fd, self.log_path = tempfile.mkstemp(prefix="rc-model-server-", suffix=".log")
+        os.close(fd)
 
     @property
     def address(self) -> str:
@@ -43,10 +44,11 @@ class ModelServer:
                 cmd.append(str(value))
         return cmd
 
-    def start(self, timeout: float = 60.0) -> "ModelServer":
+    def start(self, timeout: float = 60.0) -> ModelServer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-        self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             wait_for_port(self.port, timeout=timeout)
         except TimeoutError:
@@ -55,7 +57,7 @@ class ModelServer:
         return self
 
     def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
+        return Path(self.log_path).read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -71,8 +73,9 @@ class ModelServer:
 
         return fetch_stats(self.address)
 
-    def __enter__(self) -> "ModelServer":
-        return self.start()
+    def __enter__(self):
+        self.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
