@@ -48,6 +48,12 @@ class LocalTF:
         out = m.predict(feed)
         return out if isinstance(inputs, dict) or len(out) != 1 else next(iter(out.values()))
 
+    def predict_stream(self, model, version, total, source, sink, *, deadline=None):
+        """Same contract as TFServingClient.predict_stream, one batch of 8 at a time."""
+        for lo in range(0, total, 8):
+            hi = min(total, lo + 8)
+            sink(lo, hi, self.predict(model, version, source(lo, hi), deadline=deadline))
+
     def batch_size(self, model):
         return 32
 

@@ -55,7 +55,7 @@ def test_single_tiff_k_disks_done_with_labels_overlay_results_and_log(seg, rds, 
     assert summary["input_shape"] == [1, 192, 192, 1]
     assert {"load", "preprocess", "model", "postprocess", "save"} <= set(summary["timings"])
     assert "stage predict" in zf.read("log.txt").decode()
-    overlay = np.asarray(Image.open(io.BytesIO(zf.read("cells_overlay.png"))))
+    overlay = np.asarray(Image.open(io.BytesIO(zf.read("cells_overlay.png"))).convert("RGB"))
     assert overlay.shape == (192, 192, 3)
 
 

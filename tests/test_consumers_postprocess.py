@@ -76,7 +76,7 @@ def test_overlay_draws_outlines(tmp_path):
     img = disks((40, 40), [(20, 20)], 8, 1.0)
     lab = labels.label_objects(img[None])
     path = overlay.save_png(str(tmp_path / "o.png"), img, lab[0])
-    rgb = np.asarray(Image.open(path))
+    rgb = np.asarray(Image.open(path).convert("RGB"))
     assert rgb.shape == (40, 40, 3)
     red = (rgb[..., 0] == 255) & (rgb[..., 1] == 40)
     assert red.sum() > 20 and not red[20, 20] and not red[0, 0]

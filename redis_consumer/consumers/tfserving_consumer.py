@@ -35,6 +35,10 @@ class Result:
     hash_fields: dict[str, Any] = field(default_factory=dict)
 
 
+#: Result files that are already compressed (deflating them again only costs CPU).
+STORED_SUFFIXES = (".png", ".jpg", ".jpeg", ".zip", ".gz")
+
+
 def parse_model(text: str) -> tuple[str, str]:
     """`NAME:VERSION` -> (name, version); a bare NAME means version 1."""
     name, _, version = (text or "").strip().partition(":")
@@ -204,7 +208,8 @@ class TensorFlowServingConsumer(Consumer):
         """The result zip: the saved files, results.json and the job's log as log.txt."""
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=self.zip_compresslevel) as zf:
             for path in files:
-                zf.write(path, os.path.basename(path))
+                packed = path.lower().endswith(STORED_SUFFIXES)  # already compressed: store as is
+                zf.write(path, os.path.basename(path), zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
             zf.writestr("results.json", json.dumps(summary, indent=2, default=_jsonable))
             zf.writestr("log.txt", "\n".join(self.job_log) + "\n")
         return zip_path
