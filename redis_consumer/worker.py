@@ -127,16 +127,19 @@ class Worker:
             self._master_moved = False
             self._reset_connections()
             self._recover_own_list()
-        self._blocking = True
-        try:
-            if self.stopping.is_set():
+        claimed = self.broker.try_claim(self.settings.JOB_TIMEOUT)
+        if claimed is None:
+            self._blocking = True
+            try:
+                if self.stopping.is_set():
+                    return None
+                key = self.broker.pop(self.settings.EMPTY_QUEUE_TIMEOUT)
+            finally:
+                self._blocking = False
+            if key is None:
                 return None
-            key = self.broker.pop(self.settings.EMPTY_QUEUE_TIMEOUT)
-        finally:
-            self._blocking = False
-        if key is None:
-            return None
-        claimed = self.broker.claim(key, self.settings.JOB_TIMEOUT)
+            claimed = self.broker.claim(key, self.settings.JOB_TIMEOUT)
+        key = claimed.key
         if claimed.outcome == "missing":
             log.warning("%s: job hash no longer exists (expired or deleted); dropped", key)
             return "skipped"

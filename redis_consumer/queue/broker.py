@@ -94,6 +94,7 @@ class Broker:
         self.consumers_key = keys.consumers(queue)
         self.dead_key = keys.dead(queue)
         self._claim = client.register_script(scripts.CLAIM)
+        self._claim_next = client.register_script(scripts.CLAIM_NEXT)
         self._update = client.register_script(scripts.UPDATE)
         self._finish = client.register_script(scripts.FINISH)
         self._park = client.register_script(scripts.PARK)
@@ -111,21 +112,37 @@ class Broker:
         """The Lua claim step on a key already moved into our processing list."""
         token = secrets.token_hex(8)
         reply = self._claim(keys=[key, self.processing_key, self.dead_key], args=[token, self.consumer_id, now_iso()])
-        outcome, detail, attempts = reply[0], reply[1], reply[2]
-        if outcome != "ok":
-            return ClaimResult(outcome, key, None, detail)
-        flat = reply[3]
-        data = dict(zip(flat[::2], flat[1::2]))
-        job = Job(key=key, token=token, attempts=int(attempts), previous_status=detail, fields=data)
-        job.deadline = job.claimed_at + job_timeout
-        return ClaimResult("ok", key, job, detail)
+        return self._claim_result(reply, token, job_timeout)
+
+    def try_claim(self, job_timeout: float = float("inf")) -> ClaimResult | None:
+        """Move and claim the oldest waiting key in one step; None if the queue is empty."""
+        token = secrets.token_hex(8)
+        reply = self._claim_next(
+            keys=[self.queue, self.processing_key, self.dead_key], args=[token, self.consumer_id, now_iso()]
+        )
+        if reply[0] == "empty":
+            return None
+        return self._claim_result(reply, token, job_timeout)
 
     def claim_next(self, timeout: float, job_timeout: float = float("inf")) -> ClaimResult | None:
-        """`pop` then `claim`; None when the queue stayed empty for `timeout` seconds."""
+        """Claim the oldest job, blocking up to `timeout` seconds (BLMOVE) only if none waits."""
+        claimed = self.try_claim(job_timeout)
+        if claimed is not None:
+            return claimed
         key = self.pop(timeout)
         if key is None:
             return None
         return self.claim(key, job_timeout)
+
+    @staticmethod
+    def _claim_result(reply: list, token: str, job_timeout: float) -> ClaimResult:
+        outcome, detail, attempts, flat, key = reply
+        if outcome != "ok":
+            return ClaimResult(outcome, key, None, detail)
+        data = dict(zip(flat[::2], flat[1::2]))
+        job = Job(key=key, token=token, attempts=int(attempts), previous_status=detail, fields=data)
+        job.deadline = job.claimed_at + job_timeout
+        return ClaimResult("ok", key, job, detail)
 
     # -- while running ----------------------------------------------------------------------
     def update(self, job: Job, fields: Mapping[str, Any]) -> bool:
@@ -163,16 +180,13 @@ class Broker:
         """
         stamp = now_iso()
         data = {"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None, **fields}
-        key_list = [job.key, self.processing_key, keys.completed_counter(self.queue)]
+        key_list = [job.key, self.processing_key, keys.completed_counter(self.queue), keys.job_log(job.key)]
         if parent and parent_queue:
             key_list += [parent, parent_queue]
-        args = [job.token, self.expire_time, status, *_flatten(data)]
-        if not log_lines or self.log_lines <= 0:
-            return int(self._finish(keys=key_list, args=args))
-        pipe = self.redis.pipeline(transaction=False)
-        self.log(job.key, list(log_lines), pipe=pipe)
-        self._finish(keys=key_list, args=args, client=pipe)
-        return int(pipe.execute()[-1])
+        flat = _flatten(data)
+        lines = list(log_lines or [])
+        args = [job.token, self.expire_time, status, self.log_lines, len(flat), *flat, *lines]
+        return int(self._finish(keys=key_list, args=args))
 
     def park(self, job: Job, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
         """Fenced: set `status=waiting` until `children_total` children end (zip fan-in)."""

@@ -9,29 +9,40 @@ single Redis or Sentinel; Redis Cluster would need hash tags (see DESIGN.md).
 
 # KEYS: job, processing list, dead list
 # ARGV: token, consumer_id, now_iso
-# -> {outcome, previous_status, attempts, fields}; outcome in ok | missing | wrongtype | final
+# -> {outcome, previous_status, attempts, fields, key}; outcome in ok | missing | wrongtype | final
 # (the job's fields come back with the claim to save a round trip)
-CLAIM = """
-local t = redis.call('TYPE', KEYS[1])['ok']
+_CLAIM_BODY = """
+local t = redis.call('TYPE', job)['ok']
 if t == 'none' then
-  redis.call('LREM', KEYS[2], 1, KEYS[1])
-  return {'missing', '', 0}
+  redis.call('LREM', KEYS[2], 1, job)
+  return {'missing', '', 0, {}, job}
 end
 if t ~= 'hash' then
-  redis.call('LREM', KEYS[2], 1, KEYS[1])
-  redis.call('LPUSH', KEYS[3], KEYS[1])
-  return {'wrongtype', t, 0}
+  redis.call('LREM', KEYS[2], 1, job)
+  redis.call('LPUSH', KEYS[3], job)
+  return {'wrongtype', t, 0, {}, job}
 end
-local status = redis.call('HGET', KEYS[1], 'status') or ''
+local status = redis.call('HGET', job, 'status') or ''
 if status == 'done' or status == 'failed' then
-  redis.call('LREM', KEYS[2], 1, KEYS[1])
-  return {'final', status, 0}
+  redis.call('LREM', KEYS[2], 1, job)
+  return {'final', status, 0, {}, job}
 end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'started', 'claim', ARGV[1], 'updated_by', ARGV[2],
+local attempts = redis.call('HINCRBY', job, 'attempts', 1)
+redis.call('HSET', job, 'status', 'started', 'claim', ARGV[1], 'updated_by', ARGV[2],
   'identity_started', ARGV[2], 'started_at', ARGV[3], 'updated_at', ARGV[3])
-return {'ok', status, attempts, redis.call('HGETALL', KEYS[1])}
+return {'ok', status, attempts, redis.call('HGETALL', job), job}
 """
+
+CLAIM = "local job = KEYS[1]\n" + _CLAIM_BODY
+
+# The busy-queue fast path: move the oldest key and claim it in ONE step (no BLMOVE round trip).
+# KEYS: queue, processing list, dead list
+# ARGV: token, consumer_id, now_iso
+# -> {'empty'} or the same reply as CLAIM
+CLAIM_NEXT = """
+local job = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+if not job then return {'empty', '', 0, {}, ''} end
+""" + _CLAIM_BODY
 
 # KEYS: job
 # ARGV: token, field1, value1, ...
@@ -42,8 +53,8 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
-# KEYS: job, processing list, stats counter, [parent, parent queue]
-# ARGV: token, expire_seconds, final_status, field1, value1, ...
+# KEYS: job, processing list, stats counter, job log list, [parent, parent queue]
+# ARGV: token, expire_seconds, final_status, log_cap, n_field_args, field1, value1, ..., log lines...
 # -> 1 finished, 0 stale claim, 2 already finished by this claim (idempotent replay)
 FINISH = """
 local claim = redis.call('HGET', KEYS[1], 'claim')
@@ -56,21 +67,31 @@ if status == 'done' or status == 'failed' then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   return 2
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+local expire = tonumber(ARGV[2])
+local nfields = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 6, 5 + nfields))
+redis.call('EXPIRE', KEYS[1], expire)
 redis.call('LREM', KEYS[2], 0, KEYS[1])
 redis.call('INCR', KEYS[3])
-if #KEYS >= 5 then
+local cap = tonumber(ARGV[4])
+if #ARGV > 5 + nfields and cap > 0 then
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 6 + nfields))
+  redis.call('LTRIM', KEYS[4], -cap, -1)
+end
+if cap > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('EXPIRE', KEYS[4], expire)
+end
+if #KEYS >= 6 then
   local field = 'children_failed'
   if ARGV[3] == 'done' then field = 'children_done' end
-  redis.call('HINCRBY', KEYS[4], field, 1)
-  local total = tonumber(redis.call('HGET', KEYS[4], 'children_total') or '-1')
-  local ended = tonumber(redis.call('HGET', KEYS[4], 'children_done') or '0')
-              + tonumber(redis.call('HGET', KEYS[4], 'children_failed') or '0')
+  redis.call('HINCRBY', KEYS[5], field, 1)
+  local total = tonumber(redis.call('HGET', KEYS[5], 'children_total') or '-1')
+  local ended = tonumber(redis.call('HGET', KEYS[5], 'children_done') or '0')
+              + tonumber(redis.call('HGET', KEYS[5], 'children_failed') or '0')
   if total and total > 0 then
-    redis.call('HSET', KEYS[4], 'progress', math.floor(100 * ended / total))
-    if ended == total and redis.call('HGET', KEYS[4], 'status') == 'waiting' then
-      redis.call('RPUSH', KEYS[5], KEYS[4])
+    redis.call('HSET', KEYS[5], 'progress', math.floor(100 * ended / total))
+    if ended == total and redis.call('HGET', KEYS[5], 'status') == 'waiting' then
+      redis.call('RPUSH', KEYS[6], KEYS[5])
     end
   end
 end
