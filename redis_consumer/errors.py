@@ -27,6 +27,9 @@ class TransientError(RedisConsumerError):
 class JobTimeout(TransientError):
     """The job ran past its deadline (`JOB_TIMEOUT`)."""
 
+    def __init__(self, message: str = "The job did not finish within its time limit (JOB_TIMEOUT).") -> None:
+        super().__init__(message)
+
 
 class ConfigError(RedisConsumerError):
     """A setting is invalid; the process exits with code 2 and this one-line message."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import redis
 
@@ -214,7 +215,7 @@ class Consumer:
             return self._consume(job.key)
         except (UserError, ClaimLost, TransientError, redis.RedisError):
             raise
-        except Exception as exc:  # noqa: BLE001 - unknown errors are system errors
+        except Exception as exc:
             log.exception("%s unexpected error", job.key)
             raise TransientError(f"internal error ({type(exc).__name__}: {exc})") from exc
 
@@ -258,4 +259,5 @@ def _wait_seconds(fields: Mapping[str, str]) -> float | None:
 
 def _final_reason(reason: str, attempts: int) -> str:
     text = reason.rstrip(".")
-    return f"The job failed {attempts} times because of a system error ({text}); it can be resubmitted once the service recovers."
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return f"The job failed after {tries} because of a system error ({text}); resubmit it once the service recovers."
