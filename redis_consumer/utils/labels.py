@@ -98,12 +98,13 @@ def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, m
         mask = prob[f] > threshold
         labels, count = ndimage.label(mask, structure=_EIGHT)
         if count and min_size > 1:
-            sizes = np.bincount(labels.ravel())
-            small = sizes < min_size
-            small[0] = False
-            if small.any():
-                labels[small[labels]] = 0
-                labels, count = ndimage.label(labels > 0, structure=_EIGHT)
+            keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
+            keep[0] = False
+            if not keep[1:].all():
+                # one lookup drops the specks and renumbers the rest 1..n without gaps
+                remap = (np.cumsum(keep) * keep).astype(np.int32)
+                count = int(remap[-1]) if keep[-1] else int(remap.max())
+                labels = remap[labels]
         labels, count = _split_large(labels, count, min_distance)
         out[f] = labels
     return out
