@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# redis-consumer worker image: no TensorFlow (the worker speaks gRPC to TensorFlow Serving),
+# no compilers in the final stage, runs as a non-root user.
+#
+#   docker build -t redis-consumer .
+#   docker run --rm -e REDIS_HOST=redis -e QUEUE=segmentation redis-consumer
+#
+# tests/test_dockerfile.py replays the pip steps of the build stage in a fresh virtualenv.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: install the package and its dependencies (manylinux wheels) into /opt/venv ----
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml setup.cfg consume_redis_events.py README* ./
+COPY redis_consumer ./redis_consumer
+RUN /opt/venv/bin/pip install --no-cache-dir --no-compile . \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
+    && /opt/venv/bin/redis-consumer --help > /dev/null
+
+# ---- runtime: the venv and nothing else ----
+FROM ${PYTHON_IMAGE} AS runtime
+ARG UID=10001
+RUN groupadd --system --gid "${UID}" app \
+    && useradd --system --uid "${UID}" --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    REDIS_CONSUMER_IN_CONTAINER=1 \
+    METRICS_PORT=9090 \
+    TMPDIR=/tmp
+WORKDIR /tmp
+USER 10001:10001
+EXPOSE 9090
+ENTRYPOINT ["redis-consumer", "consume"]
