@@ -41,7 +41,7 @@ PENDING_DOCS = {"docs/consumers.md", "docs/operations.md"}
 
 
 def shell_blocks() -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", README, flags=re.S)
+    return re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
 
 
 def commands() -> list[list[str]]:
@@ -58,13 +58,15 @@ def commands() -> list[list[str]]:
 
 
 def section(name: str) -> str:
-    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", README, flags=re.S)
+    match = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", README, flags=re.DOTALL)
     assert match, f"README lacks the {name} markers"
     return match.group(1)
 
 
 def test_config_table_is_generated_from_settings():
-    assert section("config-table").strip() == markdown_table()
+    assert section("config-table").strip() == markdown_table(), (
+        "README's configuration table is stale: run `.venv/bin/python -m tests.test_readme` to regenerate it"
+    )
     for spec in SPECS:
         assert f"`{spec.name}`" in README
 
@@ -111,7 +113,7 @@ def test_exercising_tests_exist():
 
 def test_other_commands_are_real():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-zA-Z][\w-]*):", makefile, flags=re.M))
+    targets = set(re.findall(r"^([a-zA-Z][\w-]*):", makefile, flags=re.MULTILINE))
     for words in commands():
         tool = Path(words[0]).name
         if tool == "redis-consumer":
@@ -146,3 +148,17 @@ def test_exporter_once_as_shown(redis_server, rds):
                           env={"PATH": "/usr/bin:/bin", "REDIS_URL": redis_server.url})
     assert proc.returncode == 0, proc.stderr
     assert 'redis_consumer_queue_items{queue="segmentation"} 0.0' in proc.stdout
+
+
+def update_readme() -> None:
+    """Rewrite the README's generated configuration table from settings.SPECS."""
+    path = ROOT / "README.md"
+    text = path.read_text(encoding="utf-8")
+    start, end = "<!-- config-table:start -->\n", "<!-- config-table:end -->"
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + markdown_table() + "\n" + end + tail, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    update_readme()
