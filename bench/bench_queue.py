@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from redis_consumer.utils.timestamps import now_iso, parse_iso  # noqa: E402
-from tests.helpers.net import wait_until  # noqa: E402
-from tests.helpers.redis_server import RedisServer, env_for  # noqa: E402
+from redis_consumer.utils.timestamps import now_iso, parse_iso
+from tests.helpers.net import wait_until
+from tests.helpers.redis_server import RedisServer, env_for
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
 
 
@@ -77,7 +77,7 @@ def measure_pickup(r, queue: str, samples: int, gap: float) -> list[float]:
         r.hset(key, mapping={"status": "new", "created_at": now_iso()})
         pushed = time.time()
         r.lpush(queue, key)
-        wait_until(lambda: r.hget(key, "status") == "done", timeout=60, interval=0.001, message=key)
+        wait_until(lambda key=key: r.hget(key, "status") == "done", timeout=60, interval=0.001, message=key)
         latencies.append((parse_iso(r.hget(key, "started_at")).timestamp() - pushed) * 1000)
         time.sleep(gap)
     return latencies

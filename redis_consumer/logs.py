@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 _SIGNED_QUERY = re.compile(
     r"(https?://[^\s?\"']+)\?[^\s\"']*(?:Signature|X-Amz-|X-Goog-|GoogleAccessId|Expires|sig=)[^\s\"']*",

@@ -6,7 +6,8 @@ hook is optional; a failing hook is logged and never breaks the job.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 class Middleware:
@@ -51,7 +52,7 @@ class MiddlewareChain(Middleware):
         for item in self.items:
             try:
                 getattr(item, name)(*args)
-            except Exception:  # noqa: BLE001 - a metrics bug must never fail a job
+            except Exception:
                 logging.getLogger(__name__).exception("middleware %s.%s failed", type(item).__name__, name)
 
     def worker_started(self, worker):

@@ -8,10 +8,12 @@ what it expects; entrypoints turn that into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -140,7 +142,7 @@ def _parse(spec: Spec, raw: str) -> Any:
     except ValueError:
         what = "a whole number" if spec.kind == "int" else "a number"
         raise ConfigError(f"{spec.name} must be {what}, got {raw!r}") from None
-    if spec.kind == "float" and value != value:  # NaN
+    if spec.kind == "float" and math.isnan(value):
         raise ConfigError(f"{spec.name} must be a number, got {raw!r}")
     if spec.minimum is not None and value < spec.minimum:
         raise ConfigError(f"{spec.name} must be at least {spec.minimum:g}, got {raw!r}")
@@ -202,7 +204,7 @@ class Settings:
     METRICS_PORT: int
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every variable in `SPECS`; keyword overrides win (handy for tests and the CLI)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -226,7 +228,7 @@ class Settings:
             )
         return cls(**values)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)

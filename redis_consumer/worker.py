@@ -189,8 +189,8 @@ class Worker:
         for client in {id(self.redis): self.redis, id(self.blocking_redis): self.blocking_redis}.values():
             try:
                 client.connection_pool.disconnect()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            except Exception as exc:  # noqa: BLE001 - best effort
+                log.debug("disconnect failed: %s", exc)
 
     def _shutdown(self) -> None:
         self.stopping.set()

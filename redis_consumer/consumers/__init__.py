@@ -6,4 +6,4 @@ Importing this package stays light; concrete consumers are imported by the regis
 from ..errors import TransientError, UserError
 from .base import PARKED, ClaimLost, Consumer
 
-__all__ = ["Consumer", "UserError", "TransientError", "ClaimLost", "PARKED"]
+__all__ = ["PARKED", "ClaimLost", "Consumer", "TransientError", "UserError"]

@@ -39,7 +39,7 @@ class RedisServer:
             *self.extra,
         ]
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         wait_until(self._ready, message=f"redis on {self.port} to load")
@@ -90,7 +90,7 @@ class Sentinel:
         self.dir = Path(tempfile.mkdtemp(prefix="rc-sentinel-"))
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Sentinel":
+    def start(self) -> Sentinel:
         conf = self.dir / "sentinel.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nprotected-mode no\n"
@@ -106,7 +106,7 @@ class Sentinel:
 
     def master_port_now(self) -> int:
         c = redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True)
-        host, port = c.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
+        _host, port = c.execute_command("SENTINEL", "get-master-addr-by-name", self.name)
         return int(port)
 
     def cleanup(self) -> None:

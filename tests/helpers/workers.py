@@ -14,7 +14,7 @@ def start_worker(env: dict[str, str], log_path: str | None = None) -> subprocess
     """One worker subprocess; output goes to `log_path` (or nowhere)."""
     env = dict(env)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     return subprocess.Popen([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=str(ROOT),
                             stdout=out, stderr=subprocess.STDOUT if log_path else subprocess.DEVNULL)
 
