@@ -11,21 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from redis_consumer.cli import results as results_cmd
-from redis_consumer.cli import submit as submit_cmd
 from redis_consumer.queue import keys
-from tests.cli_support import DirBucket, bucket_for, run_cli
+from tests.cli_support import bucket_for, run_cli
 
 
 @pytest.fixture
 def bucket(tmp_path, monkeypatch):
-    """A `file://` bucket; the CLI is pointed at it (real storage client when installed)."""
+    """A `file://` bucket the CLI is pointed at (STORAGE_BUCKET)."""
     root = tmp_path / "bucket"
     root.mkdir()
     client = bucket_for(root)
-    if isinstance(client, DirBucket):  # storage package not installed yet: same interface, local folder
-        for module in (submit_cmd, results_cmd):
-            monkeypatch.setattr(module, "bucket_client", lambda settings, c=client: c)
     monkeypatch.setenv("STORAGE_BUCKET", root.as_uri())
     return client
 
