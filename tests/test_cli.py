@@ -284,3 +284,44 @@ def test_progress_bar_lines():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("[") and "1/4 jobs: 1 done, 0 failed, 2 running" in lines[0]
     assert "4/4 jobs: 3 done, 1 failed" in lines[-1] and "ETA 0s" in lines[-1]
+
+
+# -- the real pipeline ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_round_trip_with_a_segmentation_worker(env, redis_server, tmp_path, capsys, monkeypatch):
+    """submit --wait -> status -> results -> logs -> watch against a real worker and dev model server."""
+    import subprocess
+    import sys
+
+    from redis_consumer.demo.images import write_images
+    from tests.helpers.model_server import ModelServer
+    from tests.helpers.redis_server import env_for
+
+    images = list(write_images(tmp_path / "in", 2, size=96))
+    with ModelServer() as model:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "redis_consumer.cli.main", "consume"],
+            env=env_for(redis_server, QUEUE="cells", CONSUMER_TYPE="segmentation", EMPTY_QUEUE_TIMEOUT="0.2",
+                        TF_HOST="127.0.0.1", TF_PORT=str(model.port),
+                        STORAGE_BUCKET=(tmp_path / "bucket").as_uri()),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            code, out, err = run_cli(capsys, "submit", *images, "--queue", "cells", "--wait", "--timeout", "90")
+            assert code == 0, err
+            first = out.split()[0]
+            code, out, _ = run_cli(capsys, "status", *out.split(), "--json")
+            assert code == 0 and all(f["status"] == "done" for f in json.loads(out).values())
+            code, out, err = run_cli(capsys, "results", first, "--out", tmp_path / "res")
+            assert code == 0, err
+            names = {Path(p).name for p in out.split()}
+            assert "results.json" in names and "log.txt" in names
+            assert any(n.endswith("_labels.tif") for n in names)
+            code, out, _ = run_cli(capsys, "logs", first)
+            assert code == 0 and "stage predict started" in out and "done in" in out
+            code, out, _ = run_cli(capsys, "watch", "--once", "--json", "--queues", "cells")
+            row = json.loads(out)["queues"][0]
+            assert (row["waiting"], row["in_flight"], row["finished"], row["consumers"]) == (0, 0, 2, 1)
+        finally:
+            worker.terminate()
+            worker.wait(20)
