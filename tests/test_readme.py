@@ -36,8 +36,6 @@ EXERCISED = {
                  "tests.test_readme::test_exporter_once_as_shown"],
     "serve-model": ["tests.helpers.model_server"],
 }
-#: Links to documents other pieces of the project add; checked once they exist.
-PENDING_DOCS = {"docs/consumers.md", "docs/operations.md"}
 
 
 def shell_blocks() -> list[str]:
@@ -135,8 +133,6 @@ def test_other_commands_are_real():
 def test_relative_links_exist():
     for target in re.findall(r"\]\(([^)#]+)\)", README):
         if "://" in target:
-            continue
-        if target in PENDING_DOCS and not (ROOT / target).exists():
             continue
         assert (ROOT / target).exists(), f"README links to a missing file: {target}"
 
