@@ -250,3 +250,27 @@ def test_generated_module_is_up_to_date(tmp_path):
 
     fresh = generate.generate(tmp_path)
     assert fresh.read_text() == (generate.HERE / "rcserving_pb2.py").read_text()
+
+
+def test_request_writer_matches_framed_request():
+    x = sample("float32", (3, 8, 8, 2))
+    writer = messages.RequestWriter("Seg", 2, {"image": (x.dtype, x.shape), "scale": (np.dtype("<f8"), (3,))})
+    writer.arrays["image"][...] = x
+    writer.arrays["scale"][...] = [1, 2, 3]
+    data = writer.finish()
+    assert isinstance(data, bytes) and writer.arrays == {}
+    expected = messages.frame_predict_request("Seg", 2, {"image": x, "scale": np.array([1.0, 2.0, 3.0])})
+    assert data == expected
+    req = pb.PredictRequest.FromString(data)
+    np.testing.assert_array_equal(pb_values(req.inputs["image"]), x)
+
+
+def test_fresh_bytes_are_private_objects():
+    a, view_a = wire.fresh_bytes(64)
+    b, view_b = wire.fresh_bytes(64)
+    view_a[:] = 1
+    view_b[:] = 2
+    assert a == b"\x01" * 64 and b == b"\x02" * 64
+    tiny, view = wire.fresh_bytes(1)
+    view[:] = 7
+    assert tiny == b"\x00" and bytes(1) == b"\x00"  # cached 1-byte objects are never written

@@ -90,7 +90,8 @@ def run_batches(client: TFServingClient, model: str, version: Any, arrays: dict[
 def stream_batches(client: TFServingClient, model: str, version: Any, total: int,
                    source: Callable[[int, int], Mapping[str, np.ndarray]],
                    sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
-    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs just before it is sent,
+    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, or a
+    filled `messages.RequestWriter`) just before it is sent,
     `sink(lo, hi, outputs)` takes its outputs (read-only views) as soon as they arrive.
 
     Making and consuming batches overlaps with the server's work on the batches in flight, so a
@@ -104,7 +105,11 @@ def stream_batches(client: TFServingClient, model: str, version: Any, total: int
 
     def submit(lo: int, hi: int, attempt: int) -> None:
         timeout = client.timeout_for(deadline_at)
-        request = messages.frame_predict_request(model, version, source(lo, hi))
+        made = source(lo, hi)
+        if isinstance(made, messages.RequestWriter):  # filled in place by the caller
+            request = made.finish()
+        else:
+            request = messages.frame_predict_request(model, version, made)
         pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic()))
 
     try:

@@ -127,6 +127,54 @@ def frame_predict_request(model: str, version: int | str | None, inputs: Mapping
     return b"".join(chunks)
 
 
+class RequestWriter:
+    """A PredictRequest laid out in one fresh `bytes`, with writable arrays where the inputs go.
+
+    The caller fills `arrays[name]` (e.g. cuts tiles straight into it) and sends `finish()`:
+    the payload is written exactly once, with no join copy afterwards.
+    """
+
+    def __init__(self, model: str, version: int | str | None, specs: Mapping[str, tuple[Any, tuple[int, ...]]],
+                 *, signature: str = "") -> None:
+        layout = []
+        total = 0
+        head = wire.len_field(1, model_spec_bytes(model, version, signature))
+        layout.append((head, None))
+        total += len(head)
+        for name, (dtype, shape) in specs.items():
+            dt = np.dtype(dtype)
+            datatype = codec.datatype_of(dt)
+            if datatype == codec.DT_STRING:
+                raise codec.CodecError("RequestWriter takes numeric inputs only")
+            dt = codec._TYPES[datatype][0]
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            tensor_head = (wire.tag(codec.F_DTYPE, wire.VARINT) + wire.varint(datatype)
+                           + wire.len_field(codec.F_SHAPE, codec.shape_bytes(shape))
+                           + wire.len_prefix(codec.F_CONTENT, nbytes))
+            key_field = wire.len_field(1, str(name).encode("utf-8"))
+            value_prefix = wire.len_prefix(2, len(tensor_head) + nbytes)
+            entry_len = len(key_field) + len(value_prefix) + len(tensor_head) + nbytes
+            entry_head = wire.len_prefix(2, entry_len) + key_field + value_prefix + tensor_head
+            layout.append((entry_head, (name, dt, tuple(shape), nbytes)))
+            total += len(entry_head) + nbytes
+        self.data, buf = wire.fresh_bytes(total)
+        self.arrays: dict[str, np.ndarray] = {}
+        pos = 0
+        for head, spec in layout:
+            buf[pos:pos + len(head)] = np.frombuffer(head, dtype=np.uint8)
+            pos += len(head)
+            if spec is not None:
+                name, dt, shape, nbytes = spec
+                self.arrays[name] = buf[pos:pos + nbytes].view(dt).reshape(shape)
+                pos += nbytes
+        assert pos == total
+
+    def finish(self) -> bytes:
+        """The complete request; the arrays must not be written after this."""
+        self.arrays = {}
+        return self.data
+
+
 def frame_predict_response(model: str, version: int | str | None, outputs: Mapping[str, Any], *,
                            form: str = "fields", signature: str = DEFAULT_SIGNATURE) -> bytes:
     """Serialized PredictResponse, in TF Serving's default repeated-field form or `content`."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError, one_sentence
+from . import messages
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -81,13 +82,17 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
             for y, (y0, y1) in zip(ys, y_spans) for x, (x0, x1) in zip(xs, x_spans)]
     result: dict[str, np.ndarray] = {}
 
-    def source(lo: int, hi: int) -> dict[str, np.ndarray]:
+    def source(lo: int, hi: int) -> Any:
         if lo == 0 and hi == n and len(plan) == n and full_h == th and full_w == tw:
             return {input_name: images}
-        batch = np.empty((hi - lo, th, tw, channels), dtype=images.dtype)
+        if images.dtype.kind in "biufc":  # cut the tiles straight into the request bytes
+            writer = messages.RequestWriter(model, version, {input_name: (images.dtype, (hi - lo, th, tw, channels))})
+            batch = writer.arrays[input_name]
+        else:
+            writer, batch = None, np.empty((hi - lo, th, tw, channels), dtype=images.dtype)
         for j, (i, y, x, *_rest) in enumerate(plan[lo:hi]):
             batch[j] = images[i, y:y + th, x:x + tw]
-        return {input_name: batch}
+        return writer if writer is not None else {input_name: batch}
 
     def sink(lo: int, hi: int, outputs: dict[str, np.ndarray]) -> None:
         if len(outputs) != 1:

@@ -131,3 +131,25 @@ def decode_varints(buf, offset: int, length: int) -> np.ndarray:
         sel = lengths > k
         out[sel] |= low[starts[sel] + k] << np.uint64(7 * k)
     return out
+
+
+def fresh_bytes(size: int) -> tuple[bytes, np.ndarray]:
+    """A new, uninitialised `bytes` of `size` and a writable uint8 view of its buffer.
+
+    gRPC only sends `bytes`; filling a private bytes object in place lets a request be written
+    once (tiles cut straight into it) instead of assembled and then joined. The object must not be
+    shared, hashed or used as a key until it is complete.
+    """
+    import ctypes
+
+    if size < 2:  # CPython caches bytes of length 0 and 1: never write into those
+        return bytes(size), np.zeros(size, dtype=np.uint8)
+    api = ctypes.pythonapi
+    api.PyBytes_FromStringAndSize.restype = ctypes.py_object
+    api.PyBytes_FromStringAndSize.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    api.PyBytes_AsString.restype = ctypes.c_void_p
+    api.PyBytes_AsString.argtypes = (ctypes.py_object,)
+    data = api.PyBytes_FromStringAndSize(None, size)
+    address = api.PyBytes_AsString(data)
+    view = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(address))
+    return data, view
