@@ -81,6 +81,7 @@ def test_submit_glob_json_and_zip_goes_to_zip_queue(env, tmp_path, capsys):
     assert env.lrange("seg-zip", 0, -1) == [job_keys[-1]]
     assert env.llen("seg") == 2
     assert env.hget(job_keys[0], "model_name") == "NuclearSegmentation"  # SEGMENTATION_MODEL default
+    assert "no live worker serves 'seg'" in err and "no live worker serves 'seg-zip'" in err
 
 
 def test_submit_wait_with_a_real_worker(env, redis_server, tmp_path, capsys):

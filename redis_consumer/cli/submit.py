@@ -147,6 +147,16 @@ def validate_queue(queue: str) -> str:
     return queue
 
 
+def _warn_if_unserved(client: Any, queue: str, has_zip: bool) -> None:
+    """Say so (stderr, not an error) when no live worker serves a queue we just filled."""
+    sec, usec = client.time()
+    now = sec + usec / 1e6
+    for name in [queue] + ([qkeys.zip_queue(queue)] if has_zip else []):
+        if client.zcount(qkeys.consumers(name), f"({now}", "+inf") == 0:
+            print(f"redis-consumer: note: no live worker serves {name!r} yet; the jobs wait until one starts",
+                  file=sys.stderr)
+
+
 @command
 def run(args: Any) -> int:
     queue = validate_queue(args.queue)
@@ -157,6 +167,7 @@ def run(args: Any) -> int:
     client = connect_redis(settings)
     storage = bucket_client(settings)
     keys = submit_paths(client, storage, files, queue, model_name, model_version, extra)
+    _warn_if_unserved(client, queue, any(k.startswith(qkeys.zip_queue(queue) + ":") for k in keys))
     if not args.wait:
         if args.json:
             print(json.dumps(keys))
