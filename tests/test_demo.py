@@ -111,8 +111,13 @@ def test_demo_uses_redis_url_and_stops_everything_on_ctrl_c(tmp_path, redis_serv
             proc.wait()
 
 
-def test_demo_rejects_bad_arguments(capsys):
+def test_demo_rejects_bad_arguments(capsys, tmp_path):
     from redis_consumer.cli.main import main
+
+    (tmp_path / "precious.txt").write_text("keep me")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert "not made by the demo" in capsys.readouterr().err
 
     assert main(["demo", "--images", "0", "--zip-images", "0"]) == 2
     assert main(["demo", "--size", "5"]) == 2

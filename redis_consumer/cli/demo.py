@@ -39,9 +39,15 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+MARKER = ".redis-consumer-demo"
+
+
 def _fresh_outdir(out: Path) -> None:
-    """Remove what a previous demo run left in `out` (only the demo's own sub-folders)."""
+    """Empty the demo's own sub-folders of a previous run; never touch a folder the demo did not make."""
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise CliError(f"{out} is not empty and was not made by the demo; pick another --out")
     out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by redis-consumer demo; its sub-folders are replaced on every run\n")
     for name in ("inputs", "bucket", "results", "logs", "redis"):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("montage.png", "summary.json"):
