@@ -181,3 +181,26 @@ def test_report_flags_failed_jobs_and_bad_zips(tmp_path):
     assert "jobs done / failed" in report.render(data)
     png = report.montage([(np.arange(64, dtype=np.uint16).reshape(8, 8), jobs[0].labels)], tmp_path / "m.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_services_report_a_dead_process_and_kill_a_stubborn_one(tmp_path):
+    from redis_consumer.cli.common import CliError
+    from redis_consumer.demo.services import Services
+
+    services = Services(tmp_path)
+    crashed = services._spawn("crasher", [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"])
+    crashed.popen.wait(30)
+    with pytest.raises(CliError, match="crasher exited with code 3: boom: bad config"):
+        services.check_alive()
+    services.stop()
+    stubborn = services._spawn("stubborn", [sys.executable, "-c",
+                                            ("import signal, time\n"
+                                            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                                            "print('ready', flush=True)\n"
+                                            "time.sleep(120)")])
+    deadline = time.monotonic() + 30
+    while "ready" not in stubborn.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services.stop(grace=0.5)
+    assert stubborn.popen.returncode == -signal.SIGKILL
+    assert services.procs == []
