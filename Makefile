@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast bench lint demo clean
+.PHONY: venv venv-tf test test-fast bench lint demo clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# TensorFlow and the official tensorflow-serving-api live in their own venv (~2 GB), used only by
+# the wire-compatibility and SavedModel tests (they run `make venv-tf` when it is missing); the
+# worker's .venv never gets TensorFlow.
+TF_VENV  ?= .venv-tf
+TF_STAMP := $(TF_VENV)/.installed
+
+$(TF_STAMP): setup.cfg
+	@test -x $(TF_VENV)/bin/python || $(PYTHON) -m venv $(TF_VENV)
+	$(TF_VENV)/bin/python -m pip install --disable-pip-version-check -q -e . 'tensorflow-serving-api>=2.15'
+	@touch $(TF_STAMP)
+
+venv-tf: $(TF_STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
