@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv venv-tf test test-fast bench lint demo clean
+.PHONY: venv venv-tf test test-fast bench lint demo clean tools
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check redis_consumer tests bench consume_redis_events.py
+
+# helm for the chart tests, into .tools/ (the tests run this themselves when it is missing)
+tools:
+	sh scripts/install-tools.sh
 
 clean:
 	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache demo-output
