@@ -274,3 +274,11 @@ def test_fresh_bytes_are_private_objects():
     tiny, view = wire.fresh_bytes(1)
     view[:] = 7
     assert tiny == b"\x00" and bytes(1) == b"\x00"  # cached 1-byte objects are never written
+
+
+def test_package_exports_are_lazy():
+    code = ("import sys, redis_consumer.tfserving as t; assert 'grpc' not in sys.modules; "
+            "assert t.get_client is __import__('redis_consumer.tfserving.client', fromlist=['x']).get_client; "
+            "from redis_consumer.tfserving import predict_tiled, ModelMetadata, CALL_OBSERVERS")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
