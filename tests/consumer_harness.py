@@ -36,7 +36,7 @@ class LocalTF:
             raise UserError(f"Model {model}:{version} is not served: Servable not found.")
         return self.models[model]
 
-    def get_metadata(self, model, version=None):
+    def get_metadata(self, model, version=None, **_):
         return self._model(model, version).metadata()
 
     def predict(self, model, version, inputs, *, deadline=None):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Mapping
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..utils import image_io
+from ..utils import image_io, tempdirs
 from .base import Consumer
 
 
@@ -147,11 +145,11 @@ class TensorFlowServingConsumer(Consumer):
         fields = self.job.fields if self.job is not None else {}
         self.timings = {}
         model, version = self.model_for(fields)
-        workdir = tempfile.mkdtemp(prefix="rc-job-")
+        workdir = tempdirs.make("rc-job-")
         try:
             return self.run_pipeline(redis_hash, fields, model, version, workdir)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            tempdirs.remove_later(workdir)
 
     def run_pipeline(self, redis_hash: str, fields: Mapping[str, str], model: str, version: str,
                      workdir: str) -> dict[str, Any]:

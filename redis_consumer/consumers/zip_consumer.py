@@ -16,14 +16,14 @@ import hashlib
 import json
 import os
 import posixpath
-import shutil
-import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError
-from ..utils import safe_zip
+from ..utils import safe_zip, tempdirs, zip_merge
 from ..utils.timestamps import now_iso
 from .base import Consumer
 
@@ -31,6 +31,8 @@ from .base import Consumer
 INHERITED = ("model_name", "model_version", "channels", "dimension_order", "scale", "label", "url", "identity_upload")
 #: Children created per Lua call (bounds the script's run time and argument list).
 BATCH = 200
+#: Children's outputs downloaded in parallel ahead of the fan-in writer.
+PREFETCH = 4
 #: Most skipped-entry records stored on the parent (the count is always exact).
 MAX_SKIPPED_STORED = 500
 
@@ -96,7 +98,7 @@ class ZipConsumer(Consumer):
     # -- fan-out ----------------------------------------------------------------------------
     def fan_out(self, redis_hash: str, fields: Mapping[str, str]) -> str:
         """Plan the archive, upload its images, create the children idempotently, park."""
-        workdir = tempfile.mkdtemp(prefix="rc-zip-")
+        workdir = tempdirs.make("rc-zip-")
         try:
             display = fields.get("original_name") or posixpath.basename(fields["input_file_name"])
             with self.stage("download"):
@@ -119,8 +121,7 @@ class ZipConsumer(Consumer):
                         plan.skipped.append({"name": entry.name, "reason": str(exc)})
                         continue
                     key = f"{folder}/{entry.index:04d}-{entry.basename}"
-                    stored_key, _ = self.storage.upload(local, key)
-                    os.unlink(local)
+                    stored_key, _ = self.storage.upload(local, key)  # the next entry overwrites `local`
                     children.append((child_key(self.child_queue, pid, entry.index, entry.basename), stored_key, entry.name))
             if not children:
                 reasons = "; ".join(f"{i['name']}: {i['reason']}" for i in plan.skipped[:3])
@@ -133,7 +134,7 @@ class ZipConsumer(Consumer):
             skipped_json = json.dumps(plan.skipped[:MAX_SKIPPED_STORED])
             return self.park(len(children), {"skipped": skipped_json, "skipped_count": len(plan.skipped)})
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            tempdirs.remove_later(workdir)
 
     def create_children(self, redis_hash: str, fields: Mapping[str, str], children: list[tuple[str, str, str]]) -> int:
         """Record the child list, then create and push each child unless it already exists."""
@@ -169,12 +170,13 @@ class ZipConsumer(Consumer):
                 f"All {len(records)} image(s) in the zip failed; the first, {first['name']!r}, failed because: "
                 f"{first['reason'].rstrip('.')}."
             )
-        workdir = tempfile.mkdtemp(prefix="rc-zipin-")
+        workdir = tempdirs.make("rc-zipin-")
+        os.makedirs(os.path.join(workdir, "children"))
         try:
             result = os.path.join(workdir, "result.zip")
             with self.stage("postprocess"), zipfile.ZipFile(result, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
-                for record in done:
-                    self._copy_child(out, record, workdir, failed)
+                for record, local, error in self._prefetch(done, os.path.join(workdir, "children")):
+                    self._copy_child(out, record, local, error, failed)
                 done = [r for r in done if not r.get("copy_failed")]
                 failures = {
                     "failed": [{k: r[k] for k in ("name", "job", "reason", "failure_type")} for r in failed],
@@ -200,7 +202,7 @@ class ZipConsumer(Consumer):
 
                 key, url = self.storage.upload(result, output_key(redis_hash))
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            tempdirs.remove_later(workdir)  # thousands of files: not on the parent's critical path
         self._expire_children(redis_hash, child_keys)
         return {"output_url": url, "output_file_name": key, "children_done": len(done),
                 "children_failed": len(failed), "total_jobs": len(records)}
@@ -236,24 +238,44 @@ class ZipConsumer(Consumer):
                 records.append(record)
         return records
 
-    def _copy_child(self, out: zipfile.ZipFile, record: dict[str, Any], workdir: str,
+    def _prefetch(self, records: list[dict[str, Any]], dest: str) -> Iterator[tuple[dict, str | None, Exception | None]]:
+        """Download children's outputs a few at a time ahead of the writer, in order.
+
+        A missing output (UserError) is handed over as the error; anything else is raised.
+        """
+        todo = iter(records)
+        with ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="fan-in") as pool:
+            window: deque = deque()
+
+            def submit_next() -> None:
+                record = next(todo, None)
+                if record is not None:
+                    window.append((record, pool.submit(self.storage.download, record["output_file_name"], dest)))
+
+            for _ in range(2 * PREFETCH):
+                submit_next()
+            while window:
+                record, future = window.popleft()
+                submit_next()
+                try:
+                    yield record, future.result(), None
+                except UserError as exc:
+                    yield record, None, exc
+
+    def _copy_child(self, out: zipfile.ZipFile, record: dict[str, Any], local: str | None, error: Exception | None,
                     failed: list[dict[str, Any]]) -> None:
         """Stream one child's output zip into the result under its own folder."""
-        sub = os.path.join(workdir, "child")
-        os.makedirs(sub, exist_ok=True)
         try:
-            local = self.storage.download(record["output_file_name"], sub)
+            if error is not None:
+                raise error
             with zipfile.ZipFile(local) as zin:
                 for info in zin.infolist():
                     if info.is_dir() or safe_zip._unsafe_reason(info.filename):
                         continue
-                    with zin.open(info) as src, out.open(f"{record['folder']}/{info.filename}", "w") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
+                    zip_merge.copy_raw(zin, info, out, f"{record['folder']}/{info.filename}")
         except (UserError, zipfile.BadZipFile) as exc:
             record["copy_failed"] = True
             failed.append({**record, "status": "failed", "reason": f"its result could not be collected ({exc})"})
-        finally:
-            shutil.rmtree(sub, ignore_errors=True)
 
     def _expire_children(self, redis_hash: str, child_keys: Iterable[str]) -> None:
         """Children (and their logs) expire together with the parent."""
