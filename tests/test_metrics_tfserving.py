@@ -56,3 +56,15 @@ def test_readyz_follows_the_model_server(model_server):
     settings = Settings.from_env({}, TF_HOST="127.0.0.1", TF_PORT=model_server.port)
     checks = HealthChecks(_Worker(settings), tf_timeout=5.0)
     assert checks.ready() == (True, "ok\n")
+
+
+def test_readyz_fails_when_the_model_server_goes_away():
+    server = ModelServer().start()
+    settings = Settings.from_env({}, TF_HOST="127.0.0.1", TF_PORT=server.port)
+    checks = HealthChecks(_Worker(settings), tf_timeout=2.0)
+    try:
+        assert checks.ready()[0] is True
+    finally:
+        server.stop()
+    ok, text = checks.ready()
+    assert not ok and f"127.0.0.1:{server.port}" in text
