@@ -46,9 +46,9 @@ def test_copy_from_streamed_zip_with_data_descriptors(tmp_path):
             raise OSError("not seekable")
 
     src = tmp_path / "stream.zip"
-    with open(src, "wb") as raw, zipfile.ZipFile(Unseekable(raw), "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("x.bin", "w") as dst:
-            dst.write(b"hello" * 1000)
+    with open(src, "wb") as raw, zipfile.ZipFile(Unseekable(raw), "w", zipfile.ZIP_DEFLATED) as zf, \
+            zf.open("x.bin", "w") as dst:
+        dst.write(b"hello" * 1000)
     out_path = tmp_path / "o.zip"
     with zipfile.ZipFile(out_path, "w") as out, zipfile.ZipFile(src) as zin:
         zip_merge.copy_raw(zin, zin.getinfo("x.bin"), out, "y.bin")
