@@ -164,3 +164,21 @@ def test_exporter_reports_down_when_redis_is_unreachable():
 @pytest.mark.parametrize("created,expected", [(None, 0.0), ("not a date", 0.0)])
 def test_age_tolerates_missing_or_bad_timestamps(created, expected):
     assert exporter._age(created, time.time()) == expected
+
+
+def test_exporter_once_prints_one_scrape(rds, redis_server, monkeypatch, capsys):
+    from redis_consumer.cli.main import main
+
+    _populate(rds)
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    assert main(["exporter", "--once", "--queues", "classify"]) == 0
+    out = capsys.readouterr().out
+    assert 'redis_consumer_queue_dead{queue="classify"} 250.0' in out
+    assert 'queue="segmentation"' not in out
+
+
+def test_exporter_rejects_a_bad_port(capsys):
+    from redis_consumer.cli.main import main
+
+    assert main(["exporter", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
