@@ -36,9 +36,10 @@ def seams(starts: list[int], tile: int, size: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _single_input(client: Any, model: str, version: Any) -> tuple[str, tuple[int, int] | None]:
+def _single_input(client: Any, model: str, version: Any,
+                  deadline: float | None = None) -> tuple[str, tuple[int, int] | None]:
     """The model's only input name and its fixed (height, width), if it has one."""
-    meta = client.get_metadata(model, version)
+    meta = client.get_metadata(model, version, deadline=deadline)
     if len(meta.inputs) != 1:
         raise UserError(one_sentence(f"model {model!r} takes inputs {sorted(meta.inputs)}; tiling needs one"))
     name, spec = next(iter(meta.inputs.items()))
@@ -60,7 +61,7 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
     if images.ndim != 4:
         raise UserError(one_sentence(f"expected images shaped (N, H, W, C), got shape {images.shape}"))
     n, height, width, channels = images.shape
-    input_name, model_tile = _single_input(client, model, version)
+    input_name, model_tile = _single_input(client, model, version, deadline)
     if tile_shape is None:
         tile_shape = model_tile or (height, width)
     th, tw = int(tile_shape[0]), int(tile_shape[1])
