@@ -63,6 +63,7 @@ class TensorFlowServingConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self._tf = None
         self.timings: dict[str, float] = {}
+        self.cpu_timings: dict[str, float] = {}
 
     # -- services --------------------------------------------------------------------------
     @property
@@ -138,12 +139,19 @@ class TensorFlowServingConsumer(Consumer):
         return paths
 
     # -- the flow --------------------------------------------------------------------------
-    def _timed(self, name: str, started: float) -> None:
-        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - started, 6)
+    def _timed(self, name: str, started: tuple[float, float]) -> None:
+        """Add wall and process-CPU seconds since `started` (from `_now()`) to step `name`."""
+        wall, cpu = started
+        self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - wall, 6)
+        self.cpu_timings[name] = round(self.cpu_timings.get(name, 0.0) + time.process_time() - cpu, 6)
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        return time.perf_counter(), time.process_time()
 
     def _consume(self, redis_hash: str) -> dict[str, Any]:
         fields = self.job.fields if self.job is not None else {}
-        self.timings = {}
+        self.timings, self.cpu_timings = {}, {}
         model, version = self.model_for(fields)
         workdir = tempdirs.make("rc-job-")
         try:
@@ -155,10 +163,10 @@ class TensorFlowServingConsumer(Consumer):
                      workdir: str) -> dict[str, Any]:
         """Every stage for one job, in `workdir` (removed afterwards)."""
         with self.stage("download"):
-            t = time.perf_counter()
+            t = self._now()
             path = self.storage.download(fields["input_file_name"], workdir)
             self._timed("download", t)
-            t = time.perf_counter()
+            t = self._now()
             image = self.load(path, fields)
             self._timed("load", t)
             self.log_job(f"loaded image {image.shape[1]}x{image.shape[2]}, {image.shape[0]} frame(s), "
@@ -166,20 +174,19 @@ class TensorFlowServingConsumer(Consumer):
         with self.stage("predict"):
             metadata = self.tf.get_metadata(model, wire_version(version))
             self.check_against_model(image, metadata, model, version)
-            t = time.perf_counter()
+            t = self._now()
             batch = self.preprocess(image, fields)
             self._timed("preprocess", t)
-            t = time.perf_counter()
+            t = self._now()
             prediction = self.predict(batch, model, version)
             self._timed("model", t)
-        self.set_progress(60)
         with self.stage("postprocess"):
-            t = time.perf_counter()
+            t = self._now()
             result = self.postprocess(prediction, image, fields)
             self._timed("postprocess", t)
             outdir = os.path.join(workdir, "out")
             os.makedirs(outdir, exist_ok=True)
-            t = time.perf_counter()
+            t = self._now()
             files = self.save(result, image, outdir, fields)
             self._timed("save", t)
             summary = {
@@ -190,11 +197,11 @@ class TensorFlowServingConsumer(Consumer):
                 "input_dtype": str(image.dtype),
                 **result.summary,
                 "timings": dict(self.timings),
+                "cpu_timings": dict(self.cpu_timings),
             }
-            t = time.perf_counter()
+            t = self._now()
             zip_path = self.write_zip(os.path.join(workdir, "result.zip"), files, summary)
             self._timed("zip", t)
-        self.set_progress(90)
         with self.stage("upload"):
             from ..storage import output_key
 

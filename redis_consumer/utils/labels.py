@@ -52,11 +52,13 @@ def foreground(prediction: np.ndarray) -> np.ndarray:
     return fg
 
 
-def _split_large(labels: np.ndarray, count: int, min_distance: int) -> tuple[np.ndarray, int]:
-    """Split components that are much larger than the median one (touching objects)."""
+def _split_large(labels: np.ndarray, count: int, min_distance: int, areas: np.ndarray) -> tuple[np.ndarray, int]:
+    """Split components that are much larger than the median one (touching objects).
+
+    `areas[i]` is the pixel count of label i + 1.
+    """
     if count < 1:
         return labels, count
-    areas = np.bincount(labels.ravel())[1:]
     median = float(np.median(areas))
     few = count <= 32  # with few objects the median says little: check each one's shape
     big = [i + 1 for i, a in enumerate(areas) if (few or a > 1.8 * median) and a > 4 * min_distance**2]
@@ -97,15 +99,15 @@ def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, m
     for f in range(prob.shape[0]):
         mask = prob[f] > threshold
         labels, count = ndimage.label(mask, structure=_EIGHT)
-        if count and min_size > 1:
-            keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_size
-            keep[0] = False
-            if not keep[1:].all():
-                # one lookup drops the specks and renumbers the rest 1..n without gaps
-                remap = (np.cumsum(keep) * keep).astype(np.int32)
-                count = int(remap[-1]) if keep[-1] else int(remap.max())
-                labels = remap[labels]
-        labels, count = _split_large(labels, count, min_distance)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)
+        keep = sizes >= max(min_size, 1)
+        keep[0] = False
+        if count and not keep[1:].all():
+            # one lookup drops the specks and renumbers the rest 1..n without gaps
+            remap = (np.cumsum(keep) * keep).astype(np.int32)
+            count = int(remap.max())
+            labels = np.take(remap, labels)
+        labels, count = _split_large(labels, count, min_distance, sizes[keep])
         out[f] = labels
     return out
 
