@@ -396,3 +396,23 @@ def test_gcs_signed_url_with_service_account(request, tmp_path):
     for text in (stream.getvalue(), str(missing.value), repr(client)):
         assert not any(bit in text for bit in secret_bits)
         assert "X-Goog-Signature" not in text
+
+
+def test_s3_access_denied_fails_fast_without_credentials_in_message(tmp_path):
+    """A server that checks credentials answers 403 to unknown keys: no retries, a clear reason, no secrets."""
+    server = S3Server(buckets=("auth-bucket",), auth=True).start()
+    key_id, secret = "AKIAUNKNOWNKEY000042", "planted-" + uuid.uuid4().hex
+    try:
+        settings = Settings.from_env({}, **server.env(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret),
+                                     STORAGE_RETRY_TIMEOUT=30.0)
+        client = storage.get_client("s3://auth-bucket", settings)
+        started = time.monotonic()
+        for op in (lambda: client.download("uploads/a.tif", str(tmp_path / "dl")),
+                   lambda: client.upload(write(tmp_path / "a.bin", b"a"), "output/a.zip")):
+            with pytest.raises(StorageAccessError, match="denied") as info:
+                op()
+            assert key_id not in str(info.value) and secret not in str(info.value)
+            assert info.value.__cause__ is None and info.value.__suppress_context__
+        assert time.monotonic() - started < 20  # not the 30 s retry budget
+    finally:
+        server.cleanup()

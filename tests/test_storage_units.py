@@ -136,3 +136,68 @@ def test_importing_storage_imports_no_cloud_sdk(tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STORAGE_"))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+
+
+def _s3_error(code, status):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+@pytest.mark.parametrize("code, status, kind", [
+    ("NoSuchKey", 404, base.MISSING), ("404", 404, base.MISSING), ("NoSuchBucket", 404, base.NO_BUCKET),
+    ("AccessDenied", 403, base.DENIED), ("InvalidAccessKeyId", 403, base.DENIED),
+    ("SlowDown", 503, base.TRANSIENT), ("InternalError", 500, base.TRANSIENT), ("Throttling", 400, base.TRANSIENT),
+    ("InvalidRange", 416, base.PERMANENT),
+])
+def test_s3_error_classification(code, status, kind):
+    from boto3.exceptions import S3UploadFailedError
+
+    from redis_consumer.storage.s3 import S3Client
+
+    client = S3Client("s3://bucket", "bucket", "", Settings.from_env({}, AWS_ACCESS_KEY_ID="a",
+                                                                     AWS_SECRET_ACCESS_KEY="b"))
+    err = _s3_error(code, status)
+    assert client._classify(err) == kind
+    try:  # boto3 wraps upload errors like this; the classification follows __context__
+        try:
+            raise err
+        except type(err):
+            raise S3UploadFailedError("Failed to upload") from None
+    except S3UploadFailedError as wrapped:
+        assert client._classify(wrapped) == kind
+    assert code in client._describe(err) and str(status) in client._describe(err)
+
+
+def test_s3_network_errors_are_transient_and_bugs_are_not_classified():
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    from redis_consumer.storage.s3 import S3Client
+
+    client = S3Client("s3://bucket", "bucket", "", Settings.from_env({}, AWS_ACCESS_KEY_ID="a",
+                                                                     AWS_SECRET_ACCESS_KEY="b"))
+    for err in (EndpointConnectionError(endpoint_url="http://x"), ConnectionClosedError(endpoint_url="http://x"),
+                ReadTimeoutError(endpoint_url="http://x")):
+        assert client._classify(err) == base.TRANSIENT
+    assert client._classify(KeyError("bug")) is None
+
+
+def test_gcs_error_classification():
+    import requests
+    from google.api_core import exceptions as gexc
+
+    from redis_consumer.storage.gcs import GCSClient
+
+    client = GCSClient("gs://bucket", "bucket", "", Settings.from_env({}, STORAGE_EMULATOR_HOST="127.0.0.1:1"))
+    cases = [(gexc.NotFound("x"), base.MISSING), (gexc.Forbidden("x"), base.DENIED),
+             (gexc.Unauthorized("x"), base.DENIED), (gexc.TooManyRequests("x"), base.TRANSIENT),
+             (gexc.ServiceUnavailable("x"), base.TRANSIENT), (gexc.InternalServerError("x"), base.TRANSIENT),
+             (gexc.PreconditionFailed("x"), base.TRANSIENT), (gexc.BadRequest("x"), base.PERMANENT),
+             (requests.exceptions.ConnectionError("reset"), base.TRANSIENT), (ValueError("bug"), None)]
+    for err, kind in cases:
+        assert client._classify(err) == kind, err

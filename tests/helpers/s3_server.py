@@ -24,9 +24,11 @@ TEST_SECRET = "testing-secret-key"
 class S3Server:
     """moto_server subprocess; `.endpoint` is its http URL, `.env()` the AWS_* settings for it."""
 
-    def __init__(self, port: int | None = None, buckets: tuple[str, ...] = ("test-bucket",)) -> None:
+    def __init__(self, port: int | None = None, buckets: tuple[str, ...] = ("test-bucket",),
+                 auth: bool = False) -> None:
         self.port = port or free_port()
         self.buckets = tuple(buckets)
+        self.auth = auth  # moto checks credentials (IAM) when true: unknown keys get 403
         self.proc: subprocess.Popen | None = None
         self.log = Path(tempfile.mkstemp(prefix="rc-moto-", suffix=".log")[1])
 
@@ -42,13 +44,20 @@ class S3Server:
         cmd = [sys.executable, "-m", "tests.helpers.s3_server", str(self.port), *self.buckets]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                         env=self._env())
         try:
             wait_for_port(self.port, timeout=30)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"moto server did not start: {self.log.read_text()[-2000:]}") from None
         return self
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("INITIAL_NO_AUTH_ACTION_COUNT", None)
+        if self.auth:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+        return env
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
