@@ -78,9 +78,10 @@ def gcs_server():
 
 
 def worker_env(redis_server, model_server, env, **extra):
-    return env_for(redis_server, QUEUE="segmentation", TF_HOST="127.0.0.1", TF_PORT=str(model_server.port),
-                   EMPTY_QUEUE_TIMEOUT="0.5", OUTPUT_URL_MODE="key", HEARTBEAT_INTERVAL="0.5", HEARTBEAT_TTL="5",
-                   **env, **extra)
+    settings = {"QUEUE": "segmentation", "TF_HOST": "127.0.0.1", "TF_PORT": str(model_server.port),
+                "EMPTY_QUEUE_TIMEOUT": "0.5", "OUTPUT_URL_MODE": "key", "HEARTBEAT_INTERVAL": "0.5",
+                "HEARTBEAT_TTL": "5", **env, **extra}
+    return env_for(redis_server, **settings)
 
 
 def kiosk_job(rds, queue, name, **fields):
@@ -150,3 +151,48 @@ def test_zip_with_two_workers_and_a_bad_file(rds, redis_server, model_server, pr
     assert [s["name"] for s in failures["skipped"]] == ["../../slip.tif"]
     assert sum(n.endswith("_labels.tif") for n in zf.namelist()) == 4
     assert not os.path.exists(tmp_path / "slip.tif")
+
+
+def test_unknown_model_fails_with_the_servers_words(rds, redis_server, model_server, procs, tmp_path, request):
+    env, client = backend_env("local", request, tmp_path)
+    upload_bytes(client, tmp_path, "uploads/x.tif", tif_bytes(1, size=64))
+    key = kiosk_job(rds, "segmentation", "x.tif", model_name="NoSuchModel", model_version="7")
+    procs.append(start_worker(worker_env(redis_server, model_server, env, CONSUMER_TYPE="segmentation"),
+                              str(tmp_path / "w.log")))
+    wait_until(lambda: rds.hget(key, "status") in ("done", "failed"), timeout=60, message="job to end")
+    job = rds.hgetall(key)
+    assert job["status"] == "failed" and job["failure_type"] == "user", job
+    assert "NoSuchModel" in job["reason"] and job["attempts"] == "1"
+
+
+def test_zip_worker_sigkilled_during_fan_out_is_recovered_without_duplicates(rds, redis_server, model_server, procs,
+                                                                               tmp_path, request):
+    import signal
+
+    env, client = backend_env("local", request, tmp_path)
+    n = 120
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i in range(n):
+            zf.writestr(f"w{i:03d}.tif", tif_bytes(1 + i % 3, size=32))
+    upload_bytes(client, tmp_path, "uploads/many.zip", buf.getvalue())
+    key = kiosk_job(rds, "segmentation-zip", "many.zip")
+    fast = {"HEARTBEAT_INTERVAL": "0.3", "HEARTBEAT_TTL": "1.5"}
+    first = start_worker(worker_env(redis_server, model_server, env, CONSUMER_TYPE="zip", **fast), str(tmp_path / "z1.log"))
+    procs.append(first)
+    wait_until(lambda: rds.hget(key, "status") == "uploading" or rds.llen("segmentation") > 0, timeout=60,
+               interval=0.005, message="fan-out to start")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    procs.append(start_worker(worker_env(redis_server, model_server, env, CONSUMER_TYPE="zip", **fast),
+                              str(tmp_path / "z2.log")))
+    procs.append(start_worker(worker_env(redis_server, model_server, env, CONSUMER_TYPE="segmentation", **fast),
+                              str(tmp_path / "s.log")))
+    wait_until(lambda: rds.hget(key, "status") in ("done", "failed"), timeout=150, message="zip job to end")
+    job = rds.hgetall(key)
+    assert job["status"] == "done" and job["children_done"] == str(n) and job["children_failed"] == "0", job
+    assert int(job["attempts"]) >= 2  # really recovered after the kill
+    children = rds.lrange(f"children:{key}", 0, -1)
+    assert len(children) == len(set(children)) == n
+    assert [rds.hget(c, "attempts") for c in children] == ["1"] * n  # no child ran twice
+    assert rds.get("stats:segmentation:finished") == str(n)  # exactly n child completions
