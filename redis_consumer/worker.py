@@ -231,7 +231,11 @@ class Worker:
         while True:
             now = time.monotonic()
             if now >= next_beat:
-                self._beat_and_reap(interval)
+                try:
+                    self._beat_and_reap(interval)
+                except Exception:  # a dead supervisor means no heartbeats: never die
+                    # e.g. ValueError from redis-py when the main thread reset the pool mid-reply
+                    log.exception("heartbeat/reaper step failed; retrying next interval")
                 next_beat = now + interval
             job = self.current
             if job is not None:

@@ -1,0 +1,708 @@
+"""Chaos soak: push jobs through real workers while killing, draining and restarting everything.
+
+Setup (all on 127.0.0.1, free ports): Redis primary + replica with append-only files and
+`appendfsync always`, one Sentinel (workers find the primary through it, as in the kiosk), a moto
+S3 server behind a TCP proxy (so "S3 down" is connection-refused while its objects survive), an
+optional dev model server, and K `redis-consumer consume` worker processes.
+
+While a producer submits jobs at a steady rate, a schedule of disruptions runs: SIGKILL a busy
+worker (a replacement starts, as Kubernetes would), SIGTERM one (scale-down; its job must finish
+or go back), SIGKILL + restart the Redis primary, a Sentinel failover, kill + restart the model
+server, S3 refusing connections for a few seconds. At the end every job must be final, none lost
+or stuck, each `done` job's output zip valid, and no job's result written twice.
+
+Pipelines: `--pipeline chaos` (default) runs `ChaosConsumer` below: download the input from S3,
+"predict" (sleep, or the dev model server's Identity model when it is installed), upload a
+deterministic result zip. `--pipeline segmentation` runs the real segmentation consumer against
+the dev model server with TIFF inputs.
+
+Usage: `python bench/chaos.py [--quick] [--jobs N] [--workers K]`; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from redis_consumer.consumers.base import Consumer
+
+log = logging.getLogger("chaos")
+BUCKET = "chaos-bucket"
+QUEUE = "chaos"
+
+
+# --- the consumer the workers run (imported by them as `bench.chaos:ChaosConsumer`) --------------
+
+class ChaosConsumer(Consumer):
+    """A small but complete pipeline: S3 download, a timed "predict", deterministic S3 upload.
+
+    Counts its executions in `chaos:executions:{key}` (at-least-once is allowed; the harness
+    reports re-executions) and writes the result zip under `output_key(job)`, so a re-run
+    overwrites instead of adding a second result.
+    """
+
+    name = "chaos"
+    required_fields = ("input_file_name",)
+
+    def _consume(self, redis_hash: str) -> dict[str, Any]:
+        import hashlib
+
+        from redis_consumer.storage import output_key
+
+        self.redis.incr(f"chaos:executions:{redis_hash}")
+        work = float(self.job.fields.get("work_seconds") or 0.0)
+        with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
+            with self.stage("download"):
+                path = self.storage.download(self.job.fields["input_file_name"], tmp)
+                data = Path(path).read_bytes()
+            with self.stage("predict"):
+                end = time.monotonic() + work
+                while time.monotonic() < end:
+                    self.check_deadline()
+                    time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+                digest = hashlib.sha256(data).hexdigest()
+            with self.stage("upload"):
+                out = Path(tmp) / "result.zip"
+                with zipfile.ZipFile(out, "w") as zf:
+                    zf.writestr("result.json", json.dumps({"job": redis_hash, "sha256": digest}))
+                    zf.writestr("log.txt", "\n".join(self.job_log))
+                key, url = self.storage.upload(str(out), output_key(redis_hash))
+        return {"output_file_name": key, "output_url": url}
+
+
+# --- a TCP proxy that can refuse connections (S3 "down" without losing its objects) --------------
+
+class TcpProxy:
+    """Forward 127.0.0.1:port to a target; `down()` closes the listener and every open connection."""
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        from tests.helpers.net import free_port
+
+        self.target = ("127.0.0.1", target_port)
+        self.port = port or free_port()
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        sock.listen(128)
+        self._listener = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def down(self) -> None:
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            _close(sock)  # shutdown() wakes the thread blocked in accept(), releasing the port
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            _close(c)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                _close(s)
+                with self._lock:
+                    self._conns.discard(s)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+# --- the harness ---------------------------------------------------------------------------------
+
+class Cluster:
+    """Redis primary + replica + Sentinel, S3 behind a proxy, optional model server, K workers."""
+
+    def __init__(self, workdir: Path, workers: int, pipeline: str) -> None:
+        self.workdir = workdir
+        self.n_workers = workers
+        self.pipeline = pipeline
+        self.servers: list[Any] = []
+        self.workers: list[Any] = []
+        self.retired: list[Any] = []
+        self.model = None
+        self._master_client = None
+
+    # setup / teardown
+    def start(self) -> None:
+        import redis
+
+        from tests.helpers.net import wait_until
+        from tests.helpers.redis_server import RedisServer, Sentinel
+        from tests.helpers.s3_server import S3Server
+
+        primary = RedisServer(appendonly=True).start()
+        replica = RedisServer(appendonly=True, extra=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+        self.servers = [primary, replica]
+        wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up",
+                   message="replica sync")
+        self.sentinel = Sentinel(primary.port).start()
+
+        def knows_replica() -> bool:
+            c = redis.Redis(port=self.sentinel.port, decode_responses=True)
+            try:
+                return len(c.execute_command("SENTINEL", "REPLICAS", self.sentinel.name)) >= 1
+            except redis.RedisError:
+                return False
+
+        wait_until(knows_replica, timeout=30, message="sentinel to see the replica")
+        self.s3 = S3Server(buckets=(BUCKET,)).start()
+        self.proxy = TcpProxy(self.s3.port)
+        self.proxy.up()
+        if self.pipeline == "segmentation" or _model_server_available():
+            self.model = _start_model_server()
+        for _ in range(self.n_workers):
+            self.spawn_worker()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.kill()
+        if self.model is not None:
+            self.model.stop()
+        self.proxy.down()
+        self.s3.cleanup()
+        self.sentinel.cleanup()
+        for s in self.servers:
+            s.cleanup()
+
+    def worker_env(self) -> dict[str, str]:
+        from tests.helpers.chaos_procs import worker_env
+
+        env = worker_env(
+            REDIS_HOST="127.0.0.1", REDIS_PORT=str(self.sentinel.port), QUEUE=QUEUE,
+            STORAGE_BUCKET=f"s3://{BUCKET}", OUTPUT_URL_MODE="key", MAX_ATTEMPTS="10",
+            RETRY_BACKOFF_CAP="1", STORAGE_RETRY_TIMEOUT="20", JOB_TIMEOUT="120", LOG_LEVEL="INFO",
+            **self.s3.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{self.proxy.port}"),
+        )
+        env["CONSUMER_TYPE"] = "segmentation" if self.pipeline == "segmentation" else "bench.chaos:ChaosConsumer"
+        if self.model is not None:
+            env.update(TF_HOST="127.0.0.1", TF_PORT=str(self.model.port), GRPC_BACKOFF="0.2")
+        return env
+
+    def spawn_worker(self):
+        from tests.helpers.chaos_procs import WorkerProcess
+
+        w = WorkerProcess(self.worker_env(), log_dir=str(self.workdir)).start()
+        self.workers.append(w)
+        return w
+
+    # Redis access for the producer and observer, following failovers
+    def master(self):
+        from redis.sentinel import Sentinel
+
+        if self._master_client is None:
+            s = Sentinel([("127.0.0.1", self.sentinel.port)], socket_timeout=2, decode_responses=True)
+            self._master_client = s.master_for(self.sentinel.name, socket_timeout=3, decode_responses=True,
+                                               retry=None)
+        return self._master_client
+
+    def call(self, fn, timeout: float = 60.0):
+        """Run `fn(client)`, riding out Redis restarts and failovers."""
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return fn(self.master())
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                self._master_client = None
+                time.sleep(0.1)
+
+    def server_on(self, port: int):
+        return next(s for s in self.servers if s.port == port)
+
+
+def _model_server_available() -> bool:
+    try:
+        from tests.helpers import model_server  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _start_model_server():
+    from tests.helpers.model_server import ModelServer
+
+    return ModelServer().start() if hasattr(ModelServer(), "start") else None
+
+
+class Chaos:
+    """Runs one soak: producer, disruption schedule, observer, final audit."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.workdir = Path(tempfile.mkdtemp(prefix="rc-chaos-"))
+        self.cluster = Cluster(self.workdir, args.workers, args.pipeline)
+        self.keys: list[str] = []
+        self.events: list[dict[str, Any]] = []
+        self.counts = {"kills": 0, "sigterms": 0, "redis_restarts": 0, "failovers": 0,
+                       "model_server_restarts": 0, "s3_outages": 0}
+        self.sigterm_exit_codes: list[int | None] = []
+        self.resubmits = 0
+        self._threads: list[threading.Thread] = []
+
+    # inputs
+    def upload_inputs(self) -> list[str]:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.cluster.s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key")
+        names = []
+        for i in range(min(self.args.jobs, 20)):
+            name = f"uploads/input-{i}.tif"
+            s3.put_object(Bucket=BUCKET, Key=name, Body=_input_bytes(self.args.pipeline, i))
+            names.append(name)
+        self.s3_client = s3
+        return names
+
+    def produce(self, inputs: list[str], spread: float) -> None:
+        from redis_consumer.utils.timestamps import now_iso
+
+        gap = spread / max(1, self.args.jobs)
+        start = time.monotonic()
+        for i in range(self.args.jobs):
+            key = f"{QUEUE}:input-{i}.tif:{os.urandom(8).hex()}"
+            fields = {"status": "new", "input_file_name": inputs[i % len(inputs)], "original_name": f"input-{i}.tif",
+                      "created_at": now_iso(), "updated_at": now_iso(),
+                      "work_seconds": str(self.args.work)}
+            if self.args.pipeline == "segmentation":
+                fields.update(model_name="Identity", model_version="1")
+
+            def push(r, key=key, fields=fields):
+                # Under Sentinel, a write acknowledged by a primary that is being demoted is lost
+                # (asynchronous replication). A careful producer waits for one replica; if none
+                # confirmed, it checks the (possibly new) primary and resubmits only when the job
+                # is missing there, so a surviving job is never reset.
+                first = True
+                for _ in range(30):
+                    if first or not r.exists(key):
+                        p = r.pipeline(transaction=True)
+                        p.hset(key, mapping=fields)
+                        p.lpush(QUEUE, key)
+                        p.execute()
+                        self.resubmits += 0 if first else 1
+                    first = False
+                    if r.execute_command("WAIT", 1, 1000) >= 1:
+                        return
+                    self.cluster._master_client = None
+                    r = self.cluster.master()
+
+            self.cluster.call(push)
+            self.keys.append(key)
+            delay = start + (i + 1) * gap - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    # disruptions
+    def schedule(self, spread: float) -> list[tuple[float, str]]:
+        once = ["redis_restart", "failover", "s3_outage"]
+        if self.cluster.model is not None:
+            once.append("model_restart")
+        n_events = max(len(once) + 4, int(spread / self.args.event_gap))
+        kinds = list(once)
+        while len(kinds) < n_events:
+            kinds.append("kill" if len(kinds) % 3 else "sigterm")
+        self.rng.shuffle(kinds)
+        # always open with a kill so even tiny runs exercise the reaper
+        kinds.remove("kill")
+        kinds.insert(0, "kill")
+        step = spread / (len(kinds) + 1)
+        return [((i + 1) * step, kind) for i, kind in enumerate(kinds)]
+
+    def run_event(self, kind: str) -> None:
+        t0 = time.monotonic()
+        event: dict[str, Any] = {"kind": kind, "at": round(t0 - self.t_start, 2)}
+        handler = getattr(self, f"_do_{kind}")
+        handler(event)
+        self.events.append(event)
+
+    def _busy_worker(self):
+        """A worker holding a job (tried for ~2 s: a kill should hit work in flight), else any."""
+        alive = [w for w in self.cluster.workers if w.alive()]
+        if not alive:
+            return None, []
+        for _ in range(40):
+            busy = [(w, held) for w in alive if (held := self._held_by(w))]
+            if busy:
+                return self.rng.choice(busy)
+            time.sleep(0.05)
+        return self.rng.choice(alive), []
+
+    def _held_by(self, w) -> list[str]:
+        def find(r):
+            ids = [m for m in r.zrange(f"consumers:{QUEUE}", 0, -1) if m.startswith(w.name + "-")]
+            return [k for cid in ids for k in r.lrange(f"processing-{QUEUE}:{cid}", 0, -1)]
+
+        try:
+            return self.cluster.call(find, timeout=5)
+        except Exception:  # noqa: BLE001 - Redis mid-restart: treat as idle
+            return []
+
+    def _do_kill(self, event: dict[str, Any]) -> None:
+        w, held = self._busy_worker()
+        if w is None:
+            return
+        claims = {k: self.cluster.call(lambda r, k=k: r.hget(k, "claim")) for k in held}
+        w.kill()
+        self.cluster.workers.remove(w)
+        self.cluster.retired.append(w)
+        self.counts["kills"] += 1
+        t_kill = time.monotonic()
+        time.sleep(0.5)  # Kubernetes restarts the pod
+        self.cluster.spawn_worker()
+        event["held_jobs"] = len(held)
+        if held:
+            self._watch(event, t_kill, lambda r: all(_reclaimed(r, k, c) for k, c in claims.items()))
+
+    def _do_sigterm(self, event: dict[str, Any]) -> None:
+        w, held = self._busy_worker()
+        if w is None:
+            return
+        t0 = time.monotonic()
+        code = w.terminate(60)
+        self.cluster.workers.remove(w)
+        self.cluster.retired.append(w)
+        self.counts["sigterms"] += 1
+        self.sigterm_exit_codes.append(code)
+        event.update(exit_code=code, held_jobs=len(held), recovery_s=round(time.monotonic() - t0, 3))
+        self.cluster.spawn_worker()  # scale back up
+
+    def _do_redis_restart(self, event: dict[str, Any]) -> None:
+        port = self.cluster.sentinel.master_port_now()
+        server = self.cluster.server_on(port)
+        server.kill()
+        t0 = time.monotonic()
+        server.start()
+        self.counts["redis_restarts"] += 1
+        event["down_s"] = round(time.monotonic() - t0, 3)
+        self._watch_progress(event, t0)
+
+    def _do_failover(self, event: dict[str, Any]) -> None:
+        import redis
+
+        before = self.cluster.sentinel.master_port_now()
+        t0 = time.monotonic()
+        s = redis.Redis(port=self.cluster.sentinel.port, decode_responses=True)
+        deadline = t0 + 30
+        while True:
+            try:
+                s.execute_command("SENTINEL", "FAILOVER", self.cluster.sentinel.name)
+                break
+            except redis.ResponseError:  # e.g. no good replica yet right after a restart
+                if time.monotonic() > deadline:
+                    event["error"] = "failover refused"
+                    return
+                time.sleep(0.5)
+        while self.cluster.sentinel.master_port_now() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.counts["failovers"] += 1
+        event["switch_s"] = round(time.monotonic() - t0, 3)
+        self._watch_progress(event, t0)
+
+    def _do_s3_outage(self, event: dict[str, Any]) -> None:
+        self.cluster.proxy.down()
+        time.sleep(self.args.outage)
+        self.cluster.proxy.up()
+        t0 = time.monotonic()
+        self.counts["s3_outages"] += 1
+        event["down_s"] = self.args.outage
+        self._watch_progress(event, t0)
+
+    def _do_model_restart(self, event: dict[str, Any]) -> None:
+        model = self.cluster.model
+        model.stop()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        model.start()
+        self.counts["model_server_restarts"] += 1
+        self._watch_progress(event, t0)
+
+    def finished(self) -> int:
+        return int(self.cluster.call(lambda r: r.get(f"stats:{QUEUE}:finished") or 0))
+
+    def _watch_progress(self, event: dict[str, Any], t0: float) -> None:
+        """Recovery = time from the end of the disruption until the next job finishes."""
+        base = self.finished()
+        self._watch(event, t0, lambda r: int(r.get(f"stats:{QUEUE}:finished") or 0) > base
+                    or self._all_final_fast(r))
+
+    def _all_final_fast(self, r) -> bool:
+        return r.llen(QUEUE) == 0 and self.produced and not any(
+            r.llen(f"processing-{QUEUE}:{c}") for c in r.zrange(f"consumers:{QUEUE}", 0, -1))
+
+    def _watch(self, event: dict[str, Any], t0: float, done) -> None:
+        def loop() -> None:
+            while time.monotonic() - t0 < self.args.timeout:
+                try:
+                    if self.cluster.call(done, timeout=10):
+                        event["recovery_s"] = round(time.monotonic() - t0, 3)
+                        return
+                except Exception as exc:  # noqa: BLE001 - keep watching through outages
+                    log.debug("watch: %s", exc)
+                time.sleep(0.05)
+            event["recovery_s"] = None
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # the run
+    def run(self) -> dict[str, Any]:
+        t_setup = time.monotonic()
+        self.cluster.start()
+        inputs = self.upload_inputs()
+        self.produced = False
+        spread = self.args.duration
+        plan = self.schedule(spread)
+        self.t_start = time.monotonic()
+        producer = threading.Thread(target=self._produce_then_flag, args=(inputs, spread), daemon=True)
+        producer.start()
+        for at, kind in plan:
+            delay = self.t_start + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            log.info("event %s at %.1fs", kind, time.monotonic() - self.t_start)
+            try:
+                self.run_event(kind)
+            except Exception as exc:  # noqa: BLE001 - a failed disruption is reported, not fatal
+                self.events.append({"kind": kind, "error": f"{type(exc).__name__}: {exc}"})
+        producer.join()
+        self._wait_all_final()
+        for t in self._threads:
+            t.join(timeout=5)
+        wall = time.monotonic() - self.t_start
+        report = self.audit()
+        report["wall_seconds"] = round(wall, 1)
+        report["setup_seconds"] = round(self.t_start - t_setup, 1)
+        return report
+
+    def _produce_then_flag(self, inputs: list[str], spread: float) -> None:
+        self.produce(inputs, spread)
+        self.produced = True
+
+    def _wait_all_final(self) -> None:
+        deadline = time.monotonic() + self.args.timeout
+        while time.monotonic() < deadline:
+            statuses = self.cluster.call(lambda r: _statuses(r, self.keys))
+            if all(s in ("done", "failed") for s in statuses):
+                return
+            for w in list(self.cluster.workers):  # a worker that exited on its own is replaced too
+                if not w.alive():
+                    self.cluster.workers.remove(w)
+                    self.cluster.retired.append(w)
+                    self.cluster.spawn_worker()
+            time.sleep(0.2)
+
+    def audit(self) -> dict[str, Any]:
+        r = self.cluster.master()
+        data = self.cluster.call(lambda r: _hashes(r, self.keys))
+        in_lists = self.cluster.call(_listed_keys)
+        done = [k for k, h in data.items() if h.get("status") == "done"]
+        failed = {k: h for k, h in data.items() if h.get("status") == "failed"}
+        lost = [k for k, h in data.items() if not h]
+        stuck = [k for k, h in data.items() if h and h.get("status") not in ("done", "failed")]
+        executions = self.cluster.call(lambda r: _counters(r, [f"chaos:executions:{k}" for k in self.keys]))
+        if self.args.pipeline == "segmentation":  # the real consumer keeps no counter: use attempts
+            executions = [int(h.get("attempts") or 0) for h in data.values()]
+        dead = set(self.cluster.call(lambda r: r.lrange(f"dead-{QUEUE}", 0, -1)))
+        finished_by_workers = len(done) + sum(1 for k in failed if k not in dead)
+        duplicate_results = self.finished() - finished_by_workers
+        bad_outputs = self.check_outputs(done, data)
+        recoveries = [e["recovery_s"] for e in self.events if e.get("recovery_s") is not None]
+        worker_logs = "".join(w.output() for w in self.cluster.workers + self.cluster.retired)
+        del r
+        return {
+            "pipeline": self.args.pipeline,
+            "jobs": len(self.keys),
+            "workers": self.args.workers,
+            "done": len(done),
+            "failed": len(failed),
+            "failed_reasons": sorted({h.get("reason", "")[:160] for h in failed.values()})[:5],
+            **self.counts,
+            "recoveries": len(recoveries),
+            "max_recovery_seconds": max(recoveries) if recoveries else None,
+            "unrecovered_events": sum(1 for e in self.events if "recovery_s" in e and e["recovery_s"] is None),
+            "sigterm_exit_codes": self.sigterm_exit_codes,
+            "duplicates_executed": sum(max(0, n - 1) for n in executions),
+            "duplicate_results": duplicate_results,
+            "producer_resubmits": self.resubmits,
+            "lost": len(lost),
+            "stuck": len(stuck),
+            "stuck_sample": [{"key": k, "status": data[k].get("status"), "attempts": data[k].get("attempts"),
+                              "listed": k in in_lists} for k in stuck[:5]],
+            "left_in_queues": len(in_lists),
+            "bad_outputs": bad_outputs,
+            "tracebacks_in_logs": worker_logs.count("Traceback"),
+            "events": self.events,
+        }
+
+    def check_outputs(self, done: list[str], data: dict[str, dict[str, str]]) -> int:
+        """Each done job's zip exists at its deterministic key and opens; one object per job."""
+        bad = 0
+        seen = set()
+        for k in done:
+            key = data[k].get("output_file_name", "")
+            if not key or key in seen:
+                bad += 1
+                continue
+            seen.add(key)
+            try:
+                body = self.s3_client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                with zipfile.ZipFile(io.BytesIO(body)) as zf:
+                    broken = zf.testzip() is not None or not zf.namelist()
+                    if broken or (self.args.pipeline == "chaos" and json.loads(zf.read("result.json"))["job"] != k):
+                        bad += 1
+            except Exception:  # noqa: BLE001 - any failure to read the zip counts as bad
+                bad += 1
+        return bad
+
+
+def _input_bytes(pipeline: str, i: int) -> bytes:
+    if pipeline == "segmentation":
+        import numpy as np
+        import tifffile
+
+        buf = io.BytesIO()
+        rng = np.random.default_rng(i)
+        tifffile.imwrite(buf, (rng.random((64, 64)) * 255).astype("uint8"))
+        return buf.getvalue()
+    return os.urandom(2048)
+
+
+def _reclaimed(r, key: str, old_claim: str | None) -> bool:
+    h = r.hmget(key, "status", "claim")
+    return h[0] in ("done", "failed") or (h[1] is not None and h[1] != old_claim)
+
+
+def _statuses(r, keys: list[str]) -> list[str | None]:
+    p = r.pipeline(transaction=False)
+    for k in keys:
+        p.hget(k, "status")
+    return p.execute()
+
+
+def _hashes(r, keys: list[str]) -> dict[str, dict[str, str]]:
+    p = r.pipeline(transaction=False)
+    for k in keys:
+        p.hgetall(k)
+    return dict(zip(keys, p.execute()))
+
+
+def _counters(r, names: list[str]) -> list[int]:
+    p = r.pipeline(transaction=False)
+    for n in names:
+        p.get(n)
+    return [int(v or 0) for v in p.execute()]
+
+
+def _listed_keys(r) -> list[str]:
+    items = r.lrange(QUEUE, 0, -1)
+    for cid in r.zrange(f"consumers:{QUEUE}", 0, -1):
+        items += r.lrange(f"processing-{QUEUE}:{cid}", 0, -1)
+    return items
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="CI variant: ~60 s")
+    p.add_argument("--jobs", type=int, help="jobs to submit (default 2000, quick 150)")
+    p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--duration", type=float, help="seconds over which jobs arrive and disruptions happen")
+    p.add_argument("--work", type=float, default=0.1, help="seconds of simulated model time per job")
+    p.add_argument("--event-gap", type=float, default=8.0, help="seconds between disruptions")
+    p.add_argument("--outage", type=float, default=3.0, help="seconds S3 refuses connections")
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the last jobs")
+    p.add_argument("--pipeline", choices=("chaos", "segmentation"), default="chaos")
+    p.add_argument("--seed", type=int, default=8)
+    args = p.parse_args(argv)
+    if args.jobs is None:
+        args.jobs = 150 if args.quick else 2000
+    if args.duration is None:
+        args.duration = 30.0 if args.quick else max(60.0, args.jobs * args.work / args.workers * 1.2)
+    if args.timeout is None:
+        args.timeout = 90.0 if args.quick else 300.0
+    if args.quick:
+        args.event_gap = min(args.event_gap, 4.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s chaos %(message)s")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    chaos = Chaos(args)
+    try:
+        report = chaos.run()
+    finally:
+        chaos.cluster.stop()
+    report["workdir"] = str(chaos.workdir)
+    print(json.dumps(report))
+    ok = report["lost"] == 0 and report["stuck"] == 0 and report["duplicate_results"] == 0 and report["bad_outputs"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
