@@ -237,6 +237,9 @@ def test_logs_prints_and_follows_until_final(env, capsys):
     env.rpush(keys.job_log(key), "t1 claimed by w (attempt 1)", "t2 stage download started")
     code, out, _ = run_cli(capsys, "logs", key)
     assert code == 0 and out.splitlines() == ["t1 claimed by w (attempt 1)", "t2 stage download started"]
+    code, out, _ = run_cli(capsys, "logs", key, "--json")
+    assert code == 0 and json.loads(out) == ["t1 claimed by w (attempt 1)", "t2 stage download started"]
+    assert run_cli(capsys, "logs", key, "--json", "--follow")[0] == 2
 
     def finish_later():
         time.sleep(0.5)

@@ -7,6 +7,7 @@ until the job is final; the exit code then follows `status` (0 done, 1 failed).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the job is done or failed")
     p.add_argument("--interval", type=float, default=0.5, metavar="SECONDS", help="poll period with --follow")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop following after this long")
+    p.add_argument("--json", action="store_true", help="print the lines as a JSON list (not with --follow)")
     add_connection_args(p)
     p.set_defaults(func=run)
 
@@ -47,6 +49,11 @@ def run(args: Any) -> int:
     lines = client.lrange(name, 0, -1)
     if not exists and not lines:
         raise CliError(f"no job {args.key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
+    if args.json:
+        if args.follow:
+            raise CliError("--json lists the lines recorded so far; it cannot be combined with --follow")
+        print(json.dumps(lines))
+        return 0
     for line in lines:
         print(line, flush=True)
     if not args.follow:

@@ -128,4 +128,7 @@ def run(args: Any) -> int:
             print(text + ("" if args.once else f"\n\n(refresh every {args.interval:g}s, Ctrl-C to stop)"), flush=True)
         if args.once:
             return 0
-        time.sleep(args.interval)
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:  # Ctrl-C is how one leaves `watch`: not an error
+            return 0
