@@ -278,16 +278,16 @@ def test_outage_longer_than_budget_is_transient_error(request, tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs"])
-def test_missing_bucket_fails_fast(request, tmp_path, kind):
+def test_missing_bucket_fails_fast(request, tmp_path, kind, caplog):
     backend = Backend(kind, request, tmp_path)
     scheme = "s3" if kind == "s3" else "gs"
     client = backend.client(url=f"{scheme}://no-such-bucket-{uuid.uuid4().hex[:8]}")
-    started = time.monotonic()
+    caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
     with pytest.raises(StorageAccessError, match="does not exist"):
         client.download("uploads/a.tif", str(tmp_path / "dl"))
     with pytest.raises(StorageAccessError, match="does not exist"):
         client.upload(write(tmp_path / "a.bin", b"a"), "uploads/a.bin")
-    assert time.monotonic() - started < 20  # no retry budget spent (generous: shared machine)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]  # failed fast, no retries
 
 
 def test_credentials_never_in_logs_or_errors(request, tmp_path):
@@ -398,7 +398,7 @@ def test_gcs_signed_url_with_service_account(request, tmp_path):
         assert "X-Goog-Signature" not in text
 
 
-def test_s3_access_denied_fails_fast_without_credentials_in_message(tmp_path):
+def test_s3_access_denied_fails_fast_without_credentials_in_message(tmp_path, caplog):
     """A server that checks credentials answers 403 to unknown keys: no retries, a clear reason, no secrets."""
     server = S3Server(buckets=("auth-bucket",), auth=True).start()
     key_id, secret = "AKIAUNKNOWNKEY000042", "planted-" + uuid.uuid4().hex
@@ -406,13 +406,13 @@ def test_s3_access_denied_fails_fast_without_credentials_in_message(tmp_path):
         settings = Settings.from_env({}, **server.env(AWS_ACCESS_KEY_ID=key_id, AWS_SECRET_ACCESS_KEY=secret),
                                      STORAGE_RETRY_TIMEOUT=30.0)
         client = storage.get_client("s3://auth-bucket", settings)
-        started = time.monotonic()
+        caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
         for op in (lambda: client.download("uploads/a.tif", str(tmp_path / "dl")),
                    lambda: client.upload(write(tmp_path / "a.bin", b"a"), "output/a.zip")):
             with pytest.raises(StorageAccessError, match="denied") as info:
                 op()
             assert key_id not in str(info.value) and secret not in str(info.value)
             assert info.value.__cause__ is None and info.value.__suppress_context__
-        assert time.monotonic() - started < 20  # not the 30 s retry budget
+        assert not [r for r in caplog.records if "retry" in r.getMessage()]  # failed fast, no retries
     finally:
         server.cleanup()
