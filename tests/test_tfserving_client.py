@@ -145,8 +145,13 @@ def test_metadata_cached_in_process_and_redis(server, rds):
     meta = c.get_metadata("NuclearSegmentation", 1)
     assert list(meta.inputs) == ["image"] and meta.inputs["image"].shape == (-1, -1, -1, 1)
     assert meta.outputs["probability"].dtype == np.float32 and meta.version == 1
-    cached = json.loads(rds.hget("NuclearSegmentation:1", "metadata"))
+    cached = json.loads(rds.hget("NuclearSegmentation:1", "metadata_rc"))
     assert cached["inputs"]["image"]["dtype"] == "float32"
+    assert cached["outputs"]["probability"]["shape"] == [-1, -1, -1, 1]
+    # the kiosk's consumers read `metadata` as the signature's inputs in protobuf-JSON form
+    kiosk = json.loads(rds.hget("NuclearSegmentation:1", "metadata"))
+    assert kiosk == {"image": {"dtype": "DT_FLOAT", "name": "image:0",
+                               "tensorShape": {"dim": [{"size": "-1"}] * 3 + [{"size": "1"}]}}}
     assert 0 < rds.ttl("NuclearSegmentation:1") <= 30
     # a second client (another worker) reads Redis and makes no gRPC call
     calls = []
@@ -246,3 +251,12 @@ def test_grpc_status_errors_other_than_retryable_are_transient(monkeypatch, serv
     with pytest.raises(TransientError, match="INTERNAL kernel crashed"):
         c.classify(Boom(), "m", 1)
     assert client_mod._batch_limit("Task size 40 is larger than maximum input batch size 32") == 32
+
+
+def test_metadata_written_by_a_kiosk_consumer_is_tolerated(server, rds):
+    """A kiosk worker sharing Redis leaves only its own `metadata` field: we ask TF Serving."""
+    rds.hset("Identity:1", "metadata", json.dumps({"image": {"dtype": "DT_FLOAT"}}))
+    rds.hset("Identity:1", "metadata_rc", "{not json")
+    c = TFServingClient(make_settings(server.port), redis_client=rds)
+    assert list(c.get_metadata("Identity", 1).outputs) == ["output"]
+    assert json.loads(rds.hget("Identity:1", "metadata_rc"))["name"] == "Identity"

@@ -186,7 +186,8 @@ class TFServingClient:
     # ----- metadata -----
     def get_metadata(self, model: str, version: int | str | None = None, *,
                      deadline: float | None = None) -> ModelMetadata:
-        """Inputs/outputs of a served model, cached in-process and in Redis `{model}:{version}`."""
+        """Inputs/outputs of a served model, cached in-process and in Redis `{model}:{version}`
+        (field `metadata` in the kiosk's format, `metadata_rc` with inputs and outputs)."""
         ttl = float(self.settings.METADATA_EXPIRE_TIME)
         key = (model, "" if version is None else str(version))
         now = time.monotonic()
@@ -213,7 +214,7 @@ class TFServingClient:
         if self.redis is None:
             return None
         try:
-            raw = self.redis.hget(self._redis_key(model, version), "metadata")
+            raw = self.redis.hget(self._redis_key(model, version), "metadata_rc")
             return ModelMetadata.from_json(raw) if raw else None
         except Exception:  # cache only: a Redis hiccup or stale format falls through to gRPC
             log.debug("metadata cache read failed", exc_info=True)
@@ -225,7 +226,8 @@ class TFServingClient:
         try:
             key = self._redis_key(model, version)
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(key, "metadata", meta.to_json())
+            # `metadata` keeps the kiosk's shape (its consumers may share this Redis); ours is fuller
+            pipe.hset(key, mapping={"metadata": meta.to_kiosk_json(), "metadata_rc": meta.to_json()})
             pipe.expire(key, int(self.settings.METADATA_EXPIRE_TIME))
             pipe.execute()
         except Exception:

@@ -46,6 +46,17 @@ class ModelMetadata:
         return json.dumps({"name": self.name, "version": self.version, "signature": self.signature,
                            "inputs": specs(self.inputs), "outputs": specs(self.outputs)})
 
+    def to_kiosk_json(self) -> str:
+        """The inputs as the DeepCell Kiosk's consumers cache them (JSON of the SignatureDef
+        inputs), so kiosk and redis-consumer workers can share the `{model}:{version}` hash."""
+        pb = _pb()
+        out = {}
+        for key, spec in self.inputs.items():
+            out[key] = {"dtype": pb.DataType.Name(codec.datatype_of(spec.dtype)) if spec.dtype != object
+                        else "DT_STRING",
+                        "tensorShape": {"dim": [{"size": str(d)} for d in spec.shape]}, "name": f"{key}:0"}
+        return json.dumps(out)
+
     @classmethod
     def from_json(cls, text: str | bytes) -> ModelMetadata:
         data = json.loads(text)
