@@ -189,6 +189,7 @@ def test_allowed_input_prefixes(backend, tmp_path):
     assert client.download("uploads/a.bin", str(tmp_path / "dl"))
     with pytest.raises(UserError, match="private/a.bin"):
         client.download("private/a.bin", str(tmp_path / "dl"))
+    assert client.download("private/a.bin", str(tmp_path / "dl2"), check_prefixes=False)  # worker-written
 
 
 def test_output_key_rerun_overwrites(backend, tmp_path):

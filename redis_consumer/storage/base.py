@@ -62,14 +62,16 @@ class StorageClient(ABC):
 
     # ---- public interface ----
 
-    def download(self, key: str, dest_dir: str) -> str:
+    def download(self, key: str, dest_dir: str, *, check_prefixes: bool = True) -> str:
         """Stream the object `key` into `dest_dir` and return the local path.
 
-        The key must be inside the bucket and under ALLOWED_INPUT_PREFIXES; the object's size is
-        checked against MAX_INPUT_BYTES before any byte is transferred.
+        The key must be inside the bucket and under ALLOWED_INPUT_PREFIXES (pass
+        `check_prefixes=False` for objects the workers wrote themselves, e.g. children's outputs);
+        the object's size is checked against MAX_INPUT_BYTES before any byte is transferred.
         """
         rel = self._confine(key)
-        check_allowed(rel, self.settings.ALLOWED_INPUT_PREFIXES)
+        if check_prefixes:
+            check_allowed(rel, self.settings.ALLOWED_INPUT_PREFIXES)
         name = full_key(self.prefix, rel)
         size = self._call("reading", rel, lambda: self._stat(name))
         if size is None:
