@@ -53,7 +53,7 @@ def run(args: Any) -> int:
     replies = pipe.execute()
     found: dict[str, dict[str, str]] = {}
     for i, key in enumerate(args.keys):
-        kind, fields = replies[2 * i], replies[2 * i + 1] if replies[2 * i] == "hash" else {}
+        kind, fields = replies[2 * i], replies[2 * i + 1]
         if kind == "none":
             raise CliError(f"no job {key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
         if kind != "hash":
