@@ -250,7 +250,8 @@ class ZipConsumer(Consumer):
             def submit_next() -> None:
                 record = next(todo, None)
                 if record is not None:
-                    window.append((record, pool.submit(self.storage.download, record["output_file_name"], dest)))
+                    window.append((record, pool.submit(self.storage.download, record["output_file_name"], dest,
+                                                       check_prefixes=False)))
 
             for _ in range(2 * PREFETCH):
                 submit_next()
