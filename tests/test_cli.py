@@ -124,6 +124,9 @@ def test_status_exit_codes_and_json(env, capsys):
     assert code == 1 and data["q:b:2"]["reason"] == "The image is empty."
     code, out, err = run_cli(capsys, "status", "q:nope:9")
     assert code == 4 and out == "" and err.count("\n") == 1 and "q:nope:9" in err
+    env.rpush("q:list:1", "x")
+    code, out, err = run_cli(capsys, "status", "q:list:1")
+    assert code == 4 and "is a Redis list, not a job hash" in err
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def run(args: Any) -> int:
     for key in args.keys:
         pipe.type(key)
         pipe.hgetall(key)
-    replies = pipe.execute()
+    replies = pipe.execute(raise_on_error=False)  # HGETALL of a non-hash is reported below
     found: dict[str, dict[str, str]] = {}
     for i, key in enumerate(args.keys):
         kind, fields = replies[2 * i], replies[2 * i + 1]
