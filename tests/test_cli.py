@@ -49,11 +49,13 @@ def finish(rds, key: str, status: str, **fields: str) -> None:
 # -- submit -----------------------------------------------------------------------------------
 def test_submit_writes_kiosk_job_hashes_and_uploads(env, bucket, tmp_path, capsys):
     files = make_inputs(tmp_path / "in", 3)
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    (tmp_path / "in" / ".hidden.tif").write_bytes(b"x")
     code, out, err = run_cli(capsys, "submit", files[0], tmp_path / "in", "--queue", "segmentation",
                              "--model", "NuclearSegmentation:1", "--field", "channels=0")
     assert code == 0, err
     job_keys = out.split()
-    assert len(job_keys) == 3  # the file named twice is submitted once
+    assert len(job_keys) == 3  # the file named twice is submitted once; notes.txt and hidden files skipped
     assert env.lrange("segmentation", 0, -1) == list(reversed(job_keys))  # LPUSH: oldest at the right
     for key, path in zip(job_keys, files):
         queue, name, token = key.split(":")

@@ -28,6 +28,8 @@ from .common import (
 )
 
 _GLOB_CHARS = set("*?[")
+#: What a folder contributes (files named explicitly or by a glob are always taken).
+INPUT_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zip"})
 
 
 def add_parser(sub: Any) -> None:
@@ -72,7 +74,7 @@ def parse_fields(items: Iterable[str]) -> dict[str, str]:
 
 
 def expand_inputs(paths: Iterable[str]) -> list[Path]:
-    """Files named by paths, folders (recursively, hidden files skipped) and globs, in order, once each."""
+    """Files named by paths, globs and folders (recursively: images and zips, hidden files skipped), once each."""
     found: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
@@ -81,7 +83,8 @@ def expand_inputs(paths: Iterable[str]) -> list[Path]:
         elif path.is_dir():
             found += sorted(
                 p for p in path.rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         elif _GLOB_CHARS & set(raw):
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(raw), recursive=True))
