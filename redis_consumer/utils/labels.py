@@ -8,7 +8,6 @@ split of touching objects only runs on the few components much larger than a typ
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -59,6 +58,8 @@ def _split_large(labels: np.ndarray, count: int, min_distance: int, areas: np.nd
     """
     if count < 1:
         return labels, count
+    from scipy import ndimage  # lazy: scipy costs ~0.3 s at worker start
+
     median = float(np.median(areas))
     few = count <= 32  # with few objects the median says little: check each one's shape
     big = [i + 1 for i, a in enumerate(areas) if (few or a > 1.8 * median) and a > 4 * min_distance**2]
@@ -95,6 +96,8 @@ def _split_large(labels: np.ndarray, count: int, min_distance: int, areas: np.nd
 
 def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, min_distance: int = 3) -> np.ndarray:
     """A label image (frames, H, W) int32: 0 = background, 1..n one object each per frame."""
+    from scipy import ndimage
+
     out = np.zeros(prob.shape, dtype=np.int32)
     for f in range(prob.shape[0]):
         mask = prob[f] > threshold
