@@ -201,3 +201,13 @@ def test_gcs_error_classification():
              (requests.exceptions.ConnectionError("reset"), base.TRANSIENT), (ValueError("bug"), None)]
     for err, kind in cases:
         assert client._classify(err) == kind, err
+
+
+def test_gcs_without_any_credentials_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata-server probe
+    monkeypatch.setenv("CLOUDSDK_CONFIG", "/nonexistent")  # no gcloud user credentials
+    monkeypatch.setenv("HOME", "/nonexistent")
+    with pytest.raises(base.StorageAccessError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        storage.get_client("gs://some-bucket-nocreds", Settings.from_env({}))

@@ -79,7 +79,13 @@ class GCSClient(StorageClient):
             creds = self._service_account()
             self.client = storage.Client(project=creds.project_id, credentials=creds)
         else:
-            self.client = storage.Client(project=None)
+            try:
+                self.client = storage.Client(project=None)
+            except auth_exc.DefaultCredentialsError:
+                raise StorageAccessError(
+                    f"No Google credentials were found for {url}; ask the operator to set "
+                    "GOOGLE_APPLICATION_CREDENTIALS or give the pod a service-account identity."
+                ) from None
         self._bucket = self.client.bucket(bucket)
         inner = min(10.0, max(settings.STORAGE_RETRY_TIMEOUT, 0.5))
         retry = DEFAULT_RETRY.with_delay(initial=0.25, maximum=max(settings.RETRY_BACKOFF_CAP, 0.25))
