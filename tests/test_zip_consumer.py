@@ -182,3 +182,27 @@ def test_recovered_waiting_parent_is_not_fanned_out_twice(pair, rds):
     assert rds.llen("seg") == 2
     run_all(zips, seg)
     assert rds.hget(key, "status") == "done"
+
+
+def test_dead_lettered_child_still_completes_the_parent(pair, rds, monkeypatch):
+    """A child that keeps hitting system errors is dead-lettered and counted as failed."""
+    zips, seg = pair
+    key = submit(rds, zips.settings, None, queue="seg-zip", name="flaky.zip",
+                 data=zip_bytes([("ok.tif", tif_bytes(1)), ("flaky.tif", tif_bytes(2))]))
+    assert zips.run_one() == "parked"
+    real = seg.consumer.predict
+
+    def flaky(batch, model, version):
+        if "flaky" in seg.consumer.job.key:
+            raise ConnectionError("model server went away")
+        return real(batch, model, version)
+
+    monkeypatch.setattr(seg.consumer, "predict", flaky)
+    outcomes = seg.drain()
+    assert outcomes.count("dead") == 1 and outcomes.count("done") == 1, outcomes
+    assert rds.lrange("seg-zip", 0, -1) == [key]
+    assert zips.run_one() == "done"
+    job = rds.hgetall(key)
+    assert job["children_done"] == "1" and job["children_failed"] == "1"
+    failures = json.loads(open_result(zips.settings, job).read("failures.json"))
+    assert failures["failed"][0]["name"] == "flaky.tif" and failures["failed"][0]["failure_type"] == "system"

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError
+from ..queue import keys
 from ..utils import safe_zip, tempdirs, zip_merge
 from ..utils.timestamps import now_iso
 from .base import Consumer
@@ -195,7 +196,7 @@ class ZipConsumer(Consumer):
                 }
                 out.writestr("results.json", json.dumps(summary, indent=2))
                 self.flush_log()
-                lines = self.redis.lrange(f"logs:{redis_hash}", 0, -1) or self.job_log
+                lines = self.redis.lrange(keys.job_log(redis_hash), 0, -1) or self.job_log
                 out.writestr("log.txt", "\n".join(lines) + "\n")
             with self.stage("upload"):
                 from ..storage import output_key
@@ -284,6 +285,6 @@ class ZipConsumer(Consumer):
         pipe = self.redis.pipeline(transaction=False)
         for key in child_keys:
             pipe.expire(key, ttl)
-            pipe.expire(f"logs:{key}", ttl)
+            pipe.expire(keys.job_log(key), ttl)
         pipe.expire(children_key(redis_hash), ttl)
         pipe.execute()

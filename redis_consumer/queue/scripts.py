@@ -121,12 +121,33 @@ end
 return 1
 """
 
+# Lua helper shared by the dead-letter paths: a zip child that is dead-lettered (attempts used
+# up, or its worker kept dying) still counts as a failed child of its parent, so the parent's
+# fan-in is never left waiting for a child that will not finish.
+_CHILD_FAILED = """
+local function child_failed(k)
+  local parent = redis.call('HGET', k, 'parent')
+  local pq = redis.call('HGET', k, 'parent_queue')
+  if not parent or not pq or parent == '' or pq == '' then return end
+  redis.call('HINCRBY', parent, 'children_failed', 1)
+  local total = tonumber(redis.call('HGET', parent, 'children_total') or '-1')
+  local ended = tonumber(redis.call('HGET', parent, 'children_done') or '0')
+              + tonumber(redis.call('HGET', parent, 'children_failed') or '0')
+  if total and total > 0 then
+    redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
+    if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then
+      redis.call('RPUSH', pq, parent)
+    end
+  end
+end
+"""
+
 # Give a claimed job back: `release` (shutdown: to the queue head, attempt not counted) or
 # `retry` (system error: to the queue tail, or dead-lettered once attempts are used up).
 # KEYS: job, processing list, queue, dead list
 # ARGV: token, mode, max_attempts, now_iso, reason, expire_seconds
 # -> 'released' | 'requeued' | 'dead' | 'stale' | 'final'
-REQUEUE = """
+REQUEUE = _CHILD_FAILED + """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   return 'stale'
@@ -150,6 +171,7 @@ if attempts >= tonumber(ARGV[3]) then
     'updated_at', ARGV[4], 'finished_at', ARGV[4])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   redis.call('LPUSH', KEYS[4], KEYS[1])
+  child_failed(KEYS[1])
   return 'dead'
 end
 redis.call('HSET', KEYS[1], 'status', 'new', 'last_error', ARGV[5], 'updated_at', ARGV[4])
@@ -187,7 +209,7 @@ return tostring(now)
 # KEYS: consumers zset, queue, dead list
 # ARGV: processing prefix, max_attempts, now_iso, reason, expire_seconds
 # -> {recovered, dead_lettered, consumers_reaped}
-REAP = """
+REAP = _CHILD_FAILED + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now))
@@ -207,6 +229,7 @@ for _, id in ipairs(gone) do
             'updated_at', ARGV[3], 'finished_at', ARGV[3])
           redis.call('EXPIRE', k, tonumber(ARGV[5]))
           redis.call('LPUSH', KEYS[3], k)
+          child_failed(k)
           dead = dead + 1
         else
           redis.call('HSET', k, 'status', 'new', 'updated_at', ARGV[3],
