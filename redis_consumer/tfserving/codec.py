@@ -260,7 +260,7 @@ def _repeated_values(buf, datatype, dtype, field, layout, repeated) -> np.ndarra
             if datatype == DT_BOOL and size and not (np.frombuffer(buf, np.uint8, size, pos) > 1).any():
                 parts.append(np.frombuffer(buf, dtype=dtype, count=size, offset=pos))  # 1 byte per bool
             else:
-                parts.append(_from_varints(wire.decode_varints(buf, pos, size), dtype))
+                parts.append(_packed_varints(buf, pos, size, field, dtype))
         else:  # an unpacked varint element: `pos` already holds the value
             parts.append(_from_varints(np.array([pos], dtype=np.uint64), dtype))
     if not parts:
@@ -272,6 +272,22 @@ def _repeated_values(buf, datatype, dtype, field, layout, repeated) -> np.ndarra
     if layout == "raw" and dtype.kind == "c" and values.dtype.kind == "f":
         values = values.view(dtype)
     return values
+
+
+_VARINT_FIELDS = {F_INT: ("int_val", "<i4"), F_INT64: ("int64_val", "<i8"), F_UINT32: ("uint32_val", "<u4"),
+                  F_UINT64: ("uint64_val", "<u8"), F_HALF: ("half_val", "<i4"), F_BOOL: ("bool_val", "?")}
+
+
+def _packed_varints(buf, pos: int, size: int, field: int, dtype: np.dtype) -> np.ndarray:
+    """Packed varints through protobuf's C parser (several times faster than numpy here)."""
+    from .protos import rcserving_pb2 as pb
+
+    name, wire_dtype = _VARINT_FIELDS[field]
+    msg = pb.TensorProto.FromString(wire.len_prefix(field, size) + bytes(buf[pos:pos + size]))
+    values = np.array(getattr(msg, name), dtype=wire_dtype)
+    if dtype.kind == "f":  # half: 16-bit patterns in int32 varints
+        return values.astype("<u2").view(dtype)
+    return values.astype(dtype, copy=False)
 
 
 def _from_varints(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
