@@ -114,3 +114,18 @@ def test_bad_jobs_fail_at_once_with_a_user_reason(seg, rds, tmp_path, setup, mat
     assert match in job["reason"], job["reason"]
     assert "Traceback" not in job["reason"] and "\n" not in job["reason"]
     assert job["attempts"] == "1"
+
+
+def test_kiosk_scale_field_rescales_for_the_model_and_labels_come_back_full_size(seg, rds, tmp_path):
+    path = write_tif(tmp_path, "small.tif", k_disks(4, size=96, radius=5).astype(np.uint16))
+    key = submit(rds, seg.settings, path, scale="2")
+    assert seg.run_one() == "done"
+    job = rds.hgetall(key)
+    assert job["object_count"] == "4"
+    zf = open_result(seg.settings, job)
+    labels = tifffile.imread(io.BytesIO(zf.read("small_labels.tif")))
+    assert labels.shape == (96, 96) and labels.max() == 4
+    assert "rescaled by 2" in zf.read("log.txt").decode()
+    bad = submit(rds, seg.settings, path, name="bad_scale.tif", scale="zero")
+    assert seg.run_one() == "failed"
+    assert "scale" in rds.hget(bad, "reason")

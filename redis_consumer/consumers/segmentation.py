@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..utils import labels as label_utils
 from ..utils import overlay
 from .tfserving_consumer import Result, TensorFlowServingConsumer
@@ -28,8 +29,24 @@ class SegmentationConsumer(TensorFlowServingConsumer):
     min_object_size = 9
 
     def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
-        """Per-channel percentile normalisation to [0, 1] (float32)."""
-        return label_utils.normalize(image)
+        """Per-channel percentile normalisation to [0, 1] (float32), rescaled by the kiosk `scale`."""
+        normalized = label_utils.normalize(image)
+        self._normalized = normalized  # the overlay is drawn at the input's own size
+        scale = scale_of(fields)
+        if scale == 1.0:
+            return normalized
+        _, height, width, _ = image.shape
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        limit = 4 * self.settings.MAX_IMAGE_HEIGHT * self.settings.MAX_IMAGE_WIDTH
+        if new_h * new_w > limit:
+            raise UserError(
+                f"The job's scale {scale:g} would make the image {new_h}x{new_w} pixels, more than the model "
+                "may process; use a smaller scale."
+            )
+        from scipy import ndimage
+
+        self.log_job(f"rescaled by {scale:g} to {new_h}x{new_w} for the model")
+        return ndimage.zoom(normalized, (1, new_h / height, new_w / width, 1), order=1, grid_mode=True, mode="nearest")
 
     def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
         if isinstance(prediction, dict):  # multi-head models: take the first head
@@ -37,6 +54,8 @@ class SegmentationConsumer(TensorFlowServingConsumer):
         prediction = np.asarray(prediction)
         prob = label_utils.foreground(prediction)
         labels = label_utils.label_objects(prob, self.threshold, self.min_object_size)
+        if labels.shape[1:] != image.shape[1:3]:  # the job's `scale`: labels back to the input's size
+            labels = label_utils.resize_nearest(labels, image.shape[1], image.shape[2])
         counts = label_utils.count_objects(labels)
         self.log_job(f"found {sum(counts)} object(s) in {len(counts)} frame(s)")
         return Result(
@@ -59,21 +78,33 @@ class SegmentationConsumer(TensorFlowServingConsumer):
         base = _stem(fields)
         label_path = os.path.join(outdir, f"{base}_labels.tif")
         tifffile.imwrite(label_path, label_utils.compact_dtype(labels if labels.shape[0] > 1 else labels[0]))
-        shown = self._last_batch if getattr(self, "_last_batch", None) is not None else label_utils.normalize(image[:1])
+        shown = self._normalized if self._normalized is not None else label_utils.normalize(image[:1])
         overlay_path = os.path.join(outdir, f"{base}_overlay.png")
         overlay.save_png(overlay_path, shown[0, :, :, 0], labels[0])
         return [label_path, overlay_path]
 
-    def predict(self, batch: np.ndarray, model: str, version: str) -> Any:
-        self._last_batch = batch  # the normalised input, reused for the overlay
-        return super().predict(batch, model, version)
+    _normalized: np.ndarray | None = None
 
     def _consume(self, redis_hash: str) -> dict[str, Any]:
-        self._last_batch = None
+        self._normalized = None
         try:
             return super()._consume(redis_hash)
         finally:
-            self._last_batch = None
+            self._normalized = None
+
+
+def scale_of(fields: Mapping[str, str]) -> float:
+    """The kiosk's `scale` field: how much to enlarge the image for the model (empty = 1)."""
+    raw = (fields.get("scale") or "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.1 <= value <= 10.0:
+        raise UserError(f"The job's scale field must be a number from 0.1 to 10, got {raw!r}.")
+    return value
 
 
 def _stem(fields: Mapping[str, str]) -> str:

@@ -115,6 +115,21 @@ def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, m
     return out
 
 
+def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Labels (frames, h, w) resized to (frames, height, width) by nearest neighbour, renumbered 1..n."""
+    rows = np.minimum((np.arange(height) + 0.5) * labels.shape[1] / height, labels.shape[1] - 1).astype(np.intp)
+    cols = np.minimum((np.arange(width) + 0.5) * labels.shape[2] / width, labels.shape[2] - 1).astype(np.intp)
+    out = labels[:, rows][:, :, cols]
+    for f in range(out.shape[0]):  # objects too small to survive the resize leave gaps: close them
+        present = np.unique(out[f])
+        present = present[present > 0]
+        if present.size and present[-1] != present.size:
+            remap = np.zeros(int(present[-1]) + 1, dtype=out.dtype)
+            remap[present] = np.arange(1, present.size + 1, dtype=out.dtype)
+            out[f] = remap[out[f]]
+    return out
+
+
 def count_objects(labels: np.ndarray) -> list[int]:
     """Number of objects per frame (`label_objects` numbers them 1..n without gaps)."""
     return [int(frame.max()) if frame.size else 0 for frame in labels]
