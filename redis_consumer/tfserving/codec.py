@@ -283,7 +283,12 @@ def _packed_varints(buf, pos: int, size: int, field: int, dtype: np.dtype) -> np
     from .protos import rcserving_pb2 as pb
 
     name, wire_dtype = _VARINT_FIELDS[field]
-    msg = pb.TensorProto.FromString(wire.len_prefix(field, size) + bytes(buf[pos:pos + size]))
+    prefix = wire.len_prefix(field, size)
+    start = pos - len(prefix)
+    if start >= 0 and bytes(buf[start:pos]) == prefix:  # the field as it sits in the reply: no copy
+        msg = pb.TensorProto.FromString(memoryview(buf)[start:pos + size])
+    else:
+        msg = pb.TensorProto.FromString(prefix + bytes(buf[pos:pos + size]))
     values = np.array(getattr(msg, name), dtype=wire_dtype)
     if dtype.kind == "f":  # half: 16-bit patterns in int32 varints
         return values.astype("<u2").view(dtype)
