@@ -204,3 +204,29 @@ def test_services_report_a_dead_process_and_kill_a_stubborn_one(tmp_path):
     services.stop(grace=0.5)
     assert stubborn.popen.returncode == -signal.SIGKILL
     assert services.procs == []
+
+
+@pytest.mark.slow
+def test_children_die_with_a_killed_demo(tmp_path):
+    """Even SIGKILL of the demo (no cleanup possible) does not leave its servers and workers running."""
+    out = tmp_path / "demo-output"
+    cmd = [sys.executable, "-m", "redis_consumer.cli.main", "demo", "--out", str(out), "--images", "100",
+           "--zip-images", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, env=demo_env())
+    try:
+        children: list[psutil.Process] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            if len(children) >= 3 and (out / "logs" / "worker-segmentation.log").exists():
+                break
+            time.sleep(0.1)
+        assert len(children) >= 3, "demo did not start redis, the model server and a worker"
+        proc.kill()
+        proc.wait(10)
+        _gone, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

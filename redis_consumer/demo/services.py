@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -77,7 +77,8 @@ class Services:
         log_path = self.log_dir / f"{name}.log"
         log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop(), after the process ends
         popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=dict(env or self.environ), start_new_session=True)
+                                 env=dict(env or self.environ), start_new_session=True,
+                                 preexec_fn=_die_with_parent())  # noqa: PLW1509 - no locks taken in the child
         proc = Proc(name, popen, log_path, log_file)
         self.procs.append(proc)
         return proc
@@ -191,6 +192,28 @@ class Services:
             self._fake.shutdown()
             self._fake.server_close()
             self._fake = None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook (Linux) that makes the child get SIGTERM if the demo dies without cleaning up.
+
+    libc's `prctl` is resolved here, in the parent, so the child only makes one C call between
+    fork and exec.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return hook
 
 
 def _tail(path: Path, limit: int = 300) -> str:
