@@ -67,3 +67,12 @@ def test_segmentation_tiled_agrees_with_whole_image_inside(client):
     tiled = predict_tiled(client, "NuclearSegmentation", 1, img, tile_shape=(96, 96), overlap=48)
     assert tiled.shape == img.shape
     assert np.mean((tiled > 0.5) == (whole > 0.5)) > 0.99
+
+
+def test_inputs_are_cast_to_the_model_dtype(client):
+    images = np.random.default_rng(2).random((1, 70, 90, 1))  # float64; the model takes float32
+    out = predict_tiled(client, "SimulatedGPU", 1, images)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, images.astype(np.float32))
+    whole = client.predict("NuclearSegmentation", 1, images * 100)
+    assert whole.dtype == np.float32 and whole.shape == images.shape

@@ -264,7 +264,11 @@ class TFServingClient:
                 raise UserError(one_sentence(
                     f"model {model!r} version {version} takes inputs {sorted(meta.inputs)}; "
                     "pass a dict naming each one"))
-            arrays = {next(iter(meta.inputs)): np.asarray(inputs)}
+            (name, spec), = meta.inputs.items()
+            array = np.asarray(inputs)
+            if spec.dtype.kind in "biuf" and array.dtype.kind in "biuf" and array.dtype != spec.dtype:
+                array = array.astype(spec.dtype)  # e.g. float64 pixels for a float32 model
+            arrays = {name: array}
         else:
             arrays = {k: np.asarray(v) for k, v in inputs.items()}
         outputs = run_batches(self, model, version, arrays, deadline_at)

@@ -37,15 +37,17 @@ def seams(starts: list[int], tile: int, size: int) -> list[tuple[int, int]]:
 
 
 def _single_input(client: Any, model: str, version: Any,
-                  deadline: float | None = None) -> tuple[str, tuple[int, int] | None]:
-    """The model's only input name and its fixed (height, width), if it has one."""
+                  deadline: float | None = None) -> tuple[str, tuple[int, int] | None, np.dtype | None]:
+    """The model's only input: its name, fixed (height, width) if any, and numeric dtype if known."""
     meta = client.get_metadata(model, version, deadline=deadline)
     if len(meta.inputs) != 1:
         raise UserError(one_sentence(f"model {model!r} takes inputs {sorted(meta.inputs)}; tiling needs one"))
     name, spec = next(iter(meta.inputs.items()))
+    tile = None
     if len(spec.shape) == 4 and spec.shape[1] > 0 and spec.shape[2] > 0:
-        return name, (int(spec.shape[1]), int(spec.shape[2]))
-    return name, None
+        tile = (int(spec.shape[1]), int(spec.shape[2]))
+    dtype = np.dtype(spec.dtype) if np.dtype(spec.dtype).kind in "biuf" else None
+    return name, tile, dtype
 
 
 def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
@@ -61,7 +63,8 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
     if images.ndim != 4:
         raise UserError(one_sentence(f"expected images shaped (N, H, W, C), got shape {images.shape}"))
     n, height, width, channels = images.shape
-    input_name, model_tile = _single_input(client, model, version, deadline)
+    input_name, model_tile, model_dtype = _single_input(client, model, version, deadline)
+    send_dtype = model_dtype or images.dtype  # tiles are cast to what the model takes while cut
     if tile_shape is None:
         tile_shape = model_tile or (height, width)
     th, tw = int(tile_shape[0]), int(tile_shape[1])
@@ -85,12 +88,12 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
 
     def source(lo: int, hi: int) -> Any:
         if lo == 0 and hi == n and len(plan) == n and full_h == th and full_w == tw:
-            return {input_name: images}
-        if images.dtype.kind in "biufc":  # cut the tiles straight into the request bytes
-            writer = messages.RequestWriter(model, version, {input_name: (images.dtype, (hi - lo, th, tw, channels))})
+            return {input_name: images.astype(send_dtype, copy=False)}
+        if send_dtype.kind in "biufc":  # cut the tiles straight into the request bytes
+            writer = messages.RequestWriter(model, version, {input_name: (send_dtype, (hi - lo, th, tw, channels))})
             batch = writer.arrays[input_name]
         else:
-            writer, batch = None, np.empty((hi - lo, th, tw, channels), dtype=images.dtype)
+            writer, batch = None, np.empty((hi - lo, th, tw, channels), dtype=send_dtype)
         for j, (i, y, x, *_rest) in enumerate(plan[lo:hi]):
             batch[j] = images[i, y:y + th, x:x + tw]
         return writer if writer is not None else {input_name: batch}
