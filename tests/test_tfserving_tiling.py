@@ -76,3 +76,20 @@ def test_inputs_are_cast_to_the_model_dtype(client):
     np.testing.assert_array_equal(out, images.astype(np.float32))
     whole = client.predict("NuclearSegmentation", 1, images * 100)
     assert whole.dtype == np.float32 and whole.shape == images.shape
+
+
+def test_outputs_that_are_not_batch_aligned_are_concatenated():
+    from redis_consumer.tfserving.batching import _Outputs
+
+    out = _Outputs(5)
+    out.add(0, 2, {"y": np.ones((2, 3)), "n": np.array(7)})
+    out.add(2, 4, {"y": np.zeros((2, 3)), "n": np.array(8)})
+    out.add(4, 5, {"y": np.ones((1, 3)), "n": np.array(9)})
+    result = out.result()
+    np.testing.assert_array_equal(result["y"], [[1] * 3] * 2 + [[0] * 3] * 2 + [[1] * 3])
+    np.testing.assert_array_equal(result["n"], [7, 8, 9])
+    ragged = _Outputs(4)
+    ragged.add(0, 2, {"y": np.ones((2, 3))})
+    ragged.add(2, 4, {"y": np.ones((2, 4))})
+    with pytest.raises(UserError, match="changes shape between batches"):
+        ragged.result()

@@ -40,18 +40,22 @@ class _Outputs:
     def __init__(self, total: int) -> None:
         self.total = total
         self.arrays: dict[str, np.ndarray] = {}
+        self.filled: dict[str, list[tuple[int, int]]] = {}
         self.pieces: dict[str, list[tuple[int, np.ndarray]]] = {}
 
     def add(self, lo: int, hi: int, outputs: dict[str, np.ndarray]) -> None:
         for name, value in outputs.items():
-            batched = value.ndim >= 1 and value.shape[0] == hi - lo and name not in self.pieces
-            if batched:
+            if name not in self.pieces and value.ndim >= 1 and value.shape[0] == hi - lo:
                 out = self.arrays.get(name)
                 if out is None:
                     out = self.arrays[name] = np.empty((self.total,) + value.shape[1:], dtype=value.dtype)
-                if out.shape[1:] == value.shape[1:]:
+                if out.shape[1:] == value.shape[1:] and out.dtype == value.dtype:
                     out[lo:hi] = value
+                    self.filled.setdefault(name, []).append((lo, hi))
                     continue
+            if name in self.arrays:  # shapes differ between batches: keep every batch as it came
+                out = self.arrays.pop(name)
+                self.pieces[name] = [(a, out[a:b]) for a, b in self.filled.pop(name, [])]
             self.pieces.setdefault(name, []).append((lo, value))
 
     def result(self) -> dict[str, np.ndarray]:
@@ -59,7 +63,12 @@ class _Outputs:
         for name, parts in self.pieces.items():
             parts.sort(key=lambda p: p[0])
             values = [np.array(v) for _, v in parts]
-            out[name] = values[0] if len(values) == 1 else np.concatenate([np.atleast_1d(v) for v in values])
+            try:
+                out[name] = values[0] if len(values) == 1 else np.concatenate([np.atleast_1d(v) for v in values])
+            except ValueError:
+                raise UserError(one_sentence(
+                    f"model output {name!r} changes shape between batches ({[v.shape for v in values]}), "
+                    "so it cannot be predicted in batches")) from None
         return out
 
 
