@@ -77,10 +77,11 @@ class SegmentationConsumer(TensorFlowServingConsumer):
         labels = result.arrays["labels"]
         base = _stem(fields)
         label_path = os.path.join(outdir, f"{base}_labels.tif")
-        tifffile.imwrite(label_path, label_utils.compact_dtype(labels if labels.shape[0] > 1 else labels[0]))
+        compact = label_utils.compact_dtype(labels)
+        tifffile.imwrite(label_path, compact if compact.shape[0] > 1 else compact[0])
         shown = self._normalized if self._normalized is not None else label_utils.normalize(image[:1])
         overlay_path = os.path.join(outdir, f"{base}_overlay.png")
-        overlay.save_png(overlay_path, shown[0, :, :, 0], labels[0])
+        overlay.save_png(overlay_path, shown[0, :, :, 0], compact[0], clipped=True)  # normalize() clips
         return [label_path, overlay_path]
 
     _normalized: np.ndarray | None = None

@@ -27,10 +27,13 @@ def outlines(labels: np.ndarray) -> np.ndarray:
     return edge & (labels > 0)
 
 
-def indexed(plane01: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Palette indices (H, W) uint8: grey levels 0..31 from [0, 1], OUTLINE_INDEX on edges."""
+def indexed(plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> np.ndarray:
+    """Palette indices (H, W) uint8: grey levels 0..31 from [0, 1], OUTLINE_INDEX on edges.
+
+    `clipped=True` promises the plane is already within [0, 1] (saves a pass).
+    """
     index = np.empty(plane01.shape, dtype=np.uint8)
-    np.multiply(np.clip(plane01, 0.0, 1.0), GREY_LEVELS - 1, out=index, casting="unsafe")
+    np.multiply(plane01 if clipped else np.clip(plane01, 0.0, 1.0), GREY_LEVELS - 1, out=index, casting="unsafe")
     index[outlines(labels)] = OUTLINE_INDEX
     return index
 
@@ -41,11 +44,11 @@ def render(plane01: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return palette[indexed(plane01, labels)]
 
 
-def save_png(path: str, plane01: np.ndarray, labels: np.ndarray) -> str:
+def save_png(path: str, plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> str:
     """Write the overlay PNG."""
     from PIL import Image
 
-    index = np.ascontiguousarray(indexed(plane01, labels))
+    index = np.ascontiguousarray(indexed(plane01, labels, clipped))
     image = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
     image.putpalette(_PALETTE)
     image.save(path, format="PNG", compress_level=1)
