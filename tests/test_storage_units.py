@@ -107,6 +107,14 @@ def test_retry_policy():
     assert client.calls > 1
 
 
+def test_job_deadline_shortens_the_retry_budget():
+    assert FlakyClient([base.TRANSIENT] * 20).size("a") == 7  # within STORAGE_RETRY_TIMEOUT
+    client = FlakyClient([base.TRANSIENT] * 20)
+    with pytest.raises(TransientError):
+        client.size("a", deadline=0.0)  # the job has no time left: one attempt, no retries
+    assert client.calls == 1
+
+
 def test_client_is_cached_per_process(tmp_path):
     settings = Settings.from_env({})
     url = f"file://{tmp_path}/bucket"

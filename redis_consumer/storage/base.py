@@ -62,18 +62,21 @@ class StorageClient(ABC):
 
     # ---- public interface ----
 
-    def download(self, key: str, dest_dir: str, *, check_prefixes: bool = True) -> str:
+    def download(self, key: str, dest_dir: str, *, check_prefixes: bool = True,
+                 deadline: float | None = None) -> str:
         """Stream the object `key` into `dest_dir` and return the local path.
 
         The key must be inside the bucket and under ALLOWED_INPUT_PREFIXES (pass
         `check_prefixes=False` for objects the workers wrote themselves, e.g. children's outputs);
         the object's size is checked against MAX_INPUT_BYTES before any byte is transferred.
+        `deadline` (seconds left for the job) shortens the retry budget of every call like this.
         """
+        give_up_at = self._give_up_at(deadline)
         rel = self._confine(key)
         if check_prefixes:
             check_allowed(rel, self.settings.ALLOWED_INPUT_PREFIXES)
         name = full_key(self.prefix, rel)
-        size = self._call("reading", rel, lambda: self._stat(name))
+        size = self._call("reading", rel, lambda: self._stat(name), give_up_at)
         if size is None:
             raise self._missing(rel)
         self._check_size(rel, size)
@@ -82,7 +85,7 @@ class StorageClient(ABC):
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
         os.close(fd)
         try:
-            self._call("downloading", rel, lambda: self._get(name, tmp))
+            self._call("downloading", rel, lambda: self._get(name, tmp), give_up_at)
             self._check_size(rel, os.path.getsize(tmp))  # the object may have grown since the check
             os.replace(tmp, dest)
         finally:
@@ -91,36 +94,36 @@ class StorageClient(ABC):
         log.debug("downloaded %s (%d bytes)", rel, size)
         return dest
 
-    def upload(self, path: str, key: str) -> tuple[str, str]:
+    def upload(self, path: str, key: str, *, deadline: float | None = None) -> tuple[str, str]:
         """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`."""
         rel = self._confine(key)
         if not os.path.isfile(path):
             raise UserError(f"The result file {os.path.basename(path)!r} to upload as '{rel}' does not exist.")
         name = full_key(self.prefix, rel)
-        self._call("uploading", rel, lambda: self._put(path, name))
+        self._call("uploading", rel, lambda: self._put(path, name), self._give_up_at(deadline))
         log.debug("uploaded %s (%d bytes)", rel, os.path.getsize(path))
         return rel, self.url_for(rel)
 
-    def exists(self, key: str) -> bool:
+    def exists(self, key: str, *, deadline: float | None = None) -> bool:
         """Whether the object `key` exists."""
-        return self.size_or_none(key) is not None
+        return self.size_or_none(key, deadline=deadline) is not None
 
-    def size(self, key: str) -> int:
+    def size(self, key: str, *, deadline: float | None = None) -> int:
         """Size of the object `key` in bytes; `UserError` if it does not exist."""
-        size = self.size_or_none(key)
+        size = self.size_or_none(key, deadline=deadline)
         if size is None:
             raise self._missing(self._confine(key))
         return size
 
-    def size_or_none(self, key: str) -> int | None:
+    def size_or_none(self, key: str, *, deadline: float | None = None) -> int | None:
         """Size of the object `key` in bytes, or None when it does not exist."""
         rel = self._confine(key)
-        return self._call("reading", rel, lambda: self._stat(full_key(self.prefix, rel)))
+        return self._call("reading", rel, lambda: self._stat(full_key(self.prefix, rel)), self._give_up_at(deadline))
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, deadline: float | None = None) -> None:
         """Remove the object `key` (no error when it is already gone)."""
         rel = self._confine(key)
-        self._call("deleting", rel, lambda: self._remove(full_key(self.prefix, rel)))
+        self._call("deleting", rel, lambda: self._remove(full_key(self.prefix, rel)), self._give_up_at(deadline))
 
     def signed_url(self, key: str, ttl: int | None = None) -> str:
         """A URL that downloads `key` without credentials for `ttl` seconds (default SIGNED_URL_TTL)."""
@@ -196,9 +199,17 @@ class StorageClient(ABC):
     def _clean(self, text: str) -> str:
         return scrub(text, self._secrets)
 
-    def _call(self, action: str, rel: str, fn: Callable[[], T]) -> T:
-        """Run `fn`, retrying transient failures with capped full-jitter backoff for STORAGE_RETRY_TIMEOUT."""
-        give_up_at = time.monotonic() + self.settings.STORAGE_RETRY_TIMEOUT
+    def _give_up_at(self, deadline: float | None) -> float:
+        """Monotonic time after which retries stop: STORAGE_RETRY_TIMEOUT, or the job's deadline if sooner."""
+        budget = self.settings.STORAGE_RETRY_TIMEOUT
+        if deadline is not None:
+            budget = min(budget, max(deadline, 0.0))
+        return time.monotonic() + budget
+
+    def _call(self, action: str, rel: str, fn: Callable[[], T], give_up_at: float | None = None) -> T:
+        """Run `fn`, retrying transient failures with capped full-jitter backoff until `give_up_at`."""
+        if give_up_at is None:
+            give_up_at = self._give_up_at(None)
         cap = self.settings.RETRY_BACKOFF_CAP
         attempt = 0
         while True:
