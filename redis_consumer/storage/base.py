@@ -131,7 +131,8 @@ class StorageClient(ABC):
         seconds = int(ttl if ttl is not None else self.settings.SIGNED_URL_TTL)
         if seconds < 1:
             raise ValueError("ttl must be at least one second")
-        return self._sign(full_key(self.prefix, rel), seconds)
+        # Signing is local for S3 and GCS key files, a network call (IAM signBlob) on GCE/GKE identities.
+        return self._call("signing", rel, lambda: self._sign(full_key(self.prefix, rel), seconds))
 
     def public_url(self, key: str) -> str:
         """The unsigned URL of `key` (works only where the bucket is public)."""
