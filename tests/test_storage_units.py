@@ -121,6 +121,8 @@ def test_client_is_cached_per_process(tmp_path):
     client = storage.get_client(url, settings)
     assert storage.get_client(url, Settings.from_env({})) is client
     assert storage.get_client(url, settings.replace(MAX_INPUT_BYTES=5)) is not client
+    odd = settings.replace(ALLOWED_INPUT_PREFIXES=["a/"])  # unhashable override still works
+    assert storage.get_client(url, odd) is storage.get_client(url, odd)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: must build its own client

@@ -66,7 +66,10 @@ def get_client(url: str, settings: Settings | None = None) -> StorageClient:
     """The process's client for the bucket URL (created on first use, then reused)."""
     settings = settings or Settings.from_env()
     scheme, bucket, prefix = parse_url(url)
-    cache_key = (os.getpid(), url, settings)
+    try:
+        cache_key: tuple = (os.getpid(), url, settings, hash(settings))
+    except TypeError:  # a list slipped into an override: cache by identity instead
+        cache_key = (os.getpid(), url, id(settings), None)
     with _LOCK:
         client = _CACHE.get(cache_key)
         if client is None:
