@@ -417,3 +417,22 @@ def test_s3_access_denied_fails_fast_without_credentials_in_message(tmp_path, ca
         assert not [r for r in caplog.records if "retry" in r.getMessage()]  # failed fast, no retries
     finally:
         server.cleanup()
+
+
+def test_gcs_uploads_carry_if_generation_match(request, tmp_path, monkeypatch):
+    """0 for a new object, the current generation when overwriting (what makes retried uploads safe)."""
+    from google.cloud.storage import Blob
+
+    seen = []
+    original = Blob.upload_from_filename
+
+    def spy(self, filename, *args, **kwargs):
+        seen.append(kwargs.get("if_generation_match"))
+        return original(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Blob, "upload_from_filename", spy)
+    client = Backend("gcs", request, tmp_path).client(OUTPUT_URL_MODE="key")
+    src = write(tmp_path / "a.bin", b"a")
+    client.upload(src, "output/a.zip")
+    client.upload(src, "output/a.zip")
+    assert seen[0] == 0 and isinstance(seen[1], int) and seen[1] > 0
