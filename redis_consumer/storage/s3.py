@@ -64,7 +64,7 @@ class S3Client(StorageClient):
         super().__init__(url, bucket, prefix, settings)
         self.endpoint = settings.AWS_ENDPOINT_URL or os.environ.get("AWS_ENDPOINT_URL", "")
         config = Config(
-            retries={"mode": "standard", "max_attempts": 4},
+            retries={"mode": "standard", "total_max_attempts": 3},  # then the capped, budgeted loop in base
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=16,
