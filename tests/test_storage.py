@@ -458,19 +458,27 @@ class ThrottlingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 proxy.requests += 1
                 if proxy.requests <= proxy.failures:
+                    self.close_connection = True
                     payload = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
                     self.send_response(503)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
+                    self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(payload)
                     return
+                self.close_connection = True  # no idle keep-alive connections outlive the test
                 conn = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
-                conn.request(self.command, self.path, body=body,
-                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
-                resp = conn.getresponse()
-                data = resp.read()
+                try:
+                    conn.request(self.command, self.path, body=body,
+                                 headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                    resp = conn.getresponse()
+                    data = resp.read()
+                except OSError:
+                    self.send_error(502)
+                    return
                 self.send_response(resp.status)
+                self.send_header("Connection", "close")
                 for k, v in resp.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                         self.send_header(k, v)
@@ -484,6 +492,7 @@ class ThrottlingProxy:
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
