@@ -21,7 +21,7 @@ from .keys import confine, output_key
 __all__ = ["StorageAccessError", "StorageClient", "confine", "get_client", "output_key", "parse_url"]
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-_USAGE = "STORAGE_BUCKET must look like s3://bucket[/prefix], gs://bucket[/prefix] or file:///dir"
+_USAGE = "STORAGE_BUCKET must be a bucket URL like s3://bucket[/prefix], gs://bucket[/prefix] or file:///dir"
 _CACHE: dict[tuple, StorageClient] = {}
 _LOCK = threading.Lock()
 
