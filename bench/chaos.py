@@ -318,6 +318,32 @@ class Chaos:
         self.s3_client = s3
         return names
 
+    def submit(self, key: str, fields: dict[str, str]) -> None:
+        """HSET + LPUSH in one transaction, confirmed by one replica.
+
+        Under Sentinel, a write acknowledged by a primary that is being demoted is lost
+        (asynchronous replication). A careful producer waits for one replica; if none confirmed,
+        it asks the (possibly new) primary and resubmits only when the job is missing there, so
+        a surviving job is never reset.
+        """
+
+        def push(r) -> None:
+            first = True
+            for _ in range(30):
+                if first or not r.exists(key):
+                    p = r.pipeline(transaction=True)
+                    p.hset(key, mapping=fields)
+                    p.lpush(QUEUE, key)
+                    p.execute()
+                    self.resubmits += 0 if first else 1
+                first = False
+                if r.execute_command("WAIT", 1, 1000) >= 1:
+                    return
+                self.cluster._master_client = None
+                r = self.cluster.master()
+
+        self.cluster.call(push)
+
     def produce(self, inputs: list[str], spread: float) -> None:
         from redis_consumer.utils.timestamps import now_iso
 
@@ -331,26 +357,7 @@ class Chaos:
             if self.args.pipeline == "segmentation":
                 fields.update(model_name="Identity", model_version="1")
 
-            def push(r, key=key, fields=fields):
-                # Under Sentinel, a write acknowledged by a primary that is being demoted is lost
-                # (asynchronous replication). A careful producer waits for one replica; if none
-                # confirmed, it checks the (possibly new) primary and resubmits only when the job
-                # is missing there, so a surviving job is never reset.
-                first = True
-                for _ in range(30):
-                    if first or not r.exists(key):
-                        p = r.pipeline(transaction=True)
-                        p.hset(key, mapping=fields)
-                        p.lpush(QUEUE, key)
-                        p.execute()
-                        self.resubmits += 0 if first else 1
-                    first = False
-                    if r.execute_command("WAIT", 1, 1000) >= 1:
-                        return
-                    self.cluster._master_client = None
-                    r = self.cluster.master()
-
-            self.cluster.call(push)
+            self.submit(key, fields)
             self.keys.append(key)
             delay = start + (i + 1) * gap - time.monotonic()
             if delay > 0:
@@ -484,17 +491,23 @@ class Chaos:
         return int(self.cluster.call(lambda r: r.get(f"stats:{QUEUE}:finished") or 0))
 
     def _watch_progress(self, event: dict[str, Any], t0: float) -> None:
-        """Recovery = time from the end of the disruption until the next job finishes."""
-        base = self.finished()
-        self._watch(event, t0, lambda r: int(r.get(f"stats:{QUEUE}:finished") or 0) > base
-                    or self._all_final_fast(r))
+        """Recovery = from the end of the disruption until a probe job submitted then is done."""
+        from redis_consumer.utils.timestamps import now_iso
 
-    def _all_final_fast(self, r) -> bool:
-        return r.llen(QUEUE) == 0 and self.produced and not any(
-            r.llen(f"processing-{QUEUE}:{c}") for c in r.zrange(f"consumers:{QUEUE}", 0, -1))
+        key = f"{QUEUE}:probe.tif:{os.urandom(8).hex()}"
+        fields = {"status": "new", "input_file_name": self.inputs[0], "original_name": "probe.tif",
+                  "created_at": now_iso(), "updated_at": now_iso(), "work_seconds": str(self.args.work)}
+        if self.args.pipeline == "segmentation":
+            fields.update(model_name="Identity", model_version="1")
 
-    def _watch(self, event: dict[str, Any], t0: float, done) -> None:
+        self.keys.append(key)
+        self._watch(event, t0, lambda r: r.hget(key, "status") in ("done", "failed"),
+                    before=lambda: self.submit(key, fields))
+
+    def _watch(self, event: dict[str, Any], t0: float, done, before=None) -> None:
         def loop() -> None:
+            if before is not None:
+                before()
             while time.monotonic() - t0 < self.args.timeout:
                 try:
                     if self.cluster.call(done, timeout=10):
@@ -513,8 +526,7 @@ class Chaos:
     def run(self) -> dict[str, Any]:
         t_setup = time.monotonic()
         self.cluster.start()
-        inputs = self.upload_inputs()
-        self.produced = False
+        inputs = self.inputs = self.upload_inputs()
         spread = self.args.duration
         plan = self.schedule(spread)
         self.t_start = time.monotonic()
@@ -541,7 +553,6 @@ class Chaos:
 
     def _produce_then_flag(self, inputs: list[str], spread: float) -> None:
         self.produce(inputs, spread)
-        self.produced = True
 
     def _wait_all_final(self) -> None:
         deadline = time.monotonic() + self.args.timeout
@@ -577,6 +588,7 @@ class Chaos:
         return {
             "pipeline": self.args.pipeline,
             "jobs": len(self.keys),
+            "probe_jobs": sum(1 for k in self.keys if ":probe.tif:" in k),
             "workers": self.args.workers,
             "done": len(done),
             "failed": len(failed),
