@@ -191,6 +191,7 @@ def test_bad_setting_exits_2_with_one_line(redis_server, tmp_path):
         ("MAX_ATTEMPTS", "-1", "MAX_ATTEMPTS must be at least 1, got '-1'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of text, json, got 'xml'"),
         ("CONSUMER_TYPE", "nope", "CONSUMER_TYPE must be one of"),
+        ("STORAGE_BUCKET", "ftp://bucket", "STORAGE_BUCKET"),
     ):
         env = worker_env(redis_server, **{var: value})
         proc = subprocess.run([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=ROOT,

@@ -32,9 +32,11 @@ def in_container() -> bool:
 
 def build_worker(settings: Settings, **kwargs: Any):
     """The worker for these settings, with metrics middleware when METRICS_PORT is set."""
+    from .. import storage
     from ..consumers import registry
     from ..worker import Worker
 
+    storage.parse_url(settings.STORAGE_BUCKET)  # a malformed bucket URL stops the worker at start
     consumer_cls = registry.load(settings.CONSUMER_TYPE)
     middleware = list(kwargs.pop("middleware", []))
     metrics_middleware = []
