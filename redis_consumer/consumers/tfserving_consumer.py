@@ -164,7 +164,7 @@ class TensorFlowServingConsumer(Consumer):
         """Every stage for one job, in `workdir` (removed afterwards)."""
         with self.stage("download"):
             t = self._now()
-            path = self.storage.download(fields["input_file_name"], workdir)
+            path = self.storage.download(fields["input_file_name"], workdir, deadline=self.check_deadline())
             self._timed("download", t)
             t = self._now()
             image = self.load(path, fields)
@@ -205,7 +205,7 @@ class TensorFlowServingConsumer(Consumer):
         with self.stage("upload"):
             from ..storage import output_key
 
-            key, url = self.storage.upload(zip_path, output_key(redis_hash))
+            key, url = self.storage.upload(zip_path, output_key(redis_hash), deadline=self.check_deadline())
         # `total_jobs` is what the kiosk's own consumers report alongside the output
         return {"output_url": url, "output_file_name": key, "total_jobs": 1, **result.hash_fields}
 

@@ -103,7 +103,7 @@ class ZipConsumer(Consumer):
         try:
             display = fields.get("original_name") or posixpath.basename(fields["input_file_name"])
             with self.stage("download"):
-                path = self.storage.download(fields["input_file_name"], workdir)
+                path = self.storage.download(fields["input_file_name"], workdir, deadline=self.check_deadline())
                 s = self.settings
                 plan = safe_zip.plan(path, max_entries=s.MAX_ZIP_ENTRIES, max_bytes=s.MAX_ZIP_BYTES,
                                      max_ratio=s.MAX_ZIP_RATIO, display_name=display)
@@ -201,7 +201,7 @@ class ZipConsumer(Consumer):
             with self.stage("upload"):
                 from ..storage import output_key
 
-                key, url = self.storage.upload(result, output_key(redis_hash))
+                key, url = self.storage.upload(result, output_key(redis_hash), deadline=self.check_deadline())
         finally:
             tempdirs.remove_later(workdir)  # thousands of files: not on the parent's critical path
         self._expire_children(redis_hash, child_keys)
