@@ -318,7 +318,7 @@ class Chaos:
         self.s3_client = s3
         return names
 
-    def submit(self, key: str, fields: dict[str, str]) -> None:
+    def submit(self, key: str, fields: dict[str, str], next_up: bool = False) -> None:
         """HSET + LPUSH in one transaction, confirmed by one replica.
 
         Under Sentinel, a write acknowledged by a primary that is being demoted is lost
@@ -333,7 +333,10 @@ class Chaos:
                 if first or not r.exists(key):
                     p = r.pipeline(transaction=True)
                     p.hset(key, mapping=fields)
-                    p.lpush(QUEUE, key)
+                    if next_up:
+                        p.rpush(QUEUE, key)  # workers claim from the right: the next job claimed
+                    else:
+                        p.lpush(QUEUE, key)
                     p.execute()
                     self.resubmits += 0 if first else 1
                 first = False
@@ -491,7 +494,11 @@ class Chaos:
         return int(self.cluster.call(lambda r: r.get(f"stats:{QUEUE}:finished") or 0))
 
     def _watch_progress(self, event: dict[str, Any], t0: float) -> None:
-        """Recovery = from the end of the disruption until a probe job submitted then is done."""
+        """Recovery = from the end of the disruption until a probe job is done.
+
+        The probe goes to the claim end of the queue (the next job any worker takes), so the
+        figure is the time to serve again, not the backlog's queueing delay.
+        """
         from redis_consumer.utils.timestamps import now_iso
 
         key = f"{QUEUE}:probe.tif:{os.urandom(8).hex()}"
@@ -502,7 +509,7 @@ class Chaos:
 
         self.keys.append(key)
         self._watch(event, t0, lambda r: r.hget(key, "status") in ("done", "failed"),
-                    before=lambda: self.submit(key, fields))
+                    before=lambda: self.submit(key, fields, next_up=True))
 
     def _watch(self, event: dict[str, Any], t0: float, done, before=None) -> None:
         def loop() -> None:

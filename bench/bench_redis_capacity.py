@@ -1,0 +1,257 @@
+"""How many jobs one Redis primary can carry: Redis commands and Redis CPU per job, measured.
+
+Against a private redis-server (append-only file, `appendfsync everysec` as in production):
+1. a real worker process (`CONSUMER_TYPE=noop`) runs N jobs; `INFO commandstats` deltas give the
+   commands and the server CPU microseconds per job (minus what an idle worker's heartbeats cost
+   over the same time, measured first);
+2. the same for the real `segmentation` consumer (dev model server, local-folder bucket), whose
+   jobs also write stage statuses, timings and job-log lines;
+3. `redis-benchmark` (no pipelining, 50 clients) measures the plain command rate this Redis sustains
+   here: the baseline. Per-command overhead (network, parsing) = 1/rate - its own usec_per_call.
+
+Model: seconds of Redis main thread per job = commands x overhead + sum(usec_per_call x calls),
+so jobs/s per Redis = 1 / that. Prints one JSON object.
+Usage: `python bench/bench_redis_capacity.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from redis_consumer.utils.timestamps import now_iso
+from tests.helpers.chaos_procs import WorkerProcess, worker_env
+from tests.helpers.redis_server import RedisServer
+
+
+def commandstats(r) -> dict[str, tuple[int, float]]:
+    """command -> (calls, total usec)."""
+    out = {}
+    for name, stats in r.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = (int(stats["calls"]), float(stats["usec"]))
+    return out
+
+
+def delta(after, before) -> dict[str, tuple[int, float]]:
+    d = {}
+    for k, (calls, usec) in after.items():
+        c0, u0 = before.get(k, (0, 0.0))
+        if calls - c0:
+            d[k] = (calls - c0, usec - u0)
+    return d
+
+
+def totals(d) -> tuple[int, float]:
+    skip = {"info", "config|resetstat", "config", "llen", "hget", "hgetall", "ping"}  # the benchmark's own probes
+    calls = sum(c for k, (c, _) in d.items() if k not in skip)
+    usec = sum(u for k, (_, u) in d.items() if k not in skip)
+    return calls, usec
+
+
+def run_jobs(r, env: dict[str, str], queue: str, n: int, fields: dict[str, str], workdir: str,
+             idle_seconds: float, inner_counts: dict[str, int] | None = None) -> dict:
+    """Run n jobs; with `inner_counts` (from a MONITOR run) compute CPU without MONITOR's own cost."""
+    worker = WorkerProcess(env, log_dir=workdir).start()
+    try:
+        _wait(lambda: r.zcard(f"consumers:{queue}") > 0, 60)
+        time.sleep(0.5)
+        b0 = commandstats(r)
+        time.sleep(idle_seconds)  # idle cost: heartbeats, reaper, blocking claim timeouts
+        b1 = commandstats(r)
+        idle_calls, idle_usec = totals(delta(b1, b0))
+        idle_rate = (idle_calls / idle_seconds, idle_usec / idle_seconds)
+        monitor = _Monitor(r) if inner_counts is None else None
+        keys = []
+        start = time.monotonic()
+        for _ in range(n):
+            key = f"{queue}:bench.tif:{uuid.uuid4().hex}"
+            r.hset(key, mapping={"status": "new", "created_at": now_iso(), "updated_at": now_iso(), **fields})
+            r.lpush(queue, key)
+            keys.append(key)
+        _wait(lambda: all(s in ("done", "failed") for s in _statuses(r, keys)), 600)
+        wall = time.monotonic() - start
+        b2 = commandstats(r)
+        wire, inner = monitor.stop() if monitor else ({}, dict(inner_counts or {}))
+    finally:
+        worker.terminate(30)
+    d = delta(b2, b1)
+    calls, usec = totals(d)
+    # commands run inside Lua scripts are counted by commandstats too, and their time is already
+    # inside EVALSHA's: take them out (counts seen by MONITOR, time at their average cost)
+    for name, count in inner.items():
+        c, u = d.get(name, (0, 0.0))
+        if c:
+            calls -= count
+            usec -= u / c * min(count, c)
+    # the producer's own HSET + LPUSH per job are part of a job's cost too: kept in
+    calls -= idle_rate[0] * wall
+    usec -= idle_rate[1] * wall
+    failed = sum(1 for s in _statuses(r, keys) if s != "done")
+    per_cmd = {k: round(c / n, 2) for k, (c, _) in sorted(d.items(), key=lambda kv: -kv[1][0])
+               if k not in ("info", "hget", "ping")}
+    return {"jobs": n, "failed": failed, "wall_seconds": round(wall, 2),
+            "commands_per_job": round(sum(wire.values()) / n, 2) if wire else None,
+            "redis_usec_per_job": round(usec / n, 1),
+            "wire_by_command_per_job": {k: round(v / n, 2) for k, v in sorted(wire.items(), key=lambda kv: -kv[1])},
+            "commands_inside_lua_per_job": round(sum(inner.values()) / n, 2),
+            "idle_commands_per_second": round(idle_rate[0], 2), "by_command_per_job": per_cmd,
+            "_inner": {k: v for k, v in inner.items()}}
+
+
+class _Monitor:
+    """Counts commands by source with MONITOR: from clients (round trips) vs from inside Lua."""
+
+    def __init__(self, r) -> None:
+        import threading
+
+        self.wire: dict[str, int] = {}
+        self.inner: dict[str, int] = {}
+        self._mon = r.connection_pool.connection_class(**r.connection_pool.connection_kwargs)
+        self._mon.connect()
+        self._mon.send_command("MONITOR")
+        self._mon.read_response()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            try:
+                line = self._mon.read_response(timeout=0.2)
+            except Exception:  # noqa: BLE001 - timeout or closed: check the stop flag
+                time.sleep(0.01)
+                continue
+            if not line or not isinstance(line, str) or '"' not in line:
+                continue
+            source = line.split("[", 1)[1].split("]", 1)[0] if "[" in line else ""
+            name = line.split('"', 2)[1].lower()
+            if name in ("info", "hget", "ping", "monitor"):
+                continue
+            bucket = self.inner if " lua" in f" {source}" else self.wire
+            bucket[name] = bucket.get(name, 0) + 1
+
+    def stop(self) -> tuple[dict[str, int], dict[str, int]]:
+        time.sleep(0.3)
+        self._stop = True
+        self._thread.join(2)
+        self._mon.disconnect()
+        return self.wire, self.inner
+
+
+def _statuses(r, keys):
+    p = r.pipeline(transaction=False)
+    for k in keys:
+        p.hget(k, "status")
+    return p.execute()
+
+
+def _wait(pred, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark condition not reached")
+        time.sleep(0.05)
+
+
+def redis_benchmark(port: int, requests: int) -> dict:
+    """Plain command rate (ops/s) for a mix like ours; no pipelining, 50 clients."""
+    exe = shutil.which("redis-benchmark")
+    if not exe:
+        return {}
+    out = subprocess.run([exe, "-p", str(port), "-n", str(requests), "-c", "50", "-t", "set,get,lpush,rpop,hset",
+                          "--csv", "-q"], capture_output=True, text=True, timeout=300, check=False).stdout
+    rates = {}
+    for line in out.splitlines():
+        parts = [p.strip('"') for p in line.split(",")]
+        if len(parts) >= 2 and parts[0] and parts[0] != "test":
+            try:
+                rates[parts[0].split()[0].lower()] = float(parts[1])
+            except ValueError:
+                continue
+    return rates
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    n_noop, n_seg, n_bench, idle = (300, 20, 100_000, 3.0) if args.quick else (2000, 100, 500_000, 10.0)
+    workdir = tempfile.mkdtemp(prefix="rc-capacity-")
+    server = RedisServer(appendonly=True, extra=["--appendfsync", "everysec"]).start()
+    r = server.client()
+    result: dict = {}
+    try:
+        base = worker_env(REDIS_URL=server.url, LOG_LEVEL="WARNING")
+        base.update(HEARTBEAT_INTERVAL="5", HEARTBEAT_TTL="30", EMPTY_QUEUE_TIMEOUT="5")  # production defaults
+        noop_env = {**base, "QUEUE": "cap-noop", "CONSUMER_TYPE": "noop"}
+        counted = run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"}, workdir, idle)
+        result["noop"] = _merge(counted, run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"},
+                                                  workdir, idle, inner_counts=counted.pop("_inner")))
+        counted = _segmentation(r, base, n_seg, workdir, idle, None)
+        result["segmentation"] = _merge(counted, _segmentation(r, base, n_seg, workdir, idle, counted.pop("_inner")))
+        r.config_resetstat()
+        rates = redis_benchmark(server.port, n_bench)
+        simple = commandstats(r)
+    finally:
+        server.cleanup()
+    result["redis_benchmark_ops_per_second"] = rates
+    if rates:
+        rate = sorted(rates.values())[len(rates) // 2]  # median of the plain commands
+        calls = sum(c for k, (c, _) in simple.items() if k in rates)
+        usec = sum(u for k, (_, u) in simple.items() if k in rates)
+        overhead_usec = max(0.0, 1e6 / rate - (usec / calls if calls else 0.0))
+        result["plain_command_ops_per_second"] = round(rate)
+        result["overhead_usec_per_command"] = round(overhead_usec, 2)
+        for kind in ("noop", "segmentation"):
+            if kind in result and result[kind].get("commands_per_job"):
+                job = result[kind]
+                per_job_usec = job["commands_per_job"] * overhead_usec + job["redis_usec_per_job"]
+                job["jobs_per_second_per_redis"] = round(1e6 / per_job_usec)
+                job["jobs_per_day_per_redis"] = round(86400 * 1e6 / per_job_usec)
+    print(json.dumps(result))
+    return 0
+
+
+def _merge(counted: dict, timed: dict) -> dict:
+    """Command counts from the MONITOR run, Redis CPU from the run without MONITOR."""
+    out = dict(counted)
+    out["redis_usec_per_job"] = timed["redis_usec_per_job"]
+    out["redis_usec_per_job_under_monitor"] = counted["redis_usec_per_job"]
+    out["wall_seconds"] = timed["wall_seconds"]
+    out.pop("_inner", None)
+    return out
+
+
+def _segmentation(r, base: dict[str, str], n: int, workdir: str, idle: float, inner) -> dict:
+    import numpy as np
+    import tifffile
+
+    from tests.helpers.model_server import ModelServer
+
+    bucket = Path(workdir) / "bucket"
+    (bucket / "uploads").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(bucket / "uploads" / "cells.tif", (rng.random((256, 256)) * 255).astype("uint8"))
+    model = ModelServer().start()
+    try:
+        env = {**base, "QUEUE": "cap-seg", "CONSUMER_TYPE": "segmentation", "STORAGE_BUCKET": f"file://{bucket}",
+               "OUTPUT_URL_MODE": "key", "TF_HOST": "127.0.0.1", "TF_PORT": str(model.port)}
+        return run_jobs(r, env, "cap-seg", n, {"input_file_name": "uploads/cells.tif", "original_name": "cells.tif",
+                                               "model_name": "NuclearSegmentation", "model_version": "1"},
+                        workdir, idle, inner_counts=inner)
+    finally:
+        model.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

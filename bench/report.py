@@ -1,0 +1,159 @@
+"""Render bench/results.json as Markdown: headline figures beside their baselines, then every figure.
+
+Kept apart from the runner so the README (or a test) can re-render an existing results.json
+without re-running anything: `python bench/report.py [bench/results.json]`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+#: (what, benchmark, figure path, baseline path or None, unit, how the baseline was measured).
+#: Paths are dotted keys into the benchmark's JSON; the first path that exists is used when a
+#: tuple of alternatives is given. Missing figures render as "n/a" (a benchmark changed or failed).
+HEADLINES: list[tuple[str, str, Any, Any, str, str]] = [
+    ("Idle pickup latency, p50", "queue", "pickup_p50_ms", "baseline_pickup_p50_ms", "ms",
+     "kiosk-style polling (LLEN/RPOPLPUSH, sleep when empty)"),
+    ("Idle pickup latency, p99", "queue", "pickup_p99_ms", "baseline_pickup_p99_ms", "ms", "same polling loop"),
+    ("Null-consumer throughput, one worker", "queue", "throughput_jobs_per_s", "baseline_throughput_jobs_per_s",
+     "jobs/s", "polling loop without claim tokens, fencing or Lua (unsafe under failure)"),
+    ("Tensor encode+decode, 16 MB float32", "codec", "ours_total_ms", "list_float_val_total_ms", "ms",
+     "kiosk encoding: repeated float_val"),
+    ("Tensor encode+decode vs protobuf", "codec", "ours_total_ms", "protobuf_content_total_ms", "ms",
+     "protobuf serializer with tensor_content"),
+    ("Tensor encode+decode vs one copy", "codec", "ours_total_ms", "copy_ms", "ms", "one tobytes() of the same array"),
+    ("GPU busy fraction, pipelined", "gpu", "utilisation_pipelined", "utilisation_one_in_flight", "fraction",
+     "one request in flight"),
+    ("Consumer CPU per 1024x1024 image", "consumer_cpu", "cpu_ms_per_image_median", "target_cpu_ms", "ms CPU",
+     "target (not a measurement)"),
+    ("Consumer CPU outside the model call", "consumer_cpu", "main_thread_cpu_ms_per_image_median",
+     "cpu_ms_per_image_median", "ms CPU", "whole process incl. gRPC threads"),
+    ("Redis commands per zip child (100-image zip)", "fanin", "large.redis_commands_per_child",
+     "small.redis_commands_per_child", "commands", "10-image zip, same run (equal = nothing polls)"),
+    ("Parent done after its last child", "fanin", "large.parent_done_after_last_child_s", None, "s", ""),
+    ("Cold start to ready (file bucket)", "coldstart", "file.process_wall_s", "baseline_python.process_wall_s", "s",
+     "bare `python -c pass`"),
+    ("Worker memory before the first job", "coldstart", "file.rss_mb", "baseline_python.rss_mb", "MB",
+     "bare interpreter"),
+    ("S3 download throughput, 64 MB", "storage", "storage_download_mb_s", "plain_http_get_mb_s", "MB/s",
+     "plain HTTP GET of the same object"),
+    ("S3 download memory growth, 64 MB object", "storage", "rss_growth_download_mb", "size_mb", "MB",
+     "object size (streaming keeps growth far below it)"),
+    ("Redis commands per segmentation job", "redis_capacity", "segmentation.commands_per_job",
+     "noop.commands_per_job", "round trips", "null consumer"),
+    ("Jobs/s one Redis primary carries (segmentation)", "redis_capacity",
+     "segmentation.jobs_per_second_per_redis", "plain_command_ops_per_second", "jobs/s",
+     "redis-benchmark plain commands/s"),
+    ("Demo throughput, one worker", "demo", "images_per_second", None, "images/s", ""),
+    ("Chaos: jobs through disruptions", "chaos", "jobs", None, "jobs", ""),
+    ("Chaos: lost jobs", "chaos", "lost", None, "jobs", "must be 0"),
+    ("Chaos: stuck jobs", "chaos", "stuck", None, "jobs", "must be 0"),
+    ("Chaos: duplicate results", "chaos", "duplicate_results", None, "jobs", "must be 0"),
+    ("Chaos: re-executions (at-least-once)", "chaos", "duplicates_executed", None, "executions", "allowed"),
+    ("Chaos: max recovery time", "chaos", "max_recovery_seconds", None, "s", "HEARTBEAT_TTL=3 s in the soak"),
+]
+
+
+def get(data: Any, path: Any) -> Any:
+    """Value at a dotted path (or the first existing of several paths), else None."""
+    if path is None:
+        return None
+    for candidate in (path if isinstance(path, (tuple, list)) else (path,)):
+        cur = data
+        ok = True
+        for part in candidate.split("."):
+            if isinstance(cur, dict) and part in cur:
+                cur = cur[part]
+            else:
+                ok = False
+                break
+        if ok:
+            return cur
+    return None
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 1:
+            return f"{value:.2f}"
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, list):
+        text = ", ".join(fmt(v) for v in value[:8]) + (" …" if len(value) > 8 else "")
+        return text or "(none)"
+    return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+
+
+def ratio(figure: Any, baseline: Any) -> str:
+    if isinstance(figure, (int, float)) and isinstance(baseline, (int, float)) and baseline and figure:
+        r = figure / baseline
+        return f"{r:.3g}x" if r >= 0.01 else f"{r:.2g}x"
+    return ""
+
+
+def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            rows += flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return rows
+
+
+def render_markdown(doc: dict) -> str:
+    results = doc.get("results", {})
+    m = doc.get("machine", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        (f"Generated {doc.get('generated_at', '?')} by `make bench` (`bench/run_all.py`, {doc.get('mode', '?')} "
+         f"mode) on {m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, Redis {m.get('redis', '?')}. "
+         "Every baseline was measured in the same run on the same machine; compare ratios, not absolute numbers, "
+         "across machines."),
+        "",
+        "## Headline figures",
+        "",
+        "| What | Figure | Baseline | Ratio | Unit | Baseline is |",
+        "|---|---|---|---|---|---|",
+    ]
+    for what, bench, fig_path, base_path, unit, base_desc in HEADLINES:
+        data = results.get(bench, {}).get("data")
+        figure = get(data, fig_path) if data else None
+        baseline = get(data, base_path) if data else None
+        lines.append(f"| {what} | {fmt(figure)} | {fmt(baseline) if base_path else '—'} | "
+                     f"{ratio(figure, baseline) if base_path else ''} | {unit} | {base_desc} |")
+    lines += ["", "## Runs", "", "| Benchmark | OK | Seconds | Exit code |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {'yes' if r.get('ok') else '**no**'} | {fmt(r.get('seconds'))} | {r.get('exit_code')} |")
+    for name, r in results.items():
+        lines += ["", f"## {name}", "", f"`{r.get('script', '')}`", ""]
+        if not r.get("ok"):
+            lines += ["Failed:", "", "```", str(r.get("error", ""))[-1500:], "```"]
+            continue
+        lines += ["| Figure | Value |", "|---|---|"]
+        for key, value in flatten(r["data"]):
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                value = f"{len(value)} entries (see results.json)"
+            lines.append(f"| `{key}` | {fmt(value)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "results.json"
+    sys.stdout.write(render_markdown(json.loads(path.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

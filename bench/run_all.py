@@ -1,0 +1,129 @@
+"""Run every benchmark and the chaos soak; write bench/results.json and bench/results.md.
+
+Each `bench/bench_*.py` and `bench/chaos.py` runs in its own process (`--quick` when asked) and
+prints one JSON object on stdout; this runner collects them with their wall time and exit code,
+then renders a Markdown table that puts each headline figure beside the baseline measured in the
+same run (see `report.HEADLINES`) followed by every figure each benchmark printed.
+
+Usage: `python bench/run_all.py [--quick] [--only NAME ...] [--skip NAME ...] [--timeout S]`
+(`make bench` runs it without `--quick`). Exit code 1 when any benchmark failed to produce JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+from report import render_markdown
+
+
+def discover() -> list[Path]:
+    """Every bench_*.py in name order, then chaos.py (the longest) last."""
+    scripts = sorted(BENCH.glob("bench_*.py"))
+    chaos = BENCH / "chaos.py"
+    return scripts + ([chaos] if chaos.exists() else [])
+
+
+def bench_name(path: Path) -> str:
+    return path.stem.removeprefix("bench_")
+
+
+def last_json_object(text: str) -> dict | None:
+    """The JSON object a benchmark printed (the last line that parses as an object)."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_one(path: Path, quick: bool, timeout: float) -> dict:
+    cmd = [sys.executable, str(path)] + (["--quick"] if quick else [])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, out, err = None, _text(exc.stdout), _text(exc.stderr) + f"\ntimed out after {timeout:g}s"
+    seconds = round(time.monotonic() - start, 1)
+    data = last_json_object(out or "")
+    entry = {"script": str(path.relative_to(ROOT)), "exit_code": code, "seconds": seconds, "ok": data is not None}
+    if data is not None:
+        entry["data"] = data
+    else:
+        entry["error"] = (err or out or "no output")[-2000:]
+    return entry
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()}
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout
+        info["redis"] = out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+    except OSError:
+        info["redis"] = "not found"
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (each < 60 s)")
+    p.add_argument("--only", nargs="*", default=[], help="run only these (e.g. queue chaos)")
+    p.add_argument("--skip", nargs="*", default=[], help="skip these")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 300 quick, 1800 full)")
+    p.add_argument("--out", default=str(BENCH), help="directory for results.json and results.md")
+    args = p.parse_args(argv)
+    timeout = args.timeout or (300.0 if args.quick else 1800.0)
+
+    results: dict[str, dict] = {}
+    for path in discover():
+        name = bench_name(path)
+        if (args.only and name not in args.only) or name in args.skip:
+            continue
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_one(path, args.quick, timeout)
+        state = "ok" if results[name]["ok"] else "FAILED"
+        print(f"[bench] {name}: {state} in {results[name]['seconds']}s", file=sys.stderr, flush=True)
+
+    doc = {
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+        "results": results,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    (out / "results.md").write_text(render_markdown(doc))
+    print(json.dumps({name: r["ok"] for name, r in results.items()}))
+    return 0 if all(r["ok"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
