@@ -43,7 +43,7 @@ HEADLINES: list[tuple[str, str, Any, Any, str, str]] = [
     ("S3 download memory growth, 64 MB object", "storage", "rss_growth_download_mb", "size_mb", "MB",
      "object size (streaming keeps growth far below it)"),
     ("Redis commands per segmentation job", "redis_capacity", "segmentation.commands_per_job",
-     "noop.commands_per_job", "round trips", "null consumer"),
+     "noop.commands_per_job", "commands sent", "null consumer"),
     ("Jobs/s one Redis primary carries (segmentation)", "redis_capacity",
      "segmentation.jobs_per_second_per_redis", "plain_command_ops_per_second", "jobs/s",
      "redis-benchmark plain commands/s"),
@@ -111,6 +111,48 @@ def flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
+#: Sizing target of the capacity model: a million images a day, with a peak this many times the mean.
+IMAGES_PER_DAY = 1_000_000
+PEAK_FACTOR = 4.0
+MODEL_MS = (10.0, 50.0, 200.0)  # per-image model (GPU) time examples
+
+
+def capacity_lines(results: dict) -> list[str]:
+    """The capacity model, computed from this run's figures (docs/capacity.md explains it)."""
+    cap = (results.get("redis_capacity") or {}).get("data") or {}
+    cpu = (results.get("consumer_cpu") or {}).get("data") or {}
+    gpu = (results.get("gpu") or {}).get("data") or {}
+    seg = cap.get("segmentation") or {}
+    jobs_s = seg.get("jobs_per_second_per_redis")
+    cpu_ms = cpu.get("cpu_ms_per_image_median")
+    util = gpu.get("utilisation_pipelined") or 0.9
+    mean = IMAGES_PER_DAY / 86400
+    peak = mean * PEAK_FACTOR
+    intro = (f"Sized for {IMAGES_PER_DAY:,} images a day: {mean:.1f} images/s on average, {peak:.1f}/s at a "
+             f"{PEAK_FACTOR:g}x peak. Inputs from this run: Redis commands sent per job "
+             f"{fmt(seg.get('commands_per_job'))} (+{fmt(seg.get('commands_inside_lua_per_job'))} inside Lua), "
+             f"Redis CPU {fmt(seg.get('redis_usec_per_job'))} µs per job, plain Redis command rate "
+             f"{fmt(cap.get('plain_command_ops_per_second'))}/s (`redis-benchmark`), consumer CPU "
+             f"{fmt(cpu_ms)} ms per 1024x1024 image, GPU busy fraction with pipelining {fmt(util)}.")
+    lines = ["## Capacity model", "", intro, ""]
+    if not (jobs_s and cpu_ms):
+        return lines + ["(Not computed: the redis_capacity or consumer_cpu benchmark has no figures in this run.)", ""]
+    per_core = 1000.0 / cpu_ms
+    lines += [
+        "| Quantity | Value |", "|---|---|",
+        f"| Jobs/s one Redis primary carries | {jobs_s:,.0f} ({jobs_s * 86400 / 1e6:,.0f} million/day) |",
+        f"| Redis primary load at the peak | {100 * peak / jobs_s:.2f}% |",
+        f"| Images/s one consumer core feeds | {per_core:.1f} |",
+        f"| Consumer cores at the peak | {peak / per_core:.1f} |",
+        "", "| Model time per image | GPUs at the peak | Consumer cores per GPU |", "|---|---|---|",
+    ]
+    for ms in MODEL_MS:
+        gpus = peak * ms / 1000.0 / util
+        cores_per_gpu = (util * 1000.0 / ms) / per_core
+        lines.append(f"| {ms:g} ms | {gpus:.1f} | {cores_per_gpu:.2f} |")
+    return lines + [""]
+
+
 def render_markdown(doc: dict) -> str:
     results = doc.get("results", {})
     m = doc.get("machine", {})
@@ -133,7 +175,8 @@ def render_markdown(doc: dict) -> str:
         baseline = get(data, base_path) if data else None
         lines.append(f"| {what} | {fmt(figure)} | {fmt(baseline) if base_path else '—'} | "
                      f"{ratio(figure, baseline) if base_path else ''} | {unit} | {base_desc} |")
-    lines += ["", "## Runs", "", "| Benchmark | OK | Seconds | Exit code |", "|---|---|---|---|"]
+    lines += [""] + capacity_lines(results)
+    lines += ["## Runs", "", "| Benchmark | OK | Seconds | Exit code |", "|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {'yes' if r.get('ok') else '**no**'} | {fmt(r.get('seconds'))} | {r.get('exit_code')} |")
     for name, r in results.items():
