@@ -102,6 +102,7 @@ SPECS: tuple[Spec, ...] = (
     _i("MAX_IMAGE_HEIGHT", 2048, "Largest image height in pixels (checked from the header).", minimum=1),
     _i("MAX_IMAGE_WIDTH", 2048, "Largest image width in pixels (checked from the header).", minimum=1),
     _i("MAX_IMAGE_FRAMES", 64, "Most frames/pages one image may have.", minimum=1),
+    _i("MIN_IMAGE_SIZE", 8, "Smallest image height and width in pixels; smaller images fail as user errors.", minimum=1),
     _s("SEGMENTATION_MODEL", "NuclearSegmentation:1", "Model `NAME:VERSION` used when a job names none."),
     _i("MAX_ZIP_ENTRIES", 1000, "Most entries one uploaded zip may hold.", minimum=1),
     _i("MAX_ZIP_BYTES", 4 << 30, "Most uncompressed bytes one uploaded zip may expand to.", minimum=1),
@@ -194,6 +195,7 @@ class Settings:
     MAX_IMAGE_HEIGHT: int
     MAX_IMAGE_WIDTH: int
     MAX_IMAGE_FRAMES: int
+    MIN_IMAGE_SIZE: int
     SEGMENTATION_MODEL: str
     MAX_ZIP_ENTRIES: int
     MAX_ZIP_BYTES: int

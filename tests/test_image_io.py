@@ -130,3 +130,46 @@ def test_npy_object_arrays_refused(tmp_path):
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(UserError):
         load_image(str(path))
+
+
+@pytest.mark.parametrize("value,words", [(np.nan, "1 NaN"), (np.inf, "1 infinite"), (-np.inf, "1 infinite")])
+def test_non_finite_float_pixels_refused(tmp_path, value, words):
+    data = np.ones((16, 16), np.float32)
+    data[3, 4] = value
+    path = tmp_path / "f.tif"
+    tifffile.imwrite(path, data)
+    with pytest.raises(UserError, match=words) as err:
+        load_image(str(path), name="cells.tif")
+    assert "cells.tif" in str(err.value) and "finite" in str(err.value)
+
+
+def test_non_finite_pixels_in_an_unselected_channel_are_ignored(tmp_path):
+    data = np.ones((16, 16, 2), np.float64)
+    data[..., 1] = np.nan
+    path = tmp_path / "two.npy"
+    np.save(path, data)
+    assert load_image(str(path), channels="0").shape == (1, 16, 16, 1)
+    with pytest.raises(UserError, match="256 NaN"):
+        load_image(str(path))
+
+
+def test_image_smaller_than_min_image_size_refused_from_header(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.tif"
+    tifffile.imwrite(path, np.zeros((5, 40), np.uint8))
+    monkeypatch.setattr(image_io, "_decode", lambda *a: pytest.fail("pixels decoded before the size check"))
+    with pytest.raises(UserError, match=r"5x40 pixels.*8x8 minimum \(MIN_IMAGE_SIZE\)"):
+        load_image(str(path), Limits(min_size=8))
+    monkeypatch.undo()
+    assert load_image(str(path), Limits(min_size=5)).shape == (1, 5, 40, 1)
+
+
+def test_more_than_four_dimensions_refused_naming_the_shape(tmp_path, monkeypatch):
+    path = tmp_path / "five.tif"
+    tifffile.imwrite(path, np.zeros((2, 3, 2, 16, 16), np.uint8))
+    monkeypatch.setattr(image_io, "_decode", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(UserError, match=r"5 dimensions \(shape 2x3x2x16x16"):
+        load_image(str(path))
+    monkeypatch.undo()
+    # singleton axes do not count: (1, 3, 1, 16, 16) is a 3-frame stack
+    tifffile.imwrite(tmp_path / "single.tif", np.zeros((1, 3, 1, 16, 16), np.uint8))
+    assert load_image(str(tmp_path / "single.tif")).shape == (3, 16, 16, 1)

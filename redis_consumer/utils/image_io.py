@@ -27,15 +27,17 @@ SUPPORTED = "TIFF, PNG, JPEG or .npy"
 
 @dataclass(frozen=True)
 class Limits:
-    """Largest image a job may submit (MAX_IMAGE_HEIGHT / WIDTH / FRAMES)."""
+    """Largest image a job may submit (MAX_IMAGE_HEIGHT / WIDTH / FRAMES) and the smallest (MIN_IMAGE_SIZE)."""
 
     height: int = 2048
     width: int = 2048
     frames: int = 64
+    min_size: int = 8
 
     @classmethod
     def from_settings(cls, settings) -> Limits:
-        return cls(settings.MAX_IMAGE_HEIGHT, settings.MAX_IMAGE_WIDTH, settings.MAX_IMAGE_FRAMES)
+        return cls(settings.MAX_IMAGE_HEIGHT, settings.MAX_IMAGE_WIDTH, settings.MAX_IMAGE_FRAMES,
+                   settings.MIN_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,14 @@ def normalized_shape(header: Header) -> tuple[int, int, int, int]:
 
 
 def check_limits(header: Header, limits: Limits, name: str) -> tuple[int, int, int, int]:
-    """UserError stating the limit and the image's size when it is too big (header only)."""
+    """UserError stating the limit and the image's size when it is too big or too small (header only)."""
+    mapped = [s for s in header.shape if s != 1]
+    if len(mapped) > 4:  # folding two or more stack axes into frames would mix them up silently
+        raise UserError(
+            f"The image {name!r} has {len(mapped)} dimensions (shape {'x'.join(map(str, header.shape))}, "
+            f"axes {header.axes}), more than the 4 that can be read (frames, height, width, channels); "
+            "keep one stack axis (time or z) and split the rest into separate files."
+        )
     frames, height, width, channels = normalized_shape(header)
     if height > limits.height or width > limits.width:
         raise UserError(
@@ -181,7 +190,25 @@ def check_limits(header: Header, limits: Limits, name: str) -> tuple[int, int, i
         )
     if min(frames, height, width, channels) < 1 or math.prod(header.shape) == 0:
         raise UserError(f"The image {name!r} is empty ({'x'.join(map(str, header.shape))} pixels).")
+    if height < limits.min_size or width < limits.min_size:
+        raise UserError(
+            f"The image {name!r} is {height}x{width} pixels (height x width), smaller than the "
+            f"{limits.min_size}x{limits.min_size} minimum (MIN_IMAGE_SIZE); upload a larger image."
+        )
     return frames, height, width, channels
+
+
+def check_finite(image: np.ndarray, name: str) -> None:
+    """UserError when a float image holds NaN or infinite pixels (they would poison normalisation)."""
+    if image.dtype.kind != "f" or image.size == 0:
+        return
+    if np.isfinite(image.min()) and np.isfinite(image.max()):  # two passes, no temporary array
+        return
+    nan = int(np.count_nonzero(np.isnan(image)))
+    inf = int(np.count_nonzero(np.isinf(image)))
+    found = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite (Inf)" if inf else "")
+                         if part)
+    raise UserError(f"The image {name!r} has {found} pixel value(s); every pixel must be a finite number.")
 
 
 def _decode(path: str, header: Header) -> np.ndarray:
@@ -259,5 +286,6 @@ def load_image(
     data = data.reshape(header.shape)
     if data.dtype == bool:
         data = data.astype(np.uint8)
-    image = to_fhwc(data, header.axes)
-    return select_channels(image, channels, name)
+    image = select_channels(to_fhwc(data, header.axes), channels, name)
+    check_finite(image, name)
+    return image
