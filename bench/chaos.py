@@ -11,10 +11,10 @@ or go back), SIGKILL + restart the Redis primary, a Sentinel failover, kill + re
 server, S3 refusing connections for a few seconds. At the end every job must be final, none lost
 or stuck, each `done` job's output zip valid, and no job's result written twice.
 
-Pipelines: `--pipeline chaos` (default) runs `ChaosConsumer` below: download the input from S3,
-"predict" (sleep, or the dev model server's Identity model when it is installed), upload a
-deterministic result zip. `--pipeline segmentation` runs the real segmentation consumer against
-the dev model server with TIFF inputs.
+Pipelines: `--pipeline segmentation` (default) runs the real segmentation consumer against the
+dev model server (`Identity` model) with TIFF inputs in S3. `--pipeline chaos` runs
+`ChaosConsumer` below instead: S3 download, a timed "predict" (`--work` seconds), deterministic
+S3 upload, with an exact per-job execution counter.
 
 Usage: `python bench/chaos.py [--quick] [--jobs N] [--workers K]`; prints one JSON object.
 """
@@ -302,6 +302,7 @@ class Chaos:
                        "model_server_restarts": 0, "s3_outages": 0}
         self.sigterm_exit_codes: list[int | None] = []
         self.resubmits = 0
+        self.trace: dict[str, list] = {}  # key -> [(primary port written, replicas that acked)]
         self._threads: list[threading.Thread] = []
 
     # inputs
@@ -318,7 +319,7 @@ class Chaos:
         self.s3_client = s3
         return names
 
-    def submit(self, key: str, fields: dict[str, str], next_up: bool = False) -> None:
+    def submit(self, key: str, fields: dict[str, str], next_up: bool = False, confirm: bool = True) -> None:
         """HSET + LPUSH in one transaction, confirmed by one replica.
 
         Under Sentinel, a write acknowledged by a primary that is being demoted is lost
@@ -340,7 +341,9 @@ class Chaos:
                     p.execute()
                     self.resubmits += 0 if first else 1
                 first = False
-                if r.execute_command("WAIT", 1, 1000) >= 1:
+                acked = r.execute_command("WAIT", 1, 1000) if confirm else -1
+                self.trace.setdefault(key, []).append((r.connection_pool.get_master_address()[1], acked))
+                if acked != 0:
                     return
                 self.cluster._master_client = None
                 r = self.cluster.master()
@@ -509,16 +512,26 @@ class Chaos:
 
         self.keys.append(key)
         self._watch(event, t0, lambda r: r.hget(key, "status") in ("done", "failed"),
-                    before=lambda: self.submit(key, fields, next_up=True))
+                    before=lambda: self._submit_probe(key, fields, event))
+
+    def _submit_probe(self, key: str, fields: dict[str, str], event: dict[str, Any]) -> float:
+        """Push the probe, confirmed by a replica like every job (an unconfirmed write to a primary
+        that Sentinel is about to replace can vanish: the soak lost such probes). Returns when the
+        write was confirmed; recovery is counted from then, so replica resync time is reported
+        apart as `probe_confirm_s`."""
+        self.cluster._master_client = None
+        t = time.monotonic()
+        self.submit(key, fields, next_up=True)
+        event["probe_confirm_s"] = round(time.monotonic() - t, 3)
+        return time.monotonic()
 
     def _watch(self, event: dict[str, Any], t0: float, done, before=None) -> None:
         def loop() -> None:
-            if before is not None:
-                before()
-            while time.monotonic() - t0 < self.args.timeout:
+            start = before() if before is not None else t0
+            while time.monotonic() - start < self.args.timeout:
                 try:
                     if self.cluster.call(done, timeout=10):
-                        event["recovery_s"] = round(time.monotonic() - t0, 3)
+                        event["recovery_s"] = round(time.monotonic() - start, 3)
                         return
                 except Exception as exc:  # noqa: BLE001 - keep watching through outages
                     log.debug("watch: %s", exc)
@@ -610,6 +623,7 @@ class Chaos:
             "producer_resubmits": self.resubmits,
             "lost": len(lost),
             "stuck": len(stuck),
+            "lost_sample": [{"key": k, "writes": self.trace.get(k)} for k in lost[:5]],
             "stuck_sample": [{"key": k, "status": data[k].get("status"), "attempts": data[k].get("attempts"),
                               "listed": k in in_lists} for k in stuck[:5]],
             "left_in_queues": len(in_lists),
@@ -694,7 +708,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--event-gap", type=float, default=8.0, help="seconds between disruptions")
     p.add_argument("--outage", type=float, default=3.0, help="seconds S3 refuses connections")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for the last jobs")
-    p.add_argument("--pipeline", choices=("chaos", "segmentation"), default="chaos")
+    p.add_argument("--pipeline", choices=("segmentation", "chaos"), default="segmentation",
+                   help="segmentation: the real consumer + dev model server (default); chaos: ChaosConsumer")
     p.add_argument("--seed", type=int, default=8)
     args = p.parse_args(argv)
     if args.jobs is None:
