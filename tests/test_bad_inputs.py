@@ -142,13 +142,7 @@ def test_corpus_has_at_least_25_cases():
 
 #: Cases the consumers (issue 5) currently accept and finish `done`; strict, so a fix turns them green
 #: (and an unexpected pass fails the run until the entry is removed).
-KNOWN_GAPS = {
-    "NaN pixels": "normalisation ignores NaN; the job succeeds instead of failing as a user error",
-    "Inf pixels": "normalisation ignores Inf; the job succeeds instead of failing as a user error",
-    "1x1 image": "no minimum image size; a 1x1 image is segmented",
-    "5-D array": "the loader folds a 5-D TIFF series into frames instead of refusing it",
-    "model returns a wrong shape": "postprocess resizes labels of any shape to the input (meant for `scale`)",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _params():

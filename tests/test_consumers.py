@@ -10,6 +10,7 @@ import tifffile
 from PIL import Image
 
 from redis_consumer.consumers.segmentation import SegmentationConsumer
+from redis_consumer.errors import UserError
 from tests.consumer_harness import (
     Harness,
     LocalTF,
@@ -90,6 +91,10 @@ def test_png_with_channels_field(seg, rds, tmp_path):
     ("not_image", "not a supported image"),
     ("unknown_model", "Nope:3"),
     ("missing_input", "missing.tif"),
+    ("nan_pixels", "NaN pixel"),
+    ("inf_pixels", "infinite (Inf) pixel"),
+    ("too_small", "smaller than the 8x8 minimum (MIN_IMAGE_SIZE)"),
+    ("five_d", "5 dimensions (shape 2x3x2x16x16"),
 ])
 def test_bad_jobs_fail_at_once_with_a_user_reason(seg, rds, tmp_path, setup, match):
     name, extra, data = "bad.tif", {}, None
@@ -101,6 +106,14 @@ def test_bad_jobs_fail_at_once_with_a_user_reason(seg, rds, tmp_path, setup, mat
         path, data = None, b"II*\x00" + b"\x00" * 20
     elif setup == "not_image":
         path, data = None, b"%PDF-1.4 not an image"
+    elif setup in ("nan_pixels", "inf_pixels"):
+        pixels = np.ones((32, 32), np.float32)
+        pixels[4:8, 4:8] = np.nan if setup == "nan_pixels" else np.inf
+        path = write_tif(tmp_path, name, pixels)
+    elif setup == "too_small":
+        path = write_tif(tmp_path, name, np.zeros((1, 1), np.uint8))
+    elif setup == "five_d":
+        path = write_tif(tmp_path, name, np.zeros((2, 3, 2, 16, 16), np.uint8))
     elif setup == "unknown_model":
         path, extra = write_tif(tmp_path, name, np.zeros((32, 32), np.uint8)), {"model_name": "Nope", "model_version": "3"}
     else:
@@ -129,3 +142,37 @@ def test_kiosk_scale_field_rescales_for_the_model_and_labels_come_back_full_size
     bad = submit(rds, seg.settings, path, name="bad_scale.tif", scale="zero")
     assert seg.run_one() == "failed"
     assert "scale" in rds.hget(bad, "reason")
+
+
+class HalfRowsSegmentation(SegmentationConsumer):
+    """A model that answers with half the rows it was sent (what a wrong model would do)."""
+
+    def predict(self, batch, model, version):
+        return super().predict(batch, model, version)[:, : batch.shape[1] // 2]
+
+
+def test_model_output_of_the_wrong_shape_fails_naming_model_and_shapes(rds, tmp_path):
+    h = Harness(rds, settings_for(tmp_path), HalfRowsSegmentation, tf=LocalTF())
+    path = write_tif(tmp_path, "cells.tif", k_disks(4, size=64, radius=6).astype(np.uint16))
+    key = submit(rds, h.settings, path, model_name="Identity", model_version="1")
+    assert h.run_one() == "failed"
+    job = rds.hgetall(key)
+    assert job["failure_type"] == "user", job
+    reason = job["reason"]
+    assert "Identity:1" in reason and "1x32x64x1" in reason and "1x64x64xC" in reason, reason
+    assert reason.endswith(".") and "\n" not in reason
+    # with the job's scale the model input is 128x128: that (not the input's 64x64) is expected back
+    key = submit(rds, h.settings, path, name="scaled.tif", model_name="Identity", model_version="1", scale="2")
+    assert h.run_one() == "failed"
+    assert "1x64x128x1" in rds.hget(key, "reason") and "1x128x128xC" in rds.hget(key, "reason")
+
+
+def test_check_prediction_accepts_maps_of_the_sent_batch(seg):
+    consumer = seg.consumer
+    batch = np.zeros((2, 40, 30, 1), np.float32)
+    consumer.check_prediction(np.zeros((2, 40, 30, 3)), batch, "M", "1")
+    consumer.check_prediction(np.zeros((2, 40, 30)), batch, "M", "1")  # channel-less output
+    consumer.check_prediction({"head": np.zeros((2, 40, 30, 1)), "other": np.zeros(5)}, batch, "M", "1")
+    for bad in (np.zeros((1, 40, 30, 1)), np.zeros((2, 30, 40, 1)), np.zeros((2, 40, 30, 1, 1)), np.zeros(())):
+        with pytest.raises(UserError, match="Model M:1 returned an output of shape"):
+            consumer.check_prediction(bad, batch, "M", "1")

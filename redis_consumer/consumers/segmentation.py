@@ -48,10 +48,23 @@ class SegmentationConsumer(TensorFlowServingConsumer):
         self.log_job(f"rescaled by {scale:g} to {new_h}x{new_w} for the model")
         return ndimage.zoom(normalized, (1, new_h / height, new_w / width, 1), order=1, grid_mode=True, mode="nearest")
 
+    def check_prediction(self, prediction: Any, batch: np.ndarray, model: str, version: str) -> None:
+        """The output must be a map of the input that was sent: same frames, height and width.
+
+        Postprocess only resizes labels back from the size the job's `scale` gave the model
+        input, so an output of any other shape is the model's fault, not something to stretch.
+        """
+        got = tuple(_first_head(prediction).shape)
+        want = tuple(batch.shape[:3])
+        if len(got) not in (3, 4) or got[:3] != want:
+            raise UserError(
+                f"Model {model}:{version} returned an output of shape {'x'.join(map(str, got)) or 'scalar'} for an "
+                f"input of shape {'x'.join(map(str, batch.shape))}, but a segmentation model must return "
+                f"{'x'.join(map(str, want))}xC (frames x height x width x channels); check the model name and version."
+            )
+
     def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
-        if isinstance(prediction, dict):  # multi-head models: take the first head
-            prediction = next(iter(prediction.values()))
-        prediction = np.asarray(prediction)
+        prediction = _first_head(prediction)
         prob = label_utils.foreground(prediction)
         labels = label_utils.label_objects(prob, self.threshold, self.min_object_size)
         if labels.shape[1:] != image.shape[1:3]:  # the job's `scale`: labels back to the input's size
@@ -92,6 +105,13 @@ class SegmentationConsumer(TensorFlowServingConsumer):
             return super()._consume(redis_hash)
         finally:
             self._normalized = None
+
+
+def _first_head(prediction: Any) -> np.ndarray:
+    """Multi-head models answer with a dict of outputs: segmentation uses the first head."""
+    if isinstance(prediction, dict):
+        prediction = next(iter(prediction.values()))
+    return np.asarray(prediction)
 
 
 def scale_of(fields: Mapping[str, str]) -> float:

@@ -123,6 +123,9 @@ class TensorFlowServingConsumer(Consumer):
             return self.tf.predict(model, wire_version(version), batch, deadline=self.check_deadline())
         return predict_tiled(self.tf, model, wire_version(version), batch, deadline=self.check_deadline())
 
+    def check_prediction(self, prediction: Any, batch: np.ndarray, model: str, version: str) -> None:
+        """UserError when the model's output cannot belong to `batch` (default: any output is accepted)."""
+
     def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
         """Turn the model output into result arrays and a summary (default: keep the output)."""
         return Result(arrays={"prediction": prediction}, summary={"output_shape": list(prediction.shape)})
@@ -180,6 +183,7 @@ class TensorFlowServingConsumer(Consumer):
             t = self._now()
             prediction = self.predict(batch, model, version)
             self._timed("model", t)
+            self.check_prediction(prediction, batch, model, version)
         with self.stage("postprocess"):
             t = self._now()
             result = self.postprocess(prediction, image, fields)
