@@ -328,10 +328,13 @@ class Chaos:
         a surviving job is never reset.
         """
 
+        first = [True]
+
         def push(r) -> None:
-            first = True
+            # `call` re-runs this after a connection error, so it must never re-create a job that
+            # exists (that would reset a finished job to `new` and run it twice)
             for _ in range(30):
-                if first or not r.exists(key):
+                if not r.exists(key):
                     p = r.pipeline(transaction=True)
                     p.hset(key, mapping=fields)
                     if next_up:
@@ -339,8 +342,8 @@ class Chaos:
                     else:
                         p.lpush(QUEUE, key)
                     p.execute()
-                    self.resubmits += 0 if first else 1
-                first = False
+                    self.resubmits += 0 if first[0] else 1
+                first[0] = False
                 acked = r.execute_command("WAIT", 1, 1000) if confirm else -1
                 self.trace.setdefault(key, []).append((r.connection_pool.get_master_address()[1], acked))
                 if acked != 0:

@@ -25,7 +25,7 @@ def test_chaos_quick_loses_nothing():
                           capture_output=True, text=True, timeout=380, check=False)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     report = json.loads(proc.stdout)
-    summary = {k: v for k, v in report.items() if k != "events"}
+    summary = json.dumps({k: v for k, v in report.items() if k != "events"})
     assert report["lost"] == 0, summary
     assert report["stuck"] == 0, summary
     assert report["duplicate_results"] == 0, summary
@@ -35,7 +35,7 @@ def test_chaos_quick_loses_nothing():
     assert report["failed"] == 0, summary  # every input is good here: nothing may fail
     assert report["kills"] >= 2 and report["sigterms"] >= 1, summary
     assert report["redis_restarts"] == 1 and report["failovers"] == 1 and report["s3_outages"] == 1, summary
-    assert report["unrecovered_events"] == 0, report["events"]
+    assert report["unrecovered_events"] == 0, json.dumps(report["events"])
     assert all(code == 0 for code in report["sigterm_exit_codes"]), summary
     assert report["tracebacks_in_logs"] == 0, summary
     assert proc.returncode == 0
