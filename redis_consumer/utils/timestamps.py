@@ -12,7 +12,7 @@ def now_iso() -> str:
 
 def parse_iso(text: str) -> datetime:
     """Parse a timestamp written by `now_iso` (or the kiosk); naive values are taken as UTC."""
-    value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    value = datetime.fromisoformat(text.strip())  # 3.11+ also reads a trailing "Z"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
