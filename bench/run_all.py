@@ -94,7 +94,8 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (each < 60 s)")
-    p.add_argument("--only", nargs="*", default=[], help="run only these (e.g. queue chaos)")
+    p.add_argument("--only", nargs="*", default=[],
+                   help="run only these (e.g. queue chaos); the others' figures in results.json are kept")
     p.add_argument("--skip", nargs="*", default=[], help="skip these")
     p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 300 quick, 1800 full)")
     p.add_argument("--out", default=str(BENCH), help="directory for results.json and results.md")
@@ -111,13 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         state = "ok" if results[name]["ok"] else "FAILED"
         print(f"[bench] {name}: {state} in {results[name]['seconds']}s", file=sys.stderr, flush=True)
 
+    out = Path(args.out)
+    previous = out / "results.json"
+    if args.only and previous.exists():  # re-running some: keep the others' last figures
+        try:
+            kept = json.loads(previous.read_text()).get("results", {})
+        except ValueError:
+            kept = {}
+        results = {**{k: v for k, v in kept.items() if k not in results}, **results}
     doc = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "mode": "quick" if args.quick else "full",
         "machine": machine(),
         "results": results,
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     (out / "results.md").write_text(render_markdown(doc))
