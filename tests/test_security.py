@@ -262,3 +262,40 @@ def test_local_bucket_confines_keys(tmp_path, key):
     with pytest.raises(UserError):
         client.download(key, str(dest))
     assert not any(dest.iterdir())
+
+
+@pytest.fixture(scope="module")
+def s3_two_buckets():
+    from tests.helpers.s3_server import S3Server
+
+    server = S3Server(buckets=("jobs-bucket", "other-bucket")).start()
+    yield server
+    server.cleanup()
+
+
+S3_ESCAPES = ["../other-bucket/secret.txt", "/other-bucket/secret.txt", "tenant-a/../../other-bucket/secret.txt",
+              "s3://other-bucket/secret.txt", "tenant-b/secret.txt", "tenant-a/../tenant-b/secret.txt"]
+
+
+@pytest.mark.parametrize("key", S3_ESCAPES)
+def test_s3_prefix_confines_keys(s3_two_buckets, tmp_path, key):
+    """A job hash naming another bucket, another tenant's prefix or a `..` path reads nothing."""
+    import boto3
+
+    from redis_consumer import storage
+    from redis_consumer.errors import UserError
+    from redis_consumer.settings import Settings
+
+    s3 = boto3.client("s3", endpoint_url=s3_two_buckets.endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key")
+    s3.put_object(Bucket="other-bucket", Key="secret.txt", Body=b"other bucket")
+    s3.put_object(Bucket="jobs-bucket", Key="tenant-b/secret.txt", Body=b"other tenant")
+    s3.put_object(Bucket="jobs-bucket", Key="tenant-a/ok.txt", Body=b"mine")
+    settings = Settings.from_env(s3_two_buckets.env(), STORAGE_BUCKET="s3://jobs-bucket/tenant-a")
+    client = storage.get_client("s3://jobs-bucket/tenant-a", settings=settings)
+    assert open(client.download("ok.txt", str(tmp_path)), "rb").read() == b"mine"  # the control
+    dest = tmp_path / "dl"
+    dest.mkdir()
+    with pytest.raises(UserError):
+        client.download(key, str(dest))
+    assert not any(dest.iterdir())
