@@ -293,7 +293,7 @@ def test_s3_prefix_confines_keys(s3_two_buckets, tmp_path, key):
     s3.put_object(Bucket="jobs-bucket", Key="tenant-a/ok.txt", Body=b"mine")
     settings = Settings.from_env(s3_two_buckets.env(), STORAGE_BUCKET="s3://jobs-bucket/tenant-a")
     client = storage.get_client("s3://jobs-bucket/tenant-a", settings=settings)
-    assert open(client.download("ok.txt", str(tmp_path)), "rb").read() == b"mine"  # the control
+    assert Path(client.download("ok.txt", str(tmp_path))).read_bytes() == b"mine"  # the control
     dest = tmp_path / "dl"
     dest.mkdir()
     with pytest.raises(UserError):
