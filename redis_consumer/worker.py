@@ -59,18 +59,19 @@ class Worker:
         self.redis = client or connect(settings)
         claim_timeout = settings.EMPTY_QUEUE_TIMEOUT + settings.REDIS_TIMEOUT + 1.0
         self.blocking_redis = connect(settings, socket_timeout=claim_timeout) if client is None else client
+        # the supervisor thread has its own connections, so resetting the main thread's
+        # (after an outage or failover) never cuts a heartbeat off mid-reply
+        self.supervisor_redis = connect(settings) if client is None else client
         self.middleware = MiddlewareChain(middleware)
         queue = settings.QUEUE + consumer_cls.queue_suffix
-        self.broker = Broker(
-            self.redis,
-            queue,
-            self.consumer_id,
-            blocking_client=self.blocking_redis,
-            max_attempts=settings.MAX_ATTEMPTS,
-            expire_time=settings.EXPIRE_TIME,
-            heartbeat_ttl=settings.HEARTBEAT_TTL,
-            log_lines=settings.JOB_LOG_LINES,
-        )
+        broker_options = {
+            "max_attempts": settings.MAX_ATTEMPTS,
+            "expire_time": settings.EXPIRE_TIME,
+            "heartbeat_ttl": settings.HEARTBEAT_TTL,
+            "log_lines": settings.JOB_LOG_LINES,
+        }
+        self.broker = Broker(self.redis, queue, self.consumer_id, blocking_client=self.blocking_redis, **broker_options)
+        self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
         self.consumer = consumer_cls(settings, self.redis, broker=self.broker, storage=storage, middleware=self.middleware)
         self.queue = queue
         self.stopping = threading.Event()
@@ -260,10 +261,11 @@ class Worker:
 
     def _beat_and_reap(self, interval: float) -> None:
         try:
-            if master_moved(self.redis) | master_moved(self.blocking_redis):
+            moved = [master_moved(c) for c in (self.supervisor_redis, self.redis, self.blocking_redis)]
+            if any(moved[1:]):
                 log.warning("redis master moved (Sentinel failover); reconnecting")
                 self._master_moved = True
-            self.broker.heartbeat()
+            self.supervisor_broker.heartbeat()
             self.last_heartbeat_ok = time.monotonic()
             self.middleware.heartbeat(self.queue, True)
         except (redis.RedisError, *RETRYABLE) as exc:
@@ -271,7 +273,7 @@ class Worker:
             self.middleware.heartbeat(self.queue, False)
             return
         try:
-            reaped = self.broker.reap(lock_ms=int(interval * 1000))
+            reaped = self.supervisor_broker.reap(lock_ms=int(interval * 1000))
         except (redis.RedisError, *RETRYABLE) as exc:
             log.warning("reaper failed (%s)", type(exc).__name__)
             return
@@ -283,9 +285,9 @@ class Worker:
     def _hand_back_and_exit(self, job: Job) -> None:
         """Shutdown grace ran out: give the job back to the queue head and exit 0."""
         try:
-            outcome = self.broker.release(job)
+            outcome = self.supervisor_broker.release(job)
             log.info("%s not finished within SHUTDOWN_GRACE; %s to the queue", job.key, outcome)
-            self.broker.deregister()
+            self.supervisor_broker.deregister()
         except (redis.RedisError, *RETRYABLE):
             log.warning("%s could not be released; the reaper will requeue it", job.key)
         logging.shutdown()
@@ -294,7 +296,7 @@ class Worker:
     def _abandon_stuck_job(self, job: Job) -> None:
         """The job ignored its timeout (stuck in native code): fail/requeue it and restart."""
         try:
-            outcome = self.broker.retry(job, f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
+            outcome = self.supervisor_broker.retry(job, f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
             log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
         except (redis.RedisError, *RETRYABLE):
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)

@@ -229,3 +229,16 @@ def test_job_log_is_capped_and_expires(rds):
     b.log("q:x", [f"line {i}" for i in range(5)])
     assert rds.lrange(keys.job_log("q:x"), 0, -1) == ["line 2", "line 3", "line 4"]
     assert rds.ttl(keys.job_log("q:x")) > 0
+
+
+def test_enqueue_is_safe_to_retry(rds):
+    """A producer's retried submission neither requeues nor resets a job a worker already finished."""
+    from redis_consumer.queue.producer import enqueue
+
+    assert enqueue(rds, "q", "q:sub", {"status": "new", "input_file_name": "in.tif"}) is True
+    b = broker(rds)
+    job = b.claim_next(1).job
+    b.finish(job, "done", {"output_url": "u"})
+    assert enqueue(rds, "q", "q:sub", {"status": "new", "input_file_name": "in.tif"}) is False  # the retry
+    assert rds.hget("q:sub", "status") == "done"
+    assert rds.llen("q") == 0

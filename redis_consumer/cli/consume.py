@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 from ..errors import ConfigError
@@ -50,8 +52,14 @@ def build_worker(settings: Settings, **kwargs: Any):
     return worker
 
 
+def _exit_during_startup(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # nothing claimed yet, so nothing to hand back
+
+
 def run(environ: dict[str, str] | None = None) -> int:
     """Parse settings (exit 2 on a bad value), configure logs, serve until SIGTERM."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_during_startup)
     try:
         settings = Settings.from_env(environ)
     except ConfigError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..queue import keys as qkeys
+from ..queue.producer import enqueue
 from ..utils.timestamps import now_iso
 from .common import (
     CliError,
@@ -130,10 +131,7 @@ def submit_file(client: Any, storage: Any, path: Path, queue: str, model_name: s
     name = path.name.replace(":", "_")
     input_key, _url = storage.upload(str(path), f"uploads/{token}/{name}")
     key = f"{target}:{name}:{token}"
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(key, mapping=job_hash(input_key, path.name, model_name, model_version, extra))
-    pipe.lpush(target, key)
-    pipe.execute()
+    enqueue(client, target, key, job_hash(input_key, path.name, model_name, model_version, extra))
     return key
 
 
