@@ -200,3 +200,29 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+
+
+README_MARKERS = ("<!-- bench-results:start -->\n", "<!-- bench-results:end -->")
+
+
+def readme_section(doc: dict) -> str:
+    """The part of results.md the README shows: headline figures and capacity model, headings one level down."""
+    text = render_markdown(doc)
+    body = text[text.index("## Headline figures"):text.index("## Runs")].rstrip() + "\n"
+    body = body.replace("\n## ", "\n### ")
+    if body.startswith("## "):
+        body = "#" + body
+    lead = text[:text.index("## Headline figures")].split("\n", 1)[1].strip()
+    return lead + "\n\n" + body + "\nEvery figure of every run: [`bench/results.md`](bench/results.md).\n"
+
+
+def update_readme(readme: Path, doc: dict) -> bool:
+    """Replace the README's benchmark section with `readme_section(doc)`; False if the markers are missing."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + start + readme_section(doc) + end + tail, encoding="utf-8")
+    return True

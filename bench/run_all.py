@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
-from report import render_markdown
+from report import render_markdown, update_readme
 
 
 def discover() -> list[Path]:
@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     (out / "results.md").write_text(render_markdown(doc))
+    if out.resolve() == BENCH.resolve() and not args.quick:
+        update_readme(BENCH.parent / "README.md", doc)  # the README shows the latest full run
     print(json.dumps({name: r["ok"] for name, r in results.items()}))
     return 0 if all(r["ok"] for r in results.values()) else 1
 

@@ -158,3 +158,19 @@ def update_readme() -> None:
 
 if __name__ == "__main__":
     update_readme()
+
+
+def test_benchmark_section_matches_the_last_bench_run():
+    """`make bench` rewrites the README's benchmark section from bench/results.json; they must agree."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    doc = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
+    assert section("bench-results") == report.readme_section(doc), (
+        "README's benchmark section is stale: run `make bench` (or bench/report.update_readme)"
+    )
