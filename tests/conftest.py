@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers.gcs_server import GCSServer
 from tests.helpers.redis_server import RedisServer
+from tests.helpers.s3_server import S3Server
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +24,19 @@ def rds(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3 HTTP server (moto) with the bucket `test-bucket`."""
+    server = S3Server(buckets=("test-bucket",)).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def gcs_server():
+    """A real GCS emulator with the bucket `test-bucket`."""
+    server = GCSServer(bucket="test-bucket").start()
+    yield server
+    server.cleanup()

@@ -18,11 +18,9 @@ import tifffile
 
 from redis_consumer.settings import Settings
 from redis_consumer.utils.timestamps import now_iso
-from tests.helpers.gcs_server import GCSServer
 from tests.helpers.model_server import ModelServer
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
-from tests.helpers.s3_server import S3Server
 from tests.helpers.workers import start_worker, stop_all
 from tests.test_consumers_postprocess import k_disks
 
@@ -62,19 +60,6 @@ def backend_env(kind, request, tmp_path):
     settings = Settings.from_env(env, OUTPUT_URL_MODE="key")
     return env, storage.get_client(env["STORAGE_BUCKET"], settings)
 
-
-@pytest.fixture(scope="module")
-def s3_server():
-    server = S3Server(buckets=("test-bucket",)).start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def gcs_server():
-    server = GCSServer(bucket="test-bucket").start()
-    yield server
-    server.cleanup()
 
 
 def worker_env(redis_server, model_server, env, **extra):

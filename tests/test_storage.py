@@ -21,26 +21,12 @@ from redis_consumer import storage
 from redis_consumer.errors import TransientError, UserError
 from redis_consumer.settings import Settings
 from redis_consumer.storage.base import StorageAccessError
-from tests.helpers.gcs_server import GCSServer
 from tests.helpers.s3_server import S3Server
 
 pytestmark = pytest.mark.timeout(180)
 BACKENDS = ("local", "s3", "gcs")
 BIG = 64 * 1024 * 1024
 
-
-@pytest.fixture(scope="module")
-def s3_server():
-    server = S3Server(buckets=("test-bucket",)).start()
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(scope="module")
-def gcs_server():
-    server = GCSServer(bucket="test-bucket").start()
-    yield server
-    server.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..errors import TransientError, UserError
@@ -245,3 +245,12 @@ class StorageClient(ABC):
                 attempt += 1
                 log.warning("storage %s %r failed (%s); retry %d in %.2fs", action, rel, what, attempt, delay)
                 time.sleep(delay)
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """The exception and whatever it wraps (SDKs wrap the real error, e.g. s3transfer's `last_exception`)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__

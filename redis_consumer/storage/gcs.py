@@ -33,6 +33,7 @@ from .base import (
     TRANSIENT,
     StorageAccessError,
     StorageClient,
+    exception_chain,
 )
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,6 @@ class _NoBucket(Exception):
     """The bucket itself is missing."""
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
 
 
 def _emulator_url(host: str) -> str:
@@ -185,7 +180,7 @@ class GCSClient(StorageClient):
         return int(getattr(response, "status_code", 0) or 0)
 
     def _classify(self, exc: BaseException) -> str | None:
-        for err in _chain(exc):
+        for err in exception_chain(exc):
             if isinstance(err, _NoBucket):
                 return NO_BUCKET
             if isinstance(err, gexc.NotFound):
@@ -208,7 +203,7 @@ class GCSClient(StorageClient):
         return None
 
     def _describe(self, exc: BaseException) -> str:
-        for err in _chain(exc):
+        for err in exception_chain(exc):
             status = self._status(err)
             if status:
                 return f"{type(err).__name__}, HTTP {status}"

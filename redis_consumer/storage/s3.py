@@ -28,7 +28,15 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..settings import Settings
-from .base import DENIED, MISSING, NO_BUCKET, PERMANENT, TRANSIENT, StorageClient
+from .base import (
+    DENIED,
+    MISSING,
+    NO_BUCKET,
+    PERMANENT,
+    TRANSIENT,
+    StorageClient,
+    exception_chain,
+)
 
 PART_BYTES = 16 * 1024 * 1024
 DOWNLOAD_PART_BYTES = 64 * 1024 * 1024
@@ -46,13 +54,6 @@ class _NoBucket(Exception):
     """HEAD on the bucket said 404."""
 
 
-def _chain(exc: BaseException):
-    """The exception and whatever it wraps (s3transfer and boto3 wrap client errors)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = getattr(exc, "last_exception", None) or exc.__cause__ or exc.__context__
 
 
 class S3Client(StorageClient):
@@ -135,7 +136,7 @@ class S3Client(StorageClient):
         return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
     def _classify(self, exc: BaseException) -> str | None:
-        for err in _chain(exc):
+        for err in exception_chain(exc):
             if isinstance(err, _NoBucket):
                 return NO_BUCKET
             if isinstance(err, ClientError):
@@ -153,12 +154,12 @@ class S3Client(StorageClient):
                 return DENIED
             if isinstance(err, _NETWORK):
                 return TRANSIENT
-        if any(type(e).__name__ == "RetriesExceededError" for e in _chain(exc)):
+        if any(type(e).__name__ == "RetriesExceededError" for e in exception_chain(exc)):
             return TRANSIENT
         return None
 
     def _describe(self, exc: BaseException) -> str:
-        for err in _chain(exc):
+        for err in exception_chain(exc):
             if isinstance(err, ClientError):
                 return f"{self._code(err) or 'error'}, HTTP {self._status(err)}"
             if isinstance(err, (NoCredentialsError, PartialCredentialsError)):

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
 
 from .net import free_port, wait_for_port, wait_until
+from .subprocess_server import SubprocessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EMULATOR = ROOT / ".venv" / "bin" / "gcp-storage-emulator"
 
 
-class GCSServer:
+class GCSServer(SubprocessServer):
     """gcp-storage-emulator subprocess; `.host` is the value for STORAGE_EMULATOR_HOST."""
 
     def __init__(self, port: int | None = None, bucket: str = "test-bucket") -> None:
@@ -60,16 +60,5 @@ class GCSServer:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
+    def remove_files(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

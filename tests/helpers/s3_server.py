@@ -8,20 +8,20 @@ listening, so a client retrying across a restart never sees a window where the b
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from .net import free_port, wait_for_port
+from .subprocess_server import SubprocessServer
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_KEY_ID = "testing-key-id"
 TEST_SECRET = "testing-secret-key"
 
 
-class S3Server:
+class S3Server(SubprocessServer):
     """moto_server subprocess; `.endpoint` is its http URL, `.env()` the AWS_* settings for it."""
 
     def __init__(self, port: int | None = None, buckets: tuple[str, ...] = ("test-bucket",),
@@ -59,18 +59,7 @@ class S3Server:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
         return env
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def cleanup(self) -> None:
-        self.stop()
+    def remove_files(self) -> None:
         self.log.unlink(missing_ok=True)
 
 
