@@ -40,6 +40,20 @@ def test_touching_disks_are_split():
     img = disks((120, 160), [(60, 50), (60, 102)], 28)
     lab = labels.label_objects(labels.normalize(img[None, :, :, None])[..., 0])
     assert labels.count_objects(lab) == [2]
+    sizes = np.bincount(lab.ravel())[1:]
+    assert sizes.min() > 0.4 * sizes.sum()  # two halves, not a core and a ring
+    assert lab[0, 60, 50] != lab[0, 60, 102]
+
+
+def test_elongated_nuclei_stay_whole():
+    """Plateaus of the distance map must not cut a nucleus into a core and a ring."""
+    yy, xx = np.mgrid[:96, :160]
+    ellipses = np.zeros((96, 160), np.float32)
+    ellipses[((yy - 30) / 9.0) ** 2 + ((xx - 40) / 26.0) ** 2 < 1] = 1000  # long, thin
+    ellipses[((yy - 64) / 14.0) ** 2 + ((xx - 110) / 20.0) ** 2 < 1] = 1000
+    lab = labels.label_objects(labels.normalize(ellipses[None, :, :, None])[..., 0])[0]
+    assert labels.count_objects(lab[None]) == [2]
+    assert lab[64, 110] == lab[64, 95] != 0 and lab[30, 40] == lab[30, 20] != 0
 
 
 def test_specks_below_min_size_are_dropped():

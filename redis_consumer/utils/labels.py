@@ -54,7 +54,9 @@ def foreground(prediction: np.ndarray) -> np.ndarray:
 def _split_large(labels: np.ndarray, count: int, min_distance: int, areas: np.ndarray) -> tuple[np.ndarray, int]:
     """Split components that are much larger than the median one (touching objects).
 
-    `areas[i]` is the pixel count of label i + 1.
+    `areas[i]` is the pixel count of label i + 1. Each candidate is cut between the peaks of its
+    distance map that are separated by a real neck (see `_peak_groups`); pixels go to the nearest
+    peak, so every part reaches the object's outline (no core-and-ring artefacts).
     """
     if count < 1:
         return labels, count
@@ -80,18 +82,47 @@ def _split_large(labels: np.ndarray, count: int, min_distance: int, areas: np.nd
         markers, n = ndimage.label(peaks, structure=_EIGHT)
         if n < 2:
             continue
-        # merge peak pixels that belong to the same plateau, then flood from the peaks
-        level = (dist.max() - dist) / max(dist.max(), 1e-6) * 65534
-        level = level.astype(np.uint16)
-        markers = markers.astype(np.int32)
-        markers[~mask] = -1
-        flooded = ndimage.watershed_ift(level, markers)
-        flooded[~mask] = 0
+        groups = _peak_groups(markers, n, dist)
+        if groups.max() < 2:
+            continue
+        # every object pixel joins the group of its nearest peak pixel
+        _, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
+        parts = groups[markers[iy, ix]]
         region = labels[sl]
-        for k in range(2, n + 1):
+        for g in range(2, int(groups.max()) + 1):
             next_label += 1
-            region[flooded == k] = next_label
+            region[mask & (parts == g)] = next_label
     return labels, next_label
+
+
+def _peak_groups(markers: np.ndarray, n: int, dist: np.ndarray, neck: float = 0.75) -> np.ndarray:
+    """Group peaks 1..n: two peaks are one object unless the distance map dips between them.
+
+    Returns an array mapping marker id (index) to group 1..k (index 0 maps to 0).
+    """
+    from scipy import ndimage
+
+    ids = np.arange(1, n + 1)
+    centres = np.array(ndimage.center_of_mass(markers > 0, markers, ids))
+    heights = np.asarray(ndimage.maximum(dist, markers, ids), dtype=float)
+    parent = list(range(n + 1))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a in range(n):
+        for b in range(a + 1, n):
+            steps = int(np.hypot(*(centres[a] - centres[b]))) * 2 + 2
+            ys = np.linspace(centres[a][0], centres[b][0], steps).round().astype(int)
+            xs = np.linspace(centres[a][1], centres[b][1], steps).round().astype(int)
+            if dist[ys, xs].min() >= neck * min(heights[a], heights[b]):
+                parent[root(a + 1)] = root(b + 1)
+    roots = sorted({root(i) for i in ids})
+    number = {r: k + 1 for k, r in enumerate(roots)}
+    return np.array([0] + [number[root(i)] for i in ids], dtype=np.int32)
 
 
 def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, min_distance: int = 3) -> np.ndarray:
