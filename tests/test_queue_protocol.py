@@ -242,3 +242,22 @@ def test_enqueue_is_safe_to_retry(rds):
     assert enqueue(rds, "q", "q:sub", {"status": "new", "input_file_name": "in.tif"}) is False  # the retry
     assert rds.hget("q:sub", "status") == "done"
     assert rds.llen("q") == 0
+
+
+def test_confirm_replicated_waits_for_a_replica(rds, redis_server):
+    from redis_consumer.queue.producer import confirm_replicated
+    from tests.helpers.redis_server import RedisServer
+
+    assert confirm_replicated(rds) is None  # no replica: nothing to wait for
+    rds.config_set("repl-diskless-sync-delay", 0)
+    replica = RedisServer(appendonly=False, extra=["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
+    try:
+        from tests.helpers.net import wait_until
+
+        wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up",
+                   message="replica in sync")
+        rds.set("x", "1")
+        assert confirm_replicated(rds, timeout_ms=3000) is True
+        assert replica.client().get("x") == "1"
+    finally:
+        replica.cleanup()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..queue import keys as qkeys
-from ..queue.producer import enqueue
+from ..queue.producer import confirm_replicated, enqueue
 from ..utils.timestamps import now_iso
 from .common import (
     CliError,
@@ -168,6 +168,9 @@ def run(args: Any) -> int:
     client = connect_redis(settings)
     storage = bucket_client(settings)
     keys = submit_paths(client, storage, files, queue, model_name, model_version, extra)
+    if confirm_replicated(client) is False:
+        print("redis-consumer: warning: no Redis replica confirmed the new jobs within 1 s; if the primary "
+              "fails over now they may be lost, so check them with `redis-consumer status`", file=sys.stderr)
     _warn_if_unserved(client, queue, any(k.startswith(qkeys.zip_queue(queue) + ":") for k in keys))
     if not args.wait:
         if args.json:

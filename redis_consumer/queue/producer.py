@@ -29,3 +29,15 @@ def enqueue(client: redis.Redis, queue: str, key: str, fields: Mapping[str, str]
     for name, value in fields.items():
         flat += [name, str(value)]
     return bool(client.register_script(ENQUEUE)(keys=[key, queue], args=flat))
+
+
+def confirm_replicated(client: redis.Redis, timeout_ms: int = 1000) -> bool | None:
+    """Wait until a replica holds our writes (`WAIT 1`), so a failover cannot lose a submission.
+
+    Returns None when the primary has no replica (nothing to wait for), else whether one
+    acknowledged within `timeout_ms`.
+    """
+    replicas = int(client.info("replication").get("connected_slaves", 0) or 0)
+    if replicas == 0:
+        return None
+    return int(client.execute_command("WAIT", 1, timeout_ms)) >= 1
