@@ -16,7 +16,7 @@ _SIGNED_QUERY = re.compile(
     r"(https?://[^\s?\"']+)\?[^\s\"']*(?:Signature|X-Amz-|X-Goog-|GoogleAccessId|Expires|sig=)[^\s\"']*",
     re.IGNORECASE,
 )
-_URL_PASSWORD = re.compile(r"(rediss?|https?|amqp)://([^:/@\s]*):([^@\s]+)@")
+_URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://([^:/@\s]*):([^@\s]+)@")
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

@@ -106,7 +106,10 @@ class Worker:
                 except _StopClaiming:
                     break
                 except JobTimeout:
-                    continue  # a timeout that landed just after its job ended
+                    # a timeout that landed just after its job ended, maybe inside the next claim:
+                    # anything it left in our list goes back to the queue
+                    self._recover_own_list()
+                    continue
                 except (redis.RedisError, *RETRYABLE) as exc:
                     self.current = None
                     delay = backoff.next()
@@ -214,13 +217,16 @@ class Worker:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         first = not self.stopping.is_set()
+        job = self.current
+        if job is not None and self.shutdown_deadline is None:
+            # set before waking the supervisor, or it sleeps a whole heartbeat past the grace
+            self.shutdown_deadline = time.monotonic() + self.settings.SHUTDOWN_GRACE
         self.stopping.set()
         self._wake.set()
         if first:
             log.info("received %s; no new claims", signal.Signals(signum).name)
-        if self.current is not None and self.shutdown_deadline is None:
-            self.shutdown_deadline = time.monotonic() + self.settings.SHUTDOWN_GRACE
-            log.info("finishing %s within SHUTDOWN_GRACE=%gs", self.current.key, self.settings.SHUTDOWN_GRACE)
+        if job is not None:
+            log.info("finishing %s within SHUTDOWN_GRACE=%gs", job.key, self.settings.SHUTDOWN_GRACE)
         elif self._blocking:
             raise _StopClaiming()
 

@@ -65,7 +65,8 @@ def test_secrets_are_masked_in_public_view_and_table_lists_everything():
 def test_scrub_removes_signatures_passwords_and_secrets():
     text = ("GET https://bucket.s3.amazonaws.com/out.zip?X-Amz-Algorithm=AWS4&X-Amz-Signature=deadbeef done; "
             "redis://:hunter22@redis:6379 and key abcd1234secret")
-    clean = logs.scrub(text, ["abcd1234secret"])
+    clean = logs.scrub(text + " postgres://admin:hunter2@db:5432/x", ["abcd1234secret"])
+    assert "hunter2" not in clean and "postgres://admin:***@db" in clean
     assert "deadbeef" not in clean and "hunter22" not in clean and "abcd1234secret" not in clean
     assert "https://bucket.s3.amazonaws.com/out.zip" in clean
 

@@ -182,3 +182,25 @@ def test_exporter_rejects_a_bad_port(capsys):
 
     assert main(["exporter", "--port", "70000"]) == 2
     assert "--port" in capsys.readouterr().err
+
+
+def test_a_stray_non_hash_key_does_not_blank_other_queues(rds):
+    """A key that is not a hash at one queue's head must not fail the scrape of every queue."""
+    rds.set("broken:bad:1", "not a hash")
+    rds.lpush("broken", "broken:bad:1")
+    _job(rds, "fine:1", datetime.now(UTC) - timedelta(seconds=50))
+    rds.lpush("fine", "fine:1")
+    stats = {s.queue: s for s in exporter.snapshot(rds, ["broken", "fine"])}
+    assert stats["broken"].waiting == 1 and stats["broken"].oldest_age == 0.0
+    assert stats["fine"].waiting == 1 and 45 < stats["fine"].oldest_age < 120
+
+
+def test_age_of_a_requeued_job_counts_from_its_requeue(rds):
+    """A job recovered or retried long after it was created has waited only since it was requeued."""
+    _job(rds, "q:old", datetime.now(UTC) - timedelta(hours=2))
+    rds.lpush("q", "q:old")
+    b = Broker(rds, "q", "w", max_attempts=5)
+    job = b.claim_next(1).job
+    assert b.retry(job, "model server unavailable") == "requeued"
+    (stat,) = exporter.snapshot(rds, ["q"])
+    assert stat.waiting == 1 and stat.oldest_age < 60

@@ -217,7 +217,9 @@ class Consumer:
             raise
         except Exception as exc:
             log.exception("%s unexpected error", job.key)
-            raise TransientError(f"internal error ({type(exc).__name__}: {exc})") from exc
+            # the exception's text stays in the worker log: library messages can hold URLs,
+            # credentials or several lines, none of which belongs in a user-facing reason
+            raise TransientError(f"the worker hit an internal error ({type(exc).__name__})") from exc
 
     def _timing_fields(self, started: float) -> dict[str, float]:
         timings = {name: round(t, 6) for name, t in self._timings.items()}

@@ -81,8 +81,9 @@ def snapshot(client: redis.Redis, queues: Sequence[str] | None = None) -> list[Q
         for cid in ids:
             pipe.llen(keys.processing(q, _text(cid)))
         if oldest is not None:
-            pipe.hmget(_text(oldest), "created_at", "updated_at")
-    second = iter(pipe.execute())
+            pipe.hmget(_text(oldest), "queued_at", "created_at", "updated_at")
+    # a stray non-hash key at a queue's head must not blank out every queue's metrics
+    second = iter(pipe.execute(raise_on_error=False))
 
     stats = []
     for q, (waiting, dead, ids, oldest) in zip(names, rows):
@@ -90,8 +91,11 @@ def snapshot(client: redis.Redis, queues: Sequence[str] | None = None) -> list[Q
         in_flight = sum(int(next(second)) for _ in ids)
         age = 0.0
         if oldest is not None:
-            created, updated = next(second)
-            age = _age(_text(created) if created else (_text(updated) if updated else None), now)
+            stamps = next(second)
+            if not isinstance(stamps, Exception):
+                # requeued jobs (recovered, retried, zip parents back for fan-in) carry `queued_at`
+                stamp = next((s for s in stamps if s), None)
+                age = _age(_text(stamp) if stamp else None, now)
         stats.append(QueueStats(q, int(waiting), in_flight, int(dead), age, live))
     return stats
 

@@ -186,14 +186,17 @@ class Broker:
             key_list += [parent, parent_queue]
         flat = _flatten(data)
         lines = list(log_lines or [])
-        args = [job.token, self.expire_time, status, self.log_lines, len(flat), *flat, *lines]
+        args = [job.token, self.expire_time, status, self.log_lines, stamp, len(flat), *flat, *lines]
         return int(self._finish(keys=key_list, args=args))
 
     def park(self, job: Job, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
         """Fenced: set `status=waiting` until `children_total` children end (zip fan-in)."""
         data = {"updated_at": now_iso(), **(fields or {})}
         return int(
-            self._park(keys=[job.key, self.processing_key, self.queue], args=[job.token, children_total, *_flatten(data)])
+            self._park(
+                keys=[job.key, self.processing_key, self.queue],
+                args=[job.token, children_total, data["updated_at"], *_flatten(data)],
+            )
         )
 
     def release(self, job: Job) -> str:

@@ -54,7 +54,7 @@ return 1
 """
 
 # KEYS: job, processing list, stats counter, job log list, [parent, parent queue]
-# ARGV: token, expire_seconds, final_status, log_cap, n_field_args, field1, value1, ..., log lines...
+# ARGV: token, expire_seconds, final_status, log_cap, now_iso, n_field_args, field1, value1, ..., log lines...
 # -> 1 finished, 0 stale claim, 2 already finished by this claim (idempotent replay)
 FINISH = """
 local claim = redis.call('HGET', KEYS[1], 'claim')
@@ -68,14 +68,14 @@ if status == 'done' or status == 'failed' then
   return 2
 end
 local expire = tonumber(ARGV[2])
-local nfields = tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 6, 5 + nfields))
+local nfields = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 7, 6 + nfields))
 redis.call('EXPIRE', KEYS[1], expire)
 redis.call('LREM', KEYS[2], 0, KEYS[1])
 redis.call('INCR', KEYS[3])
 local cap = tonumber(ARGV[4])
-if #ARGV > 5 + nfields and cap > 0 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 6 + nfields))
+if #ARGV > 6 + nfields and cap > 0 then
+  redis.call('RPUSH', KEYS[4], unpack(ARGV, 7 + nfields))
   redis.call('LTRIM', KEYS[4], -cap, -1)
 end
 if cap > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
@@ -91,6 +91,7 @@ if #KEYS >= 6 then
   if total and total > 0 then
     redis.call('HSET', KEYS[5], 'progress', math.floor(100 * ended / total))
     if ended == total and redis.call('HGET', KEYS[5], 'status') == 'waiting' then
+      redis.call('HSET', KEYS[5], 'queued_at', ARGV[5])
       redis.call('RPUSH', KEYS[6], KEYS[5])
     end
   end
@@ -101,7 +102,7 @@ return 1
 # Park a parent job until its children end (zip fan-out). If every child already ended,
 # the parent goes straight back onto its queue, so no completion is ever missed.
 # KEYS: job, processing list, queue
-# ARGV: token, children_total, field1, value1, ...
+# ARGV: token, children_total, now_iso, field1, value1, ...
 # -> 1 parked, 2 parked and requeued at once, 0 stale claim
 PARK = """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
@@ -109,12 +110,13 @@ if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
   return 0
 end
 local total = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'status', 'waiting', 'children_total', total, unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], 'status', 'waiting', 'children_total', total, unpack(ARGV, 4))
 redis.call('HDEL', KEYS[1], 'claim')
 redis.call('LREM', KEYS[2], 0, KEYS[1])
 local ended = tonumber(redis.call('HGET', KEYS[1], 'children_done') or '0')
             + tonumber(redis.call('HGET', KEYS[1], 'children_failed') or '0')
 if ended >= total then
+  redis.call('HSET', KEYS[1], 'queued_at', ARGV[3])
   redis.call('RPUSH', KEYS[3], KEYS[1])
   return 2
 end
@@ -125,7 +127,7 @@ return 1
 # up, or its worker kept dying) still counts as a failed child of its parent, so the parent's
 # fan-in is never left waiting for a child that will not finish.
 _CHILD_FAILED = """
-local function child_failed(k)
+local function child_failed(k, now)
   local parent = redis.call('HGET', k, 'parent')
   local pq = redis.call('HGET', k, 'parent_queue')
   if not parent or not pq or parent == '' or pq == '' then return end
@@ -136,6 +138,7 @@ local function child_failed(k)
   if total and total > 0 then
     redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
     if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then
+      redis.call('HSET', parent, 'queued_at', now)
       redis.call('RPUSH', pq, parent)
     end
   end
@@ -161,7 +164,7 @@ redis.call('LREM', KEYS[2], 0, KEYS[1])
 redis.call('HDEL', KEYS[1], 'claim')
 if ARGV[2] == 'release' then
   redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-  redis.call('HSET', KEYS[1], 'status', 'new', 'updated_at', ARGV[4])
+  redis.call('HSET', KEYS[1], 'status', 'new', 'updated_at', ARGV[4], 'queued_at', ARGV[4])
   redis.call('RPUSH', KEYS[3], KEYS[1])
   return 'released'
 end
@@ -171,10 +174,10 @@ if attempts >= tonumber(ARGV[3]) then
     'updated_at', ARGV[4], 'finished_at', ARGV[4])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   redis.call('LPUSH', KEYS[4], KEYS[1])
-  child_failed(KEYS[1])
+  child_failed(KEYS[1], ARGV[4])
   return 'dead'
 end
-redis.call('HSET', KEYS[1], 'status', 'new', 'last_error', ARGV[5], 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'new', 'last_error', ARGV[5], 'updated_at', ARGV[4], 'queued_at', ARGV[4])
 redis.call('LPUSH', KEYS[3], KEYS[1])
 return 'requeued'
 """
@@ -229,10 +232,10 @@ for _, id in ipairs(gone) do
             'updated_at', ARGV[3], 'finished_at', ARGV[3])
           redis.call('EXPIRE', k, tonumber(ARGV[5]))
           redis.call('LPUSH', KEYS[3], k)
-          child_failed(k)
+          child_failed(k, ARGV[3])
           dead = dead + 1
         else
-          redis.call('HSET', k, 'status', 'new', 'updated_at', ARGV[3],
+          redis.call('HSET', k, 'status', 'new', 'updated_at', ARGV[3], 'queued_at', ARGV[3],
             'last_error', 'its worker stopped responding; requeued')
           redis.call('RPUSH', KEYS[2], k)
           recovered = recovered + 1
