@@ -78,6 +78,7 @@ class Worker:
         self.current: Job | None = None
         self.shutdown_deadline: float | None = None
         self.last_heartbeat_ok: float = 0.0
+        self.last_heartbeat_attempt: float = 0.0
         self.jobs_processed = 0
         self._blocking = False
         self._master_moved = False
@@ -266,6 +267,7 @@ class Worker:
             self._wake.clear()
 
     def _beat_and_reap(self, interval: float) -> None:
+        self.last_heartbeat_attempt = time.monotonic()
         try:
             moved = [master_moved(c) for c in (self.supervisor_redis, self.redis, self.blocking_redis)]
             if any(moved[1:]):

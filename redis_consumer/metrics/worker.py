@@ -175,16 +175,22 @@ class HealthChecks:
         self.started = time.monotonic()
 
     def live(self) -> tuple[bool, str]:
-        """Alive when the supervisor's heartbeat is younger than HEARTBEAT_TTL.
+        """Alive while the supervisor keeps heartbeating: its last attempt is younger than HEARTBEAT_TTL.
 
-        Before the first heartbeat the process gets one HEARTBEAT_TTL of grace to reach Redis.
+        A Redis outage makes heartbeats fail, not stop: that is /readyz's business. Failing
+        liveness for it would have Kubernetes restart every worker during a Redis blip.
+        Before the first attempt the process gets one HEARTBEAT_TTL of grace.
         """
         ttl = self.worker.settings.HEARTBEAT_TTL
-        last = self.worker.last_heartbeat_ok or self.started
-        age = time.monotonic() - last
-        if age < ttl:
-            return True, f"ok: heartbeat {age:.1f}s ago\n"
-        return False, f"heartbeat stale: last success {age:.1f}s ago (HEARTBEAT_TTL={ttl:g}s)\n"
+        now = time.monotonic()
+        attempted = getattr(self.worker, "last_heartbeat_attempt", 0.0) or self.started
+        age = now - attempted
+        if age >= ttl:
+            return False, f"heartbeat stalled: last attempt {age:.1f}s ago (HEARTBEAT_TTL={ttl:g}s)\n"
+        ok = self.worker.last_heartbeat_ok
+        if ok and now - ok < ttl:
+            return True, f"ok: heartbeat {now - ok:.1f}s ago\n"
+        return True, "alive: heartbeats are failing (redis unreachable, see /readyz)\n"
 
     def ready(self) -> tuple[bool, str]:
         """Ready when not shutting down, Redis answers PING and (if used) TF Serving is up."""
