@@ -18,7 +18,9 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml setup.cfg consume_redis_events.py README* ./
 COPY redis_consumer ./redis_consumer
-RUN /opt/venv/bin/pip install --no-cache-dir --no-compile . \
+# the example plug-in ships in the image so the helmfile's `classify` release can run it
+COPY examples/classify ./examples/classify
+RUN /opt/venv/bin/pip install --no-cache-dir --no-compile . ./examples/classify \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/redis-consumer --help > /dev/null
 

@@ -176,6 +176,7 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
         "assert 'tensorflow' not in sys.modules\n"
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
         "assert redis_consumer.__file__.startswith(sys.prefix), redis_consumer.__file__\n"
+        "assert {'segmentation', 'zip', 'classify'} <= set(registry.available()), registry.available()\n"
         "print('ok', registry.available())\n"
     )
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False,

