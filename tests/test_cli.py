@@ -235,6 +235,24 @@ def test_dead_list_requeue_purge(env, capsys):
     assert code == 0 and "no dead jobs" in out
 
 
+def test_dead_requeue_of_a_zip_child_keeps_the_parent_exact(env, capsys):
+    """A dead child was counted failed by its waiting parent; requeued, it must not count twice."""
+    env.hset("dq-zip:p", mapping={"status": "waiting", "children_total": 2, "children_done": 1,
+                                  "children_failed": 0})
+    child = _dead_job(env, "dq", "child")
+    env.hset(child, mapping={"parent": "dq-zip:p", "parent_queue": "dq-zip"})
+    env.hincrby("dq-zip:p", "children_failed", 1)  # as the dead-letter step does
+    assert run_cli(capsys, "dead", "requeue", "--queue", "dq", child)[0] == 0
+    assert env.hget("dq-zip:p", "children_failed") == "0"
+    assert env.hget(child, "parent") == "dq-zip:p"
+    # a child of a parent that already ended runs on its own
+    env.hset("dq-zip:p", "status", "done")
+    orphan = _dead_job(env, "dq", "orphan")
+    env.hset(orphan, mapping={"parent": "dq-zip:p", "parent_queue": "dq-zip"})
+    assert run_cli(capsys, "dead", "requeue", "--queue", "dq", orphan)[0] == 0
+    assert env.hget(orphan, "parent") is None and env.hget("dq-zip:p", "children_failed") == "0"
+
+
 # -- logs -------------------------------------------------------------------------------------
 def test_logs_prints_and_follows_until_final(env, capsys):
     key = "lq:cells.tif:1"

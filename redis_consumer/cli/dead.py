@@ -3,6 +3,8 @@
 Requeue is one Lua step per call: a key leaves `dead-{queue}`, gets a fresh start (`status=new`,
 attempts reset, failure fields removed, expiry cleared) and goes back on `{queue}` — so a
 requeued job can never be both dead and waiting. Keys whose hash already expired are dropped.
+A requeued zip child is un-counted from its waiting parent (so the parent's counters stay exact),
+or detached from a parent that already ended.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ for i = 3, #ARGV do
   elseif redis.call('TYPE', k)['ok'] ~= 'hash' then
     dropped = dropped + 1
   else
+    local parent = redis.call('HGET', k, 'parent')
+    if parent and parent ~= '' then
+      if redis.call('HGET', parent, 'status') == 'waiting' then
+        -- the parent counted this child as failed; it will be counted again when it ends
+        redis.call('HINCRBY', parent, 'children_failed', -1)
+      else
+        -- the parent already ended: the child runs on its own (its result has its own output_url)
+        redis.call('HDEL', k, 'parent', 'parent_queue')
+      end
+    end
     redis.call('HDEL', k, 'claim', 'reason', 'failure_type', 'finished_at', 'last_error', 'progress')
     redis.call('HSET', k, 'status', 'new', 'attempts', 0, 'updated_at', ARGV[1], 'requeued_at', ARGV[1])
     redis.call('PERSIST', k)
