@@ -96,6 +96,10 @@ def run_archive(rds, bucket: Path, n: int, timeout: float) -> dict:
         "children_done": int(parent.get("children_done", 0)),
         "children_failed": int(parent.get("children_failed", 0)),
         "parent_done_after_last_child_s": round(parse_iso(parent["finished_at"]).timestamp() - last_child, 3),
+        # where that time goes: the fan-in claim, merging the children's zips, uploading the result
+        "parent_fan_in_claimed_after_last_child_s": round(parse_iso(parent["started_at"]).timestamp() - last_child, 3),
+        "parent_merge_s": float(parent.get("postprocess_time", 0) or 0),
+        "parent_upload_s": float(parent.get("upload_time", 0) or 0),
         "redis_commands": total,
         "redis_commands_per_child": round(total / n, 2),
         "commands_by_type": delta,

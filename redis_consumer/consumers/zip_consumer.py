@@ -243,7 +243,16 @@ class ZipConsumer(Consumer):
         """Download children's outputs a few at a time ahead of the writer, in order.
 
         A missing output (UserError) is handed over as the error; anything else is raised.
+        A local bucket is read in order without threads: a copy takes microseconds, and handing
+        each one between threads costs more than it (GIL hand-offs tripled the fan-in time).
         """
+        if getattr(self.storage, "scheme", "") == "file":
+            for record in records:
+                try:
+                    yield record, self.storage.download(record["output_file_name"], dest, check_prefixes=False), None
+                except UserError as exc:
+                    yield record, None, exc
+            return
         todo = iter(records)
         with ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="fan-in") as pool:
             window: deque = deque()
