@@ -21,6 +21,7 @@ import pytest
 from redis_consumer.consumers.segmentation import SegmentationConsumer
 from redis_consumer.utils.timestamps import now_iso
 from tests.helpers.chaos_procs import WorkerProcess, submit, worker_env
+from tests.helpers.net import wait_final
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bad_corpus", ROOT / "tests" / "data" / "bad" / "generate.py")
@@ -94,14 +95,6 @@ def stack(redis_server, tmp_path_factory):
     model.stop()
 
 
-def _wait_final(client, key: str, timeout: float = 90.0) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = client.hgetall(key)
-        if data.get("status") in ("done", "failed"):
-            return data
-        time.sleep(0.05)
-    raise AssertionError(f"{key} not final after {timeout}s: {client.hgetall(key)}")
 
 
 def _rss(worker: WorkerProcess) -> int:
@@ -164,7 +157,7 @@ def test_bad_input_fails_cleanly_and_next_job_succeeds(stack, name):
         assert key in client.lrange(f"dead-{QUEUE}", 0, -1)
         assert client.get(key) == "not a hash"
     else:
-        data = _wait_final(client, key)
+        data = wait_final(client, key, timeout=90.0)
         reason = data.get("reason", "")
         assert data["status"] == "failed", data
         assert data.get("failure_type") == "user", data
@@ -176,7 +169,7 @@ def test_bad_input_fails_cleanly_and_next_job_succeeds(stack, name):
         assert worker.alive(), worker.output()[-3000:]
         assert _rss(worker) < RSS_LIMIT
     good = _good_job(client, case.queue)
-    data = _wait_final(client, good)
+    data = wait_final(client, good)
     assert data["status"] == "done", data
     assert data.get("output_file_name")
     assert "Traceback" not in stack["image"].output() + stack["zip"].output()

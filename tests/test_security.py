@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from tests.helpers.chaos_procs import ROOT, WorkerProcess, submit, worker_env
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_final
 from tests.helpers.redis_server import RedisServer
 
 PASSWORD = "pw-Planted-Redis-7781"
@@ -30,14 +30,6 @@ SECRETS = (PASSWORD, AWS_SECRET, SESSION_TOKEN, SIGNATURE)
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_final(client: redis.Redis, key: str, timeout: float = 30.0) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        data = client.hgetall(key)
-        if data.get("status") in ("done", "failed"):
-            return data
-        time.sleep(0.05)
-    raise AssertionError(f"{key} not final after {timeout}s: {client.hgetall(key)}")
 
 
 def run_one_job(server_client: redis.Redis, env: dict[str, str], tmp_path: Path, **fields: str):

@@ -32,3 +32,14 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, message
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def wait_final(client, key: str, timeout: float = 30.0) -> dict:
+    """Poll a job hash until its status is `done` or `failed`; its fields then (test helper only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        data = client.hgetall(key)
+        if data.get("status") in ("done", "failed"):
+            return data
+        time.sleep(0.05)
+    raise AssertionError(f"{key} not final after {timeout}s: {client.hgetall(key)}")
