@@ -169,7 +169,7 @@ def test_bad_input_fails_cleanly_and_next_job_succeeds(stack, name):
         assert worker.alive(), worker.output()[-3000:]
         assert _rss(worker) < RSS_LIMIT
     good = _good_job(client, case.queue)
-    data = wait_final(client, good)
+    data = wait_final(client, good, timeout=90.0)
     assert data["status"] == "done", data
     assert data.get("output_file_name")
     assert "Traceback" not in stack["image"].output() + stack["zip"].output()
