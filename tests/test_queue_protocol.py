@@ -198,16 +198,16 @@ def test_park_and_fan_in_counters(rds):
         make_job(rds, f"q:c{i}", parent="q-zip:p", parent_queue="q-zip")
     # one child ends before the parent is parked: counted, parent not pushed yet
     c0 = child_b.claim_next(1).job
-    assert child_b.finish(c0, "done", {}, parent="q-zip:p", parent_queue="q-zip") == 1
+    assert child_b.finish(c0, "done", {}) == 1
     assert rds.llen("q-zip") == 0
     assert parent_b.park(parent, 3) == 1
     assert rds.hget("q-zip:p", "status") == "waiting"
     c1 = child_b.claim_next(1).job
-    child_b.finish(c1, "failed", {"reason": "bad"}, parent="q-zip:p", parent_queue="q-zip")
+    child_b.finish(c1, "failed", {"reason": "bad"})
     assert rds.hget("q-zip:p", "progress") == "66"
     assert rds.llen("q-zip") == 0
     c2 = child_b.claim_next(1).job
-    child_b.finish(c2, "done", {}, parent="q-zip:p", parent_queue="q-zip")
+    child_b.finish(c2, "done", {})
     assert rds.lrange("q-zip", 0, -1) == ["q-zip:p"]
     data = rds.hgetall("q-zip:p")
     assert (data["children_done"], data["children_failed"], data["children_total"]) == ("2", "1", "3")

@@ -231,12 +231,9 @@ class Consumer:
         fields = {"total_time": timings["total"], **extra}
         if status == "failed":
             fields.setdefault("failure_type", "user")
-        parent = job.fields.get("parent") or None
         self.log_job(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
         pending, self._pending_log = self._pending_log, []
-        result = self.broker.finish(
-            job, status, fields, parent=parent, parent_queue=job.fields.get("parent_queue"), log_lines=pending
-        )
+        result = self.broker.finish(job, status, fields, log_lines=pending)
         if result == 0:
             log.warning("%s finished, but a newer claim owns it; result discarded", job.key)
             return "lost"

@@ -171,19 +171,16 @@ class Broker:
         job: Job,
         status: str,
         fields: Mapping[str, Any],
-        parent: str | None = None,
-        parent_queue: str | None = None,
         log_lines: list[str] | None = None,
     ) -> int:
         """Fenced final write: 1 done now, 2 already done by this claim, 0 stale (zombie).
 
-        Pending job-log lines travel in the same round trip.
+        Pending job-log lines travel in the same round trip; a zip child (fields `parent`,
+        `parent_queue` in its hash) is counted by its parent in the same step.
         """
         stamp = now_iso()
         data = {"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None, **fields}
         key_list = [job.key, self.processing_key, keys.completed_counter(self.queue), keys.job_log(job.key)]
-        if parent and parent_queue:
-            key_list += [parent, parent_queue]
         flat = _flatten(data)
         lines = list(log_lines or [])
         args = [job.token, self.expire_time, status, self.log_lines, stamp, len(flat), *flat, *lines]

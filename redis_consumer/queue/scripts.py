@@ -53,10 +53,32 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
-# KEYS: job, processing list, stats counter, job log list, [parent, parent queue]
+# Lua helper for zip fan-in, shared by every path that ends a child (finish, retries used up,
+# reaper): the child's parent counts it as done or failed, and the last one to end puts the
+# parent back on its queue. A dead-lettered child still counts, so a parent never waits forever.
+_CHILD_ENDED = """
+local function child_ended(k, field, now)
+  local parent = redis.call('HGET', k, 'parent')
+  local pq = redis.call('HGET', k, 'parent_queue')
+  if not parent or not pq or parent == '' or pq == '' then return end
+  redis.call('HINCRBY', parent, field, 1)
+  local total = tonumber(redis.call('HGET', parent, 'children_total') or '-1')
+  local ended = tonumber(redis.call('HGET', parent, 'children_done') or '0')
+              + tonumber(redis.call('HGET', parent, 'children_failed') or '0')
+  if total and total > 0 then
+    redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
+    if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then
+      redis.call('HSET', parent, 'queued_at', now)
+      redis.call('RPUSH', pq, parent)
+    end
+  end
+end
+"""
+
+# KEYS: job, processing list, stats counter, job log list
 # ARGV: token, expire_seconds, final_status, log_cap, now_iso, n_field_args, field1, value1, ..., log lines...
 # -> 1 finished, 0 stale claim, 2 already finished by this claim (idempotent replay)
-FINISH = """
+FINISH = _CHILD_ENDED + """
 local claim = redis.call('HGET', KEYS[1], 'claim')
 if claim ~= ARGV[1] then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
@@ -81,20 +103,10 @@ end
 if cap > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('EXPIRE', KEYS[4], expire)
 end
-if #KEYS >= 6 then
-  local field = 'children_failed'
-  if ARGV[3] == 'done' then field = 'children_done' end
-  redis.call('HINCRBY', KEYS[5], field, 1)
-  local total = tonumber(redis.call('HGET', KEYS[5], 'children_total') or '-1')
-  local ended = tonumber(redis.call('HGET', KEYS[5], 'children_done') or '0')
-              + tonumber(redis.call('HGET', KEYS[5], 'children_failed') or '0')
-  if total and total > 0 then
-    redis.call('HSET', KEYS[5], 'progress', math.floor(100 * ended / total))
-    if ended == total and redis.call('HGET', KEYS[5], 'status') == 'waiting' then
-      redis.call('HSET', KEYS[5], 'queued_at', ARGV[5])
-      redis.call('RPUSH', KEYS[6], KEYS[5])
-    end
-  end
+if ARGV[3] == 'done' then
+  child_ended(KEYS[1], 'children_done', ARGV[5])
+else
+  child_ended(KEYS[1], 'children_failed', ARGV[5])
 end
 return 1
 """
@@ -123,34 +135,12 @@ end
 return 1
 """
 
-# Lua helper shared by the dead-letter paths: a zip child that is dead-lettered (attempts used
-# up, or its worker kept dying) still counts as a failed child of its parent, so the parent's
-# fan-in is never left waiting for a child that will not finish.
-_CHILD_FAILED = """
-local function child_failed(k, now)
-  local parent = redis.call('HGET', k, 'parent')
-  local pq = redis.call('HGET', k, 'parent_queue')
-  if not parent or not pq or parent == '' or pq == '' then return end
-  redis.call('HINCRBY', parent, 'children_failed', 1)
-  local total = tonumber(redis.call('HGET', parent, 'children_total') or '-1')
-  local ended = tonumber(redis.call('HGET', parent, 'children_done') or '0')
-              + tonumber(redis.call('HGET', parent, 'children_failed') or '0')
-  if total and total > 0 then
-    redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
-    if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then
-      redis.call('HSET', parent, 'queued_at', now)
-      redis.call('RPUSH', pq, parent)
-    end
-  end
-end
-"""
-
 # Give a claimed job back: `release` (shutdown: to the queue head, attempt not counted) or
 # `retry` (system error: to the queue tail, or dead-lettered once attempts are used up).
 # KEYS: job, processing list, queue, dead list
 # ARGV: token, mode, max_attempts, now_iso, reason, expire_seconds
 # -> 'released' | 'requeued' | 'dead' | 'stale' | 'final'
-REQUEUE = _CHILD_FAILED + """
+REQUEUE = _CHILD_ENDED + """
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   return 'stale'
@@ -174,7 +164,7 @@ if attempts >= tonumber(ARGV[3]) then
     'updated_at', ARGV[4], 'finished_at', ARGV[4])
   redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
   redis.call('LPUSH', KEYS[4], KEYS[1])
-  child_failed(KEYS[1], ARGV[4])
+  child_ended(KEYS[1], 'children_failed', ARGV[4])
   return 'dead'
 end
 redis.call('HSET', KEYS[1], 'status', 'new', 'last_error', ARGV[5], 'updated_at', ARGV[4], 'queued_at', ARGV[4])
@@ -212,7 +202,7 @@ return tostring(now)
 # KEYS: consumers zset, queue, dead list
 # ARGV: processing prefix, max_attempts, now_iso, reason, expire_seconds
 # -> {recovered, dead_lettered, consumers_reaped}
-REAP = _CHILD_FAILED + """
+REAP = _CHILD_ENDED + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now))
@@ -232,7 +222,7 @@ for _, id in ipairs(gone) do
             'updated_at', ARGV[3], 'finished_at', ARGV[3])
           redis.call('EXPIRE', k, tonumber(ARGV[5]))
           redis.call('LPUSH', KEYS[3], k)
-          child_failed(k, ARGV[3])
+          child_ended(k, 'children_failed', ARGV[3])
           dead = dead + 1
         else
           redis.call('HSET', k, 'status', 'new', 'updated_at', ARGV[3], 'queued_at', ARGV[3],
