@@ -32,6 +32,10 @@ from .utils.backoff import Backoff
 log = logging.getLogger(__name__)
 
 
+#: What the loop and the supervisor wait out: any Redis error or a broken connection.
+_REDIS_DOWN = (redis.RedisError, *RETRYABLE)
+
+
 class _StopClaiming(BaseException):
     """Raised from the signal handler to break out of an idle blocking claim."""
 
@@ -111,7 +115,7 @@ class Worker:
                     # anything it left in our list goes back to the queue
                     self._recover_own_list()
                     continue
-                except (redis.RedisError, *RETRYABLE) as exc:
+                except _REDIS_DOWN as exc:
                     self.current = None
                     delay = backoff.next()
                     log.warning("redis unavailable (%s); retrying in %.2fs", type(exc).__name__, delay)
@@ -159,7 +163,7 @@ class Worker:
             outcome = self.consumer.process(claimed.job)
         except JobTimeout:
             # the supervisor's asynchronous timeout landed outside the consumer's handlers
-            outcome = self.broker.retry(claimed.job, "The job did not finish within JOB_TIMEOUT.")
+            outcome = self.broker.retry(claimed.job, str(JobTimeout()))
         finally:
             self.current = None
             self._wake.set()
@@ -175,7 +179,7 @@ class Worker:
                 self.last_heartbeat_ok = time.monotonic()
                 self._recover_own_list()
                 return True
-            except (redis.RedisError, *RETRYABLE) as exc:
+            except _REDIS_DOWN as exc:
                 delay = backoff.next()
                 log.warning("waiting for redis (%s); retrying in %.2fs", type(exc).__name__, delay)
                 self.stopping.wait(delay)
@@ -187,7 +191,7 @@ class Worker:
             moved = self.broker.release_all()
             if moved:
                 log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
-        except (redis.RedisError, *RETRYABLE):
+        except _REDIS_DOWN:
             pass
 
     def _reset_connections(self) -> None:
@@ -204,7 +208,7 @@ class Worker:
         try:
             self._recover_own_list()
             self.broker.deregister()
-        except (redis.RedisError, *RETRYABLE):
+        except _REDIS_DOWN:
             log.warning("could not deregister; the reaper will return anything we held")
         self.middleware.worker_stopped(self)
         log.info("worker %s stopped after %d job(s)", self.consumer_id, self.jobs_processed)
@@ -276,13 +280,13 @@ class Worker:
             self.supervisor_broker.heartbeat()
             self.last_heartbeat_ok = time.monotonic()
             self.middleware.heartbeat(self.queue, True)
-        except (redis.RedisError, *RETRYABLE) as exc:
+        except _REDIS_DOWN as exc:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
             self.middleware.heartbeat(self.queue, False)
             return
         try:
             reaped = self.supervisor_broker.reap(lock_ms=int(interval * 1000))
-        except (redis.RedisError, *RETRYABLE) as exc:
+        except _REDIS_DOWN as exc:
             log.warning("reaper failed (%s)", type(exc).__name__)
             return
         if reaped and (reaped[0] or reaped[1] or reaped[2]):
@@ -296,7 +300,7 @@ class Worker:
             outcome = self.supervisor_broker.release(job)
             log.info("%s not finished within SHUTDOWN_GRACE; %s to the queue", job.key, outcome)
             self.supervisor_broker.deregister()
-        except (redis.RedisError, *RETRYABLE):
+        except _REDIS_DOWN:
             log.warning("%s could not be released; the reaper will requeue it", job.key)
         logging.shutdown()
         os._exit(0)
@@ -306,7 +310,7 @@ class Worker:
         try:
             outcome = self.supervisor_broker.retry(job, f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
             log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
-        except (redis.RedisError, *RETRYABLE):
+        except _REDIS_DOWN:
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)
         logging.shutdown()
         os._exit(70)
