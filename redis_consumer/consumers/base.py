@@ -21,7 +21,7 @@ from ..logs import scrub
 from ..middleware import Middleware, MiddlewareChain
 from ..queue.broker import Broker, Job
 from ..settings import Settings
-from ..utils.timestamps import now_iso, parse_iso
+from ..utils.timestamps import age_seconds, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -247,13 +247,7 @@ class Consumer:
 
 
 def _wait_seconds(fields: Mapping[str, str]) -> float | None:
-    created = fields.get("created_at")
-    if not created:
-        return None
-    try:
-        return max(0.0, time.time() - parse_iso(created).timestamp())
-    except ValueError:
-        return None
+    return age_seconds(fields.get("created_at"))
 
 
 def _final_reason(reason: str, attempts: int) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from ..queue import keys
-from ..utils.timestamps import parse_iso
+from ..utils.timestamps import age_seconds
 from . import PREFIX
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,7 @@ class QueueStats:
 
 
 def _age(created: str | None, now: float) -> float:
-    if not created:
-        return 0.0
-    try:
-        return max(0.0, now - parse_iso(created).timestamp())
-    except ValueError:
-        return 0.0
+    return age_seconds(created, now) or 0.0
 
 
 def discover(client: redis.Redis) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -16,3 +17,15 @@ def parse_iso(text: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def age_seconds(text: str | None, now: float | None = None) -> float | None:
+    """Seconds from the timestamp `text` to `now` (unix seconds; default the local clock), never
+    negative; None when `text` is empty or not a timestamp."""
+    if not text:
+        return None
+    try:
+        stamp = parse_iso(text).timestamp()
+    except ValueError:
+        return None
+    return max(0.0, (time.time() if now is None else now) - stamp)
