@@ -1,8 +1,8 @@
 """`redis-consumer watch`: a live table per queue (waiting, in-flight, dead, consumers, rate, age).
 
 Everything is read from the protocol's own keys (see `queue/keys.py`), so `watch` works on any
-deployment without extra bookkeeping: jobs per minute is the change of the per-queue finished
-counter between two refreshes.
+deployment without extra bookkeeping: the numbers are the exporter's `snapshot` (no SCAN per
+refresh), and jobs per minute is the change of the per-queue finished counter between two refreshes.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any
 
+from ..metrics.exporter import snapshot
 from ..queue import keys
-from ..utils.timestamps import parse_iso
 from .common import (
     CliError,
     add_connection_args,
@@ -51,38 +51,31 @@ def queue_exists(client: Any, queue: str) -> bool:
     return next(iter(client.scan_iter(match=keys.processing_prefix(queue) + "*", count=200)), None) is not None
 
 
-def queue_stats(client: Any, queue: str) -> dict[str, Any]:
-    """One row of the table (raw numbers; `finished` is the all-time counter)."""
-    sec, usec = client.time()
-    now = sec + usec / 1e6
-    processing = list(client.scan_iter(match=keys.processing_prefix(queue) + "*", count=500))
+def queue_rows(client: Any, queues: list[str]) -> list[dict[str, Any]]:
+    """One row per queue (raw numbers; `finished` is the all-time counter): the exporter's
+    `snapshot` plus one pipelined read of the finished counters and the Redis clock."""
+    stats = snapshot(client, queues)
     pipe = client.pipeline(transaction=False)
-    pipe.llen(queue)
-    pipe.llen(keys.dead(queue))
-    pipe.zcount(keys.consumers(queue), f"({now}", "+inf")
-    pipe.get(keys.completed_counter(queue))
-    pipe.lindex(queue, -1)
-    for name in processing:
-        pipe.llen(name)
-    waiting, dead, live, finished, oldest_key, *inflight = pipe.execute()
-    oldest = None
-    if oldest_key:
-        created = client.hget(oldest_key, "created_at")
-        if created:
-            try:
-                oldest = max(0.0, now - parse_iso(created).timestamp())
-            except ValueError:
-                oldest = None
-    return {
-        "queue": queue,
-        "waiting": int(waiting),
-        "in_flight": int(sum(inflight)),
-        "dead": int(dead),
-        "consumers": int(live),
-        "finished": int(finished or 0),
-        "oldest_age_seconds": None if oldest is None else round(oldest, 3),
+    pipe.time()
+    for q in queues:
+        pipe.get(keys.completed_counter(q))
+    (sec, usec), *finished = pipe.execute()
+    now = int(sec) + int(usec) / 1e6
+    return [{
+        "queue": s.queue,
+        "waiting": s.waiting,
+        "in_flight": s.in_flight,
+        "dead": s.dead,
+        "consumers": s.consumers,
+        "finished": int(done or 0),
+        "oldest_age_seconds": round(s.oldest_age, 3) if s.waiting else None,
         "time": now,
-    }
+    } for s, done in zip(stats, finished)]
+
+
+def queue_stats(client: Any, queue: str) -> dict[str, Any]:
+    """One queue's row."""
+    return queue_rows(client, [queue])[0]
 
 
 def _rate(prev: dict[str, Any] | None, cur: dict[str, Any]) -> float | None:
@@ -109,16 +102,14 @@ def run(args: Any) -> int:
         unknown = [q for q in args.queues if not queue_exists(client, q)]
         if unknown:
             raise CliError(f"unknown queue {unknown[0]!r}: no worker registered it and it holds no jobs")
+    queues = args.queues or known_queues(client)
     previous: dict[str, dict[str, Any]] = {}
     tty = sys.stdout.isatty()
     while True:
-        queues = args.queues or known_queues(client)
-        rows = []
-        for q in queues:
-            row = queue_stats(client, q)
-            row["jobs_per_minute"] = _rate(previous.get(q), row)
-            previous[q] = row
-            rows.append(row)
+        rows = queue_rows(client, queues) if queues else []
+        for row in rows:
+            row["jobs_per_minute"] = _rate(previous.get(row["queue"]), row)
+            previous[row["queue"]] = row
         if args.json:
             print(json.dumps({"queues": [{k: v for k, v in r.items() if k != "time"} for r in rows]}), flush=True)
         else:
