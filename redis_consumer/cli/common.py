@@ -154,13 +154,22 @@ def bucket_client(settings: Settings):
         raise CliError(f"bad bucket URL {url!r}: {_short(exc)}") from None
 
 
-def job_fields(client: Any, key: str) -> dict[str, str]:
-    """The job hash, or a `CliError` when no such job exists (never submitted or expired)."""
-    kind = client.type(key)
+def no_job(key: str) -> CliError:
+    """The error for a job key Redis does not hold (exit code 4)."""
+    return CliError(f"no job {key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
+
+
+def check_job_type(key: str, kind: str) -> None:
+    """A `CliError` (exit code 4) unless `kind` (the reply of TYPE key) is a hash."""
     if kind == "none":
-        raise CliError(f"no job {key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
+        raise no_job(key)
     if kind != "hash":
         raise CliError(f"{key!r} is a Redis {kind}, not a job hash", 4)
+
+
+def job_fields(client: Any, key: str) -> dict[str, str]:
+    """The job hash, or a `CliError` when no such job exists (never submitted or expired)."""
+    check_job_type(key, client.type(key))
     return client.hgetall(key)
 
 

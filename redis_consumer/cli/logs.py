@@ -13,7 +13,14 @@ from typing import Any
 
 from ..queue import keys
 from ..queue.keys import FINAL_STATUSES
-from .common import CliError, add_connection_args, command, connect_redis, load_settings
+from .common import (
+    CliError,
+    add_connection_args,
+    command,
+    connect_redis,
+    load_settings,
+    no_job,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -48,7 +55,7 @@ def run(args: Any) -> int:
     exists = client.exists(args.key)
     lines = client.lrange(name, 0, -1)
     if not exists and not lines:
-        raise CliError(f"no job {args.key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
+        raise no_job(args.key)
     if args.json:
         if args.follow:
             raise CliError("--json lists the lines recorded so far; it cannot be combined with --follow")

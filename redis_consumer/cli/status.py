@@ -11,8 +11,8 @@ from typing import Any
 from ..queue.keys import FINAL_STATUSES
 from .common import (
     EXIT_RUNNING,
-    CliError,
     add_connection_args,
+    check_job_type,
     command,
     connect_redis,
     fields_table,
@@ -54,10 +54,7 @@ def run(args: Any) -> int:
     found: dict[str, dict[str, str]] = {}
     for i, key in enumerate(args.keys):
         kind, fields = replies[2 * i], replies[2 * i + 1]
-        if kind == "none":
-            raise CliError(f"no job {key!r} in Redis (never submitted, or expired after EXPIRE_TIME)", 4)
-        if kind != "hash":
-            raise CliError(f"{key!r} is a Redis {kind}, not a job hash", 4)
+        check_job_type(key, kind)
         found[key] = fields
     if args.json:
         print_json(found)
