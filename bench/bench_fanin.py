@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import tifffile
 
+from redis_consumer.queue import keys
 from redis_consumer.utils.timestamps import now_iso, parse_iso
 from tests.helpers.model_server import ModelServer
 from tests.helpers.net import wait_until
@@ -82,7 +83,7 @@ def run_archive(rds, bucket: Path, n: int, timeout: float) -> dict:
     parent = rds.hgetall(key)
     if parent["status"] != "done":
         raise SystemExit(f"parent failed: {parent.get('reason')}")
-    children = rds.lrange(f"children:{key}", 0, -1)
+    children = rds.lrange(keys.children(key), 0, -1)
     pipe = rds.pipeline(transaction=False)
     for child in children:
         pipe.hget(child, "finished_at")

@@ -62,11 +62,6 @@ def parent_id(job_key: str) -> str:
     return hashlib.sha1(job_key.encode("utf-8")).hexdigest()[:16]
 
 
-def children_key(job_key: str) -> str:
-    """Redis list of the parent's child keys, in archive order."""
-    return f"children:{job_key}"
-
-
 def child_key(queue: str, pid: str, index: int, name: str) -> str:
     return f"{queue}:{pid}:{index}:{name}"
 
@@ -91,7 +86,7 @@ class ZipConsumer(Consumer):
         total = int(job.fields.get("children_total") or 0)
         if job.previous_status == "waiting":
             return self.fan_in(redis_hash, job.fields)
-        if total and self.redis.llen(children_key(redis_hash)) == total:
+        if total and self.redis.llen(keys.children(redis_hash)) == total:
             self.log_job(f"children already created ({total}); waiting for them again")
             return self.park(total)
         return self.fan_out(redis_hash, job.fields)
@@ -144,8 +139,8 @@ class ZipConsumer(Consumer):
         common.update({"status": "new", "parent": redis_hash, "parent_queue": self.queue,
                        "created_at": stamp, "updated_at": stamp})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(children_key(redis_hash))
-        pipe.rpush(children_key(redis_hash), *[c[0] for c in children])
+        pipe.delete(keys.children(redis_hash))
+        pipe.rpush(keys.children(redis_hash), *[c[0] for c in children])
         pipe.execute()
         flat_common = [x for pair in common.items() for x in pair]
         created = 0
@@ -159,7 +154,7 @@ class ZipConsumer(Consumer):
     # -- fan-in -----------------------------------------------------------------------------
     def fan_in(self, redis_hash: str, fields: Mapping[str, str]) -> dict[str, Any]:
         """Every child ended: build the archive's result zip and finish the parent."""
-        child_keys = self.redis.lrange(children_key(redis_hash), 0, -1)
+        child_keys = self.redis.lrange(keys.children(redis_hash), 0, -1)
         records = self._child_records(child_keys)
         done = [r for r in records if r["status"] == "done"]
         failed = [r for r in records if r["status"] != "done"]
@@ -295,5 +290,5 @@ class ZipConsumer(Consumer):
         for key in child_keys:
             pipe.expire(key, ttl)
             pipe.expire(keys.job_log(key), ttl)
-        pipe.expire(children_key(redis_hash), ttl)
+        pipe.expire(keys.children(redis_hash), ttl)
         pipe.execute()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..cli.common import human_seconds, table
+from ..queue import keys as queue_keys
 from ..utils.timestamps import parse_iso
 
 STAGE_FIELDS = ("download_time", "predict_time", "postprocess_time", "upload_time", "total_time")
@@ -54,14 +55,14 @@ class Report:
 
 
 def collect(client: Any, keys: list[str]) -> list[JobRecord]:
-    """The submitted jobs plus every child a zip job fanned out (`children:{key}`)."""
+    """The submitted jobs plus every child a zip job fanned out (`queue_keys.children`)."""
     records: list[JobRecord] = []
     for key in keys:
         fields = client.hgetall(key)
         is_zip = key.split(":", 1)[0].endswith("-zip")
         records.append(JobRecord(key, fields, "zip" if is_zip else "image"))
         if is_zip:
-            for child in client.lrange(f"children:{key}", 0, -1):
+            for child in client.lrange(queue_keys.children(key), 0, -1):
                 records.append(JobRecord(child, client.hgetall(child), "child"))
     return records
 

@@ -39,6 +39,11 @@ def job_log(job_key: str) -> str:
     return f"logs:{job_key}"
 
 
+def children(job_key: str) -> str:
+    """Redis list of a zip parent's child keys, in archive order."""
+    return f"children:{job_key}"
+
+
 def completed_counter(queue: str) -> str:
     """Counter of jobs finished on a queue (for jobs-per-minute in `watch`)."""
     return f"stats:{queue}:finished"
