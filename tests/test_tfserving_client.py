@@ -249,7 +249,7 @@ def test_grpc_status_errors_other_than_retryable_are_transient(monkeypatch, serv
             return "kernel crashed"
 
     with pytest.raises(TransientError, match="INTERNAL kernel crashed"):
-        c.classify(Boom(), "m", 1)
+        c.classify(*client_mod.status(Boom()), "m", 1)
     assert client_mod._batch_limit("Task size 40 is larger than maximum input batch size 32") == 32
 
 

@@ -134,13 +134,11 @@ def stream_batches(client: TFServingClient, model: str, version: Any, total: int
             try:
                 reply = item.future.result()
             except grpc.RpcError as exc:
-                observe(PREDICT, exc.code().name, time.monotonic() - item.started)
                 try:
-                    client.classify(exc, model, version)
+                    client.failed(exc, PREDICT, item.started, item.attempt, deadline_at, model, version)
                 except BatchTooLarge as too_large:
                     _split(client, model, item, too_large.limit, todo)
                     continue
-                client.backoff_or_raise(exc, item.attempt, deadline_at, model, version)
                 todo.appendleft((item.lo, item.hi, item.attempt + 1))
                 continue
             observe(PREDICT, "OK", time.monotonic() - item.started)

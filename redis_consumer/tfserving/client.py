@@ -72,6 +72,13 @@ def _batch_limit(details: str) -> int | None:
         return None
 
 
+def status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    """(code, details) of a failed call; a bare RpcError (no status) counts as UNKNOWN."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code, details
+
+
 class TFServingClient:
     """Talks to one TF Serving target (TF_HOST:TF_PORT); safe to share within a process."""
 
@@ -132,10 +139,8 @@ class TFServingClient:
             timeout = min(timeout, left)
         return timeout
 
-    def classify(self, exc: grpc.RpcError, model: str, version: Any) -> None:
+    def classify(self, code: grpc.StatusCode, details: str, model: str, version: Any) -> None:
         """Raise the right error for a failed call; return only when it is worth retrying."""
-        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-        details = (exc.details() if hasattr(exc, "details") else "") or ""
         what = f"model {model!r} version {version if version not in (None, '') else 'latest'}"
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             limit = _batch_limit(details)
@@ -149,21 +154,28 @@ class TFServingClient:
             return
         raise TransientError(one_sentence(f"TensorFlow Serving failed for {what}: {code.name} {details}"))
 
-    def backoff_or_raise(self, exc: grpc.RpcError, attempt: int, deadline_at: float | None,
-                         model: str, version: Any) -> None:
+    def backoff_or_raise(self, code: grpc.StatusCode, details: str, attempt: int, deadline_at: float | None,
+                         model: str) -> None:
         """Sleep before retry `attempt` + 1, or raise when retries or time are used up."""
-        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        details = exc.details() if hasattr(exc, "details") else ""
         if attempt >= self.settings.MAX_RETRY:
             raise TransientError(one_sentence(
-                f"TensorFlow Serving at {self.target} still {code} after {attempt} retries "
+                f"TensorFlow Serving at {self.target} still {code.name} after {attempt} retries "
                 f"for model {model!r}: {details}"))
         delay = full_jitter(attempt, self.settings.GRPC_BACKOFF, self.settings.RETRY_BACKOFF_CAP)
         if deadline_at is not None and time.monotonic() + delay >= deadline_at:
             raise JobTimeout(one_sentence(
-                f"the job ran out of time retrying TensorFlow Serving ({code}) for model {model!r}"))
-        log.info("TF Serving %s for %s, retry %d in %.2fs", code, model, attempt + 1, delay)
+                f"the job ran out of time retrying TensorFlow Serving ({code.name}) for model {model!r}"))
+        log.info("TF Serving %s for %s, retry %d in %.2fs", code.name, model, attempt + 1, delay)
         time.sleep(delay)
+
+    def failed(self, exc: grpc.RpcError, method: str, started: float, attempt: int,
+               deadline_at: float | None, model: str, version: Any) -> None:
+        """After a failed attempt: record it, raise its error (BatchTooLarge for a refused batch),
+        or sleep and return when attempt + 1 is worth making."""
+        code, details = status(exc)
+        observe(method, code.name, time.monotonic() - started)
+        self.classify(code, details, model, version)
+        self.backoff_or_raise(code, details, attempt, deadline_at, model)
 
     def call(self, method: str, request: bytes, *, model: str, version: Any,
              deadline_at: float | None = None) -> bytes:
@@ -175,9 +187,7 @@ class TFServingClient:
             try:
                 reply = self._callable(method)(request, timeout=timeout)
             except grpc.RpcError as exc:
-                observe(method, exc.code().name if hasattr(exc, "code") else "UNKNOWN", time.monotonic() - start)
-                self.classify(exc, model, version)
-                self.backoff_or_raise(exc, attempt, deadline_at, model, version)
+                self.failed(exc, method, start, attempt, deadline_at, model, version)
                 attempt += 1
                 continue
             observe(method, "OK", time.monotonic() - start)
