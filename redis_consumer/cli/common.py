@@ -47,16 +47,14 @@ def command(func: Callable[[Any], int | None]) -> Callable[[Any], int]:
             return int(func(args) or 0)
         except CliError as exc:
             return fail(str(exc), exc.code)
-        except ConfigError as exc:
-            return fail(str(exc), EXIT_USAGE)
-        except UserError as exc:
+        except (ConfigError, UserError) as exc:
             return fail(str(exc), EXIT_USAGE)
         except RedisConsumerError as exc:
             return fail(str(exc), 1)
         except redis.AuthenticationError:
-            return fail(f"Redis at {redis_where(args)} refused our password; check REDIS_URL/REDIS_PASSWORD")
+            return fail(refused_password(redis_where(args)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            return fail(f"cannot reach Redis at {redis_where(args)} ({_short(exc)}); is it running? set REDIS_URL")
+            return fail(cannot_reach(redis_where(args), _short(exc)))
         except redis.ResponseError as exc:
             return fail(f"Redis refused a command ({_short(exc)})", 1)
         except BrokenPipeError:
@@ -65,6 +63,16 @@ def command(func: Callable[[Any], int | None]) -> Callable[[Any], int]:
             return 130
 
     return wrapper
+
+
+def cannot_reach(where: str, reason: str) -> str:
+    """The message for a Redis nobody answers at `where`."""
+    return f"cannot reach Redis at {where} ({reason}); is it running? set REDIS_URL"
+
+
+def refused_password(where: str) -> str:
+    """The message for a Redis that rejected our credentials."""
+    return f"Redis at {where} refused our password; check REDIS_URL/REDIS_PASSWORD"
 
 
 def _short(exc: BaseException) -> str:
@@ -110,9 +118,9 @@ def connect_redis(settings: Settings):
     try:
         client.ping()
     except redis.AuthenticationError:
-        raise CliError(f"Redis at {describe(settings)} refused our password; check REDIS_URL/REDIS_PASSWORD") from None
+        raise CliError(refused_password(describe(settings))) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise CliError(f"cannot reach Redis at {describe(settings)} ({_short(exc)}); is it running? set REDIS_URL") from None
+        raise CliError(cannot_reach(describe(settings), _short(exc))) from None
     return client
 
 
@@ -135,7 +143,7 @@ def _probe_tcp(settings: Settings, where: str) -> None:
         socket.create_connection((host, port), timeout=settings.REDIS_TIMEOUT).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise CliError(f"cannot reach Redis at {where} ({reason}); is it running? set REDIS_URL") from None
+        raise CliError(cannot_reach(where, reason)) from None
 
 
 def bucket_client(settings: Settings):
