@@ -25,7 +25,7 @@ from .errors import JobTimeout
 from .middleware import Middleware, MiddlewareChain
 from .queue import keys
 from .queue.broker import Broker, Job
-from .queue.connection import RETRYABLE, connect, master_moved
+from .queue.connection import RETRYABLE, connect_all, master_moved
 from .settings import Settings
 from .utils.backoff import Backoff
 
@@ -60,12 +60,14 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.consumer_id = consumer_id or make_consumer_id(settings.HOSTNAME)
-        self.redis = client or connect(settings)
+        # the blocking client's timeout outlasts its BLMOVE; the supervisor thread has its own
+        # connections, so resetting the main thread's (after an outage or failover) never cuts a
+        # heartbeat off mid-reply
         claim_timeout = settings.EMPTY_QUEUE_TIMEOUT + settings.REDIS_TIMEOUT + 1.0
-        self.blocking_redis = connect(settings, socket_timeout=claim_timeout) if client is None else client
-        # the supervisor thread has its own connections, so resetting the main thread's
-        # (after an outage or failover) never cuts a heartbeat off mid-reply
-        self.supervisor_redis = connect(settings) if client is None else client
+        if client is None:
+            self.redis, self.blocking_redis, self.supervisor_redis = connect_all(settings, None, claim_timeout, None)
+        else:
+            self.redis = self.blocking_redis = self.supervisor_redis = client
         self.middleware = MiddlewareChain(middleware)
         queue = settings.QUEUE + consumer_cls.queue_suffix
         broker_options = {

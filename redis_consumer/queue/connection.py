@@ -68,7 +68,17 @@ def connect(settings: Settings, socket_timeout: float | None = None) -> redis.Re
     its BLMOVE timeout). Raises `ConfigError` for a malformed URL; connection errors surface on
     first use, where callers retry.
     """
-    kwargs = _common(settings, socket_timeout)
+    return connect_all(settings, socket_timeout)[0]
+
+
+def connect_all(settings: Settings, *socket_timeouts: float | None) -> list[redis.Redis]:
+    """One client per socket timeout (None: `REDIS_TIMEOUT`), the endpoint probed only once.
+
+    A worker needs several clients (claims, supervisor, the rest); asking the endpoint whether it
+    is a Sentinel once instead of once per client keeps start-up to one probe.
+    """
+    timeouts = socket_timeouts or (None,)
+    base = _common(settings, None)
     if settings.REDIS_URL:
         url = settings.REDIS_URL
         parsed = urlparse(url)
@@ -80,32 +90,26 @@ def connect(settings: Settings, socket_timeout: float | None = None) -> redis.Re
     else:
         host, port, password, tls, url = settings.REDIS_HOST, settings.REDIS_PORT, settings.REDIS_PASSWORD or None, {}, None
     masters = None
-    if parsed_is_tcp(url):
+    if url is None or not url.startswith("unix://"):
         try:
-            masters = _sentinel_masters(host, port, {**kwargs, "password": password, **tls})
-        except RETRYABLE:
-            masters = None  # unreachable now: treat as plain Redis; the worker loop retries
-        except ResponseError:
-            masters = None
-    if masters is not None:
-        name = settings.REDIS_SENTINEL_MASTER or (masters[0] if len(masters) == 1 else "mymaster")
-        if masters and name not in masters:
-            raise ConfigError(f"REDIS_SENTINEL_MASTER must be one of {', '.join(masters)}, got {name!r}")
-        log.info("redis endpoint %s:%s is a Sentinel; following master %r", host, port, name)
-        sentinel = Sentinel(
-            [(host, port)],
-            sentinel_kwargs={"socket_timeout": settings.REDIS_TIMEOUT, "password": password, **tls},
-            **{k: v for k, v in kwargs.items()},
-            **tls,
+            masters = _sentinel_masters(host, port, {**base, "password": password, **tls})
+        except (*RETRYABLE, ResponseError):
+            masters = None  # unreachable now or not answering ROLE: plain Redis; the worker loop retries
+    if masters is None:
+        if url:
+            return [redis.Redis.from_url(url, **_common(settings, t)) for t in timeouts]
+        return [redis.Redis(host=host, port=port, password=password, **_common(settings, t)) for t in timeouts]
+    name = settings.REDIS_SENTINEL_MASTER or (masters[0] if len(masters) == 1 else "mymaster")
+    if masters and name not in masters:
+        raise ConfigError(f"REDIS_SENTINEL_MASTER must be one of {', '.join(masters)}, got {name!r}")
+    log.info("redis endpoint %s:%s is a Sentinel; following master %r", host, port, name)
+    sentinel_kwargs = {"socket_timeout": settings.REDIS_TIMEOUT, "password": password, **tls}
+    return [
+        Sentinel([(host, port)], sentinel_kwargs=sentinel_kwargs, **_common(settings, t), **tls).master_for(
+            name, password=password, check_connection=True
         )
-        return sentinel.master_for(name, password=password, check_connection=True)
-    if url:
-        return redis.Redis.from_url(url, **kwargs)
-    return redis.Redis(host=host, port=port, password=password, **kwargs)
-
-
-def parsed_is_tcp(url: str | None) -> bool:
-    return url is None or not url.startswith("unix://")
+        for t in timeouts
+    ]
 
 
 def _tls_options(scheme: str, query: dict[str, list[str]]) -> dict[str, Any]:
