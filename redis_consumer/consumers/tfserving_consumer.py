@@ -13,7 +13,8 @@ import json
 import os
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,10 +118,8 @@ class TensorFlowServingConsumer(Consumer):
 
     def predict(self, batch: np.ndarray, model: str, version: str) -> np.ndarray:
         """Run the model over (N, H, W, C) through the tiler, within the job's deadline."""
-        try:
-            from ..tfserving.tiling import predict_tiled
-        except ImportError:  # a build without the tiler: whole images in one request
-            return self.tf.predict(model, wire_version(version), batch, deadline=self.check_deadline())
+        from ..tfserving.tiling import predict_tiled
+
         return predict_tiled(self.tf, model, wire_version(version), batch, deadline=self.check_deadline())
 
     def check_prediction(self, prediction: Any, batch: np.ndarray, model: str, version: str) -> None:
@@ -142,15 +141,13 @@ class TensorFlowServingConsumer(Consumer):
         return paths
 
     # -- the flow --------------------------------------------------------------------------
-    def _timed(self, name: str, started: tuple[float, float]) -> None:
-        """Add wall and process-CPU seconds since `started` (from `_now()`) to step `name`."""
-        wall, cpu = started
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        """Add the block's wall and process-CPU seconds to step `name` (nothing if it raises)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - wall, 6)
         self.cpu_timings[name] = round(self.cpu_timings.get(name, 0.0) + time.process_time() - cpu, 6)
-
-    @staticmethod
-    def _now() -> tuple[float, float]:
-        return time.perf_counter(), time.process_time()
 
     def _consume(self, redis_hash: str) -> dict[str, Any]:
         fields = self.job.fields if self.job is not None else {}
@@ -166,33 +163,27 @@ class TensorFlowServingConsumer(Consumer):
                      workdir: str) -> dict[str, Any]:
         """Every stage for one job, in `workdir` (removed afterwards)."""
         with self.stage("download"):
-            t = self._now()
-            path = self.storage.download(fields["input_file_name"], workdir, deadline=self.check_deadline())
-            self._timed("download", t)
-            t = self._now()
-            image = self.load(path, fields)
-            self._timed("load", t)
+            with self._step("download"):
+                path = self.storage.download(fields["input_file_name"], workdir, deadline=self.check_deadline())
+            with self._step("load"):
+                image = self.load(path, fields)
             self.log_job(f"loaded image {image.shape[1]}x{image.shape[2]}, {image.shape[0]} frame(s), "
                          f"{image.shape[3]} channel(s), {image.dtype}")
         with self.stage("predict"):
             metadata = self.tf.get_metadata(model, wire_version(version))
             self.check_against_model(image, metadata, model, version)
-            t = self._now()
-            batch = self.preprocess(image, fields)
-            self._timed("preprocess", t)
-            t = self._now()
-            prediction = self.predict(batch, model, version)
-            self._timed("model", t)
+            with self._step("preprocess"):
+                batch = self.preprocess(image, fields)
+            with self._step("model"):
+                prediction = self.predict(batch, model, version)
             self.check_prediction(prediction, batch, model, version)
         with self.stage("postprocess"):
-            t = self._now()
-            result = self.postprocess(prediction, image, fields)
-            self._timed("postprocess", t)
+            with self._step("postprocess"):
+                result = self.postprocess(prediction, image, fields)
             outdir = os.path.join(workdir, "out")
             os.makedirs(outdir, exist_ok=True)
-            t = self._now()
-            files = self.save(result, image, outdir, fields)
-            self._timed("save", t)
+            with self._step("save"):
+                files = self.save(result, image, outdir, fields)
             summary = {
                 "job": redis_hash,
                 "original_name": fields.get("original_name") or fields.get("input_file_name"),
@@ -203,9 +194,8 @@ class TensorFlowServingConsumer(Consumer):
                 "timings": dict(self.timings),
                 "cpu_timings": dict(self.cpu_timings),
             }
-            t = self._now()
-            zip_path = self.write_zip(os.path.join(workdir, "result.zip"), files, summary)
-            self._timed("zip", t)
+            with self._step("zip"):
+                zip_path = self.write_zip(os.path.join(workdir, "result.zip"), files, summary)
         with self.stage("upload"):
             from ..storage import output_key
 
