@@ -29,6 +29,8 @@ class Model:
 
     name = ""
     version = 1
+    #: True when `run` adds its own busy time (SimulatedGPU counts only time holding the GPU)
+    times_busy_itself = False
 
     def __init__(self) -> None:
         self.busy_seconds = 0.0
@@ -58,12 +60,16 @@ class Model:
         outputs = self.run(inputs)
         elapsed = time.perf_counter() - start
         batch = next(iter(inputs.values())).shape[0] if inputs and next(iter(inputs.values())).ndim else 1
+        self._record(int(batch), None if self.times_busy_itself else elapsed)
+        return outputs
+
+    def _record(self, samples: int, busy_seconds: float | None = None) -> None:
+        """Count one batch of `samples`, and its busy time unless None."""
         with self._stats_lock:
             self.batches += 1
-            self.samples += int(batch)
-            if not isinstance(self, SimulatedGPU):
-                self.busy_seconds += elapsed
-        return outputs
+            self.samples += samples
+            if busy_seconds is not None:
+                self.busy_seconds += busy_seconds
 
     def stats(self) -> dict[str, Any]:
         with self._stats_lock:
@@ -90,9 +96,7 @@ class Identity(Model):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if set(inputs) != {"image"}:
             return super().predict(inputs)
-        with self._stats_lock:
-            self.batches += 1
-            self.samples += int(inputs["image"].shape[0]) if inputs["image"].ndim else 1
+        self._record(int(inputs["image"].shape[0]) if inputs["image"].ndim else 1)  # no busy time
         return {"output": inputs["image"]}
 
 
@@ -136,6 +140,7 @@ class SimulatedGPU(Model):
     """Identity that takes `base + per_sample * batch` seconds, one batch at a time."""
 
     name = "SimulatedGPU"
+    times_busy_itself = True
 
     def __init__(self, base_seconds: float = 0.004, per_sample_seconds: float = 0.0005, tile: int = 256) -> None:
         super().__init__()
