@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..queue.keys import FINAL_STATUSES
 from .common import CliError, command
 
 
@@ -124,7 +125,7 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
     left = max(5.0, args.timeout - (started - t0))
     final = wait_for_jobs(client, keys, timeout=left, bar=ProgressBar(len(keys)), check=services.check_alive)
     wall = time.monotonic() - started
-    pending = [k for k, s in final.items() if s not in ("done", "failed", "missing")]
+    pending = [k for k, s in final.items() if s not in (*FINAL_STATUSES, "missing")]
     if pending:
         _say(f"timed out after {args.timeout:g}s with {len(pending)} job(s) unfinished; logs in {services.log_dir}")
 

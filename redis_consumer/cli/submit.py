@@ -18,6 +18,7 @@ from typing import Any
 
 from ..queue import keys as qkeys
 from ..queue.producer import confirm_replicated, enqueue
+from ..utils.safe_zip import IMAGE_EXTENSIONS
 from ..utils.timestamps import now_iso
 from .common import (
     CliError,
@@ -30,7 +31,7 @@ from .common import (
 
 _GLOB_CHARS = set("*?[")
 #: What a folder contributes (files named explicitly or by a glob are always taken).
-INPUT_SUFFIXES = frozenset({".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zip"})
+INPUT_SUFFIXES = frozenset((*IMAGE_EXTENSIONS, ".zip"))
 
 
 def add_parser(sub: Any) -> None:
@@ -191,5 +192,5 @@ def run(args: Any) -> int:
     for key, status in bad.items():
         reason = client.hget(key, "reason") or ""
         print(f"{key}: {status}{(' - ' + reason) if reason else ''}", file=sys.stderr)
-    still = [k for k, s in bad.items() if s not in ("done", "failed", "missing")]
+    still = [k for k, s in bad.items() if s not in (*qkeys.FINAL_STATUSES, "missing")]
     return 3 if still and len(still) == len(bad) else 1
