@@ -208,25 +208,12 @@ class HealthChecks:
 
 
 def tfserving_ready(settings: Any, timeout: float = 1.0) -> tuple[bool, str]:
-    """Whether TF Serving accepts connections: the project's client if present, else a gRPC channel."""
+    """Whether TF Serving accepts connections, asked through the project's client."""
     target = f"{settings.TF_HOST}:{settings.TF_PORT}"
     try:
-        from .. import tfserving
+        from ..tfserving.client import get_client
 
-        get_client = getattr(tfserving, "get_client", None)
-    except ImportError:
-        get_client = None
-    try:
-        if get_client is not None:
-            return bool(get_client(settings).ready(timeout)), target
-        import grpc
-
-        channel = grpc.insecure_channel(target)
-        try:
-            grpc.channel_ready_future(channel).result(timeout=timeout)
-            return True, target
-        finally:
-            channel.close()
+        return bool(get_client(settings).ready(timeout)), target
     except Exception:  # noqa: BLE001 - unreachable, timed out or misconfigured: not ready
         return False, target
 
