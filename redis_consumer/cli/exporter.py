@@ -8,6 +8,8 @@ import signal
 import sys
 from typing import Any
 
+from ..errors import ConfigError
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -37,8 +39,7 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
     settings = Settings.from_env(environ)
     logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, settings.secret_values())
     if not 0 <= args.port <= 65535:
-        print(f"redis-consumer: --port must be between 0 and 65535, got {args.port}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     client = connect(settings)
     routes = exporter.routes(client, queues)
@@ -49,8 +50,7 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
     try:
         server = HTTPServer(routes, args.port, args.host)
     except OSError as exc:
-        print(f"redis-consumer: cannot serve on port {args.port} ({exc.strerror or exc})", file=sys.stderr)
-        return 2
+        raise ConfigError(f"cannot serve on port {args.port} ({exc.strerror or exc})") from None
     signal.signal(signal.SIGTERM, _exit_cleanly)
     logging.getLogger(__name__).info(
         "exporter on :%d for %s", server.port, ", ".join(queues) if queues else "queues in the `queues` set"
