@@ -125,6 +125,11 @@ def _peak_groups(markers: np.ndarray, n: int, dist: np.ndarray, neck: float = 0.
     return np.array([0] + [number[root(i)] for i in ids], dtype=np.int32)
 
 
+def _renumber(keep: np.ndarray, dtype: np.typing.DTypeLike) -> np.ndarray:
+    """Lookup table mapping label i to its rank among the kept labels (1..n), dropped ones to 0."""
+    return (np.cumsum(keep) * keep).astype(dtype)
+
+
 def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, min_distance: int = 3) -> np.ndarray:
     """A label image (frames, H, W) int32: 0 = background, 1..n one object each per frame."""
     from scipy import ndimage
@@ -138,7 +143,7 @@ def label_objects(prob: np.ndarray, threshold: float = 0.5, min_size: int = 9, m
         keep[0] = False
         if count and not keep[1:].all():
             # one lookup drops the specks and renumbers the rest 1..n without gaps
-            remap = (np.cumsum(keep) * keep).astype(np.int32)
+            remap = _renumber(keep, np.int32)
             count = int(remap.max())
             labels = np.take(remap, labels)
         labels, count = _split_large(labels, count, min_distance, sizes[keep])
@@ -155,9 +160,9 @@ def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
         present = np.unique(out[f])
         present = present[present > 0]
         if present.size and present[-1] != present.size:
-            remap = np.zeros(int(present[-1]) + 1, dtype=out.dtype)
-            remap[present] = np.arange(1, present.size + 1, dtype=out.dtype)
-            out[f] = remap[out[f]]
+            keep = np.zeros(int(present[-1]) + 1, dtype=bool)
+            keep[present] = True
+            out[f] = _renumber(keep, out.dtype)[out[f]]
     return out
 
 
