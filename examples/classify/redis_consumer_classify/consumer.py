@@ -10,6 +10,7 @@ so an RGB picture is classified as red, green or blue: enough to show the whole 
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -26,12 +27,17 @@ from redis_consumer.errors import UserError
 
 def load_labels() -> list[str]:
     """Class names, one a line: CLASSIFY_LABELS (a file path) or the packaged labels.txt."""
-    path = os.environ.get("CLASSIFY_LABELS")
+    return list(_read_labels(os.environ.get("CLASSIFY_LABELS") or None))
+
+
+@functools.cache
+def _read_labels(path: str | None) -> tuple[str, ...]:
+    """The labels file at `path` (None: the packaged one), read once per process."""
     if path:
         with open(path, encoding="utf-8") as fh:
-            return [line.strip() for line in fh if line.strip()]
+            return tuple(line.strip() for line in fh if line.strip())
     text = resources.files(__package__).joinpath("labels.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def to_probabilities(scores: np.ndarray) -> np.ndarray:
