@@ -102,10 +102,12 @@ def run(args: Any) -> int:
         unknown = [q for q in args.queues if not queue_exists(client, q)]
         if unknown:
             raise CliError(f"unknown queue {unknown[0]!r}: no worker registered it and it holds no jobs")
-    queues = args.queues or known_queues(client)
+    found = [] if args.queues else known_queues(client)  # one SCAN for dead-* lists, at start only
     previous: dict[str, dict[str, Any]] = {}
     tty = sys.stdout.isatty()
     while True:
+        # queues registered since the start appear too (a cheap SMEMBERS, not a keyspace scan)
+        queues = args.queues or sorted(set(found) | set(client.smembers(keys.QUEUES_SET)))
         rows = queue_rows(client, queues) if queues else []
         for row in rows:
             row["jobs_per_minute"] = _rate(previous.get(row["queue"]), row)
