@@ -92,9 +92,3 @@ def _build(scheme: str, bucket: str, prefix: str, url: str, settings: Settings) 
     from .local import LocalClient
 
     return LocalClient(url, bucket, settings)
-
-
-def clear_cache() -> None:
-    """Forget every cached client (tests; after changing credentials)."""
-    with _LOCK:
-        _CACHE.clear()

@@ -318,8 +318,3 @@ def _fill(values: np.ndarray, count: int, shape, datatype) -> np.ndarray:
     else:
         out[:] = 0
     return out
-
-
-def protobuf_tensor_to_numpy(msg: Any) -> np.ndarray:
-    """Convert a parsed TensorProto message (ours or TF's) via its bytes: one code path."""
-    return decode_tensor(msg.SerializeToString())

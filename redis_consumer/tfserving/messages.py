@@ -112,9 +112,8 @@ def parse_model_spec(buf, offset: int, length: int) -> tuple[str, int | str | No
     return name, version, signature
 
 
-def _tensor_map_chunks(map_field: int, tensors: Mapping[str, Any], form: str) -> tuple[list, int]:
+def _tensor_map_chunks(map_field: int, tensors: Mapping[str, Any], form: str) -> list:
     chunks: list = []
-    total = 0
     for key, arr in tensors.items():
         enc = codec.encode_tensor(arr, form=form)
         key_field = wire.len_field(1, str(key).encode("utf-8"))
@@ -123,15 +122,14 @@ def _tensor_map_chunks(map_field: int, tensors: Mapping[str, Any], form: str) ->
         head = wire.len_prefix(map_field, entry_len) + key_field + value_prefix
         chunks.append(head)
         chunks.extend(enc.chunks)
-        total += len(head) + enc.size
-    return chunks, total
+    return chunks
 
 
 def frame_predict_request(model: str, version: int | str | None, inputs: Mapping[str, Any], *,
                           signature: str = "", output_filter: Sequence[str] = ()) -> bytes:
     """Serialized PredictRequest: header bytes plus each input's raw `tensor_content`."""
     chunks = [wire.len_field(1, model_spec_bytes(model, version, signature))]
-    tensor_chunks, _ = _tensor_map_chunks(2, inputs, "content")
+    tensor_chunks = _tensor_map_chunks(2, inputs, "content")
     chunks.extend(tensor_chunks)
     for name in output_filter:
         chunks.append(wire.len_field(3, name.encode("utf-8")))
@@ -189,7 +187,7 @@ class RequestWriter:
 def frame_predict_response(model: str, version: int | str | None, outputs: Mapping[str, Any], *,
                            form: str = "fields", signature: str = DEFAULT_SIGNATURE) -> bytes:
     """Serialized PredictResponse, in TF Serving's default repeated-field form or `content`."""
-    chunks, _ = _tensor_map_chunks(1, outputs, form)
+    chunks = _tensor_map_chunks(1, outputs, form)
     chunks.append(wire.len_field(2, model_spec_bytes(model, version, signature)))
     return b"".join(chunks)
 
