@@ -29,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from redis_consumer.utils.timestamps import now_iso
-from tests.helpers.chaos_procs import WorkerProcess, worker_env
+from redis_consumer.queue import keys as rkeys
+from tests.helpers.chaos_procs import WorkerProcess, submit, worker_env
+from tests.helpers.net import wait_until
 from tests.helpers.redis_server import RedisServer
 
 
@@ -63,7 +64,7 @@ def run_jobs(r, env: dict[str, str], queue: str, n: int, fields: dict[str, str],
     """Run n jobs; with `inner_counts` (from a MONITOR run) compute CPU without MONITOR's own cost."""
     worker = WorkerProcess(env, log_dir=workdir).start()
     try:
-        _wait(lambda: r.zcard(f"consumers:{queue}") > 0, 60)
+        wait_until(lambda: r.zcard(rkeys.consumers(queue)) > 0, 60, interval=0.05, message="the worker's heartbeat")
         time.sleep(0.5)
         b0 = commandstats(r)
         time.sleep(idle_seconds)  # idle cost: heartbeats, reaper, blocking claim timeouts
@@ -74,11 +75,9 @@ def run_jobs(r, env: dict[str, str], queue: str, n: int, fields: dict[str, str],
         keys = []
         start = time.monotonic()
         for _ in range(n):
-            key = f"{queue}:bench.tif:{uuid.uuid4().hex}"
-            r.hset(key, mapping={"status": "new", "created_at": now_iso(), "updated_at": now_iso(), **fields})
-            r.lpush(queue, key)
-            keys.append(key)
-        _wait(lambda: all(s in ("done", "failed") for s in _statuses(r, keys)), 600)
+            keys.append(submit(r, queue, f"{queue}:bench.tif:{uuid.uuid4().hex}", **fields))
+        wait_until(lambda: all(s in ("done", "failed") for s in _statuses(r, keys)), 600, interval=0.05,
+                   message="every job final")
         wall = time.monotonic() - start
         b2 = commandstats(r)
         wire, inner = monitor.stop() if monitor else ({}, dict(inner_counts or {}))
@@ -153,14 +152,6 @@ def _statuses(r, keys):
     for k in keys:
         p.hget(k, "status")
     return p.execute()
-
-
-def _wait(pred, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not reached")
-        time.sleep(0.05)
 
 
 def redis_benchmark(port: int, requests: int) -> dict:
