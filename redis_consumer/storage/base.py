@@ -36,6 +36,10 @@ PERMANENT = "permanent"  # any other refusal (4xx): fail fast
 BACKOFF_BASE = 0.25  # seconds; retry n waits uniform(0, min(cap, base * 2**n))
 
 
+class NoBucket(Exception):
+    """Raised by a backend that found the bucket itself missing; `_call` treats it as NO_BUCKET."""
+
+
 class StorageAccessError(UserError):
     """The bucket refused us (permissions, credentials, missing bucket): failing fast beats retrying."""
 
@@ -219,7 +223,10 @@ class StorageClient(ABC):
             except UserError:
                 raise
             except Exception as exc:
-                kind = self._classify(exc)
+                if any(isinstance(err, NoBucket) for err in exception_chain(exc)):
+                    kind: str | None = NO_BUCKET
+                else:
+                    kind = self._classify(exc)
                 if kind is None:
                     raise
                 what = self._clean(self._describe(exc))

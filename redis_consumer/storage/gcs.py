@@ -28,9 +28,9 @@ from ..settings import Settings
 from .base import (
     DENIED,
     MISSING,
-    NO_BUCKET,
     PERMANENT,
     TRANSIENT,
+    NoBucket,
     StorageAccessError,
     StorageClient,
     exception_chain,
@@ -45,12 +45,6 @@ _TRANSIENT_API = (gexc.TooManyRequests, gexc.InternalServerError, gexc.BadGatewa
                   gexc.GatewayTimeout, gexc.RetryError, gexc.PreconditionFailed)
 _NETWORK = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
             requests.exceptions.ChunkedEncodingError, auth_exc.TransportError, ConnectionError, TimeoutError)
-
-
-class _NoBucket(Exception):
-    """The bucket itself is missing."""
-
-
 
 
 def _emulator_url(host: str) -> str:
@@ -105,7 +99,7 @@ class GCSClient(StorageClient):
         if blob is not None:
             return int(blob.size or 0)
         if not self._bucket.exists(timeout=TIMEOUT, retry=self._retry):
-            raise _NoBucket()
+            raise NoBucket()
         return None
 
     def _get(self, name: str, dest_path: str) -> None:
@@ -120,7 +114,7 @@ class GCSClient(StorageClient):
             blob.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
                                       timeout=TIMEOUT, retry=self._retry)
         except gexc.NotFound:
-            raise _NoBucket() from None
+            raise NoBucket() from None
 
     def _remove(self, name: str) -> None:
         try:
@@ -181,8 +175,6 @@ class GCSClient(StorageClient):
 
     def _classify(self, exc: BaseException) -> str | None:
         for err in exception_chain(exc):
-            if isinstance(err, _NoBucket):
-                return NO_BUCKET
             if isinstance(err, gexc.NotFound):
                 return MISSING
             if isinstance(err, (gexc.Forbidden, gexc.Unauthorized, auth_exc.RefreshError,

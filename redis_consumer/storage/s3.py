@@ -34,6 +34,7 @@ from .base import (
     NO_BUCKET,
     PERMANENT,
     TRANSIENT,
+    NoBucket,
     StorageClient,
     exception_chain,
 )
@@ -48,12 +49,6 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
             BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)
-
-
-class _NoBucket(Exception):
-    """HEAD on the bucket said 404."""
-
-
 
 
 class S3Client(StorageClient):
@@ -101,7 +96,7 @@ class S3Client(StorageClient):
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             if self._status(exc) == 404:
-                raise _NoBucket() from None
+                raise NoBucket() from None
             raise
         return None
 
@@ -137,8 +132,6 @@ class S3Client(StorageClient):
 
     def _classify(self, exc: BaseException) -> str | None:
         for err in exception_chain(exc):
-            if isinstance(err, _NoBucket):
-                return NO_BUCKET
             if isinstance(err, ClientError):
                 code, status = self._code(err), self._status(err)
                 if code == "NoSuchBucket":
