@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from urllib.parse import quote
@@ -45,7 +46,7 @@ class LocalClient(StorageClient):
             st = path.stat()
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return st.st_size if path.is_file() else None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def _get(self, name: str, dest_path: str) -> None:
         shutil.copyfile(self._path(name), dest_path)
@@ -73,7 +74,7 @@ class LocalClient(StorageClient):
         return self._public(name)
 
     def _public(self, name: str) -> str:
-        return "file://" + quote(str(self.root.resolve() / name))
+        return "file://" + quote(str(Path(self._real_root) / name))
 
     def _classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, FileNotFoundError):
