@@ -74,6 +74,7 @@ class Consumer:
         self.middleware = middleware or MiddlewareChain()
         self.job: Job | None = None
         self.job_log: list[str] = []
+        self._secrets = settings.secret_values()  # read once: log_job runs for every line of every job
         self._pending_log: list[str] = []
         self._timings: dict[str, float] = {}
 
@@ -108,7 +109,7 @@ class Consumer:
         """One line of the job's own story: process log, Redis log list and the result zip."""
         job_key = self.job.key if self.job else "-"
         log.log(level, "%s %s", job_key, message, extra={"job": job_key, "queue": self.queue})
-        stamped = f"{now_iso()} {scrub(message, self.settings.secret_values())}"  # kept in Redis and zips
+        stamped = f"{now_iso()} {scrub(message, self._secrets)}"  # kept in Redis and zips
         self.job_log.append(stamped)
         self._pending_log.append(stamped)
 
@@ -184,10 +185,10 @@ class Consumer:
             log.warning("%s claim lost to another worker; dropping our copy", job.key)
             return "lost"
         except UserError as exc:
-            reason = one_sentence(scrub(str(exc), self.settings.secret_values()))
+            reason = one_sentence(scrub(str(exc), self._secrets))
             return self._end(job, "failed", {"reason": reason, "failure_type": "user"}, started)
         except TransientError as exc:
-            reason = one_sentence(scrub(str(exc), self.settings.secret_values()))
+            reason = one_sentence(scrub(str(exc), self._secrets))
             self.log_job(f"system error: {reason}", logging.WARNING)
             self.flush_log()
             outcome = self.broker.retry(job, _final_reason(reason, job.attempts))
