@@ -147,6 +147,11 @@ def _strings(a: np.ndarray) -> list[bytes]:
     return out
 
 
+def tensor_head(datatype: int, shape: Sequence[int]) -> bytes:
+    """A TensorProto's leading `dtype` and `tensor_shape` fields (the values follow)."""
+    return wire.tag(F_DTYPE, wire.VARINT) + wire.varint(datatype) + wire.len_field(F_SHAPE, shape_bytes(shape))
+
+
 def encode_tensor(arr: Any, *, form: str = "content", dtype: Any = None) -> EncodedTensor:
     """Encode an array as a TensorProto without copying its payload.
 
@@ -155,7 +160,7 @@ def encode_tensor(arr: Any, *, form: str = "content", dtype: Any = None) -> Enco
     float32 input as bfloat16.
     """
     a, datatype = _prepare(arr, dtype)
-    head = wire.tag(F_DTYPE, wire.VARINT) + wire.varint(datatype) + wire.len_field(F_SHAPE, shape_bytes(a.shape))
+    head = tensor_head(datatype, a.shape)
     if datatype == DT_STRING:
         body = b"".join(wire.len_field(F_STRING, s) for s in _strings(a))
         return EncodedTensor([head + body], len(head) + len(body))

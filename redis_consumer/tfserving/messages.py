@@ -112,15 +112,19 @@ def parse_model_spec(buf, offset: int, length: int) -> tuple[str, int | str | No
     return name, version, signature
 
 
+def _map_entry_head(map_field: int, key: str, value_size: int) -> bytes:
+    """A map<string, TensorProto> entry up to its value: entry prefix, key field, value prefix."""
+    key_field = wire.len_field(1, str(key).encode("utf-8"))
+    value_prefix = wire.len_prefix(2, value_size)
+    entry_len = len(key_field) + len(value_prefix) + value_size
+    return wire.len_prefix(map_field, entry_len) + key_field + value_prefix
+
+
 def _tensor_map_chunks(map_field: int, tensors: Mapping[str, Any], form: str) -> list:
     chunks: list = []
     for key, arr in tensors.items():
         enc = codec.encode_tensor(arr, form=form)
-        key_field = wire.len_field(1, str(key).encode("utf-8"))
-        value_prefix = wire.len_prefix(2, enc.size)
-        entry_len = len(key_field) + len(value_prefix) + enc.size
-        head = wire.len_prefix(map_field, entry_len) + key_field + value_prefix
-        chunks.append(head)
+        chunks.append(_map_entry_head(map_field, key, enc.size))
         chunks.extend(enc.chunks)
     return chunks
 
@@ -157,13 +161,8 @@ class RequestWriter:
                 raise codec.CodecError("RequestWriter takes numeric inputs only")
             dt = codec._TYPES[datatype][0]
             nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-            tensor_head = (wire.tag(codec.F_DTYPE, wire.VARINT) + wire.varint(datatype)
-                           + wire.len_field(codec.F_SHAPE, codec.shape_bytes(shape))
-                           + wire.len_prefix(codec.F_CONTENT, nbytes))
-            key_field = wire.len_field(1, str(name).encode("utf-8"))
-            value_prefix = wire.len_prefix(2, len(tensor_head) + nbytes)
-            entry_len = len(key_field) + len(value_prefix) + len(tensor_head) + nbytes
-            entry_head = wire.len_prefix(2, entry_len) + key_field + value_prefix + tensor_head
+            tensor_head = codec.tensor_head(datatype, shape) + wire.len_prefix(codec.F_CONTENT, nbytes)
+            entry_head = _map_entry_head(2, name, len(tensor_head) + nbytes) + tensor_head
             layout.append((entry_head, (name, dt, tuple(shape), nbytes)))
             total += len(entry_head) + nbytes
         self.data, buf = wire.fresh_bytes(total)
