@@ -12,9 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,28 +25,7 @@ from redis_consumer.settings import Settings
 from redis_consumer.tfserving.client import TFServingClient
 from redis_consumer.tfserving.server import fetch_stats
 from redis_consumer.tfserving.tiling import predict_tiled
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, args) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "redis_consumer.cli.main", "serve-model", "--port", str(port),
-           "--gpu-base-ms", str(args.base_ms), "--gpu-per-sample-ms", str(args.per_tile_ms),
-           "--gpu-tile", str(args.tile), "--max-batch-size", str(args.batch)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sys.stderr, stderr=sys.stderr)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("model server did not start")
+from tests.helpers.model_server import ModelServer
 
 
 def run(port: int, depth: int, images: np.ndarray, frames_per_job: int, batch: int) -> dict:
@@ -93,13 +69,12 @@ def main() -> int:
               "by_tile": {}}
     for tile in configs:
         args.tile = tile
-        port = free_port()
-        proc = start_server(port, args)
+        server = ModelServer(gpu_base_ms=args.base_ms, gpu_per_sample_ms=args.per_tile_ms, gpu_tile=args.tile,
+                             max_batch_size=args.batch).start(timeout=30)
         try:
-            runs = [run(port, d, images, args.frames_per_job, args.batch) for d in (1, args.depth)]
+            runs = [run(server.port, d, images, args.frames_per_job, args.batch) for d in (1, args.depth)]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(10)
+            server.stop()
         result["by_tile"][str(tile)] = {
             "request_mb": args.batch * tile * tile * 4 / 2**20,
             "utilisation_pipelined": runs[1]["utilisation"], "utilisation_one_in_flight": runs[0]["utilisation"],
