@@ -43,6 +43,8 @@ for path in (ROOT, ROOT / "bench"):
 
 from chaos_cluster import BUCKET, QUEUE, Cluster
 
+from redis_consumer.queue import keys as rkeys
+
 log = logging.getLogger("chaos")
 
 
@@ -111,20 +113,22 @@ class Chaos:
 
         self.cluster.call(push)
 
-    def produce(self, inputs: list[str], spread: float) -> None:
+    def job_fields(self, input_file_name: str, original_name: str) -> dict[str, str]:
+        """The hash of a new job (a produced one or a probe)."""
         from redis_consumer.utils.timestamps import now_iso
 
+        fields = {"status": "new", "input_file_name": input_file_name, "original_name": original_name,
+                  "created_at": now_iso(), "updated_at": now_iso(), "work_seconds": str(self.args.work)}
+        if self.args.pipeline == "segmentation":
+            fields.update(model_name="Identity", model_version="1")
+        return fields
+
+    def produce(self, inputs: list[str], spread: float) -> None:
         gap = spread / max(1, self.args.jobs)
         start = time.monotonic()
         for i in range(self.args.jobs):
             key = f"{QUEUE}:input-{i}.tif:{os.urandom(8).hex()}"
-            fields = {"status": "new", "input_file_name": inputs[i % len(inputs)], "original_name": f"input-{i}.tif",
-                      "created_at": now_iso(), "updated_at": now_iso(),
-                      "work_seconds": str(self.args.work)}
-            if self.args.pipeline == "segmentation":
-                fields.update(model_name="Identity", model_version="1")
-
-            self.submit(key, fields)
+            self.submit(key, self.job_fields(inputs[i % len(inputs)], f"input-{i}.tif"))
             self.keys.append(key)
             delay = start + (i + 1) * gap - time.monotonic()
             if delay > 0:
@@ -167,8 +171,8 @@ class Chaos:
 
     def _held_by(self, w) -> list[str]:
         def find(r):
-            ids = [m for m in r.zrange(f"consumers:{QUEUE}", 0, -1) if m.startswith(w.name + "-")]
-            return [k for cid in ids for k in r.lrange(f"processing-{QUEUE}:{cid}", 0, -1)]
+            ids = [m for m in r.zrange(rkeys.consumers(QUEUE), 0, -1) if m.startswith(w.name + "-")]
+            return [k for cid in ids for k in r.lrange(rkeys.processing(QUEUE, cid), 0, -1)]
 
         try:
             return self.cluster.call(find, timeout=5)
@@ -255,7 +259,7 @@ class Chaos:
         self._watch_progress(event, t0)
 
     def finished(self) -> int:
-        return int(self.cluster.call(lambda r: r.get(f"stats:{QUEUE}:finished") or 0))
+        return int(self.cluster.call(lambda r: r.get(rkeys.completed_counter(QUEUE)) or 0))
 
     def _watch_progress(self, event: dict[str, Any], t0: float) -> None:
         """Recovery = from the end of the disruption until a probe job submitted then finished.
@@ -265,13 +269,10 @@ class Chaos:
         probe's own `finished_at` (wall clock), so the producer's wait for replica confirmation
         (`probe_confirm_s`, replica resync after a restart or failover) is not counted in it.
         """
-        from redis_consumer.utils.timestamps import now_iso, parse_iso
+        from redis_consumer.utils.timestamps import parse_iso
 
         key = f"{QUEUE}:probe.tif:{os.urandom(8).hex()}"
-        fields = {"status": "new", "input_file_name": self.inputs[0], "original_name": "probe.tif",
-                  "created_at": now_iso(), "updated_at": now_iso(), "work_seconds": str(self.args.work)}
-        if self.args.pipeline == "segmentation":
-            fields.update(model_name="Identity", model_version="1")
+        fields = self.job_fields(self.inputs[0], "probe.tif")
 
         self.keys.append(key)
         t0_wall = time.time()
@@ -322,7 +323,7 @@ class Chaos:
         spread = self.args.duration
         plan = self.schedule(spread)
         self.t_start = time.monotonic()
-        producer = threading.Thread(target=self._produce_then_flag, args=(inputs, spread), daemon=True)
+        producer = threading.Thread(target=self.produce, args=(inputs, spread), daemon=True)
         producer.start()
         for at, kind in plan:
             delay = self.t_start + at - time.monotonic()
@@ -343,9 +344,6 @@ class Chaos:
         report["setup_seconds"] = round(self.t_start - t_setup, 1)
         return report
 
-    def _produce_then_flag(self, inputs: list[str], spread: float) -> None:
-        self.produce(inputs, spread)
-
     def _wait_all_final(self) -> None:
         deadline = time.monotonic() + self.args.timeout
         while time.monotonic() < deadline:
@@ -360,23 +358,22 @@ class Chaos:
             time.sleep(0.2)
 
     def audit(self) -> dict[str, Any]:
-        r = self.cluster.master()
         data = self.cluster.call(lambda r: _hashes(r, self.keys))
         in_lists = self.cluster.call(_listed_keys)
         done = [k for k, h in data.items() if h.get("status") == "done"]
         failed = {k: h for k, h in data.items() if h.get("status") == "failed"}
         lost = [k for k, h in data.items() if not h]
         stuck = [k for k, h in data.items() if h and h.get("status") not in ("done", "failed")]
-        executions = self.cluster.call(lambda r: _counters(r, [f"chaos:executions:{k}" for k in self.keys]))
         if self.args.pipeline == "segmentation":  # the real consumer keeps no counter: use attempts
             executions = [int(h.get("attempts") or 0) for h in data.values()]
-        dead = set(self.cluster.call(lambda r: r.lrange(f"dead-{QUEUE}", 0, -1)))
+        else:
+            executions = self.cluster.call(lambda r: _counters(r, [f"chaos:executions:{k}" for k in self.keys]))
+        dead = set(self.cluster.call(lambda r: r.lrange(rkeys.dead(QUEUE), 0, -1)))
         finished_by_workers = len(done) + sum(1 for k in failed if k not in dead)
         duplicate_results = self.finished() - finished_by_workers
         bad_outputs = self.check_outputs(done, data)
         recoveries = [e["recovery_s"] for e in self.events if e.get("recovery_s") is not None]
         worker_logs = "".join(w.output() for w in self.cluster.workers + self.cluster.retired)
-        del r
         return {
             "pipeline": self.args.pipeline,
             "jobs": len(self.keys),
@@ -465,8 +462,8 @@ def _counters(r, names: list[str]) -> list[int]:
 
 def _listed_keys(r) -> list[str]:
     items = r.lrange(QUEUE, 0, -1)
-    for cid in r.zrange(f"consumers:{QUEUE}", 0, -1):
-        items += r.lrange(f"processing-{QUEUE}:{cid}", 0, -1)
+    for cid in r.zrange(rkeys.consumers(QUEUE), 0, -1):
+        items += r.lrange(rkeys.processing(QUEUE, cid), 0, -1)
     return items
 
 

@@ -164,6 +164,7 @@ class Cluster:
     def start(self) -> None:
         import redis
 
+        from tests.helpers.model_server import ModelServer
         from tests.helpers.net import wait_until
         from tests.helpers.redis_server import RedisServer, Sentinel
         from tests.helpers.s3_server import S3Server
@@ -186,8 +187,7 @@ class Cluster:
         self.s3 = S3Server(buckets=(BUCKET,)).start()
         self.proxy = TcpProxy(self.s3.port)
         self.proxy.up()
-        if self.pipeline == "segmentation" or _model_server_available():
-            self.model = _start_model_server()
+        self.model = ModelServer().start()
         for _ in range(self.n_workers):
             self.spawn_worker()
 
@@ -251,15 +251,3 @@ class Cluster:
         return next(s for s in self.servers if s.port == port)
 
 
-def _model_server_available() -> bool:
-    try:
-        from tests.helpers import model_server  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _start_model_server():
-    from tests.helpers.model_server import ModelServer
-
-    return ModelServer().start() if hasattr(ModelServer(), "start") else None
