@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -101,31 +102,50 @@ def http_get(port: int, path: str, dest: Path) -> None:
     conn.close()
 
 
-def gcs_round_trip(size_mb: int) -> dict:
-    """The same measurement through the GCS emulator (resumable 8 MB chunks up, streamed down)."""
-    work = Path(tempfile.mkdtemp(prefix="rc-bench-gcs-"))
-    server = GCSServer(bucket="bench").start()
+@contextmanager
+def scratch(prefix: str):
+    """A temporary directory, removed with everything in it afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        src = work / "input.bin"
-        make_file(src, size_mb * MB)
-        settings = Settings.from_env({}, **server.env(), OUTPUT_URL_MODE="key", MAX_INPUT_BYTES=size_mb * MB)
-        client = storage.get_client("gs://bench/run", settings)
-        (work / "tiny.bin").write_bytes(b"warm-up")
-        client.upload(str(work / "tiny.bin"), "tiny.bin")
-        log.info("upload/download %d MB through the GCS emulator", size_mb)
-        with PeakRss() as up_rss:
-            up_s = timed(lambda: client.upload(str(src), "big.bin"))
-        with PeakRss() as down_rss:
-            down_s = timed(lambda: client.download("big.bin", str(work / "dl")))
-        same = (work / "dl" / "big.bin").stat().st_size == size_mb * MB
+        yield work
     finally:
-        server.cleanup()
         for p in sorted(work.rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
         work.rmdir()
-    return {"size_mb": size_mb, "upload_mb_s": round(size_mb / up_s, 1), "download_mb_s": round(size_mb / down_s, 1),
-            "rss_growth_upload_mb": round(up_rss.growth_mb, 1), "rss_growth_download_mb": round(down_rss.growth_mb, 1),
-            "bytes_match": same}
+
+
+def round_trip(client, work: Path, src: Path, size_mb: int, through: str) -> tuple[dict, float, float, float]:
+    """Upload `src` as big.bin and download it again through `client`, after a warm-up outside the
+    measurement: (summary, upload seconds, download seconds, unrounded peak RSS growth in MB)."""
+    tiny = work / "tiny.bin"
+    tiny.write_bytes(b"warm-up")
+    client.upload(str(tiny), "tiny.bin")  # imports, connection pool, credentials: outside the measurement
+    client.download("tiny.bin", str(work / "warm"))
+    log.info("upload/download %d MB through %s", size_mb, through)
+    with PeakRss() as up_rss:
+        up_s = timed(lambda: client.upload(str(src), "big.bin"))
+    with PeakRss() as down_rss:
+        down_s = timed(lambda: client.download("big.bin", str(work / "dl")))
+    same = (work / "dl" / "big.bin").stat().st_size == size_mb * MB
+    summary = {"size_mb": size_mb, "upload_mb_s": round(size_mb / up_s, 1),
+               "download_mb_s": round(size_mb / down_s, 1), "rss_growth_upload_mb": round(up_rss.growth_mb, 1),
+               "rss_growth_download_mb": round(down_rss.growth_mb, 1), "bytes_match": same}
+    return summary, up_s, down_s, max(up_rss.growth_mb, down_rss.growth_mb)
+
+
+def gcs_round_trip(size_mb: int) -> dict:
+    """The same measurement through the GCS emulator (resumable 8 MB chunks up, streamed down)."""
+    with scratch("rc-bench-gcs-") as work:
+        server = GCSServer(bucket="bench").start()
+        try:
+            src = work / "input.bin"
+            make_file(src, size_mb * MB)
+            settings = Settings.from_env({}, **server.env(), OUTPUT_URL_MODE="key", MAX_INPUT_BYTES=size_mb * MB)
+            summary, *_ = round_trip(storage.get_client("gs://bench/run", settings), work, src, size_mb,
+                                       "the GCS emulator")
+        finally:
+            server.cleanup()
+    return summary
 
 
 def main() -> None:
@@ -137,56 +157,41 @@ def main() -> None:
     size_mb = args.size_mb or (64 if args.quick else 512)
     size = size_mb * MB
 
-    work = Path(tempfile.mkdtemp(prefix="rc-bench-storage-"))
-    server = S3Server(buckets=("bench",)).start()
-    try:
-        src = work / "input.bin"
-        make_file(src, size)
-        settings = Settings.from_env({}, **server.env(), OUTPUT_URL_MODE="key", MAX_INPUT_BYTES=size + 1)
-        client = storage.get_client("s3://bench/run", settings)
-        tiny = work / "tiny.bin"
-        tiny.write_bytes(b"warm-up")
-        client.upload(str(tiny), "tiny.bin")  # imports, connection pool, credentials: outside the measurement
-        client.download("tiny.bin", str(work / "warm"))
+    with scratch("rc-bench-storage-") as work:
+        server = S3Server(buckets=("bench",)).start()
+        try:
+            src = work / "input.bin"
+            make_file(src, size)
+            settings = Settings.from_env({}, **server.env(), OUTPUT_URL_MODE="key", MAX_INPUT_BYTES=size + 1)
+            client = storage.get_client("s3://bench/run", settings)
+            s3, up_s, down_s, s3_rss_growth = round_trip(client, work, src, size_mb, "storage (S3)")
+            (work / "dl" / "big.bin").unlink()
+            client.delete("big.bin")
 
-        log.info("upload %d MB through storage", size_mb)
-        with PeakRss() as up_rss:
-            up_s = timed(lambda: client.upload(str(src), "big.bin"))
-        log.info("download %d MB through storage", size_mb)
-        with PeakRss() as down_rss:
-            down_s = timed(lambda: client.download("big.bin", str(work / "dl")))
-        same = (work / "dl" / "big.bin").stat().st_size == size
-        (work / "dl" / "big.bin").unlink()
-        client.delete("big.bin")
-
-        log.info("plain HTTP PUT/GET of the same bytes")
-        put_s = timed(lambda: http_put(server.port, "/bench/plain.bin", src))
-        get_s = timed(lambda: http_get(server.port, "/bench/plain.bin", work / "plain.bin"))
-    finally:
-        server.cleanup()
-        for p in sorted(work.rglob("*"), reverse=True):
-            p.unlink() if p.is_file() else p.rmdir()
-        work.rmdir()
+            log.info("plain HTTP PUT/GET of the same bytes")
+            put_s = timed(lambda: http_put(server.port, "/bench/plain.bin", src))
+            get_s = timed(lambda: http_get(server.port, "/bench/plain.bin", work / "plain.bin"))
+        finally:
+            server.cleanup()
 
     gcs = gcs_round_trip(GCS_MB)
-    rss_growth = max(up_rss.growth_mb, down_rss.growth_mb, gcs["rss_growth_upload_mb"],
-                     gcs["rss_growth_download_mb"])
+    rss_growth = max(s3_rss_growth, gcs["rss_growth_upload_mb"], gcs["rss_growth_download_mb"])
     result = {
         "bench": "storage",
         "backend": "s3 (moto server)",
         "size_mb": size_mb,
-        "storage_upload_mb_s": round(size_mb / up_s, 1),
-        "storage_download_mb_s": round(size_mb / down_s, 1),
+        "storage_upload_mb_s": s3["upload_mb_s"],
+        "storage_download_mb_s": s3["download_mb_s"],
         "plain_http_put_mb_s": round(size_mb / put_s, 1),
         "plain_http_get_mb_s": round(size_mb / get_s, 1),
         "upload_vs_plain_put": round(put_s / up_s, 2),
         "download_vs_plain_get": round(get_s / down_s, 2),
-        "rss_growth_upload_mb": round(up_rss.growth_mb, 1),
-        "rss_growth_download_mb": round(down_rss.growth_mb, 1),
+        "rss_growth_upload_mb": s3["rss_growth_upload_mb"],
+        "rss_growth_download_mb": s3["rss_growth_download_mb"],
         "rss_limit_mb": RSS_LIMIT_MB,
-        "bytes_match": same,
+        "bytes_match": s3["bytes_match"],
         "gcs_emulator": gcs,
-        "ok": bool(same and gcs["bytes_match"] and rss_growth < RSS_LIMIT_MB),
+        "ok": bool(s3["bytes_match"] and gcs["bytes_match"] and rss_growth < RSS_LIMIT_MB),
     }
     print(json.dumps(result))
 
