@@ -27,8 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from redis_consumer.deepcell.tracking.assignment import assignment_matrix, cost_matrix, find_parent, solve
-from redis_consumer.deepcell.tracking.features import MovieFeatures, clean_up_annotations, movie_features
+from redis_consumer.deepcell.tracking.assignment import (
+    assignment_matrix,
+    cost_matrix,
+    find_parent,
+    solve,
+)
+from redis_consumer.deepcell.tracking.features import (
+    MovieFeatures,
+    clean_up_annotations,
+    movie_features,
+)
 
 Encoder = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
 Inference = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
