@@ -26,7 +26,9 @@ from skimage.feature import peak_local_max
 SPOT_THRESHOLD = 0.95  # spot_detection.py:244 (predict default) and KRC settings.py:126
 SPOT_MIN_DISTANCE = 1  # spot_detection.py:289
 SPOT_RGB = (255, 0, 255)  # the spot consumer's `c='m'` (spot_consumer.py:68)
-_GREY_LEVELS = 32
+_GREY_LEVELS = 16
+_SPOT_INDEX = _GREY_LEVELS
+_PALETTE = [round(i * 255 / (_GREY_LEVELS - 1)) for i in range(_GREY_LEVELS) for _ in range(3)] + list(SPOT_RGB)
 
 
 def spot_preprocess(image: np.ndarray, clip: bool = False) -> np.ndarray:
@@ -154,33 +156,48 @@ def spots_csv(coords: np.ndarray, labels: np.ndarray | None = None) -> str:
     return buffer.getvalue()
 
 
-def spots_overlay(image: np.ndarray, coords: np.ndarray, radius: int = 1) -> np.ndarray:
-    """RGB uint8 (H, W, 3): the image in grey (min-max of its 0.1-99.9 percentiles) with a
-    magenta (2*radius+1)-pixel square on each spot (the kiosk draws magenta dots)."""
+def _overlay_index(image: np.ndarray, coords: np.ndarray, radius: int) -> np.ndarray:
+    """Palette indices (H, W) uint8: grey levels 0.._GREY_LEVELS-1, _SPOT_INDEX on spots."""
     plane = np.asarray(image, dtype=np.float32)
-    plane = plane.reshape(plane.shape[:2]) if plane.ndim == 3 and plane.shape[-1] == 1 else plane
+    if plane.ndim == 3 and plane.shape[-1] == 1:
+        plane = plane[..., 0]
     if plane.ndim != 2:
         raise ValueError(f"overlay image must be 2-D (height, width); got shape {np.shape(image)}")
-    low, high = np.percentile(plane, [0.1, 99.9]) if plane.size else (0.0, 0.0)
-    scaled = np.clip((plane - low) / (high - low), 0, 1) if high > low else np.zeros_like(plane)
-    grey = np.round(scaled * (_GREY_LEVELS - 1)) * (255.0 / (_GREY_LEVELS - 1))
-    rgb = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+    # display range from a 1/16 subsample: a picture for a person, not a measurement
+    sample = plane[::4, ::4]
+    low, high = np.percentile(sample, [0.1, 99.9]) if sample.size else (0.0, 0.0)
+    index = np.zeros(plane.shape, dtype=np.uint8)
+    if high > low:
+        scaled = (plane - low) * ((_GREY_LEVELS - 1) / (high - low))
+        np.clip(scaled, 0, _GREY_LEVELS - 1, out=scaled)
+        np.add(scaled, 0.5, out=scaled)
+        index[...] = scaled  # truncation of x + 0.5: round to the nearest level
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    finite = np.isfinite(coords).all(axis=1)
-    centres = np.floor(coords[finite] + 0.5).astype(np.int64)
+    centres = np.floor(coords[np.isfinite(coords).all(axis=1)] + 0.5).astype(np.int64)
     height, width = plane.shape
     for dr in range(-radius, radius + 1):
         for dc in range(-radius, radius + 1):
             r, c = centres[:, 0] + dr, centres[:, 1] + dc
             ok = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            rgb[r[ok], c[ok]] = SPOT_RGB
-    return rgb
+            index[r[ok], c[ok]] = _SPOT_INDEX
+    return index
+
+
+def spots_overlay(image: np.ndarray, coords: np.ndarray, radius: int = 1) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of what the PNG shows: the image in grey (its 0.1-99.9 percentile range,
+    _GREY_LEVELS levels) with a magenta (2*radius+1)-pixel square on each spot (the kiosk draws
+    magenta dots)."""
+    return np.asarray(_PALETTE, dtype=np.uint8).reshape(-1, 3)[_overlay_index(image, coords, radius)]
 
 
 def spots_overlay_png(image: np.ndarray, coords: np.ndarray, radius: int = 1) -> bytes:
-    """PNG bytes of `spots_overlay` (PIL, fast zlib level: this runs once per job)."""
+    """PNG bytes of `spots_overlay`, as an 8-bit palette image (like utils/overlay.py: a few grey
+    levels plus one colour keeps zlib fast and the file small; this runs once per job)."""
     from PIL import Image
 
+    index = np.ascontiguousarray(_overlay_index(image, coords, radius))
+    picture = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+    picture.putpalette(_PALETTE)
     buffer = io.BytesIO()
-    Image.fromarray(spots_overlay(image, coords, radius)).save(buffer, format="PNG", compress_level=1)
+    picture.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()

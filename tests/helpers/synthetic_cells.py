@@ -15,12 +15,14 @@ import numpy as np
 
 def spot_positions(n: int, size: int, rng: np.random.Generator, margin: float = 3.0, spacing: float = 4.0) -> np.ndarray:
     """(n, 2) sub-pixel [row, col] at least `spacing` apart and `margin` from the edges."""
-    points: list[np.ndarray] = []
-    while len(points) < n:
+    points = np.zeros((n, 2))
+    count = 0
+    while count < n:
         p = rng.uniform(margin, size - 1 - margin, 2)
-        if all(np.hypot(*(p - q)) >= spacing for q in points):
-            points.append(p)
-    return np.array(points)
+        if count == 0 or np.min(np.hypot(*(points[:count] - p).T)) >= spacing:
+            points[count] = p
+            count += 1
+    return points
 
 
 def spot_image(
@@ -32,20 +34,19 @@ def spot_image(
     each spot (1 there), small noise elsewhere; offsets point from each pixel to its nearest spot
     with 0.1 px noise.
     """
-    rows, cols = np.mgrid[:size, :size].astype(np.float64)
+    from scipy.spatial import cKDTree
+
     image = rng.normal(10.0, 1.0, (size, size))
-    nearest = np.full((size, size), np.inf)
-    offsets = np.zeros((size, size, 2))
-    prob = np.zeros((size, size))
+    reach = int(np.ceil(4 * sigma))
     for r, c in truth:
-        image += 100.0 * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * sigma**2))
-        pr, pc = np.floor(r + 0.5), np.floor(c + 0.5)
-        prob = np.maximum(prob, np.exp(-((rows - pr) ** 2 + (cols - pc) ** 2) / 2.0))
-        d = (rows - r) ** 2 + (cols - c) ** 2
-        closer = d < nearest
-        nearest[closer] = d[closer]
-        offsets[closer, 0] = (r - rows)[closer]
-        offsets[closer, 1] = (c - cols)[closer]
+        r0, c0 = max(int(r) - reach, 0), max(int(c) - reach, 0)
+        rr, cc = np.mgrid[r0 : min(int(r) + reach + 1, size), c0 : min(int(c) + reach + 1, size)]
+        image[rr, cc] += 100.0 * np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * sigma**2))
+    pixels = np.stack(np.mgrid[:size, :size], axis=-1).reshape(-1, 2).astype(np.float64)
+    _, nearest = cKDTree(truth).query(pixels)
+    offsets = (truth[nearest] - pixels).reshape(size, size, 2)
+    d_peak, _ = cKDTree(np.floor(truth + 0.5)).query(pixels)
+    prob = np.exp(-(d_peak.reshape(size, size) ** 2) / 2.0)
     prob = np.clip(prob - rng.uniform(0, 0.03, prob.shape), 0, 1)
     classification = np.stack([1 - prob, prob], axis=-1).astype(np.float32)
     offsets += rng.normal(0, 0.1, offsets.shape)

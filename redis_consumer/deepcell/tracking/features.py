@@ -132,7 +132,7 @@ def image_features(
     if crop_mode == "fixed":
         X = np.pad(X, ((dim, dim), (dim, dim), (0, 0)))
         y = np.pad(y, ((dim, dim), (dim, dim)))
-    props = regionprops(y, cache=False)
+    props = regionprops(y, cache=True)  # the library passes cache=False; same values, fewer recomputations
     n = len(props)
     labels = np.zeros((n,), dtype=np.int32)
     centroids = np.zeros((n, 2), dtype=np.float32)
