@@ -45,9 +45,8 @@ def spot_preprocess(image: np.ndarray, clip: bool = False) -> np.ndarray:
     for b in range(out.shape[0]):
         for c in range(out.shape[-1]):
             plane = out[b, ..., c]
-            if clip:
-                low, high = np.percentile(plane, [0.01, 99.9])
-                plane = np.clip(plane, low, high)
+            if clip:  # two scalar percentiles (float32 for a float32 plane), as the library does
+                plane = np.clip(plane, np.percentile(plane, 0.01), np.percentile(plane, 99.9))
             low, high = plane.min(), plane.max()
             out[b, ..., c] = (plane - low) / (high - low) if high > low else 0.0
     return out
