@@ -287,6 +287,18 @@ def test_bad_track_archives_fail_with_a_reason():
         tar.addfile(info, io.BytesIO(b"abc"))
     with pytest.raises(ValueError, match="no raw.npy or no tracked.npy"):
         load_trk(buffer.getvalue())
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, array in (("raw.npy", np.ones((2, 3, 3))), ("tracked.npy", np.zeros((2, 3, 3), dtype=np.int32))):
+            payload = io.BytesIO()
+            np.save(payload, array)
+            info = tarfile.TarInfo(name)
+            info.size = len(payload.getvalue())
+            tar.addfile(info, io.BytesIO(payload.getvalue()))
+    with pytest.raises(ValueError, match="no lineage"):
+        load_trk(buffer.getvalue())
+    movie_only = load_trk(buffer.getvalue(), require_lineage=False)  # what the kiosk reads of an input
+    assert movie_only.lineages == [] and movie_only.raw.shape == (2, 3, 3) and movie_only.tracked.dtype == np.int32
     arrays = save_trk({}, np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1), dtype=np.int32))
     with pytest.raises(ValueError, match="limit"):
         load_trk(arrays, max_bytes=10)

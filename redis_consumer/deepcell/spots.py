@@ -23,7 +23,7 @@ import io
 import numpy as np
 from skimage.feature import peak_local_max
 
-SPOT_THRESHOLD = 0.95  # spot_detection.py:244 (predict default) and KRC settings.py:126
+SPOT_THRESHOLD = 0.95  # spot_detection.py:244 (predict default) and KRC settings.py:127
 SPOT_MIN_DISTANCE = 1  # spot_detection.py:289
 SPOT_RGB = (255, 0, 255)  # the spot consumer's `c='m'` (spot_consumer.py:68)
 _GREY_LEVELS = 16

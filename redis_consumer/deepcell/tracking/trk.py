@@ -83,9 +83,13 @@ def _member(tar: tarfile.TarFile, name: str, max_bytes: int) -> bytes | None:
     return handle.read() if handle is not None else None
 
 
-def load_trk(data: bytes, max_bytes: int = 2**31) -> TrkData:
+def load_trk(data: bytes, max_bytes: int = 2**31, require_lineage: bool = True) -> TrkData:
     """Read a `.trk` or `.trks` archive's bytes. Arrays load without pickle; raises ValueError
-    (one sentence a user can act on) for anything that is not such an archive."""
+    (one sentence a user can act on) for anything that is not such an archive.
+
+    `require_lineage=False` reads an input movie the way the kiosk does (only raw.npy and
+    tracked.npy, KRC utils.py:163-186): a missing lineage then gives `lineages == []`.
+    No member may be larger than `max_bytes`."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             raw_bytes = _member(tar, "raw.npy", max_bytes)
@@ -96,12 +100,12 @@ def load_trk(data: bytes, max_bytes: int = 2**31) -> TrkData:
         raise ValueError(f"the track file is not a readable .trk/.trks archive ({exc})") from None
     if raw_bytes is None or tracked_bytes is None:
         raise ValueError("the track archive has no raw.npy or no tracked.npy")
-    if text is None:
+    if text is None and require_lineage:
         raise ValueError("the track archive has no lineage.json or lineages.json")
     try:
         raw = np.load(io.BytesIO(raw_bytes), allow_pickle=False)
         tracked = np.load(io.BytesIO(tracked_bytes), allow_pickle=False)
-        lineages = json.loads(text.decode())
+        lineages = json.loads(text.decode()) if text is not None else []
         lineages = lineages if isinstance(lineages, list) else [lineages]
         lineages = [{int(k): v for k, v in item.items()} for item in lineages]
     except (ValueError, AttributeError, UnicodeDecodeError) as exc:
