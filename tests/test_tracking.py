@@ -302,3 +302,28 @@ def test_bad_track_archives_fail_with_a_reason():
     arrays = save_trk({}, np.zeros((1, 2, 2, 1)), np.zeros((1, 2, 2, 1), dtype=np.int32))
     with pytest.raises(ValueError, match="limit"):
         load_trk(arrays, max_bytes=10)
+
+
+def test_clean_up_annotations_properties():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    @settings(max_examples=60, deadline=None)
+    @given(arrays(np.uint16, st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 6)), elements=st.integers(0, 5)))
+    def check(y):
+        out = clean_up_annotations(y)
+        counts = [len(np.unique(f[f > 0])) for f in y]
+        total = sum(counts)
+        ids = [np.unique(f[f > 0]) for f in out]
+        assert [len(i) for i in ids] == counts
+        flat = np.concatenate(ids) if ids else np.zeros(0)
+        np.testing.assert_array_equal(flat, np.arange(total + 1, 2 * total + 1))  # unique, in frame order
+        for before, after in zip(y, out):
+            assert np.array_equal(before > 0, after > 0)
+            # same partition of pixels, ascending labels map to ascending ids
+            pairs = np.unique(np.stack([before[before > 0], after[after > 0]]), axis=1)
+            assert pairs.shape[1] == len(np.unique(before[before > 0]))
+            assert np.all(np.diff(pairs[1]) > 0)
+
+    check()
