@@ -107,8 +107,8 @@ def test_encoder_batches_give_the_same_result():
     movie = nuclei_movie(n_frames=9, divide=[(2, 4)], seed=2)
     whole = track_cells(movie.X, movie.y, served_encoder, rm.inference, **KIOSK_TRACKING_DEFAULTS)
     batched = track_cells(
-        movie.X, movie.y, served_encoder, rm.inference, encoder_batch_frames=4, **KIOSK_TRACKING_DEFAULTS
-    )
+        movie.X, movie.y, served_encoder, lambda *a: [rm.inference(*a)], encoder_batch_frames=4, **KIOSK_TRACKING_DEFAULTS
+    )  # frames in batches of 4, and the inference output as a served model's one-item list
     assert whole.tracks == batched.tracks
     np.testing.assert_array_equal(whole.y_tracked, batched.y_tracked)
 

@@ -143,7 +143,7 @@ def track_cells(
     embeddings, or a sequence of outputs of which `embedding_axis` is the embedding.
     `infer(current_embeddings (1,L,n_tracks,E), current_centroids (1,L,n_tracks,2),
     future_embeddings (1,1,n_cells,E), future_centroids (1,1,n_cells,2))` returns
-    (1, 1, n_tracks, n_cells, 3) probabilities [same, different, daughter].
+    (1, 1, n_tracks, n_cells, 3) probabilities [same, different, daughter] (or a one-item list of it).
     Keyword defaults are the library's `CellTracker` ones (L87-102); see KIOSK_TRACKING_DEFAULTS.
     """
     labels = clean_up_annotations(y)
@@ -167,14 +167,15 @@ def track_cells(
                 assigned[row] = len(tracks)
                 tracks.append(_Track([t], [row]))
             continue
-        predictions = np.asarray(
-            infer(
-                _history(tracks, embeddings, track_length),
-                _history(tracks, centroids, track_length),
-                embeddings[t, :n_cells][None, None],
-                centroids[t, :n_cells][None, None],
-            )
+        predictions = infer(
+            _history(tracks, embeddings, track_length),
+            _history(tracks, centroids, track_length),
+            embeddings[t, :n_cells][None, None],
+            centroids[t, :n_cells][None, None],
         )
+        if isinstance(predictions, (list, tuple)) and len(predictions) == 1:
+            predictions = predictions[0]  # a served model's single output, as a list
+        predictions = np.asarray(predictions)
         if predictions.shape != (1, 1, n_tracks, n_cells, 3):
             raise ValueError(
                 f"the tracking model returned shape {predictions.shape}, expected (1, 1, {n_tracks}, {n_cells}, 3)"
