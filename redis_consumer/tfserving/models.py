@@ -1,6 +1,7 @@
 """Models the dev server serves: numpy references, a simulated GPU, and TF SavedModels.
 
-`NuclearSegmentation` is a deterministic stand-in for a trained network: local background
+The models with the DeepCell Kiosk's real serving signatures live in `deepcell_models.py`.
+`NuclearSegmentation` (version 1) is a deterministic stand-in for a trained network: local background
 subtraction, smoothing and a logistic on a robust noise estimate give a per-pixel foreground
 probability that separates bright blobs from background, for any image size. `SimulatedGPU` runs
 one batch at a time (one lock) for `a + b * batch` seconds, like one GPU, and counts busy time.
@@ -216,4 +217,12 @@ def load_model_dir(root: str | Path) -> list[Model]:
 
 
 def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256) -> list[Model]:
-    return [Identity(), NuclearSegmentation(), SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)]
+    """Everything `serve-model` serves without TensorFlow.
+
+    The DeepCell-signature models (`deepcell_models`: NuclearSegmentation:6, MultiplexSegmentation:9,
+    ...) come before the version-1 demo models, so a caller that keys this list by name alone
+    still gets NuclearSegmentation:1 (the any-size `image` -> `probability` model).
+    """
+    from .deepcell_models import deepcell_models
+
+    return [Identity(), *deepcell_models(), NuclearSegmentation(), SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)]
