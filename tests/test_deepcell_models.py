@@ -272,7 +272,7 @@ def test_mesmer_whole_cell_and_nuclear_heads(channel, client):
     for px in (cell_px, nuc_px):
         np.testing.assert_allclose(px.sum(-1), 1.0, rtol=1e-5)
     # Mesmer's postprocess (mesmer.py:74-96, 269-287): inner distance + the interior channel.
-    kw = dict(radius=2, threshold=0.2, smooth=2, small=15)
+    kw = {"radius": 2, "threshold": 0.2, "smooth": 2, "small": 15}
     _, cell_labels = deep_watershed(cell_inner[..., 0], cell_px[..., 1], h=0.075, **kw)
     _, nuc_labels = deep_watershed(nuc_inner[..., 0], nuc_px[..., 1], h=0.1, **kw)
     assert cell_labels.max() == nuc_labels.max() == len(centres)
@@ -391,3 +391,16 @@ def test_serve_model_lists_every_model():
         for key, shape in (*inputs.items(), *outputs.items()):
             assert f"{key}{list(shape)}" in line
     assert {"Identity:1", "NuclearSegmentation:1", "SimulatedGPU:1"} <= set(lines)
+
+
+def test_simulated_gpu_time_for_deepcell_models():
+    """--simulate-gpu: each DeepCell batch also holds the one SimulatedGPU (busy = time held)."""
+    image = np.zeros((3, T, T, 1), np.float32)
+    with ModelServer(simulate_gpu=True, gpu_base_ms=40, gpu_per_sample_ms=10) as s:
+        c = TFServingClient(Settings.from_env({}, TF_HOST="127.0.0.1", TF_PORT=s.port))
+        c.predict("NuclearSegmentation", 6, image)
+        c.predict("SimulatedGPU", 1, image)
+        stats = s.stats()["models"]
+        c.close()
+    assert stats["NuclearSegmentation:6"]["batches"] == 1 and stats["NuclearSegmentation:6"]["busy_seconds"] >= 0.07
+    assert stats["SimulatedGPU:1"]["busy_seconds"] >= 0.07

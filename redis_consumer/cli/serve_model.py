@@ -34,6 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpu-base-ms", type=float, default=4.0, help="SimulatedGPU fixed time per batch in ms")
     p.add_argument("--gpu-per-sample-ms", type=float, default=0.5, help="SimulatedGPU time per sample in ms")
     p.add_argument("--gpu-tile", type=int, default=256, help="SimulatedGPU input tile size (0: any size)")
+    p.add_argument("--simulate-gpu", action="store_true",
+                   help="the DeepCell models also hold the SimulatedGPU for its time per batch (benchmarks)")
     p.add_argument("--list-models", action="store_true",
                    help="print every built-in model's signature (name:version, inputs, outputs) and exit")
     p.set_defaults(func=run)
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0.0 <= args.fail_rate <= 1.0:
         raise ConfigError(f"--fail-rate must be between 0 and 1, got {args.fail_rate}")
-    models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile)
+    models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile,
+                            simulate_gpu=args.simulate_gpu)
     if args.list_models:
         print(describe(models))
         return 0

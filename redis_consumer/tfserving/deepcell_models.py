@@ -11,13 +11,14 @@ with `model.input_shape[1:]`); -1 marks every other unknown dimension, as TF Ser
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
 from . import synthetic_heads as heads
 from . import synthetic_tracking as tracking
 from .messages import ModelMetadata, TensorSpec
-from .models import F32, Model, ModelInputError
+from .models import F32, Model, ModelInputError, SimulatedGPU
 
 #: fixed tile of the served segmentation models (deepcell-tf crop_size 256; facts sheet §2, §4)
 SEGMENTATION_TILE = 256
@@ -31,6 +32,9 @@ NE_CENTROIDS, NE_EMBEDDING = "encoder_centroid_input", "relu_nef"
 INF_OUTPUT = "tracking_decoder"
 
 
+Shapes = dict[str, tuple[int, ...]]
+
+
 def _spec(*shape: int) -> TensorSpec:
     return TensorSpec(F32, tuple(shape))
 
@@ -38,8 +42,8 @@ def _spec(*shape: int) -> TensorSpec:
 class SignatureModel(Model):
     """A model defined by its signature: `inputs` / `outputs` name -> shape (all float32)."""
 
-    inputs: dict[str, tuple[int, ...]] = {}
-    outputs: dict[str, tuple[int, ...]] = {}
+    inputs: ClassVar[Shapes] = {}
+    outputs: ClassVar[Shapes] = {}
     summary = ""
 
     def __init__(self, name: str | None = None, version: int | None = None) -> None:
@@ -48,10 +52,28 @@ class SignatureModel(Model):
             self.name = name
         if version is not None:
             self.version = version
+        #: a SimulatedGPU to hold for its time per batch after computing (benchmarks), or None
+        self.gpu: SimulatedGPU | None = None
+
+    @property
+    def times_busy_itself(self) -> bool:  # with a GPU, busy time = time holding it
+        return self.gpu is not None
 
     def metadata(self) -> ModelMetadata:
         return ModelMetadata(self.name, self.version, {k: _spec(*v) for k, v in self.inputs.items()},
                              {k: _spec(*v) for k, v in self.outputs.items()})
+
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.compute(inputs)
+        if self.gpu is not None:
+            first = next(iter(inputs.values()))
+            held = self.gpu.occupy(int(first.shape[0]) if first.ndim else 1)
+            with self._stats_lock:
+                self.busy_seconds += held
+        return outputs
 
 
 class PerTileModel(SignatureModel):
@@ -60,7 +82,7 @@ class PerTileModel(SignatureModel):
     def tile_heads(self, tile: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         (batch,) = inputs.values()
         batch = np.asarray(batch, F32)
         names = list(self.outputs)
@@ -75,8 +97,8 @@ class DeepCellSegmentation(PerTileModel):
     """Nuclear / cytoplasm / phase PanopticNet: `input_0` -> inner distance, outer distance."""
 
     phase = False
-    inputs = {"input_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1)}
-    outputs = {"semantic_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1),
+    inputs: ClassVar[Shapes] = {"input_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1)}
+    outputs: ClassVar[Shapes] = {"semantic_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1),
                "semantic_1": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1)}
     summary = ("semantic_0 = inner distance (per-object normalised, peaks at centres), "
                "semantic_1 = outer distance (> 0 inside objects)")
@@ -94,8 +116,8 @@ class Mesmer(PerTileModel):
 
     name, version = "MultiplexSegmentation", 9
     _t = SEGMENTATION_TILE
-    inputs = {"input_0": (-1, _t, _t, 2)}
-    outputs = {"semantic_0": (-1, _t, _t, 1), "semantic_1": (-1, _t, _t, 3),
+    inputs: ClassVar[Shapes] = {"input_0": (-1, _t, _t, 2)}
+    outputs: ClassVar[Shapes] = {"semantic_0": (-1, _t, _t, 1), "semantic_1": (-1, _t, _t, 3),
                "semantic_2": (-1, _t, _t, 1), "semantic_3": (-1, _t, _t, 3)}
     summary = ("semantic_0/1 = whole-cell inner distance / [edge, interior, background], "
                "semantic_2/3 = the same for nuclei; cells = nuclei grown to membrane boundaries")
@@ -108,8 +130,8 @@ class SpotDetection(PerTileModel):
     """deepcell-spots dot_net_2D: `input_1` -> classification (P(spot) in ch 1), offset_regression."""
 
     name, version = "SpotDetection", 3
-    inputs = {SPOT_INPUT: (-1, SPOT_TILE, SPOT_TILE, 1)}
-    outputs = {"classification": (-1, SPOT_TILE, SPOT_TILE, 2),
+    inputs: ClassVar[Shapes] = {SPOT_INPUT: (-1, SPOT_TILE, SPOT_TILE, 1)}
+    outputs: ClassVar[Shapes] = {"classification": (-1, SPOT_TILE, SPOT_TILE, 2),
                "offset_regression": (-1, SPOT_TILE, SPOT_TILE, 2)}
     summary = ("classification = [1-P, P(spot)] (0.99 at the pixel nearest each spot), "
                "offset_regression = (d-row, d-col) to the sub-pixel centre within 2 px")
@@ -122,12 +144,12 @@ class NeighborhoodEncoder(SignatureModel):
     """NuclearTrackingNE: per-frame cell features -> (centroid passthrough, 64-d embedding)."""
 
     name, version = "NuclearTrackingNE", 6
-    inputs = {"encoder_app_input": (-1, -1, 32, 32, 1), "encoder_morph_input": (-1, -1, 3),
+    inputs: ClassVar[Shapes] = {"encoder_app_input": (-1, -1, 32, 32, 1), "encoder_morph_input": (-1, -1, 3),
               "encoder_centroid_input": (-1, -1, 2), "encoder_adj_input": (-1, -1, -1)}
-    outputs = {NE_CENTROIDS: (-1, -1, 2), NE_EMBEDDING: (-1, -1, tracking.EMBEDDING_DIM)}
+    outputs: ClassVar[Shapes] = {NE_CENTROIDS: (-1, -1, 2), NE_EMBEDDING: (-1, -1, tracking.EMBEDDING_DIM)}
     summary = f"{NE_CENTROIDS} = the centroids, {NE_EMBEDDING} = readable 64-d features (sorted index 1)"
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         emb = tracking.encode(inputs["encoder_app_input"], inputs["encoder_morph_input"],
                               inputs["encoder_centroid_input"], inputs["encoder_adj_input"])
         return {NE_CENTROIDS: np.asarray(inputs["encoder_centroid_input"], F32).copy(), NE_EMBEDDING: emb}
@@ -137,12 +159,12 @@ class TrackingInference(SignatureModel):
     """NuclearTrackingInf: track history vs next-frame cells -> softmax [same, different, daughter]."""
 
     name, version = "NuclearTrackingInf", 6
-    inputs = {"current_embeddings": (-1, -1, -1, tracking.EMBEDDING_DIM), "current_centroids": (-1, -1, -1, 2),
+    inputs: ClassVar[Shapes] = {"current_embeddings": (-1, -1, -1, tracking.EMBEDDING_DIM), "current_centroids": (-1, -1, -1, 2),
               "future_embeddings": (-1, 1, -1, tracking.EMBEDDING_DIM), "future_centroids": (-1, 1, -1, 2)}
-    outputs = {INF_OUTPUT: (-1, 1, -1, -1, 3)}
+    outputs: ClassVar[Shapes] = {INF_OUTPUT: (-1, 1, -1, -1, 3)}
     summary = f"{INF_OUTPUT} (B,1,tracks,cells,3) = [same, different, daughter] from distance, area, appearance"
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cur_e, cur_c = inputs["current_embeddings"], inputs["current_centroids"]
         fut_e, fut_c = inputs["future_embeddings"], inputs["future_centroids"]
         if cur_e.shape[:3] != cur_c.shape[:3] or fut_e.shape[:3] != fut_c.shape[:3] or cur_e.shape[0] != fut_e.shape[0]:
@@ -159,11 +181,11 @@ class ScaleDetection(SignatureModel):
     """
 
     name, version = "ScaleDetection", 1
-    inputs = {"input_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1)}
-    outputs = {"scale": (-1, 1)}
+    inputs: ClassVar[Shapes] = {"input_0": (-1, SEGMENTATION_TILE, SEGMENTATION_TILE, 1)}
+    outputs: ClassVar[Shapes] = {"scale": (-1, 1)}
     summary = "scale = 1.0 per tile"
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"scale": np.ones((inputs["input_0"].shape[0], 1), F32)}
 
 
@@ -179,6 +201,9 @@ FACTORIES: list[Callable[[], Model]] = [
 ]
 
 
-def deepcell_models() -> list[Model]:
-    """One fresh instance of every DeepCell-signature model."""
-    return [make() for make in FACTORIES]
+def deepcell_models(gpu: SimulatedGPU | None = None) -> list[Model]:
+    """One fresh instance of every DeepCell-signature model, optionally sharing one SimulatedGPU."""
+    models = [make() for make in FACTORIES]
+    for m in models:
+        m.gpu = gpu
+    return models
