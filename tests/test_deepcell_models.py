@@ -226,7 +226,7 @@ def test_overlapping_tiles_agree(client):
     image, _, _ = nuclei_image(seed=4, n=40, shape=(T, 448))
     left = client.predict("NuclearSegmentation", 6, image[None, :, :T, None])
     right = client.predict("NuclearSegmentation", 6, image[None, :, 192:, None])
-    objects, count = ndi.label(left["semantic_1"][0, ..., 0] > 0)
+    objects, _ = ndi.label(left["semantic_1"][0, ..., 0] > 0)
     inside = np.zeros_like(objects, bool)
     for i, sl in enumerate(ndi.find_objects(objects), 1):
         if sl[1].start >= 196 and sl[1].stop <= 252 and sl[0].start > 2 and sl[0].stop < T - 2:
@@ -393,6 +393,13 @@ def test_wrong_tile_size_is_a_user_error(client):
     with pytest.raises(UserError, match="future_embeddings"):
         client.predict("NuclearTrackingInf", 6, {"current_embeddings": np.zeros((1, 2, 3, 64), np.float32),
                                                  "current_centroids": np.zeros((1, 2, 3, 2), np.float32)})
+
+
+    with pytest.raises(UserError, match="encoder inputs disagree"):
+        client.predict("NuclearTrackingNE", 6, {"encoder_app_input": np.zeros((2, 3, 32, 32, 1), np.float32),
+                                                "encoder_morph_input": np.zeros((2, 4, 3), np.float32),
+                                                "encoder_centroid_input": np.zeros((2, 3, 2), np.float32),
+                                                "encoder_adj_input": np.zeros((2, 3, 3), np.float32)})
 
 
 def test_scale_detection_answers_one(client):

@@ -150,6 +150,11 @@ class NeighborhoodEncoder(SignatureModel):
     summary = f"{NE_CENTROIDS} = the centroids, {NE_EMBEDDING} = readable 64-d features (sorted index 1)"
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames_cells = {k: tuple(v.shape[:2]) for k, v in inputs.items()}
+        adj = inputs["encoder_adj_input"].shape
+        if len(set(frames_cells.values())) != 1 or adj[1] != adj[2]:
+            raise ModelInputError("the encoder inputs disagree in frames or cells: "
+                                  + ", ".join(f"{k} {list(v.shape)}" for k, v in inputs.items()))
         emb = tracking.encode(inputs["encoder_app_input"], inputs["encoder_morph_input"],
                               inputs["encoder_centroid_input"], inputs["encoder_adj_input"])
         return {NE_CENTROIDS: np.asarray(inputs["encoder_centroid_input"], F32).copy(), NE_EMBEDDING: emb}
