@@ -428,3 +428,14 @@ def test_simulated_gpu_time_for_deepcell_models():
         c.close()
     assert stats["NuclearSegmentation:6"]["batches"] == 1 and stats["NuclearSegmentation:6"]["busy_seconds"] >= 0.07
     assert stats["SimulatedGPU:1"]["busy_seconds"] >= 0.07
+
+
+def test_normalized_distance_shortcut_matches_find_boundaries():
+    from redis_consumer.tfserving.synthetic_heads import normalized_distance
+
+    rng = np.random.default_rng(0)
+    labels, count = ndi.label(ndi.gaussian_filter(rng.random((96, 96)), 2) > 0.5)
+    assert count > 5 and labels[0].any()  # objects touching the edge too
+    for erode in (0, 1):
+        np.testing.assert_array_equal(normalized_distance(labels, erode=erode, touching=False),
+                                      normalized_distance(labels, erode=erode, touching=True))

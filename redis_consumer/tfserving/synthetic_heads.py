@@ -37,26 +37,31 @@ def contrast_mask(tile: np.ndarray, threshold: float = 0.08, window: int = 5) ->
     return ndi.binary_erosion(ndi.binary_opening(mask, iterations=2), iterations=window // 2)
 
 
-def normalized_distance(labels: np.ndarray, *, erode: int = 0) -> np.ndarray:
-    """Euclidean distance to the nearest other-label pixel, divided by each object's maximum.
+def normalized_distance(labels: np.ndarray, *, erode: int = 0, touching: bool = True) -> np.ndarray:
+    """Distance from each object's inner boundary ring, divided by the object's maximum.
 
-    `labels` may be a boolean mask (objects = connected components) or a label image, where
-    touching objects are separated by their shared boundary.
+    The ring (skimage `find_boundaries(mode="inner")`: pixels with a 4-neighbour of another
+    label, background included) is zero, which also separates touching labels. `labels` may be
+    a boolean mask (objects = connected components) or a label image; `touching=False` says no
+    two labels touch, so the ring is a plain binary erosion (the same pixels, cheaper).
     """
     labels = np.asarray(labels)
     if labels.dtype == bool:
         labels, _ = ndi.label(labels)
+        touching = False
     if not labels.any():
         return np.zeros(labels.shape, F32)
-    inside = labels > 0
-    if labels.max() > 1:  # distance to other objects too: boundaries between touching labels
+    if touching:
         from skimage.segmentation import find_boundaries
 
-        inside &= ~find_boundaries(labels, mode="inner")
+        inside = (labels > 0) & ~find_boundaries(labels, mode="inner")
+    else:
+        inside = ndi.binary_erosion(labels > 0, border_value=1)
     if erode:
-        inside = ndi.binary_erosion(inside, iterations=erode)
+        inside = ndi.binary_erosion(inside, iterations=erode, border_value=1)
     dist = ndi.distance_transform_edt(inside).astype(F32)
-    peak = ndi.maximum(dist, labels, index=np.arange(labels.max() + 1)).astype(F32)
+    peak = np.zeros(int(labels.max()) + 1, F32)
+    np.maximum.at(peak, labels.ravel(), dist.ravel())
     peak[peak == 0] = 1.0
     return (dist / peak[labels]).astype(F32)
 
@@ -71,8 +76,8 @@ def nuclear_heads(tile: np.ndarray, *, phase: bool = False, threshold: float = 0
     """
     mask = contrast_mask(tile) if phase else foreground_mask(tile, threshold)
     labels, _ = ndi.label(mask)
-    inner = ndi.gaussian_filter(normalized_distance(labels), 1.0, mode="constant")
-    outer = normalized_distance(labels, erode=1)
+    inner = ndi.gaussian_filter(normalized_distance(labels, touching=False), 1.0, mode="constant")
+    outer = normalized_distance(labels, erode=1, touching=False)
     return inner[..., None].astype(F32), outer[..., None].astype(F32)
 
 
