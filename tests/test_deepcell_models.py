@@ -417,17 +417,26 @@ def test_serve_model_lists_every_model():
     assert {"Identity:1", "NuclearSegmentation:1", "SimulatedGPU:1"} <= set(lines)
 
 
-def test_simulated_gpu_time_for_deepcell_models():
-    """--simulate-gpu: each DeepCell batch also holds the one SimulatedGPU (busy = time held)."""
+def test_simulated_gpu_time_and_content_replies():
+    """--simulate-gpu: each DeepCell batch also holds the one SimulatedGPU (busy = time held);
+    with --response-encoding content our client reads the same heads from tensor_content."""
+    from redis_consumer.tfserving.deepcell_models import Mesmer
+
     image = np.zeros((3, T, T, 1), np.float32)
-    with ModelServer(simulate_gpu=True, gpu_base_ms=40, gpu_per_sample_ms=10) as s:
+    tile = mesmer_image()[0][None]
+    with ModelServer(simulate_gpu=True, gpu_base_ms=40, gpu_per_sample_ms=10, response_encoding="content") as s:
         c = TFServingClient(Settings.from_env({}, TF_HOST="127.0.0.1", TF_PORT=s.port))
         c.predict("NuclearSegmentation", 6, image)
         c.predict("SimulatedGPU", 1, image)
         stats = s.stats()["models"]
+        heads = c.predict("MultiplexSegmentation", 9, tile)
         c.close()
     assert stats["NuclearSegmentation:6"]["batches"] == 1 and stats["NuclearSegmentation:6"]["busy_seconds"] >= 0.07
     assert stats["SimulatedGPU:1"]["busy_seconds"] >= 0.07
+    expected = Mesmer().predict({"input_0": tile})
+    assert sorted(heads) == sorted(expected)
+    for key, head in expected.items():
+        np.testing.assert_array_equal(heads[key], head)
 
 
 def test_normalized_distance_shortcut_matches_find_boundaries():
