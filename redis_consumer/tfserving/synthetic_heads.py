@@ -71,8 +71,8 @@ def nuclear_heads(tile: np.ndarray, *, phase: bool = False, threshold: float = 0
 
     Inner: per-object normalised distance, lightly smoothed, so h_maxima(h=0.1, disk(10)) finds one
     marker per blob at its centre (touching blobs keep separate peaks across the neck). Outer: the
-    same distance on the mask eroded by one pixel, so after deep watershed's interior smoothing
-    (sigma 1) the `> 0.01` mask lands on the object's own edge.
+    same with one more pixel eroded (zero on a 2 px inner ring), so after deep watershed's
+    interior smoothing (sigma 1) the `> 0.01` mask lands on the object's own edge.
     """
     mask = contrast_mask(tile) if phase else foreground_mask(tile, threshold)
     labels, _ = ndi.label(mask)
