@@ -13,9 +13,13 @@ from typing import Any
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve-model",
-        help="run the dev model server (TF Serving gRPC API: Identity, NuclearSegmentation, SimulatedGPU)",
-        description="Serve built-in numpy models (version 1) over TensorFlow Serving's gRPC API; with "
-                    "--model-dir also TensorFlow SavedModels laid out as DIR/<name>/<version>/saved_model.pb.",
+        help="run the dev model server (TF Serving gRPC API: DeepCell-signature models with synthetic "
+             "heads, Identity, NuclearSegmentation:1, SimulatedGPU)",
+        description="Serve built-in numpy models over TensorFlow Serving's gRPC API: the DeepCell Kiosk's "
+                    "models with their real serving signatures and synthetic heads (NuclearSegmentation:6, "
+                    "MultiplexSegmentation:9, SpotDetection:3, NuclearTrackingNE:6, ...; --list-models shows "
+                    "them all), plus Identity, NuclearSegmentation:1 and SimulatedGPU; with --model-dir also "
+                    "TensorFlow SavedModels laid out as DIR/<name>/<version>/saved_model.pb.",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)")
@@ -30,7 +34,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gpu-base-ms", type=float, default=4.0, help="SimulatedGPU fixed time per batch in ms")
     p.add_argument("--gpu-per-sample-ms", type=float, default=0.5, help="SimulatedGPU time per sample in ms")
     p.add_argument("--gpu-tile", type=int, default=256, help="SimulatedGPU input tile size (0: any size)")
+    p.add_argument("--simulate-gpu", action="store_true",
+                   help="the DeepCell models also hold the SimulatedGPU for its time per batch (benchmarks)")
+    p.add_argument("--list-models", action="store_true",
+                   help="print every built-in model's signature (name:version, inputs, outputs) and exit")
     p.set_defaults(func=run)
+
+
+def describe(models: list) -> str:
+    """One line per model: `name:version  inputs -> outputs` (float32 unless said; -1 = any size)."""
+    def specs(d: dict) -> str:
+        return ", ".join(f"{k}{list(v.shape)}" + ("" if v.dtype.name == "float32" else f" {v.dtype.name}")
+                         for k, v in d.items())
+
+    lines = []
+    for m in models:
+        meta = m.metadata()
+        lines.append(f"{m.name}:{m.version}  {specs(meta.inputs)} -> {specs(meta.outputs)}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0.0 <= args.fail_rate <= 1.0:
         raise ConfigError(f"--fail-rate must be between 0 and 1, got {args.fail_rate}")
-    models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile)
+    models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile,
+                            simulate_gpu=args.simulate_gpu)
+    if args.list_models:
+        print(describe(models))
+        return 0
     if args.model_dir:
         try:
             models += load_model_dir(args.model_dir)

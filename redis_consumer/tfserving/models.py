@@ -1,6 +1,7 @@
 """Models the dev server serves: numpy references, a simulated GPU, and TF SavedModels.
 
-`NuclearSegmentation` is a deterministic stand-in for a trained network: local background
+The models with the DeepCell Kiosk's real serving signatures live in `deepcell_models.py`.
+`NuclearSegmentation` (version 1) is a deterministic stand-in for a trained network: local background
 subtraction, smoothing and a logistic on a robust noise estimate give a per-pixel foreground
 probability that separates bright blobs from background, for any image size. `SimulatedGPU` runs
 one batch at a time (one lock) for `a + b * batch` seconds, like one GPU, and counts busy time.
@@ -154,9 +155,12 @@ class SimulatedGPU(Model):
         return ModelMetadata(self.name, self.version, {"image": TensorSpec(F32, shape)},
                              {"output": TensorSpec(F32, shape)})
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = inputs["image"]
-        batch = images.shape[0] if images.ndim else 1
+    def occupy(self, batch: int) -> float:
+        """Hold the GPU for `base + per_sample * batch` seconds; returns the seconds held.
+
+        Other models may share this GPU (`serve-model --simulate-gpu` gives the DeepCell models
+        this one), so all their batches queue behind one lock like on one device.
+        """
         service = self.base + self.per_sample * batch
         with self._gpu:
             start = time.perf_counter()
@@ -166,8 +170,13 @@ class SimulatedGPU(Model):
                 if left <= 0:
                     break
                 time.sleep(left)
-            with self._stats_lock:
-                self.busy_seconds += time.perf_counter() - start
+            return time.perf_counter() - start
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = inputs["image"]
+        held = self.occupy(images.shape[0] if images.ndim else 1)
+        with self._stats_lock:
+            self.busy_seconds += held
         return {"output": images}
 
 
@@ -215,5 +224,16 @@ def load_model_dir(root: str | Path) -> list[Model]:
     return found
 
 
-def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256) -> list[Model]:
-    return [Identity(), NuclearSegmentation(), SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)]
+def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256,
+                   simulate_gpu: bool = False) -> list[Model]:
+    """Everything `serve-model` serves without TensorFlow.
+
+    The DeepCell-signature models (`deepcell_models`: NuclearSegmentation:6, MultiplexSegmentation:9,
+    ...) come before the version-1 demo models, so a caller that keys this list by name alone
+    still gets NuclearSegmentation:1 (the any-size `image` -> `probability` model). With
+    `simulate_gpu` the DeepCell models also hold the SimulatedGPU for its time per batch.
+    """
+    from .deepcell_models import deepcell_models
+
+    gpu = SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)
+    return [Identity(), *deepcell_models(gpu if simulate_gpu else None), NuclearSegmentation(), gpu]
