@@ -227,10 +227,8 @@ def parse_segmentation_channels(field: str | None, n_channels: int, name: str = 
     text = (field or "").strip()
     if not text:
         text = "0"
-    entries = _field_entries(text, "a segmentation job", len(SLOT_NAMES), "'0,' (nuclear) or ',0' (cytoplasm)")
-    if len(entries) > len(SLOT_NAMES):
-        raise UserError(f"The job's channels field {shown(text)} has {len(entries)} slots but segmentation has "
-                        "3 (nuclear, cytoplasm, phase), e.g. '0,' or ',0'.")
+    entries = _field_entries(text, "a segmentation job (nuclear, cytoplasm, phase)", len(SLOT_NAMES),
+                             "'0,' (nuclear) or ',0' (cytoplasm)")
     slots = {i: _channel_number(e, text, n_channels, SLOT_NAMES[i], name) for i, e in enumerate(entries) if e}
     if not slots:
         raise UserError(f"The job's channels field {shown(text)} fills no model slot; give e.g. '0,' for the "
