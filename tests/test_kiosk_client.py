@@ -39,7 +39,7 @@ def client_for(server, url, **extra):
 
 
 def test_kiosk_client_saves_a_public_result(kiosk_python, backend, tmp_path):
-    kind, server, url = backend
+    _kind, server, url = backend
     data = b"PK\x03\x04 our result bytes " + uuid.uuid4().bytes
     src = tmp_path / "src.zip"
     src.write_bytes(data)

@@ -109,7 +109,7 @@ def test_s3_bucket_without_object_acls_is_named_once_at_start_and_uploads_still_
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1 and words in lines[0] and "OUTPUT_URL_MODE=signed" in lines[0]
     assert "\n" not in lines[0] and f"s3://{bucket}" in lines[0]
-    path, data = result_file(tmp_path)
+    path, _ = result_file(tmp_path)
     key, url = client.upload(path, "output/r.zip")  # the job still finishes, without an ACL
     grants = client.client.get_object_acl(Bucket=bucket, Key=key)["Grants"]
     assert not any("AllUsers" in g["Grantee"].get("URI", "") for g in grants)
@@ -196,7 +196,8 @@ def tiny_tmpfs(tmp_path):
     """A 64 KiB tmpfs mounted inside tmp_path (the tests run as root, which ignores chmod)."""
     mount = tmp_path / "bucket"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                            check=False)
     if result.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); these tests need root")
     yield mount
@@ -255,3 +256,103 @@ def test_permission_denied_on_write_is_an_operator_problem(tmp_path, monkeypatch
     with pytest.raises(StorageWriteError) as info:
         client.upload(str(src), "output/r.zip")
     assert "EACCES: permission denied" in str(info.value) and "write permission" in str(info.value)
+
+
+# ---- ACLs refused at upload time (what AWS and GCS answer; moto and the emulator accept ACLs anyway) ----
+
+class RefusingProxy:
+    """A reverse proxy that answers requests matching `refuse(handler)` with a canned error, like the
+    real service does for ACLs on an ACL-less bucket; everything else goes to the real server."""
+
+    def __init__(self, target_port: int, refuse, status: int, content_type: str, payload: bytes) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.refused = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.close_connection = True
+                if refuse(self):
+                    proxy.refused += 1
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                conn.request(self.command, self.path, body=body,
+                             headers={k: v for k, v in self.headers.items() if k.lower() != "connection"})
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", resp.getheader("Content-Length") if self.command == "HEAD"
+                                 else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_s3_acl_refused_at_upload_falls_back_once(s3_server, tmp_path, caplog):
+    payload = (b"<Error><Code>AccessControlListNotSupported</Code>"
+               b"<Message>The bucket does not allow ACLs</Message></Error>")
+    proxy = RefusingProxy(s3_server.port, lambda h: h.command == "PUT" and "x-amz-acl" in h.headers,
+                          400, "application/xml", payload)
+    try:
+        settings = Settings.from_env({}, **s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"),
+                                     OUTPUT_URL_MODE="public", STORAGE_RETRY_TIMEOUT=5.0)
+        client = storage.get_client(f"s3://test-bucket/{uuid.uuid4().hex[:8]}", settings)
+        caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
+        path, data = result_file(tmp_path)
+        for name in ("output/a.zip", "output/b.zip"):
+            key, url = client.upload(path, name)
+            assert client.client.get_object(Bucket="test-bucket", Key=f"{client.prefix}/{key}")["Body"].read() == data
+        assert proxy.refused == 1  # the second upload no longer asks for an ACL
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "bucket owner enforced" in lines[0]
+    finally:
+        proxy.close()
+
+
+def test_gcs_acl_refused_at_upload_falls_back_once(gcs_server, tmp_path, caplog):
+    payload = json.dumps({"error": {"code": 400, "message": "Cannot insert legacy ACL for an object when uniform "
+                                    "bucket-level access is enabled. Read more at https://cloud.google.com/storage/"
+                                    "docs/uniform-bucket-level-access"}}).encode()
+    proxy = RefusingProxy(gcs_server.port, lambda h: "predefinedAcl=" in h.path, 400, "application/json", payload)
+    try:
+        settings = Settings.from_env({}, STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{proxy.port}",
+                                     OUTPUT_URL_MODE="public", STORAGE_RETRY_TIMEOUT=5.0)
+        client = storage.get_client(f"gs://test-bucket/{uuid.uuid4().hex[:8]}", settings)
+        caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
+        path, data = result_file(tmp_path)
+        for name in ("output/a.zip", "output/b.zip"):
+            _key, url = client.upload(path, name)
+            assert anonymous_get(url.replace(str(proxy.port), str(gcs_server.port))) == (200, data)
+        assert proxy.refused == 1
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "uniform bucket-level access" in lines[0]
+    finally:
+        proxy.close()

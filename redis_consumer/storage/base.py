@@ -178,7 +178,7 @@ class StorageClient(ABC):
             return None
         try:
             problem = self._acl_problem()
-        except Exception as exc:  # cannot tell (no permission to read the bucket's settings, outage)
+        except Exception as exc:  # noqa: BLE001 - cannot tell (no permission to read the bucket's settings, outage)
             log.info("could not read the bucket settings of %s to check public result URLs (%s)",
                      self.url, self._clean(self._describe(exc)))
             return None

@@ -8,9 +8,8 @@ with the exception's type and text.
 import os
 import sys
 
-from twisted.internet import task
-
 from kiosk_client.job import Job
+from twisted.internet import task
 
 
 def main(reactor, output_url, output_dir):

@@ -38,12 +38,12 @@ def python() -> str:
 def _ready(exe: Path) -> bool:
     if not exe.exists():
         return False
-    probe = subprocess.run([str(exe), "-c", "import kiosk_client, treq, importlib.metadata as m; "
-                            "print(m.version('kiosk-client'))"], capture_output=True, text=True, timeout=60)
+    code = "import kiosk_client, treq, importlib.metadata as m; print(m.version('kiosk-client'))"
+    probe = subprocess.run([str(exe), "-c", code], capture_output=True, text=True, timeout=60, check=False)
     return probe.returncode == 0 and probe.stdout.strip() == VERSION
 
 
 def download(output_url: str, output_dir: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run kiosk-client's own `Job.download_output` for `output_url` into `output_dir`."""
     return subprocess.run([python(), "-I", str(DRIVER), output_url, output_dir], capture_output=True, text=True,
-                          timeout=timeout, cwd=output_dir)
+                          timeout=timeout, cwd=output_dir, check=False)
