@@ -328,7 +328,7 @@ def test_s3_acl_refused_at_upload_falls_back_once(s3_server, tmp_path, caplog):
         caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
         path, data = result_file(tmp_path)
         for name in ("output/a.zip", "output/b.zip"):
-            key, url = client.upload(path, name)
+            key, _url = client.upload(path, name)
             assert client.client.get_object(Bucket="test-bucket", Key=f"{client.prefix}/{key}")["Body"].read() == data
         assert proxy.refused == 1  # the second upload no longer asks for an ACL
         lines = [r.getMessage() for r in caplog.records]
