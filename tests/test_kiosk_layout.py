@@ -250,7 +250,7 @@ def test_legacy_channels_field_is_bounded(tmp_path):
 # ---- hostile channel axis: fails from the header with little memory ----
 
 PROBE = textwrap.dedent("""
-    import resource, sys
+    import re, sys
     from redis_consumer.errors import UserError
     from redis_consumer.utils import image_io, kiosk_layout
     how, path = sys.argv[1], sys.argv[2]
@@ -262,7 +262,10 @@ PROBE = textwrap.dedent("""
         print("LOADED")
     except UserError as exc:
         print("USERERROR", exc)
-    print("RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    # VmHWM is this process image's peak RSS; ru_maxrss is not used because Linux carries the forking
+    # parent's peak across exec, so a big pytest process would inflate it.
+    with open("/proc/self/status") as fh:
+        print("RSS_KB", re.search(r"VmHWM:\s+(\d+) kB", fh.read()).group(1))
 """)
 
 

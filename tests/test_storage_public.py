@@ -316,23 +316,27 @@ class RefusingProxy:
         self.server.server_close()
 
 
-def test_s3_acl_refused_at_upload_falls_back_once(s3_server, tmp_path, caplog):
-    payload = (b"<Error><Code>AccessControlListNotSupported</Code>"
-               b"<Message>The bucket does not allow ACLs</Message></Error>")
+@pytest.mark.parametrize("bucket,status,code,words", [
+    ("test-bucket", 400, "AccessControlListNotSupported", "bucket owner enforced"),  # Object Ownership enforced
+    ("blocked-bucket", 403, "AccessDenied", "Block Public Access"),  # AWS's answer under BlockPublicAcls
+])
+def test_s3_acl_refused_at_upload_falls_back_once(s3_server, s3_special, tmp_path, caplog, bucket, status, code,
+                                                  words):
+    payload = f"<Error><Code>{code}</Code><Message>refused</Message></Error>".encode()
     proxy = RefusingProxy(s3_server.port, lambda h: h.command == "PUT" and "x-amz-acl" in h.headers,
-                          400, "application/xml", payload)
+                          status, "application/xml", payload)
     try:
         settings = Settings.from_env({}, **s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"),
                                      OUTPUT_URL_MODE="public", STORAGE_RETRY_TIMEOUT=5.0)
-        client = storage.get_client(f"s3://test-bucket/{uuid.uuid4().hex[:8]}", settings)
+        client = storage.get_client(f"s3://{bucket}/{uuid.uuid4().hex[:8]}", settings)
         caplog.set_level(logging.WARNING, logger="redis_consumer.storage")
         path, data = result_file(tmp_path)
         for name in ("output/a.zip", "output/b.zip"):
             key, _url = client.upload(path, name)
-            assert client.client.get_object(Bucket="test-bucket", Key=f"{client.prefix}/{key}")["Body"].read() == data
+            assert client.client.get_object(Bucket=bucket, Key=f"{client.prefix}/{key}")["Body"].read() == data
         assert proxy.refused == 1  # the second upload no longer asks for an ACL
         lines = [r.getMessage() for r in caplog.records]
-        assert len(lines) == 1 and "bucket owner enforced" in lines[0]
+        assert len(lines) == 1 and words in lines[0]
     finally:
         proxy.close()
 

@@ -117,12 +117,30 @@ class S3Client(StorageClient):
         try:
             self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
         except Exception as exc:
-            if "ACL" not in extra or not any(isinstance(e, ClientError) and self._code(e) == "AccessControlListNotSupported"
-                                             for e in exception_chain(exc)):
+            problem = self._acl_refusal(exc) if "ACL" in extra else None
+            if problem is None:
                 raise
-            self._refuse_acl("has S3 Object Ownership 'bucket owner enforced', which disables object ACLs")
+            self._refuse_acl(problem)
             extra.pop("ACL")
             self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
+
+    def _acl_refusal(self, exc: BaseException) -> str | None:
+        """Why an upload that asked for an ACL was refused because of the ACL, else None.
+
+        AWS answers AccessControlListNotSupported on "bucket owner enforced" buckets and AccessDenied
+        when Block Public Access refuses public ACLs; the latter is told apart by asking the bucket.
+        """
+        err = next((e for e in exception_chain(exc) if isinstance(e, ClientError)), None)
+        if err is None:
+            return None
+        if self._code(err) == "AccessControlListNotSupported":
+            return "has S3 Object Ownership 'bucket owner enforced', which disables object ACLs"
+        if self._code(err) == "AccessDenied":
+            try:
+                return self._acl_problem()
+            except Exception:  # noqa: BLE001 - cannot ask: report the original denial
+                return None
+        return None
 
     def _acl_problem(self) -> str | None:
         try:
