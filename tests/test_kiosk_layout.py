@@ -249,7 +249,7 @@ def test_legacy_channels_field_is_bounded(tmp_path):
 
 # ---- hostile channel axis: fails from the header with little memory ----
 
-PROBE = textwrap.dedent("""
+PROBE = textwrap.dedent(r"""
     import re, sys
     from redis_consumer.errors import UserError
     from redis_consumer.utils import image_io, kiosk_layout
