@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from redis_consumer.errors import UserError
@@ -296,3 +298,24 @@ def test_decoded_bytes_budget(tmp_path):
     with pytest.raises(UserError, match="MAX_DECODED_BYTES"):
         load_image(str(tmp_path / "f.tif"), Limits(decoded_bytes=100_000))
     assert kiosk_layout.load_for_kiosk(str(tmp_path / "f.tif"), "BXY")[0].shape == (4, 64, 64, 1)
+
+
+# ---- property: any dropdown order on any fitting shape round-trips and never transposes ----
+
+@settings(max_examples=200, deadline=None)
+@given(order=st.sampled_from(KIOSK_ORDERS), sizes=st.lists(st.integers(1, 5), min_size=4, max_size=4),
+       features=st.integers(1, 3))
+def test_layout_round_trip_property(order, sizes, features):
+    shape = tuple(sizes[: len(order)])
+    data = np.arange(int(np.prod(shape))).reshape(shape)
+    layout = plan_layout(shape, order)
+    out = layout.to_bxyc(data)
+    b, x, y, _c = out.shape
+    assert (x, y) == (shape[order.index("X")], shape[order.index("Y")])
+    np.testing.assert_array_equal(layout.restore(out), data)
+    labels = np.broadcast_to(out[..., :1], (b, x, y, features))
+    back = layout.restore(labels)
+    assert back.ndim == len(layout.restored_axes(features))
+    for axis, letter in enumerate(layout.restored_axes(features)):
+        expected = {"B": b, "X": x, "Y": y, "C": features}[letter]
+        assert back.shape[axis] == expected
