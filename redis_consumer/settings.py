@@ -112,6 +112,9 @@ SPECS: tuple[Spec, ...] = (
     _c("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "Log level."),
     _c("LOG_FORMAT", "text", ("text", "json"), "`json` for one JSON object per line (clusters)."),
     _i("METRICS_PORT", 9090, "Port of /metrics, /healthz and /readyz; 0 disables the server.", minimum=0),
+    # --- image bounds (kiosk engineer: hardening item 4) ---
+    _i("MAX_IMAGE_CHANNELS", 16, "Most channels one image may have (checked from the header).", minimum=1),
+    _i("MAX_DECODED_BYTES", 1 << 30, "Most bytes an image may take once decoded (from the header, before decoding).", minimum=1),
 )
 
 _SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -204,6 +207,8 @@ class Settings:
     LOG_LEVEL: str
     LOG_FORMAT: str
     METRICS_PORT: int
+    MAX_IMAGE_CHANNELS: int
+    MAX_DECODED_BYTES: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -18,7 +18,8 @@ from ..settings import Settings
 from .base import StorageAccessError, StorageClient
 from .keys import confine, output_key
 
-__all__ = ["StorageAccessError", "StorageClient", "confine", "get_client", "output_key", "parse_url"]
+__all__ = ["StorageAccessError", "StorageClient", "check_public_access", "confine", "get_client", "output_key",
+           "parse_url"]
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _USAGE = "STORAGE_BUCKET must be a bucket URL like s3://bucket[/prefix], gs://bucket[/prefix] or file:///dir"
@@ -78,6 +79,20 @@ def get_client(url: str, settings: Settings | None = None) -> StorageClient:
             client = _build(scheme, bucket, prefix, url.strip(), settings)
             _CACHE[cache_key] = client
         return client
+
+
+def check_public_access(settings: Settings) -> str | None:
+    """Call once at worker start: in OUTPUT_URL_MODE=public, log in one line (and return) why the
+    bucket will not serve public result URLs, e.g. uniform bucket-level access; None otherwise.
+
+    Never raises: a bucket that cannot be asked is left to fail (or not) on the first job.
+    """
+    if settings.OUTPUT_URL_MODE != "public":
+        return None
+    try:
+        return get_client(settings.STORAGE_BUCKET, settings).check_public_access()
+    except Exception:  # noqa: BLE001 - a start-up hint must never stop the worker
+        return None
 
 
 def _build(scheme: str, bucket: str, prefix: str, url: str, settings: Settings) -> StorageClient:

@@ -9,6 +9,7 @@ that name the key but never a credential or a signed URL.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -32,6 +33,13 @@ MISSING = "missing"  # the object does not exist
 DENIED = "denied"  # 401/403, missing credentials: retrying will not help
 NO_BUCKET = "no-bucket"  # the bucket itself does not exist
 PERMANENT = "permanent"  # any other refusal (4xx): fail fast
+FULL = "full"  # no space left / quota exceeded: a system error (the job is retried later)
+READ_ONLY = "read-only"  # the store cannot be written at all: an operator problem (system error)
+WRITE_DENIED = "write-denied"  # DENIED while writing with working credentials (e.g. a policy): operator problem
+WRITE_ACTIONS = ("uploading", "deleting")
+# Local-disk errno while downloading: the worker's scratch directory, not the bucket, is the problem.
+_SCRATCH_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system"}
 
 BACKOFF_BASE = 0.25  # seconds; retry n waits uniform(0, min(cap, base * 2**n))
 
@@ -42,6 +50,14 @@ class NoBucket(Exception):
 
 class StorageAccessError(UserError):
     """The bucket refused us (permissions, credentials, missing bucket): failing fast beats retrying."""
+
+
+class StorageWriteError(TransientError):
+    """The store refuses writes (read-only, no write permission): a system error the operator must fix.
+
+    It is not the user's fault, so the job is retried and then failed with `failure_type=system`;
+    the reason names the bucket and the cause instead of "internal error (OSError)".
+    """
 
 
 class StorageClient(ABC):
@@ -55,6 +71,9 @@ class StorageClient(ABC):
         self.prefix = prefix
         self.settings = settings
         self._secrets = [s for s in settings.secret_values() if s]
+        # OUTPUT_URL_MODE=public uploads results public-read, as the kiosk does (kiosk-redis-consumer
+        # 0.17.2 redis_consumer/storage.py:258); off once the bucket is found to refuse object ACLs.
+        self._acl_refused: str | None = None
 
     def __repr__(self) -> str:  # never shows credentials
         return f"<{type(self).__name__} {self._url}>"
@@ -142,6 +161,43 @@ class StorageClient(ABC):
         """The unsigned URL of `key` (works only where the bucket is public)."""
         return self._public(full_key(self.prefix, self._confine(key)))
 
+    @property
+    def public_acl(self) -> bool:
+        """Whether uploads carry a public-read ACL (OUTPUT_URL_MODE=public and the bucket allows ACLs)."""
+        return self.settings.OUTPUT_URL_MODE == "public" and self._acl_refused is None
+
+    def check_public_access(self) -> str | None:
+        """At worker start: None when public result URLs can work, else the one-line problem (logged once).
+
+        Only asks in OUTPUT_URL_MODE=public. A bucket that forbids object ACLs (GCS uniform
+        bucket-level access, S3 Object Ownership "bucket owner enforced", S3 Block Public Access)
+        makes the worker upload without an ACL from then on, so jobs still finish; their URLs then
+        work only if a bucket policy makes `output/` readable.
+        """
+        if self.settings.OUTPUT_URL_MODE != "public":
+            return None
+        try:
+            problem = self._acl_problem()
+        except Exception as exc:  # noqa: BLE001 - cannot tell (no permission to read the bucket's settings, outage)
+            log.info("could not read the bucket settings of %s to check public result URLs (%s)",
+                     self.url, self._clean(self._describe(exc)))
+            return None
+        if problem:
+            self._refuse_acl(problem)
+        return problem
+
+    def _refuse_acl(self, problem: str) -> None:
+        if self._acl_refused is None:
+            self._acl_refused = problem
+            log.warning(
+                "OUTPUT_URL_MODE=public but %s %s, so results are uploaded without a public-read ACL and their "
+                "URLs are readable only if a bucket policy or IAM binding makes output/ public (see docs/kiosk.md); "
+                "grant that, allow object ACLs, or set OUTPUT_URL_MODE=signed", self.url, problem)
+
+    def _acl_problem(self) -> str | None:
+        """Backends: why the bucket will refuse object ACLs (None when it accepts them)."""
+        return None
+
     def url_for(self, key: str) -> str:
         """What a job's `output_url` holds for `key`, per OUTPUT_URL_MODE (signed, public or key)."""
         mode = self.settings.OUTPUT_URL_MODE
@@ -185,6 +241,11 @@ class StorageClient(ABC):
         """A short, credential-free description of a backend failure for messages and logs."""
         return type(exc).__name__
 
+    def _credentials_problem(self, exc: BaseException) -> bool:
+        """Whether a DENIED failure is about our credentials (a user-facing refusal, as for reads)
+        rather than about write permission on the bucket (an operator problem)."""
+        return False
+
     # ---- shared policy ----
 
     def _confine(self, key: str) -> str:
@@ -227,9 +288,34 @@ class StorageClient(ABC):
                     kind: str | None = NO_BUCKET
                 else:
                     kind = self._classify(exc)
+                if action == "downloading":
+                    scratch = next((e for e in exception_chain(exc)
+                                    if isinstance(e, OSError) and e.errno in _SCRATCH_ERRNOS), None)
+                    if scratch is not None:
+                        raise TransientError(
+                            f"The worker's scratch directory could not hold '{rel}' ({_SCRATCH_ERRNOS[scratch.errno]}); "
+                            "ask the operator to give workers more temporary space (TMPDIR)."
+                        ) from None
+                if kind == DENIED and action in WRITE_ACTIONS and not self._credentials_problem(exc):
+                    kind = WRITE_DENIED
                 if kind is None:
                     raise
                 what = self._clean(self._describe(exc))
+                if kind == FULL:
+                    raise TransientError(
+                        f"Storage {self.url} is full ({what}) so '{rel}' could not be written; the job will be "
+                        "retried: ask the operator to free space or raise the bucket's quota."
+                    ) from None
+                if kind == READ_ONLY:
+                    raise StorageWriteError(
+                        f"Storage {self.url} is read-only ({what}) so '{rel}' could not be written; "
+                        "ask the operator to make it writable for the workers."
+                    ) from None
+                if kind == WRITE_DENIED:
+                    raise StorageWriteError(
+                        f"Storage {self.url} refused {action} '{rel}' ({what}); ask the operator to give the "
+                        "workers write permission there."
+                    ) from None
                 if kind == MISSING:
                     raise self._missing(rel) from None
                 if kind == NO_BUCKET:

@@ -27,6 +27,7 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from ..settings import Settings
 from .base import (
     DENIED,
+    FULL,
     MISSING,
     PERMANENT,
     TRANSIENT,
@@ -110,11 +111,30 @@ class GCSClient(StorageClient):
         generation = int(current.generation) if current is not None and current.generation else 0
         blob = self._bucket.blob(name, chunk_size=CHUNK_BYTES)
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        # OUTPUT_URL_MODE=public: the object gets the publicRead ACL in the same request, as the
+        # kiosk uploads (kiosk-redis-consumer 0.17.2 redis_consumer/storage.py:258).
+        acl = "publicRead" if self.public_acl else None
         try:
-            blob.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
-                                      timeout=TIMEOUT, retry=self._retry)
+            try:
+                blob.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
+                                          predefined_acl=acl, timeout=TIMEOUT, retry=self._retry)
+            except gexc.BadRequest as exc:
+                if acl is None or "uniform bucket-level access" not in str(exc).lower():
+                    raise
+                self._refuse_acl("has uniform bucket-level access, which disables object ACLs")
+                blob.upload_from_filename(path, content_type=content_type, if_generation_match=generation,
+                                          timeout=TIMEOUT, retry=self._retry)
         except gexc.NotFound:
             raise NoBucket() from None
+
+    def _acl_problem(self) -> str | None:
+        bucket = self.client.get_bucket(self.bucket, timeout=TIMEOUT, retry=self._retry)
+        config = bucket.iam_configuration
+        if config.uniform_bucket_level_access_enabled:
+            return "has uniform bucket-level access, which disables object ACLs"
+        if getattr(config, "public_access_prevention", "") == "enforced":
+            return "has public access prevention enforced, which refuses public ACLs"
+        return None
 
     def _remove(self, name: str) -> None:
         try:
@@ -177,6 +197,9 @@ class GCSClient(StorageClient):
         for err in exception_chain(exc):
             if isinstance(err, gexc.NotFound):
                 return MISSING
+            over_quota = isinstance(err, gexc.Forbidden) and "quota" in str(getattr(err, "message", "")).lower()
+            if over_quota or self._status(err) == 507:
+                return FULL
             if isinstance(err, (gexc.Forbidden, gexc.Unauthorized, auth_exc.RefreshError,
                                 auth_exc.DefaultCredentialsError)):
                 return DENIED
@@ -193,6 +216,10 @@ class GCSClient(StorageClient):
                     return DENIED
                 return TRANSIENT if status in (0, 408, 429) or status >= 500 else PERMANENT
         return None
+
+    def _credentials_problem(self, exc: BaseException) -> bool:
+        return any(isinstance(err, (gexc.Unauthorized, auth_exc.RefreshError, auth_exc.DefaultCredentialsError))
+                   for err in exception_chain(exc))
 
     def _describe(self, exc: BaseException) -> str:
         for err in exception_chain(exc):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import UserError
 
@@ -24,27 +24,86 @@ def _shown(key: str) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
+# Hosts of public object URLs that frontends send as `input_file_name` (kiosk-protocol §1.6, §5 Q1):
+# multer-s3's `location` (kiosk-frontend server/controllers/upload.controller.js:60-71) is virtual-hosted.
+_S3_VHOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*)\.s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
+_S3_PATH = re.compile(r"^s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
+_GCS_HOSTS = ("storage.googleapis.com", "storage.cloud.google.com")
+# kiosk-client joins its upload prefix to the server's URL and normalises it, so an S3 upload comes
+# back as `uploads/../https:/bucket.s3.amazonaws.com/...` (kiosk-client kiosk_client/job.py:400-410).
+_MANGLED = re.compile(r"^(?:[^/]+/)*?\.\./(https?):/+(?=[^/])")
+
+
+def _outside(key: str) -> UserError:
+    return UserError(f"The key '{_shown(key)}' points outside this worker's bucket; give a key inside it.")
+
+
+def _https_object(key: str, raw: str, scheme: str, bucket: str) -> str:
+    """The object name (prefix included) of a public https URL of an object in our bucket."""
+    parts = urlsplit(raw)
+    if parts.query or parts.fragment:
+        raise UserError(f"The key '{_shown(key)}' has a query or fragment; give a plain object key.")
+    host = (parts.hostname or "").lower()
+    path = parts.path.lstrip("/")
+    if parts.username or parts.password or parts.port:
+        raise _outside(key)
+    if scheme == "s3":
+        match = _S3_VHOST.match(host)
+        if match:
+            if match.group("bucket") != bucket:
+                raise _outside(key)
+            return unquote(path)
+        if _S3_PATH.match(host):
+            head, _, rest = path.partition("/")
+            if head != bucket:
+                raise _outside(key)
+            return unquote(rest)
+    if scheme == "gs":
+        if host in _GCS_HOSTS:
+            head, _, rest = path.partition("/")
+            if head != bucket:
+                raise _outside(key)
+            return unquote(rest)
+        if host == f"{bucket}.storage.googleapis.com":
+            return unquote(path)
+    raise _outside(key)
+
+
 def confine(key: str, scheme: str, bucket: str, prefix: str = "") -> str:
     """Return `key` relative to the bucket prefix, or raise `UserError` naming it.
 
-    Accepts a plain relative key (`uploads/a.tif`) or a full URL inside this bucket and prefix
-    (`s3://bucket/prefix/uploads/a.tif`). Refuses `..` and `.` segments, absolute paths,
-    backslashes, control characters, empty segments, other schemes and other buckets.
+    Accepts a plain relative key (`uploads/a.tif`), a full URL inside this bucket and prefix
+    (`s3://bucket/prefix/uploads/a.tif`), or the public https URL of an object in this bucket as
+    kiosk frontends send it: S3 virtual-hosted (`https://bucket.s3[.region].amazonaws.com/key`),
+    S3 path style (`https://s3[.region].amazonaws.com/bucket/key`), GCS
+    (`https://storage.googleapis.com/bucket/key`, url-decoded) and kiosk-client's
+    `uploads/../https:/bucket.s3.amazonaws.com/key`. Refuses `..` and `.` segments, absolute
+    paths, backslashes, control characters, empty segments, other schemes, hosts and buckets.
     """
     if not isinstance(key, str) or not key.strip():
         raise UserError("The storage key is empty; give the path of a file inside the bucket.")
     raw = key.strip()
-    if "://" in raw:
+    mangled = _MANGLED.match(raw)
+    if mangled:
+        raw = f"{mangled.group(1)}://{raw[mangled.end():]}"
+    if raw.lower().startswith(("https://", "http://")):
+        path = _https_object(key, raw, scheme, bucket)
+        if prefix:
+            if not path.startswith(prefix + "/"):
+                raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket prefix; give a key inside it.")
+            path = path[len(prefix) + 1:]
+        raw = path
+    elif "://" in raw:
         parts = urlsplit(raw)
         if parts.scheme.lower() != scheme or (scheme != "file" and parts.netloc != bucket):
-            raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket; give a key inside it.")
+            raise _outside(key)
         if parts.query or parts.fragment:
             raise UserError(f"The key '{_shown(key)}' has a query or fragment; give a plain object key.")
         path = parts.path.lstrip("/") if scheme != "file" else parts.path
         if scheme == "file":
             root = "/" + bucket.strip("/")
             if not (path == root or path.startswith(root.rstrip("/") + "/")):
-                raise UserError(f"The key '{_shown(key)}' points outside this worker's bucket; give a key inside it.")
+                raise _outside(key)
             path = path[len(root.rstrip("/")) + 1:]
         if prefix:
             if not path.startswith(prefix + "/"):

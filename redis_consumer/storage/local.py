@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..errors import UserError
 from ..settings import Settings
-from .base import DENIED, MISSING, TRANSIENT, StorageClient
+from .base import DENIED, FULL, MISSING, READ_ONLY, TRANSIENT, StorageClient
 
 _TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE}
 
@@ -79,7 +79,11 @@ class LocalClient(StorageClient):
     def _classify(self, exc: BaseException) -> str | None:
         if isinstance(exc, FileNotFoundError):
             return MISSING
-        if isinstance(exc, PermissionError):
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return FULL
+        if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+            return READ_ONLY
+        if isinstance(exc, PermissionError):  # EACCES/EPERM: DENIED, or write permission when writing
             return DENIED
         if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
             return TRANSIENT
@@ -87,5 +91,5 @@ class LocalClient(StorageClient):
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, OSError) and exc.errno:
-            return f"{type(exc).__name__}: {errno.errorcode.get(exc.errno, exc.errno)}"
+            return f"{errno.errorcode.get(exc.errno, exc.errno)}: {os.strerror(exc.errno).lower()}"
         return type(exc).__name__

@@ -30,6 +30,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from ..settings import Settings
 from .base import (
     DENIED,
+    FULL,
     MISSING,
     NO_BUCKET,
     PERMANENT,
@@ -47,6 +48,11 @@ _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExcee
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
            "AllAccessDisabled", "AccountProblem", "403", "401"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# S3-compatible stores (MinIO, Ceph) answer these when a disk or bucket quota is full; AWS has none.
+_FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded", "InsufficientStorage",
+         "StorageFull"}
+# DENIED codes that are about our credentials, not about write permission on the bucket.
+_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccountProblem", "401"}
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
             BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)
 
@@ -105,8 +111,56 @@ class S3Client(StorageClient):
 
     def _put(self, path: str, name: str) -> None:
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        self.client.upload_file(path, self.bucket, name, Config=self.transfer,
-                                ExtraArgs={"ContentType": content_type})
+        extra = {"ContentType": content_type}
+        if self.public_acl:  # OUTPUT_URL_MODE=public: readable by anyone at `public_url`
+            extra["ACL"] = "public-read"
+        try:
+            self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
+        except Exception as exc:
+            problem = self._acl_refusal(exc) if "ACL" in extra else None
+            if problem is None:
+                raise
+            self._refuse_acl(problem)
+            extra.pop("ACL")
+            self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
+
+    def _acl_refusal(self, exc: BaseException) -> str | None:
+        """Why an upload that asked for an ACL was refused because of the ACL, else None.
+
+        AWS answers AccessControlListNotSupported on "bucket owner enforced" buckets and AccessDenied
+        when Block Public Access refuses public ACLs; the latter is told apart by asking the bucket.
+        """
+        err = next((e for e in exception_chain(exc) if isinstance(e, ClientError)), None)
+        if err is None:
+            return None
+        if self._code(err) == "AccessControlListNotSupported":
+            return "has S3 Object Ownership 'bucket owner enforced', which disables object ACLs"
+        if self._code(err) == "AccessDenied":
+            try:
+                return self._acl_problem()
+            except Exception:  # noqa: BLE001 - cannot ask: report the original denial
+                return None
+        return None
+
+    def _acl_problem(self) -> str | None:
+        try:
+            rules = self.client.get_bucket_ownership_controls(Bucket=self.bucket)["OwnershipControls"]["Rules"]
+        except ClientError as exc:
+            if self._code(exc) != "OwnershipControlsNotFoundError":
+                raise
+            rules = []
+        if any(rule.get("ObjectOwnership") == "BucketOwnerEnforced" for rule in rules):
+            return "has S3 Object Ownership 'bucket owner enforced', which disables object ACLs"
+        try:
+            block = self.client.get_public_access_block(Bucket=self.bucket)["PublicAccessBlockConfiguration"]
+        except ClientError as exc:
+            if self._code(exc) != "NoSuchPublicAccessBlockConfiguration":
+                raise
+            block = {}
+        for flag in ("BlockPublicAcls", "IgnorePublicAcls"):
+            if block.get(flag):
+                return f"has S3 Block Public Access {flag} on, which defeats public-read ACLs"
+        return None
 
     def _remove(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=name)
@@ -120,6 +174,8 @@ class S3Client(StorageClient):
         if self.endpoint:
             return f"{self.endpoint.rstrip('/')}/{self.bucket}/{quote(name)}"
         region = self.settings.AWS_REGION or "us-east-1"
+        if "." in self.bucket:  # a dotted name breaks the virtual-hosted TLS certificate: path style
+            return f"https://s3.{region}.amazonaws.com/{self.bucket}/{quote(name)}"
         return f"https://{self.bucket}.s3.{region}.amazonaws.com/{quote(name)}"
 
     @staticmethod
@@ -138,6 +194,8 @@ class S3Client(StorageClient):
                     return NO_BUCKET
                 if code in _MISSING or status == 404:
                     return MISSING
+                if code in _FULL or status == 507:
+                    return FULL
                 if code in _DENIED or status in (401, 403):
                     return DENIED
                 if code in _THROTTLE or status == 429 or status >= 500:
@@ -150,6 +208,14 @@ class S3Client(StorageClient):
         if any(type(e).__name__ == "RetriesExceededError" for e in exception_chain(exc)):
             return TRANSIENT
         return None
+
+    def _credentials_problem(self, exc: BaseException) -> bool:
+        for err in exception_chain(exc):
+            if isinstance(err, ClientError):
+                return self._code(err) in _CREDENTIALS or self._status(err) == 401
+            if isinstance(err, (NoCredentialsError, PartialCredentialsError)):
+                return True
+        return False
 
     def _describe(self, exc: BaseException) -> str:
         for err in exception_chain(exc):

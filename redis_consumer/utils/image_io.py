@@ -23,6 +23,16 @@ CHANNEL_AXES = "CS"
 #: Axis letters accepted in a job's `dimension_order` (kiosk field).
 KNOWN_AXES = set("TZCYXSQIB")
 SUPPORTED = "TIFF, PNG, JPEG or .npy"
+#: The orders the kiosk page's dropdown offers (kiosk-frontend src/Predict/DimensionOrderDropdown.js:12).
+#: The kiosk reads them by position: X is the first spatial array axis (rows), Y the second,
+#: never transposed; only B (batch) and C (channel) move
+#: (kiosk-redis-consumer 0.17.2 redis_consumer/consumers/segmentation_consumer.py:89-108).
+KIOSK_ORDERS = ("XY", "BXY", "CXY", "XYB", "XYC", "BXYC", "CXYB")
+#: Kiosk letter -> tifffile letter, positional: kiosk X = rows (tifffile Y), kiosk Y = columns (X).
+_KIOSK_TO_TIFF = {"X": "Y", "Y": "X", "B": "Q", "C": "C"}
+#: The `channels` field is bounded before it is parsed (a 12,000-entry field is a quick user error).
+MAX_CHANNEL_ENTRIES = 64
+MAX_CHANNELS_FIELD = 512
 
 
 @dataclass(frozen=True)
@@ -33,11 +43,16 @@ class Limits:
     width: int = 2048
     frames: int = 64
     min_size: int = 8
+    #: MAX_IMAGE_CHANNELS: the channel axis is bounded like the others, from the header.
+    channels: int = 16
+    #: MAX_DECODED_BYTES: pixels the header promises (all axes x dtype size) before decoding.
+    decoded_bytes: int = 1 << 30
 
     @classmethod
     def from_settings(cls, settings) -> Limits:
         return cls(settings.MAX_IMAGE_HEIGHT, settings.MAX_IMAGE_WIDTH, settings.MAX_IMAGE_FRAMES,
-                   settings.MIN_IMAGE_SIZE)
+                   settings.MIN_IMAGE_SIZE, getattr(settings, "MAX_IMAGE_CHANNELS", cls.channels),
+                   getattr(settings, "MAX_DECODED_BYTES", cls.decoded_bytes))
 
 
 @dataclass(frozen=True)
@@ -132,23 +147,53 @@ def read_header(path: str, name: str | None = None) -> Header:
     return Header(fmt, shape, axes, dtype)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A user-supplied value as quoted in a message: repr'd, one line, at most `limit` characters."""
+    text = repr(str(value)[: limit + 1])
+    return text if len(str(value)) <= limit else text[:-1] + "…'"
+
+
+def kiosk_header(header: Header) -> Header:
+    """The header as the kiosk loads the file: PNG/JPEG as (height, width, bands), TIFF as stored.
+
+    The kiosk reads non-TIFF images with PIL + keras `img_to_array`, always (H, W, C), first frame
+    only (kiosk-redis-consumer 0.17.2 redis_consumer/utils.py:91-108).
+    """
+    if header.format in ("png", "jpeg"):
+        return Header(header.format, header.shape[1:], "YXC", header.dtype)
+    return header
+
+
 def apply_dimension_order(header: Header, dimension_order: str | None) -> Header:
-    """Honour the kiosk's `dimension_order` field (e.g. `CYX`, `YXC`) when the job sets one."""
+    """Honour the kiosk's `dimension_order` field when the job sets one.
+
+    The kiosk dropdown's orders (`KIOSK_ORDERS`: XY, XYB, CXY, ...) are positional: X names the
+    first spatial array axis (rows) and Y the second, so nothing is transposed; PNG/JPEG count as
+    (H, W, C) for them, as in the kiosk. Other letters (`CYX`, `ZYXC`, ...) are tifffile axes.
+    """
     if not dimension_order:
         return header
     order = dimension_order.strip().upper()
+    if order in KIOSK_ORDERS:
+        header = kiosk_header(header)
+        if len(order) != len(header.shape):
+            raise UserError(
+                f"The job's dimension_order {order!r} has {len(order)} axes but the image has "
+                f"{len(header.shape)} ({'x'.join(map(str, header.shape))}); pick the order with one letter per axis."
+            )
+        return Header(header.format, header.shape, "".join(_KIOSK_TO_TIFF[a] for a in order), header.dtype)
     if not order or set(order) - KNOWN_AXES or len(set(order)) != len(order):
-        raise UserError(f"The job's dimension_order {dimension_order!r} is not valid; use letters such as CYX or ZYXC.")
+        raise UserError(f"The job's dimension_order {shown(dimension_order)} is not valid; use letters such as CYX or ZYXC.")
     shape = header.shape
     if len(order) != len(shape):
         shape = tuple(s for s in shape if s != 1)  # tifffile may add singleton page/sample axes
     if len(order) != len(shape):
         raise UserError(
-            f"The job's dimension_order {dimension_order!r} has {len(order)} axes but the image has "
+            f"The job's dimension_order {shown(dimension_order)} has {len(order)} axes but the image has "
             f"{len(shape)} ({'x'.join(map(str, shape))})."
         )
     if "Y" not in order or "X" not in order:
-        raise UserError(f"The job's dimension_order {dimension_order!r} must contain Y and X.")
+        raise UserError(f"The job's dimension_order {shown(dimension_order)} must contain Y and X.")
     return Header(header.format, shape, order, header.dtype)
 
 
@@ -188,6 +233,17 @@ def check_limits(header: Header, limits: Limits, name: str) -> tuple[int, int, i
             f"The image {name!r} has {frames} frames, more than the limit of {limits.frames} "
             "(MAX_IMAGE_FRAMES); split it into smaller files."
         )
+    if channels > limits.channels:
+        raise UserError(
+            f"The image {name!r} has {channels} channels, more than the limit of {limits.channels} "
+            "(MAX_IMAGE_CHANNELS); keep only the channels the model needs."
+        )
+    decoded = math.prod(header.shape) * max(header.dtype.itemsize, 1)
+    if decoded > limits.decoded_bytes:
+        raise UserError(
+            f"The image {name!r} would take {decoded} bytes once decoded ({'x'.join(map(str, header.shape))} "
+            f"{header.dtype}), more than the {limits.decoded_bytes}-byte limit (MAX_DECODED_BYTES); split it."
+        )
     if min(frames, height, width, channels) < 1 or math.prod(header.shape) == 0:
         raise UserError(f"The image {name!r} is empty ({'x'.join(map(str, header.shape))} pixels).")
     if height < limits.min_size or width < limits.min_size:
@@ -221,10 +277,28 @@ def _decode(path: str, header: Header) -> np.ndarray:
         from PIL import Image, ImageSequence
 
         with Image.open(path) as im:
+            if len(header.shape) == 3:  # kiosk layout (H, W, C): the first frame only, like the kiosk
+                return np.asarray(im).reshape(header.shape)
             frames = [np.asarray(frame.copy()) for frame in ImageSequence.Iterator(im)]
         out = np.stack(frames)
         return out if out.ndim == 4 else out[..., np.newaxis]
     return np.load(path, allow_pickle=False)
+
+
+def decode_pixels(path: str, header: Header, name: str) -> np.ndarray:
+    """Decode the pixels into an array of `header.shape` (booleans become uint8); call after the checks."""
+    try:
+        data = _decode(path, header)
+    except UserError:
+        raise
+    except MemoryError:
+        raise UserError(f"The image {name!r} is too large to load.") from None
+    except Exception as exc:
+        raise UserError(f"The file {name!r} is corrupt or truncated and its pixels could not be read.") from exc
+    if data.size != math.prod(header.shape):
+        raise UserError(f"The file {name!r} is corrupt or truncated: its pixel data does not match its header.")
+    data = data.reshape(header.shape)
+    return data.astype(np.uint8) if data.dtype == bool else data
 
 
 def to_fhwc(data: np.ndarray, axes: str) -> np.ndarray:
@@ -241,15 +315,20 @@ def select_channels(image: np.ndarray, channels: str | None, name: str) -> np.nd
     """Honour the kiosk's `channels` field: comma-separated channel indices, in order."""
     if not channels or not channels.strip():
         return image
+    if len(channels) > MAX_CHANNELS_FIELD or channels.count(",") >= MAX_CHANNEL_ENTRIES:
+        raise UserError(
+            f"The job's channels field has {channels.count(',') + 1} entries ({len(channels)} characters); "
+            f"list at most {MAX_CHANNEL_ENTRIES} channel numbers such as 0,1."
+        )
     try:
         wanted = [int(p) for p in channels.replace(" ", "").split(",") if p != ""]
     except ValueError:
-        raise UserError(f"The job's channels field {channels!r} must list channel numbers such as 0,1.") from None
+        raise UserError(f"The job's channels field {shown(channels)} must list channel numbers such as 0,1.") from None
     have = image.shape[-1]
     bad = [c for c in wanted if not 0 <= c < have]
     if bad or not wanted:
         raise UserError(
-            f"The job asks for channel(s) {channels!r} but the image {name!r} has {have} channel(s) (numbered from 0)."
+            f"The job asks for channel(s) {shown(channels)} but the image {name!r} has {have} channel(s) (numbered from 0)."
         )
     return image[..., wanted]
 
@@ -273,19 +352,7 @@ def load_image(
     check_limits(header, limits, name)
     if header.dtype.kind not in "uifb":
         raise UserError(f"The image {name!r} has pixel type {header.dtype}; use integer or floating-point pixels.")
-    try:
-        data = _decode(path, header)
-    except UserError:
-        raise
-    except MemoryError:
-        raise UserError(f"The image {name!r} is too large to load.") from None
-    except Exception as exc:
-        raise UserError(f"The file {name!r} is corrupt or truncated and its pixels could not be read.") from exc
-    if data.size != math.prod(header.shape):
-        raise UserError(f"The file {name!r} is corrupt or truncated: its pixel data does not match its header.")
-    data = data.reshape(header.shape)
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
+    data = decode_pixels(path, header, name)
     image = select_channels(to_fhwc(data, header.axes), channels, name)
     check_finite(image, name)
     return image
