@@ -40,6 +40,7 @@ def build_worker(settings: Settings, **kwargs: Any):
 
     storage.parse_url(settings.STORAGE_BUCKET)  # a malformed bucket URL stops the worker at start
     consumer_cls = registry.load(settings.CONSUMER_TYPE)
+    settings = settings.for_consumer(consumer_cls)  # its own settings_spec: a bad value stops the start
     middleware = list(kwargs.pop("middleware", []))
     metrics_middleware = []
     if settings.METRICS_PORT > 0:
@@ -80,5 +81,7 @@ def run(environ: dict[str, str] | None = None) -> int:
     except ConfigError as exc:
         print(f"redis-consumer: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger(__name__).info("settings: %s", settings.public())
+    if worker.settings.secret_values() != settings.secret_values():  # a plug-in declared secrets
+        logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, worker.settings.secret_values())
+    logging.getLogger(__name__).info("settings: %s", worker.settings.public())
     return worker.run()
