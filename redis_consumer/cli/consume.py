@@ -53,6 +53,19 @@ def build_worker(settings: Settings, **kwargs: Any):
     return worker
 
 
+def sweep_scratch(settings: Settings) -> None:
+    """Remove scratch folders that killed workers left in TMPDIR (live workers' are kept)."""
+    from ..utils import tempdirs
+
+    try:
+        removed = tempdirs.sweep(min_age=settings.JOB_TIMEOUT + settings.SHUTDOWN_GRACE)
+    except OSError as exc:  # an unreadable TMPDIR must not stop the worker
+        logging.getLogger(__name__).warning("scratch sweep of TMPDIR failed (%s)", exc)
+        return
+    if removed:
+        logging.getLogger(__name__).info("removed %d scratch folder(s) left by stopped workers", len(removed))
+
+
 def _exit_during_startup(signum: int, frame: Any) -> None:
     raise SystemExit(0)  # nothing claimed yet, so nothing to hand back
 
@@ -76,6 +89,7 @@ def run(environ: dict[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    sweep_scratch(settings)
     try:
         worker = build_worker(settings)
     except ConfigError as exc:
