@@ -22,7 +22,7 @@ _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def _redact_signed_queries(text: str) -> str:
-    """`https://host/path?..Signature..` -> `https://host/path?<signature-redacted>`, in linear time.
+    r"""`https://host/path?..Signature..` -> `https://host/path?<signature-redacted>`, in linear time.
 
     Same result as the regex `(https?://[^\s?"']+)\?[^\s"']*(?:Signature|...)[^\s"']*` -> `\1?<...>`,
     which backtracks quadratically on long hostile input. Within one run of characters free of
@@ -49,7 +49,7 @@ def _redact_signed_queries(text: str) -> str:
 
 
 def _redact_url_passwords(text: str) -> str:
-    """`scheme://user:password@` -> `scheme://user:***@`, in linear time.
+    r"""`scheme://user:password@` -> `scheme://user:***@`, in linear time.
 
     Same result as the regex `([a-zA-Z][a-zA-Z0-9+.-]*)://([^:/@\s]*):([^@\s]+)@`. Each `://` is
     tried once: its scheme is the run of scheme characters before it (which must hold a letter),

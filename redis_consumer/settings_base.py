@@ -183,7 +183,7 @@ def specs_of(declared: Any) -> tuple[Setting, ...]:
 class SettingsBase:
     """Immutable values of a class's `Setting`s (plus any plug-in settings added later)."""
 
-    __slots__ = ("_values", "_extra_specs", "_environ")
+    __slots__ = ("_environ", "_extra_specs", "_values")
     _declares_settings = True  # attribute name == variable name, checked by Setting.__set_name__
 
     def __init__(self, values: dict[str, Any], extra_specs: tuple[Setting, ...] = (),
@@ -214,6 +214,9 @@ class SettingsBase:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("settings are read-only; use replace()")
+
+    def __reduce__(self) -> tuple:  # picklable (e.g. for a multiprocessing child), environment not kept
+        return (type(self), (self._values, self._extra_specs, None))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._values == self._values  # type: ignore[attr-defined]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from redis_consumer.cli.main import build_parser
 from redis_consumer.cli.config import builtin_consumer_specs
-from redis_consumer.cli.config import markdown as markdown_table  # core table + built-in consumers' own
+from redis_consumer.cli.config import (
+    markdown as markdown_table,  # core table + built-in consumers' own
+)
+from redis_consumer.cli.main import build_parser
 from redis_consumer.settings import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]

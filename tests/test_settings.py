@@ -22,7 +22,7 @@ def test_every_declaration_is_the_class_attribute_and_the_table_row():
 
 def test_a_misnamed_declaration_is_refused():
     with pytest.raises((TypeError, RuntimeError)):  # RuntimeError wraps it before Python 3.12
-        class Broken(SettingsBase):  # noqa: F841 - the class statement itself must fail
+        class Broken(SettingsBase):
             QUEUE = Setting("QUEUES", str, "q")
 
 
