@@ -22,7 +22,7 @@ from redis_consumer.consumers.tfserving_consumer import (
     Result,
     TensorFlowServingConsumer,
 )
-from redis_consumer.errors import UserError
+from redis_consumer.errors import UserError, quote
 from redis_consumer.settings_base import Setting
 
 
@@ -90,7 +90,7 @@ class ClassifyConsumer(TensorFlowServingConsumer):
         try:
             return max(1, int(raw))
         except ValueError:
-            raise UserError(f"The job's top_k field must be a whole number, got {raw!r}.") from None
+            raise UserError(f"The job's top_k field must be a whole number, got {quote(raw)}.") from None
 
     def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
         """Scale to [0, 1] by the image's dtype range (what classifiers are trained on)."""
