@@ -181,6 +181,10 @@ class Settings(SettingsBase):
         already hold those values are returned as they are.
         """
         specs = specs_of(getattr(consumer_cls, "settings_spec", ()))
+        clash = [s.name for s in specs if s.name in _BY_NAME and s is not _BY_NAME[s.name]]
+        if clash:
+            raise ConfigError(f"{getattr(consumer_cls, '__name__', consumer_cls)} redeclares the core setting "
+                              f"{clash[0]}; give its own setting another name")
         missing = [s for s in specs if s.name not in self._values]
         if not missing:
             return self

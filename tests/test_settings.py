@@ -86,3 +86,11 @@ def test_settings_are_immutable_and_compare_by_value():
     assert s.replace(QUEUE="other") != s
     with pytest.raises(ConfigError, match="unknown setting"):
         s.replace(NOT_A_SETTING=1)
+
+
+def test_a_plugin_cannot_redeclare_a_core_setting():
+    class Clashing(Consumer):
+        settings_spec = (Setting("QUEUE", str, "other", "Not the core QUEUE."),)
+
+    with pytest.raises(ConfigError, match="Clashing redeclares the core setting QUEUE"):
+        Settings.from_env({}).for_consumer(Clashing)
