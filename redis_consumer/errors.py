@@ -35,9 +35,35 @@ class ConfigError(RedisConsumerError):
     """A setting is invalid; the process exits with code 2 and this one-line message."""
 
 
+def quote(value: object, limit: int = 80) -> str:
+    """A user's value as it goes into a message: quoted like repr, cut to about `limit` characters.
+
+    Every job field quoted in a reason goes through here, so a 10 MB field costs nothing
+    downstream (scrubbing, logging, Redis): the value is cut before anything else touches it.
+    """
+    if isinstance(value, (str, bytes)):
+        cut = value[:limit]
+        text = repr(cut)
+        return text if len(cut) == len(value) else text[:-1] + "…" + text[-1]
+    text = repr(value)[: limit + 1] if not isinstance(value, (list, tuple, dict, set)) else _short_repr(value, limit)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_repr(value: object, limit: int) -> str:
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 8
+    return r.repr(value)
+
+
 def one_sentence(message: str, limit: int = 400) -> str:
     """Squash an error message into one line a user can read (no newlines, bounded length)."""
-    text = " ".join(str(message).split())
+    text = str(message)
+    if len(text) > 4 * limit:
+        text = text[: 4 * limit]  # cut first: what follows is linear, but needs not see megabytes
+    text = " ".join(text.split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text

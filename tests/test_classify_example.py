@@ -81,3 +81,40 @@ def test_classify_job_end_to_end(installed, rds, redis_server, tmp_path):
     finally:
         stop_all(procs)
         server.stop()
+
+
+def _run_cli(installed, args, **env):
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{installed}:{ROOT}", "ALLOW_ROOT": "true",
+            "METRICS_PORT": "0", "QUEUE": "classify", "CONSUMER_TYPE": "classify", **env}
+    return subprocess.run([sys.executable, "-m", "redis_consumer.cli.main", *args], env=base,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"CLASSIFY_TOP_K": "lots"}, "CLASSIFY_TOP_K must be a whole number, got 'lots'"),
+    ({"CLASSIFY_TOP_K": "0"}, "CLASSIFY_TOP_K must be at least 1"),
+    ({"CLASSIFY_LABELS": "/nonexistent/labels.txt"}, "CLASSIFY_LABELS must be the path of a labels file"),
+    ({"CLASSIFY_MODEL": "Identity"}, "CLASSIFY_MODEL must be a model NAME:VERSION"),
+])
+def test_a_bad_plugin_setting_stops_the_worker_with_one_line(installed, redis_server, env, message):
+    """The plug-in's own settings are validated at worker start: exit 2, one line naming the variable."""
+    proc = _run_cli(installed, ["consume"], REDIS_URL=redis_server.url, **env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_config_lists_the_plugin_settings_and_the_readme_documents_them(installed):
+    from redis_consumer.settings_base import specs_of
+
+    proc = _run_cli(installed, ["config", "--json"], CLASSIFY_TOP_K="3")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["CLASSIFY_TOP_K"] == 3 and shown["CLASSIFY_MODEL"] == "Identity:1" and shown["QUEUE"] == "classify"
+    sys.path.insert(0, str(installed))
+    try:
+        from redis_consumer_classify.consumer import ClassifyConsumer
+    finally:
+        sys.path.remove(str(installed))
+    readme = (ROOT / "examples" / "classify" / "README.md").read_text(encoding="utf-8")
+    for spec in specs_of(ClassifyConsumer.settings_spec):
+        assert spec.row() in readme, f"examples/classify/README.md lacks the row of {spec.name}"

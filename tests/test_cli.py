@@ -288,7 +288,7 @@ def test_logs_new_lines_after_trim():
 
 # -- config and progress --------------------------------------------------------------------------
 def test_config_markdown_is_the_settings_table(capsys):
-    from redis_consumer.settings import markdown_table
+    from redis_consumer.cli.config import markdown as markdown_table
 
     code, out, _ = run_cli(capsys, "config", "--markdown")
     assert code == 0 and out.strip() == markdown_table()

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from redis_consumer.cli.config import builtin_consumer_specs
+from redis_consumer.cli.config import (
+    markdown as markdown_table,  # core table + built-in consumers' own
+)
 from redis_consumer.cli.main import build_parser
-from redis_consumer.settings import SPECS, markdown_table
+from redis_consumer.settings import SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -67,6 +71,11 @@ def test_config_table_is_generated_from_settings():
     )
     for spec in SPECS:
         assert f"`{spec.name}`" in README
+        for alias in spec.aliases:  # the kiosk's old names are documented too
+            assert f"`{alias}`" in section("config-table")
+    for specs in builtin_consumer_specs().values():
+        for spec in specs:
+            assert spec.row() in README
 
 
 def test_bench_section_is_marked():

@@ -40,6 +40,7 @@ def build_worker(settings: Settings, **kwargs: Any):
 
     storage.parse_url(settings.STORAGE_BUCKET)  # a malformed bucket URL stops the worker at start
     consumer_cls = registry.load(settings.CONSUMER_TYPE)
+    settings = settings.for_consumer(consumer_cls)  # its own settings_spec: a bad value stops the start
     middleware = list(kwargs.pop("middleware", []))
     metrics_middleware = []
     if settings.METRICS_PORT > 0:
@@ -50,6 +51,19 @@ def build_worker(settings: Settings, **kwargs: Any):
     if metrics_middleware:
         worker_metrics.attach(worker, metrics_middleware)  # probes answer while Redis is still down
     return worker
+
+
+def sweep_scratch(settings: Settings) -> None:
+    """Remove scratch folders that killed workers left in TMPDIR (live workers' are kept)."""
+    from ..utils import tempdirs
+
+    try:
+        removed = tempdirs.sweep(min_age=settings.JOB_TIMEOUT + settings.SHUTDOWN_GRACE)
+    except OSError as exc:  # an unreadable TMPDIR must not stop the worker
+        logging.getLogger(__name__).warning("scratch sweep of TMPDIR failed (%s)", exc)
+        return
+    if removed:
+        logging.getLogger(__name__).info("removed %d scratch folder(s) left by stopped workers", len(removed))
 
 
 def _exit_during_startup(signum: int, frame: Any) -> None:
@@ -75,10 +89,13 @@ def run(environ: dict[str, str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    sweep_scratch(settings)
     try:
         worker = build_worker(settings)
     except ConfigError as exc:
         print(f"redis-consumer: {exc}", file=sys.stderr)
         return 2
-    logging.getLogger(__name__).info("settings: %s", settings.public())
+    if worker.settings.secret_values() != settings.secret_values():  # a plug-in declared secrets
+        logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, worker.settings.secret_values())
+    logging.getLogger(__name__).info("settings: %s", worker.settings.public())
     return worker.run()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, quote
 from ..utils import labels as label_utils
 from ..utils import overlay
 from .tfserving_consumer import Result, TensorFlowServingConsumer
@@ -124,7 +124,7 @@ def scale_of(fields: Mapping[str, str]) -> float:
     except ValueError:
         value = float("nan")
     if not 0.1 <= value <= 10.0:
-        raise UserError(f"The job's scale field must be a number from 0.1 to 10, got {raw!r}.")
+        raise UserError(f"The job's scale field must be a number from 0.1 to 10, got {quote(raw)}.")
     return value
 
 

@@ -46,7 +46,7 @@ def parse_model(text: str) -> tuple[str, str]:
 
 def wire_version(version: str) -> int | str:
     """Numeric versions go to TF Serving as numbers, labels (e.g. `stable`) as text."""
-    return int(version) if str(version).isdigit() else version
+    return int(version) if str(version).isdigit() and len(str(version)) <= 18 else version  # huge: a label
 
 
 class TensorFlowServingConsumer(Consumer):
@@ -170,7 +170,7 @@ class TensorFlowServingConsumer(Consumer):
             self.log_job(f"loaded image {image.shape[1]}x{image.shape[2]}, {image.shape[0]} frame(s), "
                          f"{image.shape[3]} channel(s), {image.dtype}")
         with self.stage("predict"):
-            metadata = self.tf.get_metadata(model, wire_version(version))
+            metadata = self.tf.get_metadata(model, wire_version(version), deadline=self.check_deadline())
             self.check_against_model(image, metadata, model, version)
             with self._step("preprocess"):
                 batch = self.preprocess(image, fields)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, quote
 from ..queue import keys
 from ..utils import safe_zip, tempdirs, zip_merge
 from ..utils.timestamps import now_iso
@@ -103,7 +103,7 @@ class ZipConsumer(Consumer):
                 plan = safe_zip.plan(path, max_entries=s.MAX_ZIP_ENTRIES, max_bytes=s.MAX_ZIP_BYTES,
                                      max_ratio=s.MAX_ZIP_RATIO, display_name=display)
             for item in plan.skipped:
-                self.log_job(f"skipped {item['name']!r}: {item['reason']}")
+                self.log_job(f"skipped {quote(item['name'])}: {item['reason']}")
             pid = parent_id(redis_hash)
             folder = posixpath.join(posixpath.dirname(fields["input_file_name"]), f"zip-{pid}")
             children: list[tuple[str, str, str]] = []
@@ -122,7 +122,7 @@ class ZipConsumer(Consumer):
             if not children:
                 reasons = "; ".join(f"{i['name']}: {i['reason']}" for i in plan.skipped[:3])
                 raise UserError(
-                    f"The zip {display!r} contains no images to process"
+                    f"The zip {quote(display)} contains no images to process"
                     + (f" ({len(plan.skipped)} file(s) skipped, e.g. {reasons})." if plan.skipped else " (it is empty).")
                 )
             created = self.create_children(redis_hash, fields, children)
@@ -163,7 +163,7 @@ class ZipConsumer(Consumer):
         if records and not done:
             first = failed[0]
             raise UserError(
-                f"All {len(records)} image(s) in the zip failed; the first, {first['name']!r}, failed because: "
+                f"All {len(records)} image(s) in the zip failed; the first, {quote(first['name'])}, failed because: "
                 f"{first['reason'].rstrip('.')}."
             )
         workdir = tempdirs.make("rc-zipin-")

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from ..errors import TransientError, UserError
+from ..errors import TransientError, UserError, quote
 from ..logs import scrub
 from ..settings import Settings
 from ..utils.backoff import full_jitter
@@ -121,7 +121,7 @@ class StorageClient(ABC):
         """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`."""
         rel = self._confine(key)
         if not os.path.isfile(path):
-            raise UserError(f"The result file {os.path.basename(path)!r} to upload as '{rel}' does not exist.")
+            raise UserError(f"The result file {quote(os.path.basename(path))} to upload as '{rel}' does not exist.")
         name = full_key(self.prefix, rel)
         self._call("uploading", rel, lambda: self._put(path, name), self._give_up_at(deadline))
         log.debug("uploaded %s (%d bytes)", rel, os.path.getsize(path))

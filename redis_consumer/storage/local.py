@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..errors import UserError
+from ..errors import quote as quote_value
 from ..settings import Settings
 from .base import DENIED, FULL, MISSING, READ_ONLY, TRANSIENT, StorageClient
 
@@ -37,7 +38,7 @@ class LocalClient(StorageClient):
         path = self.root / name
         real = os.path.realpath(path)
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
-            raise UserError(f"The key {name!r} leads outside the bucket through a link; give a key inside it.")
+            raise UserError(f"The key {quote_value(name)} leads outside the bucket through a link; give a key inside it.")
         return path
 
     def _stat(self, name: str) -> int | None:

@@ -12,17 +12,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import numpy as np
 
-from ..errors import UserError, one_sentence
+from ..errors import UserError, one_sentence, quote
 from . import messages
-from .client import PREDICT, BatchTooLarge, observe
-
-if TYPE_CHECKING:
-    from .client import TFServingClient
+from .calls import PREDICT, BatchTooLarge, Caller, observe, status
 
 
 @dataclass
@@ -32,6 +29,7 @@ class _InFlight:
     attempt: int
     future: Any
     started: float
+    timeout: float
 
 
 class _Outputs:
@@ -67,7 +65,7 @@ class _Outputs:
                 out[name] = values[0] if len(values) == 1 else np.concatenate([np.atleast_1d(v) for v in values])
             except ValueError:
                 raise UserError(one_sentence(
-                    f"model output {name!r} changes shape between batches ({[v.shape for v in values]}), "
+                    f"model output {quote(name)} changes shape between batches ({[v.shape for v in values]}), "
                     "so it cannot be predicted in batches")) from None
         return out
 
@@ -76,12 +74,12 @@ def _sample_count(model: str, arrays: dict[str, np.ndarray]) -> int | None:
     counts = {a.shape[0] if a.ndim else None for a in arrays.values()}
     if len(counts) != 1:
         raise UserError(one_sentence(
-            f"inputs for model {model!r} disagree on the number of samples: "
+            f"inputs for model {quote(model)} disagree on the number of samples: "
             f"{ {k: a.shape for k, a in arrays.items()} }"))
     return counts.pop()
 
 
-def run_batches(client: TFServingClient, model: str, version: Any, arrays: dict[str, np.ndarray],
+def run_batches(client: Caller, model: str, version: Any, arrays: dict[str, np.ndarray],
                 deadline_at: float | None) -> dict[str, np.ndarray]:
     """Predict every sample of `arrays`; returns full-size outputs keyed by output name."""
     total = _sample_count(model, arrays)
@@ -96,7 +94,7 @@ def run_batches(client: TFServingClient, model: str, version: Any, arrays: dict[
     return results.result()
 
 
-def stream_batches(client: TFServingClient, model: str, version: Any, total: int,
+def stream_batches(client: Caller, model: str, version: Any, total: int,
                    source: Callable[[int, int], Mapping[str, np.ndarray]],
                    sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
     """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, or a
@@ -111,15 +109,16 @@ def stream_batches(client: TFServingClient, model: str, version: Any, total: int
     todo: deque[tuple[int, int, int]] = deque()  # (lo, hi, attempt) waiting to be (re)sent
     pending: deque[_InFlight] = deque()
     cursor = 0
+    waited: dict[tuple[int, int], float] = {}  # batch -> deadline of its last unanswered attempt
 
     def submit(lo: int, hi: int, attempt: int) -> None:
-        timeout = client.timeout_for(deadline_at)
+        timeout = client.timeout_for(deadline_at, waited.get((lo, hi)), model)
         made = source(lo, hi)
         if isinstance(made, messages.RequestWriter):  # filled in place by the caller
             request = made.finish()
         else:
             request = messages.frame_predict_request(model, version, made)
-        pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic()))
+        pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic(), timeout))
 
     try:
         while cursor < total or todo or pending:
@@ -135,10 +134,12 @@ def stream_batches(client: TFServingClient, model: str, version: Any, total: int
                 reply = item.future.result()
             except grpc.RpcError as exc:
                 try:
-                    client.failed(exc, PREDICT, item.started, item.attempt, deadline_at, model, version)
+                    client.failed(exc, PREDICT, item.started, item.attempt, deadline_at, model, version, item.timeout)
                 except BatchTooLarge as too_large:
                     _split(client, model, item, too_large.limit, todo)
                     continue
+                if status(exc)[0] == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    waited[(item.lo, item.hi)] = item.timeout
                 todo.appendleft((item.lo, item.hi, item.attempt + 1))
                 continue
             observe(PREDICT, "OK", time.monotonic() - item.started)
@@ -149,11 +150,11 @@ def stream_batches(client: TFServingClient, model: str, version: Any, total: int
             item.future.cancel()
 
 
-def _split(client: TFServingClient, model: str, item: _InFlight, limit: int, todo: deque) -> None:
+def _split(client: Caller, model: str, item: _InFlight, limit: int, todo: deque) -> None:
     size = item.hi - item.lo
     if limit < 1 or limit >= size:
         raise UserError(one_sentence(
-            f"model {model!r} refused a batch of {size} although its limit is {limit}"))
+            f"model {quote(model)} refused a batch of {size} although its limit is {limit}"))
     client.max_batch[model] = limit
     chunks = [(lo, min(lo + limit, item.hi), item.attempt) for lo in range(item.lo, item.hi, limit)]
     for chunk in reversed(chunks):

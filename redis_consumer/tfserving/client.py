@@ -1,9 +1,9 @@
 """Lean TensorFlow Serving gRPC client: one channel per target per process, no TensorFlow.
 
 Calls go through `channel.unary_unary(path)` with no (de)serializer, so requests are bytes framed
-by `messages` and replies are parsed into numpy views. Retries (UNAVAILABLE, DEADLINE_EXCEEDED)
-use capped exponential backoff with full jitter, bounded by MAX_RETRY and the job's deadline;
-every call's deadline is min(GRPC_TIMEOUT, time left). Metrics hook in through CALL_OBSERVERS.
+by `messages` and replies are parsed into numpy views. Deadlines and retries live in `calls`
+(every call, metadata included, gets min(GRPC_TIMEOUT, time left)); pipelined batches in
+`batching`. Metrics hook in through CALL_OBSERVERS.
 """
 
 from __future__ import annotations
@@ -18,22 +18,26 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ..errors import JobTimeout, TransientError, UserError, one_sentence
-from ..utils.backoff import full_jitter
+from ..errors import UserError, one_sentence, quote
 from . import messages
+from .batching import run_batches, stream_batches
+from .calls import (  # noqa: F401  (re-exported: the client's public names before calls.py existed)
+    CALL_OBSERVERS,
+    GET_MODEL_METADATA,
+    GET_MODEL_STATUS,
+    PREDICT,
+    RETRYABLE,
+    BatchTooLarge,
+    Caller,
+    _batch_limit,
+    check_model,
+    observe,
+    status,
+)
 from .messages import ModelMetadata, TensorSpec  # noqa: F401  (re-exported: part of the API)
 
 log = logging.getLogger(__name__)
 
-PREDICT = "/tensorflow.serving.PredictionService/Predict"
-GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
-GET_MODEL_STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
-
-#: Callbacks `fn(method: str, code: str, seconds: float)` run after every gRPC attempt
-#: (method is the short name, e.g. "Predict"; code e.g. "OK", "UNAVAILABLE"). Metrics register here.
-CALL_OBSERVERS: list[Callable[[str, str, float], None]] = []
-
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CHANNEL_OPTIONS = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
@@ -44,43 +48,10 @@ CHANNEL_OPTIONS = (
 )
 
 
-class BatchTooLarge(Exception):
-    """The server refused a batch: 'Task size N is larger than maximum input batch size M'."""
+class TFServingClient(Caller):
+    """Talks to one TF Serving target (TF_HOST:TF_PORT); safe to share within a process.
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-
-def observe(method: str, code: str, seconds: float) -> None:
-    short = method.rsplit("/", 1)[-1]
-    for fn in CALL_OBSERVERS:
-        try:
-            fn(short, code, seconds)
-        except Exception:  # a broken metrics hook must never fail a job
-            log.debug("gRPC call observer failed", exc_info=True)
-
-
-def _batch_limit(details: str) -> int | None:
-    marker = "larger than maximum input batch size"
-    if marker not in details:
-        return None
-    tail = details.split(marker, 1)[1].strip().split()
-    try:
-        return int(tail[0].rstrip(".,;")) if tail else None
-    except ValueError:
-        return None
-
-
-def status(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
-    """(code, details) of a failed call; a bare RpcError (no status) counts as UNKNOWN."""
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    return code, details
-
-
-class TFServingClient:
-    """Talks to one TF Serving target (TF_HOST:TF_PORT); safe to share within a process."""
+    Deadlines, retries and error mapping of each call come from `calls.Caller`."""
 
     def __init__(self, settings: Any, redis_client: Any = None) -> None:
         self.settings = settings
@@ -128,76 +99,12 @@ class TFServingClient:
         except grpc.FutureTimeoutError:
             return False
 
-    # ----- calls, deadlines, errors -----
-    def timeout_for(self, deadline_at: float | None) -> float:
-        """Per-call deadline: min(GRPC_TIMEOUT, seconds left for the job)."""
-        timeout = float(self.settings.GRPC_TIMEOUT)
-        if deadline_at is not None:
-            left = deadline_at - time.monotonic()
-            if left <= 0:
-                raise JobTimeout("the job ran out of time while waiting for TensorFlow Serving")
-            timeout = min(timeout, left)
-        return timeout
-
-    def classify(self, code: grpc.StatusCode, details: str, model: str, version: Any) -> None:
-        """Raise the right error for a failed call; return only when it is worth retrying."""
-        what = f"model {model!r} version {version if version not in (None, '') else 'latest'}"
-        if code == grpc.StatusCode.INVALID_ARGUMENT:
-            limit = _batch_limit(details)
-            if limit is not None:
-                raise BatchTooLarge(limit)
-            raise UserError(one_sentence(f"TensorFlow Serving rejected the input for {what}: {details}"))
-        if code == grpc.StatusCode.NOT_FOUND or (
-                code == grpc.StatusCode.FAILED_PRECONDITION and "not found" in details.lower()):
-            raise UserError(one_sentence(f"{what} is not served by TensorFlow Serving: {details}"))
-        if code in RETRYABLE:
-            return
-        raise TransientError(one_sentence(f"TensorFlow Serving failed for {what}: {code.name} {details}"))
-
-    def backoff_or_raise(self, code: grpc.StatusCode, details: str, attempt: int, deadline_at: float | None,
-                         model: str) -> None:
-        """Sleep before retry `attempt` + 1, or raise when retries or time are used up."""
-        if attempt >= self.settings.MAX_RETRY:
-            raise TransientError(one_sentence(
-                f"TensorFlow Serving at {self.target} still {code.name} after {attempt} retries "
-                f"for model {model!r}: {details}"))
-        delay = full_jitter(attempt, self.settings.GRPC_BACKOFF, self.settings.RETRY_BACKOFF_CAP)
-        if deadline_at is not None and time.monotonic() + delay >= deadline_at:
-            raise JobTimeout(one_sentence(
-                f"the job ran out of time retrying TensorFlow Serving ({code.name}) for model {model!r}"))
-        log.info("TF Serving %s for %s, retry %d in %.2fs", code.name, model, attempt + 1, delay)
-        time.sleep(delay)
-
-    def failed(self, exc: grpc.RpcError, method: str, started: float, attempt: int,
-               deadline_at: float | None, model: str, version: Any) -> None:
-        """After a failed attempt: record it, raise its error (BatchTooLarge for a refused batch),
-        or sleep and return when attempt + 1 is worth making."""
-        code, details = status(exc)
-        observe(method, code.name, time.monotonic() - started)
-        self.classify(code, details, model, version)
-        self.backoff_or_raise(code, details, attempt, deadline_at, model)
-
-    def call(self, method: str, request: bytes, *, model: str, version: Any,
-             deadline_at: float | None = None) -> bytes:
-        """One unary call with retries; returns the reply bytes."""
-        attempt = 0
-        while True:
-            timeout = self.timeout_for(deadline_at)
-            start = time.monotonic()
-            try:
-                reply = self._callable(method)(request, timeout=timeout)
-            except grpc.RpcError as exc:
-                self.failed(exc, method, start, attempt, deadline_at, model, version)
-                attempt += 1
-                continue
-            observe(method, "OK", time.monotonic() - start)
-            return reply
-
     # ----- metadata -----
     def get_metadata(self, model: str, version: int | str | None = None, *,
                      deadline: float | None = None) -> ModelMetadata:
         """Inputs/outputs of a served model, cached in-process and in Redis `{model}:{version}`
         (field `metadata` in the kiosk's format, `metadata_rc` with inputs and outputs)."""
+        check_model(model, version)
         ttl = float(self.settings.METADATA_EXPIRE_TIME)
         key = (model, "" if version is None else str(version))
         now = time.monotonic()
@@ -212,7 +119,7 @@ class TFServingClient:
             meta = messages.parse_metadata_response(reply, model, version)
             if not meta.inputs:
                 raise UserError(one_sentence(
-                    f"model {model!r} version {version} has no serving signature TF Serving can describe"))
+                    f"model {quote(model)} version {version} has no serving signature TF Serving can describe"))
             self._metadata_to_redis(model, version, meta)
         self._metadata[key] = (now + ttl, meta)
         return meta
@@ -264,15 +171,14 @@ class TFServingClient:
         A plain array goes to the model's only input; with one output a plain array comes back.
         `deadline` is the number of seconds left for the job.
         """
-        from .batching import run_batches
-
+        check_model(model, version)
         deadline_at = None if deadline is None else time.monotonic() + deadline
         plain = not isinstance(inputs, Mapping)
         if plain:
             meta = self.get_metadata(model, version, deadline=deadline)
             if len(meta.inputs) != 1:
                 raise UserError(one_sentence(
-                    f"model {model!r} version {version} takes inputs {sorted(meta.inputs)}; "
+                    f"model {quote(model)} version {version} takes inputs {sorted(meta.inputs)}; "
                     "pass a dict naming each one"))
             (name, spec), = meta.inputs.items()
             array = np.asarray(inputs)
@@ -290,8 +196,7 @@ class TFServingClient:
                        sink: Callable, *, deadline: float | None = None) -> None:
         """Pipelined predict of `total` samples made on demand by `source(lo, hi) -> inputs` and
         handed to `sink(lo, hi, outputs)` as they arrive (see `batching.stream_batches`)."""
-        from .batching import stream_batches
-
+        check_model(model, version)
         deadline_at = None if deadline is None else time.monotonic() + deadline
         stream_batches(self, model, version, total, source, sink, deadline_at)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError, one_sentence
+from ..errors import UserError, one_sentence, quote
 from . import messages
 
 
@@ -41,7 +41,7 @@ def _single_input(client: Any, model: str, version: Any,
     """The model's only input: its name, fixed (height, width) if any, and numeric dtype if known."""
     meta = client.get_metadata(model, version, deadline=deadline)
     if len(meta.inputs) != 1:
-        raise UserError(one_sentence(f"model {model!r} takes inputs {sorted(meta.inputs)}; tiling needs one"))
+        raise UserError(one_sentence(f"model {quote(model)} takes inputs {sorted(meta.inputs)}; tiling needs one"))
     name, spec = next(iter(meta.inputs.items()))
     tile = None
     if len(spec.shape) == 4 and spec.shape[1] > 0 and spec.shape[2] > 0:
@@ -100,13 +100,13 @@ def predict_tiled(client: Any, model: str, version: Any, images: np.ndarray, *,
 
     def sink(lo: int, hi: int, outputs: dict[str, np.ndarray]) -> None:
         if len(outputs) != 1:
-            raise UserError(one_sentence(f"model {model!r} has outputs {sorted(outputs)}; tiling needs one"))
+            raise UserError(one_sentence(f"model {quote(model)} has outputs {sorted(outputs)}; tiling needs one"))
         tiles = next(iter(outputs.values()))
         if tiles.ndim == 3:
             tiles = tiles[..., None]
         if tiles.ndim != 4 or tiles.shape[:3] != (hi - lo, th, tw):
             raise UserError(one_sentence(
-                f"model {model!r} returned tiles shaped {tiles.shape} for input tiles {(hi - lo, th, tw)}; "
+                f"model {quote(model)} returned tiles shaped {tiles.shape} for input tiles {(hi - lo, th, tw)}; "
                 "tiling needs a model whose output has the input's height and width"))
         out = result.get("out")
         if out is None:

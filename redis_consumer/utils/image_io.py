@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, quote
 
 #: Axis letters that hold channels (tifffile: C = channel, S = sample, e.g. RGB).
 CHANNEL_AXES = "CS"
@@ -72,9 +72,9 @@ def sniff(path: str, name: str | None = None) -> str:
         with open(path, "rb") as fh:
             head = fh.read(8)
     except OSError as exc:
-        raise UserError(f"The file {name!r} could not be read ({exc.strerror or exc}).") from None
+        raise UserError(f"The file {quote(name)} could not be read ({exc.strerror or exc}).") from None
     if not head:
-        raise UserError(f"The file {name!r} is empty; upload a {SUPPORTED} image.")
+        raise UserError(f"The file {quote(name)} is empty; upload a {SUPPORTED} image.")
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "tiff"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -83,7 +83,7 @@ def sniff(path: str, name: str | None = None) -> str:
         return "jpeg"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
-    raise UserError(f"The file {name!r} is not a supported image; upload a {SUPPORTED} file.")
+    raise UserError(f"The file {quote(name)} is not a supported image; upload a {SUPPORTED} file.")
 
 
 def _guess_axes(shape: Sequence[int]) -> str:
@@ -112,7 +112,7 @@ def read_header(path: str, name: str | None = None) -> Header:
 
             with tifffile.TiffFile(path) as tif:
                 if not tif.series:
-                    raise UserError(f"The TIFF file {name!r} is corrupt or truncated: it holds no image data.")
+                    raise UserError(f"The TIFF file {quote(name)} is corrupt or truncated: it holds no image data.")
                 series = tif.series[0]
                 shape = tuple(int(s) for s in series.shape)
                 axes = str(series.axes).upper()
@@ -136,21 +136,15 @@ def read_header(path: str, name: str | None = None) -> Header:
                     shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             shape = tuple(int(s) for s in shape)
             if dtype.hasobject:
-                raise UserError(f"The file {name!r} holds Python objects, not an image.")
+                raise UserError(f"The file {quote(name)} holds Python objects, not an image.")
             axes = _guess_axes(shape)
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"The file {name!r} is corrupt or truncated and could not be read as {fmt.upper()}.") from exc
+        raise UserError(f"The file {quote(name)} is corrupt or truncated and could not be read as {fmt.upper()}.") from exc
     if len(axes) != len(shape):
         axes = _guess_axes(shape)
     return Header(fmt, shape, axes, dtype)
-
-
-def shown(value: object, limit: int = 40) -> str:
-    """A user-supplied value as quoted in a message: repr'd, one line, at most `limit` characters."""
-    text = repr(str(value)[: limit + 1])
-    return text if len(str(value)) <= limit else text[:-1] + "…'"
 
 
 def kiosk_header(header: Header) -> Header:
@@ -183,17 +177,17 @@ def apply_dimension_order(header: Header, dimension_order: str | None) -> Header
             )
         return Header(header.format, header.shape, "".join(_KIOSK_TO_TIFF[a] for a in order), header.dtype)
     if not order or set(order) - KNOWN_AXES or len(set(order)) != len(order):
-        raise UserError(f"The job's dimension_order {shown(dimension_order)} is not valid; use letters such as CYX or ZYXC.")
+        raise UserError(f"The job's dimension_order {quote(dimension_order)} is not valid; use letters such as CYX or ZYXC.")
     shape = header.shape
     if len(order) != len(shape):
         shape = tuple(s for s in shape if s != 1)  # tifffile may add singleton page/sample axes
     if len(order) != len(shape):
         raise UserError(
-            f"The job's dimension_order {shown(dimension_order)} has {len(order)} axes but the image has "
+            f"The job's dimension_order {quote(dimension_order)} has {len(order)} axes but the image has "
             f"{len(shape)} ({'x'.join(map(str, shape))})."
         )
     if "Y" not in order or "X" not in order:
-        raise UserError(f"The job's dimension_order {shown(dimension_order)} must contain Y and X.")
+        raise UserError(f"The job's dimension_order {quote(dimension_order)} must contain Y and X.")
     return Header(header.format, shape, order, header.dtype)
 
 
@@ -218,37 +212,37 @@ def check_limits(header: Header, limits: Limits, name: str) -> tuple[int, int, i
     mapped = [s for s in header.shape if s != 1]
     if len(mapped) > 4:  # folding two or more stack axes into frames would mix them up silently
         raise UserError(
-            f"The image {name!r} has {len(mapped)} dimensions (shape {'x'.join(map(str, header.shape))}, "
+            f"The image {quote(name)} has {len(mapped)} dimensions (shape {'x'.join(map(str, header.shape))}, "
             f"axes {header.axes}), more than the 4 that can be read (frames, height, width, channels); "
             "keep one stack axis (time or z) and split the rest into separate files."
         )
     frames, height, width, channels = normalized_shape(header)
     if height > limits.height or width > limits.width:
         raise UserError(
-            f"The image {name!r} is {height}x{width} pixels (height x width), larger than the "
+            f"The image {quote(name)} is {height}x{width} pixels (height x width), larger than the "
             f"{limits.height}x{limits.width} limit (MAX_IMAGE_HEIGHT x MAX_IMAGE_WIDTH); split or downscale it."
         )
     if frames > limits.frames:
         raise UserError(
-            f"The image {name!r} has {frames} frames, more than the limit of {limits.frames} "
+            f"The image {quote(name)} has {frames} frames, more than the limit of {limits.frames} "
             "(MAX_IMAGE_FRAMES); split it into smaller files."
         )
     if channels > limits.channels:
         raise UserError(
-            f"The image {name!r} has {channels} channels, more than the limit of {limits.channels} "
+            f"The image {quote(name)} has {channels} channels, more than the limit of {limits.channels} "
             "(MAX_IMAGE_CHANNELS); keep only the channels the model needs."
         )
     decoded = math.prod(header.shape) * max(header.dtype.itemsize, 1)
     if decoded > limits.decoded_bytes:
         raise UserError(
-            f"The image {name!r} would take {decoded} bytes once decoded ({'x'.join(map(str, header.shape))} "
+            f"The image {quote(name)} would take {decoded} bytes once decoded ({'x'.join(map(str, header.shape))} "
             f"{header.dtype}), more than the {limits.decoded_bytes}-byte limit (MAX_DECODED_BYTES); split it."
         )
     if min(frames, height, width, channels) < 1 or math.prod(header.shape) == 0:
-        raise UserError(f"The image {name!r} is empty ({'x'.join(map(str, header.shape))} pixels).")
+        raise UserError(f"The image {quote(name)} is empty ({'x'.join(map(str, header.shape))} pixels).")
     if height < limits.min_size or width < limits.min_size:
         raise UserError(
-            f"The image {name!r} is {height}x{width} pixels (height x width), smaller than the "
+            f"The image {quote(name)} is {height}x{width} pixels (height x width), smaller than the "
             f"{limits.min_size}x{limits.min_size} minimum (MIN_IMAGE_SIZE); upload a larger image."
         )
     return frames, height, width, channels
@@ -264,7 +258,7 @@ def check_finite(image: np.ndarray, name: str) -> None:
     inf = int(np.count_nonzero(np.isinf(image)))
     found = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite (Inf)" if inf else "")
                          if part)
-    raise UserError(f"The image {name!r} has {found} pixel value(s); every pixel must be a finite number.")
+    raise UserError(f"The image {quote(name)} has {found} pixel value(s); every pixel must be a finite number.")
 
 
 def _decode(path: str, header: Header) -> np.ndarray:
@@ -292,11 +286,11 @@ def decode_pixels(path: str, header: Header, name: str) -> np.ndarray:
     except UserError:
         raise
     except MemoryError:
-        raise UserError(f"The image {name!r} is too large to load.") from None
+        raise UserError(f"The image {quote(name)} is too large to load.") from None
     except Exception as exc:
-        raise UserError(f"The file {name!r} is corrupt or truncated and its pixels could not be read.") from exc
+        raise UserError(f"The file {quote(name)} is corrupt or truncated and its pixels could not be read.") from exc
     if data.size != math.prod(header.shape):
-        raise UserError(f"The file {name!r} is corrupt or truncated: its pixel data does not match its header.")
+        raise UserError(f"The file {quote(name)} is corrupt or truncated: its pixel data does not match its header.")
     data = data.reshape(header.shape)
     return data.astype(np.uint8) if data.dtype == bool else data
 
@@ -323,12 +317,12 @@ def select_channels(image: np.ndarray, channels: str | None, name: str) -> np.nd
     try:
         wanted = [int(p) for p in channels.replace(" ", "").split(",") if p != ""]
     except ValueError:
-        raise UserError(f"The job's channels field {shown(channels)} must list channel numbers such as 0,1.") from None
+        raise UserError(f"The job's channels field {quote(channels)} must list channel numbers such as 0,1.") from None
     have = image.shape[-1]
     bad = [c for c in wanted if not 0 <= c < have]
     if bad or not wanted:
         raise UserError(
-            f"The job asks for channel(s) {shown(channels)} but the image {name!r} has {have} channel(s) (numbered from 0)."
+            f"The job asks for channel(s) {quote(channels)} but the image {quote(name)} has {have} channel(s) (numbered from 0)."
         )
     return image[..., wanted]
 
@@ -351,8 +345,20 @@ def load_image(
     header = apply_dimension_order(read_header(path, name), dimension_order)
     check_limits(header, limits, name)
     if header.dtype.kind not in "uifb":
-        raise UserError(f"The image {name!r} has pixel type {header.dtype}; use integer or floating-point pixels.")
-    data = decode_pixels(path, header, name)
+        raise UserError(f"The image {quote(name)} has pixel type {header.dtype}; use integer or floating-point pixels.")
+    try:
+        data = _decode(path, header)
+    except UserError:
+        raise
+    except MemoryError:
+        raise UserError(f"The image {quote(name)} is too large to load.") from None
+    except Exception as exc:
+        raise UserError(f"The file {quote(name)} is corrupt or truncated and its pixels could not be read.") from exc
+    if data.size != math.prod(header.shape):
+        raise UserError(f"The file {quote(name)} is corrupt or truncated: its pixel data does not match its header.")
+    data = data.reshape(header.shape)
+    if data.dtype == bool:
+        data = data.astype(np.uint8)
     image = select_channels(to_fhwc(data, header.axes), channels, name)
     check_finite(image, name)
     return image

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, quote
 from . import image_io
-from .image_io import KIOSK_ORDERS, Header, Limits, shown
+from .image_io import KIOSK_ORDERS, Header, Limits
 
 __all__ = [
     "KIOSK_ORDERS", "SLOT_NAMES", "KioskLayout", "load_for_kiosk", "load_kiosk_image", "parse_label",
@@ -139,7 +139,7 @@ def plan_layout(shape: Sequence[int], dimension_order: str | None, name: str = "
     if not order:
         return KioskLayout(_auto_order(shape, axes.upper(), name), shape, auto=True)
     if order not in KIOSK_ORDERS:
-        raise UserError(f"The job's dimension_order {shown(dimension_order)} is not one the kiosk offers; "
+        raise UserError(f"The job's dimension_order {quote(dimension_order)} is not one the kiosk offers; "
                         f"use one of {', '.join(KIOSK_ORDERS)}.")
     if len(order) != len(shape):
         hint = _SUGGEST.get(len(shape), "an order with one letter per axis")
@@ -207,11 +207,11 @@ def _field_entries(field: str, what: str, most: int, example: str) -> list[str]:
 
 def _channel_number(entry: str, field: str, n_channels: int, role: str, name: str) -> int:
     if not entry.isdigit() or not entry.isascii():
-        raise UserError(f"The job's channels field {shown(field)} has {shown(entry)} for the {role} channel; "
+        raise UserError(f"The job's channels field {quote(field)} has {quote(entry)} for the {role} channel; "
                         "give channel numbers counted from 0.")
     channel = int(entry)
     if channel >= n_channels:
-        raise UserError(f"The job's channels field {shown(field)} asks for channel {channel} as the {role} "
+        raise UserError(f"The job's channels field {quote(field)} asks for channel {channel} as the {role} "
                         f"channel but the image {name!r} has {n_channels} channel(s), numbered from 0.")
     return channel
 
@@ -231,7 +231,7 @@ def parse_segmentation_channels(field: str | None, n_channels: int, name: str = 
                              "'0,' (nuclear) or ',0' (cytoplasm)")
     slots = {i: _channel_number(e, text, n_channels, SLOT_NAMES[i], name) for i, e in enumerate(entries) if e}
     if not slots:
-        raise UserError(f"The job's channels field {shown(text)} fills no model slot; give e.g. '0,' for the "
+        raise UserError(f"The job's channels field {quote(text)} fills no model slot; give e.g. '0,' for the "
                         "nuclear model on channel 0.")
     return slots
 
@@ -245,11 +245,11 @@ def parse_mesmer_channels(field: str | None, n_channels: int, name: str = "the i
     text = (field or "").strip() or "0,1"
     entries = _field_entries(text, "a mesmer job", 2, "'0,1' (nuclear, membrane)")
     if len(entries) != 2:
-        raise UserError(f"The job's channels field {shown(text)} has {len(entries)} entries but mesmer needs 2 "
+        raise UserError(f"The job's channels field {quote(text)} has {len(entries)} entries but mesmer needs 2 "
                         "(nuclear, membrane), e.g. '0,1'.")
     for entry, role in zip(entries, ("nuclear", "membrane")):
         if not entry:
-            raise UserError(f"The job's channels field {shown(text)} leaves the {role} channel empty; mesmer "
+            raise UserError(f"The job's channels field {quote(text)} leaves the {role} channel empty; mesmer "
                             "needs both a nuclear and a membrane channel, e.g. '0,1'.")
     nuclear, membrane = (_channel_number(e, text, n_channels, r, name) for e, r in zip(entries, ("nuclear", "membrane")))
     return nuclear, membrane
@@ -269,10 +269,10 @@ def parse_scale(field: str | None, minimum: float = MIN_SCALE, maximum: float = 
     except ValueError:
         value = math.nan
     if math.isnan(value):
-        raise UserError(f"The job's scale {shown(text)} is not a number; give a number from {minimum:g} to "
+        raise UserError(f"The job's scale {quote(text)} is not a number; give a number from {minimum:g} to "
                         f"{maximum:g} such as 1 or 0.5.")
     if not minimum <= value <= maximum:
-        raise UserError(f"The job's scale {shown(text)} is outside the range {minimum:g} to {maximum:g}; "
+        raise UserError(f"The job's scale {quote(text)} is outside the range {minimum:g} to {maximum:g}; "
                         "give e.g. 1 for images at the model's resolution.")
     return value
 

@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..errors import UserError, quote
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar", ".zst")
@@ -68,11 +68,11 @@ def plan(path: str, *, max_entries: int, max_bytes: int, max_ratio: float, displ
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        raise UserError(f"The file {name!r} is not a readable zip archive.") from None
+        raise UserError(f"The file {quote(name)} is not a readable zip archive.") from None
     files = [i for i in infos if not i.is_dir()]
     if len(files) > max_entries:
         raise UserError(
-            f"The zip {name!r} holds {len(files)} files, more than the limit of {max_entries} (MAX_ZIP_ENTRIES); split it."
+            f"The zip {quote(name)} holds {len(files)} files, more than the limit of {max_entries} (MAX_ZIP_ENTRIES); split it."
         )
     result = Plan()
     total = 0
@@ -105,7 +105,7 @@ def plan(path: str, *, max_entries: int, max_bytes: int, max_ratio: float, displ
         total += info.file_size
         if total > max_bytes:
             raise UserError(
-                f"The zip {name!r} expands to more than {max_bytes} bytes (MAX_ZIP_BYTES); upload smaller archives."
+                f"The zip {quote(name)} expands to more than {max_bytes} bytes (MAX_ZIP_BYTES); upload smaller archives."
             )
         result.entries.append(Entry(index=index, name=member, basename=safe_basename(member, index), size=info.file_size))
     return result
@@ -122,7 +122,7 @@ def extract(zf: zipfile.ZipFile, entry: Entry, dest_path: str) -> int:
                     break
                 written += len(chunk)
                 if written > entry.size:
-                    raise UserError(f"The zip entry {entry.name!r} is larger than its header says.")
+                    raise UserError(f"The zip entry {quote(entry.name)} is larger than its header says.")
                 dst.write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
         try:
@@ -131,5 +131,5 @@ def extract(zf: zipfile.ZipFile, entry: Entry, dest_path: str) -> int:
             pass
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # disk trouble is ours, not the user's
-        raise UserError(f"The zip entry {entry.name!r} is corrupt and could not be extracted.") from None
+        raise UserError(f"The zip entry {quote(entry.name)} is corrupt and could not be extracted.") from None
     return written

@@ -14,6 +14,8 @@ import shutil
 import struct
 import zipfile
 
+from ..errors import quote
+
 _CHUNK = 1 << 20
 
 
@@ -23,7 +25,7 @@ def _data_offset(zin: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
     header = zin.fp.read(zipfile.sizeFileHeader)
     fields = struct.unpack(zipfile.structFileHeader, header)
     if fields[zipfile._FH_SIGNATURE] != zipfile.stringFileHeader:
-        raise zipfile.BadZipFile(f"bad local header for {info.filename!r}")
+        raise zipfile.BadZipFile(f"bad local header for {quote(info.filename)}")
     return (info.header_offset + zipfile.sizeFileHeader + fields[zipfile._FH_FILENAME_LENGTH]
             + fields[zipfile._FH_EXTRA_FIELD_LENGTH])
 
@@ -55,7 +57,7 @@ def copy_raw(zin: zipfile.ZipFile, info: zipfile.ZipInfo, out: zipfile.ZipFile, 
         while left > 0:
             chunk = zin.fp.read(min(_CHUNK, left))
             if not chunk:
-                raise zipfile.BadZipFile(f"{info.filename!r} is truncated")
+                raise zipfile.BadZipFile(f"{quote(info.filename)} is truncated")
             out.fp.write(chunk)
             left -= len(chunk)
         out.filelist.append(new)

@@ -22,12 +22,31 @@ from redis_consumer.consumers.tfserving_consumer import (
     Result,
     TensorFlowServingConsumer,
 )
-from redis_consumer.errors import UserError
+from redis_consumer.errors import UserError, quote
+from redis_consumer.settings_base import Setting
 
 
-def load_labels() -> list[str]:
-    """Class names, one a line: CLASSIFY_LABELS (a file path) or the packaged labels.txt."""
-    return list(_read_labels(os.environ.get("CLASSIFY_LABELS") or None))
+def _readable_file(path: str) -> str | None:
+    return None if not path or os.path.isfile(path) else "the path of a labels file that exists"
+
+
+def _model(value: str) -> str | None:
+    name, sep, version = value.rpartition(":")
+    return None if sep and name and version.isdigit() else "a model NAME:VERSION such as Identity:1"
+
+
+# This plug-in's own settings: typed, validated when the worker starts (a bad value exits 2),
+# listed by `redis-consumer config` when CONSUMER_TYPE=classify.
+MODEL = Setting("CLASSIFY_MODEL", str, "Identity:1",
+                "Model `NAME:VERSION` when a job names none.", check=_model)
+LABELS = Setting("CLASSIFY_LABELS", str, "",
+                 "Labels file, one class name a line (empty: the packaged labels.txt).", check=_readable_file)
+TOP_K = Setting("CLASSIFY_TOP_K", int, 5, "Labels reported per image when a job sets no `top_k`.", minimum=1)
+
+
+def load_labels(path: str = "") -> list[str]:
+    """Class names, one a line: the file at `path` (CLASSIFY_LABELS) or the packaged labels.txt."""
+    return list(_read_labels(path or None))
 
 
 @functools.cache
@@ -54,15 +73,24 @@ class ClassifyConsumer(TensorFlowServingConsumer):
     """Top-K labels per image frame, written to the hash and to results.json."""
 
     name = "classify"
-    #: CLASSIFY_MODEL overrides it; a job's model_name/model_version win over both.
-    default_model = os.environ.get("CLASSIFY_MODEL", "Identity:1")
+    settings_spec = (MODEL, LABELS, TOP_K)
+
+    @property
+    def options(self):
+        """The worker's settings with this plug-in's own (read here too when a test built them bare)."""
+        return self.settings.for_consumer(type(self))
+
+    @property
+    def default_model(self) -> str:  # type: ignore[override]
+        """CLASSIFY_MODEL; a job's model_name/model_version win over it."""
+        return MODEL.of(self.options)
 
     def top_k(self, fields: Mapping[str, str]) -> int:
-        raw = fields.get("top_k") or os.environ.get("CLASSIFY_TOP_K", "5")
+        raw = fields.get("top_k") or TOP_K.of(self.options)
         try:
             return max(1, int(raw))
         except ValueError:
-            raise UserError(f"The job's top_k field must be a whole number, got {raw!r}.") from None
+            raise UserError(f"The job's top_k field must be a whole number, got {quote(raw)}.") from None
 
     def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
         """Scale to [0, 1] by the image's dtype range (what classifiers are trained on)."""
@@ -86,7 +114,7 @@ class ClassifyConsumer(TensorFlowServingConsumer):
         if scores.ndim != 2:
             raise UserError(f"The model returned scores of shape {list(scores.shape)}; a classifier must return (N, K).")
         probs = to_probabilities(scores)
-        labels = load_labels()
+        labels = load_labels(LABELS.of(self.options))
         k = min(self.top_k(fields), probs.shape[1])
         frames = []
         for row in probs:
