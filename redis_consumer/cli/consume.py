@@ -98,4 +98,7 @@ def run(environ: dict[str, str] | None = None) -> int:
     if worker.settings.secret_values() != settings.secret_values():  # a plug-in declared secrets
         logs.configure(settings.LOG_LEVEL, settings.LOG_FORMAT, worker.settings.secret_values())
     logging.getLogger(__name__).info("settings: %s", worker.settings.public())
+    from .. import storage
+
+    storage.check_public_access(worker.settings)  # one line at start when public URLs cannot work
     return worker.run()
