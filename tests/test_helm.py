@@ -71,7 +71,11 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load_helmfile() -> dict:
-    return yaml.safe_load((HELM_DIR / "helmfile.yaml").read_text())
+    """The helmfile's YAML parts merged (environments live in their own part, as helmfile 1.x wants)."""
+    merged: dict = {}
+    for part in yaml.safe_load_all((HELM_DIR / "helmfile.yaml").read_text()):
+        merged.update(part or {})
+    return merged
 
 
 def environment_values(env: str) -> dict:
