@@ -25,10 +25,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HELM_DIR = ROOT / "helm"
 CHARTS = ["redis-consumer", "tf-serving"]
-ENVIRONMENTS = ["default", "production"]
+ENVIRONMENTS = ["default", "production", "kiosk"]
 K8S_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
-CONSUMER_RELEASES = {"segmentation": "segmentation", "segmentation-zip": "segmentation-zip", "classify": "classify"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
 
 
@@ -85,6 +84,23 @@ def environment_values(env: str) -> dict:
     return values
 
 
+def condition_holds(release: dict, env_values: dict) -> bool:
+    """helmfile's `condition: a.b.enabled`: the release is rendered only when that value is true."""
+    cond = release.get("condition")
+    if not cond:
+        return True
+    node = env_values
+    for key in cond.split("."):
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return node is True
+
+
+def consumer_releases(env: str) -> dict[str, str]:
+    """Enabled consumer release -> the Redis list its workers read (queue, or queue-zip for zip)."""
+    return {name: c["queue"] + ("-zip" if c["type"] == "zip" else "")
+            for name, c in environment_values(env)["consumers"].items() if c.get("enabled")}
+
+
 def render_gotmpl(helm: str, path: Path, env_values: dict, release: str, tmp: Path) -> dict:
     chart = tmp / f"gotmpl-{release}-{path.stem}"
     (chart / "templates").mkdir(parents=True, exist_ok=True)
@@ -128,6 +144,8 @@ def rendered(request, helm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"helmfile-{env}")
     out = {}
     for release in load_helmfile()["releases"]:
+        if not condition_holds(release, environment_values(env)):
+            continue
         values = release_values(helm, release, env, tmp)
         out[release["name"]] = (release, values, helm_template(helm, release["name"], release["chart"], values, tmp))
     return env, tmp, out
@@ -196,7 +214,10 @@ def _validate(tmp: Path, docs: list[dict], name: str) -> None:
 
 def test_helmfile_releases_are_valid_kubernetes(rendered):
     env, tmp, releases = rendered
-    assert set(releases) == {"tf-serving", "segmentation", "segmentation-zip", "classify", "queue-exporter"}
+    want = set(consumer_releases(env)) | {"queue-exporter"}
+    if environment_values(env)["tfServing"]["enabled"]:
+        want.add("tf-serving")
+    assert set(releases) == want
     everything = []
     for name, (_, _, docs) in releases.items():
         assert docs, name
@@ -245,8 +266,9 @@ def test_fixed_replicas_without_autoscaling(helm, tmp_path):
 # -- what the manifests mean ------------------------------------------------------------------------
 def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
     env, _, releases = rendered
-    replicas = environment_values(env)["replicas"]
-    for name, queue in CONSUMER_RELEASES.items():
+    consumers = environment_values(env)["consumers"]
+    for name, queue in consumer_releases(env).items():
+        replicas = consumers[name]["replicas"]
         _, _values, docs = releases[name]
         (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
         (deployment,) = by_kind(docs, "Deployment")
@@ -255,11 +277,14 @@ def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
                                           "name": deployment["metadata"]["name"]}
         (metric,) = spec["metrics"]
         assert metric["type"] == "External"
-        assert metric["external"]["metric"]["name"] == "redis_consumer_queue_items"
+        # GPU consumers scale on the items capped by the GPUs (see the promtool tests); zip ones do not
+        gpu = consumers[name]["type"] != "zip"
+        assert metric["external"]["metric"]["name"] == ("redis_consumer_queue_items_capped" if gpu
+                                                        else "redis_consumer_queue_items")
         assert metric["external"]["metric"]["selector"] == {"matchLabels": {"queue": queue}}
         assert metric["external"]["target"]["type"] == "AverageValue"
         assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
-        assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas[name]["min"], replicas[name]["max"])
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas["min"], replicas["max"])
         # the Deployment's workers read exactly that list
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env_vars = env_of(container)
@@ -269,7 +294,14 @@ def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
 
 def test_one_source_of_truth_for_batch_size(rendered):
     env, _, releases = rendered
-    want = environment_values(env)["tfServing"]["maxBatchSize"]
+    tf = environment_values(env)["tfServing"]
+    want = tf["maxBatchSize"]
+    if "tf-serving" not in releases:  # the kiosk profile keeps the kiosk's own TF Serving Service
+        for name in consumer_releases(env):
+            env_vars = env_of(by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+            assert (env_vars["TF_MAX_BATCH_SIZE"], env_vars["TF_HOST"], env_vars["TF_PORT"]) == (
+                str(want), tf["host"], str(tf["port"]))
+        return
     _, _, tf_docs = releases["tf-serving"]
     config = by_kind(tf_docs, "ConfigMap")[0]["data"]["batching_parameters.txt"]
     assert re.search(r"max_batch_size \{ value: (\d+) \}", config).group(1) == str(want)
@@ -277,7 +309,7 @@ def test_one_source_of_truth_for_batch_size(rendered):
     assert "--enable_batching=true" in tf_container["args"]
     assert "--batching_parameters_file=/config/batching_parameters.txt" in tf_container["args"]
     service = by_kind(tf_docs, "Service")[0]
-    for name in CONSUMER_RELEASES:
+    for name in consumer_releases(env):
         container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
         env_vars = env_of(container)
         assert env_vars["TF_MAX_BATCH_SIZE"] == str(want)
@@ -286,7 +318,10 @@ def test_one_source_of_truth_for_batch_size(rendered):
 
 
 def test_tf_serving_runs_on_gpu_nodes(rendered):
-    _env, _, releases = rendered
+    env, _, releases = rendered
+    assert ("tf-serving" in releases) == environment_values(env)["tfServing"]["enabled"]
+    if "tf-serving" not in releases:
+        return
     spec = by_kind(releases["tf-serving"][2], "Deployment")[0]["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert container["image"].startswith("tensorflow/serving:") and container["image"].endswith("-gpu")
@@ -295,8 +330,8 @@ def test_tf_serving_runs_on_gpu_nodes(rendered):
 
 
 def test_worker_pods_are_locked_down_and_probed(rendered):
-    _env, _, releases = rendered
-    for name in CONSUMER_RELEASES:
+    env, _, releases = rendered
+    for name in consumer_releases(env):
         _, _values, docs = releases[name]
         pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -319,13 +354,13 @@ def test_worker_pods_are_locked_down_and_probed(rendered):
 
 
 def test_exporter_release_exports_every_queue(rendered):
-    _env, _, releases = rendered
+    env, _, releases = rendered
     _, _, docs = releases["queue-exporter"]
     (deployment,) = by_kind(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["redis-consumer", "exporter"]
     queues = next(a for a in container["args"] if a.startswith("--queues=")).split("=", 1)[1].split(",")
-    assert sorted(queues) == sorted(CONSUMER_RELEASES.values())
+    assert sorted(queues) == sorted(consumer_releases(env).values())
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     dashboard = by_kind(docs, "ConfigMap")[0]
     board = json.loads(dashboard["data"]["redis-consumer.json"])
