@@ -454,3 +454,237 @@ def test_settings_schema_lists_exactly_the_settings_the_chart_leaves_open(helm, 
     allowed = set(schema["properties"]["settings"]["propertyNames"]["enum"])
     expected = {spec.name for spec in SPECS if not spec.secret} - owned
     assert allowed == expected, f"missing {sorted(expected - allowed)}, stale {sorted(allowed - expected)}"
+
+
+# -- promtool: the rules, the alerts and what the HPA and KEDA read ---------------------------------
+# prometheus-adapter's metricsQuery for the HPA's External metrics (as given in the chart README)
+ADAPTER_QUERY = "max by (queue) (<<.Series>>{<<.LabelMatchers>>})"
+ADAPTER_TF_QUERY = "max by (deployment) (<<.Series>>{<<.LabelMatchers>>})"
+
+
+def _tools_bin(helm: str, name: str) -> str:
+    path = Path(helm).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} missing from {path.parent}: scripts/install-tools.sh should have installed it",
+                    pytrace=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def promtool(helm) -> str:
+    return _tools_bin(helm, "promtool")
+
+
+def _adapter(query: str, series: str, matchers: str) -> str:
+    return query.replace("<<.Series>>", series).replace("<<.LabelMatchers>>", matchers)
+
+
+@pytest.fixture(scope="module")
+def rule_docs(helm, tmp_path_factory):
+    """The PrometheusRules and ScaledObjects of a GPU consumer, a plain one, the exporter and TF Serving."""
+    tmp = tmp_path_factory.mktemp("rules")
+    gpu = helm_template(helm, "segmentation", "redis-consumer", {
+        "queue": "segmentation", "prometheusRule": {"enabled": True}, "keda": {"enabled": True},
+        "autoscaling": {"itemsPerReplica": 4, "gpuCeiling": {"enabled": True, "workersPerGpu": 2}}}, tmp)
+    plain = helm_template(helm, "plain", "redis-consumer", {
+        "queue": "segmentation", "prometheusRule": {"enabled": True}, "keda": {"enabled": True}}, tmp)
+    exporter = helm_template(helm, "queue-exporter", "redis-consumer", {
+        "worker": {"enabled": False}, "autoscaling": {"enabled": False}, "exporter": {"enabled": True},
+        "prometheusRule": {"enabled": True}}, tmp)
+    tf = helm_template(helm, "tf-serving", "tf-serving", {
+        "prometheusRule": {"enabled": True},
+        "autoscaling": {"mode": "keda", "queueItems": {"queues": ["segmentation", "mesmer"]}}}, tmp)
+    return {"gpu": gpu, "plain": plain, "exporter": exporter, "tf": tf}
+
+
+def _groups(*docs_lists: list[dict]) -> list[dict]:
+    return [g for docs in docs_lists for rule in by_kind(docs, "PrometheusRule") for g in rule["spec"]["groups"]]
+
+
+def _alert(docs: list[dict], name: str) -> dict:
+    return next(r for g in _groups(docs) for r in g["rules"] if r.get("alert") == name)
+
+
+def _annotations(rule: dict, value: str, **fmt: str) -> dict:
+    out = {}
+    for key, text in rule["annotations"].items():
+        text = text.replace("{{ $value }}", value)
+        for expr, repl in fmt.items():
+            text = text.replace(expr, repl)
+        out[key] = text
+    return out
+
+
+def test_promtool_rules_alerts_and_what_the_autoscalers_read(rule_docs, promtool, tmp_path):
+    gpu, plain, exporter, tf = (rule_docs[k] for k in ("gpu", "plain", "exporter", "tf"))
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": _groups(gpu, exporter, tf)}))
+    run([promtool, "check", "rules", str(rules_file)])
+
+    keda_gpu = by_kind(gpu, "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+    keda_plain = by_kind(plain, "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+    tf_triggers = {t["name"]: t["metadata"]["query"] for t in by_kind(tf, "ScaledObject")[0]["spec"]["triggers"]}
+    hpa_gpu = _adapter(ADAPTER_QUERY, "queue:redis_consumer_queue_items:capped", 'queue="segmentation"')
+    hpa_plain = _adapter(ADAPTER_QUERY, "queue:redis_consumer_queue_items:max", 'queue="segmentation"')
+    hpa_tf_gpu = _adapter(ADAPTER_TF_QUERY, "deployment:tf_serving_gpu_utilization:avg", 'deployment="tf-serving"')
+    hpa_tf_items = _adapter(ADAPTER_TF_QUERY, "deployment:tf_serving_queue_items:sum", 'deployment="tf-serving"')
+    seg = {"queue": "segmentation"}
+    ksm = 'kube_deployment_status_replicas_available{namespace="deepcell",deployment="tf-serving",instance="ksm"}'
+    items_a = 'redis_consumer_queue_items{queue="segmentation",instance="exporter-a"}'
+    items_b = 'redis_consumer_queue_items{queue="segmentation",instance="exporter-b"}'
+
+    def at(t: str, expr: str, value, labels: dict | None = None) -> dict:
+        labels = dict(labels or {})
+        bare = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?", expr)
+        if bare:  # a selector keeps the metric name; an aggregation drops it
+            labels["__name__"] = bare.group(1)
+        samples = [] if value is None else [{"labels": _labels(labels), "value": value}]
+        return {"expr": expr, "eval_time": t, "exp_samples": samples}
+
+    tests = [
+        {   # two exporter replicas, 20 items; TF Serving at 0 for 5 minutes, then 1 replica (2 workers/GPU)
+            "interval": "1m",
+            "input_series": [
+                {"series": items_a, "values": "20x20"},
+                {"series": items_b, "values": "20x20"},
+                {"series": ksm, "values": "0x4 1x16"},
+            ],
+            "promql_expr_test": [
+                at("10m", 'queue:redis_consumer_queue_items:max{queue="segmentation"}', 20, seg),  # not 40
+                at("2m", "queue:redis_consumer_tf_serving_ready:max", 0, seg),
+                at("2m", "queue:redis_consumer_ceiling:replicas", 0, seg),
+                at("10m", "queue:redis_consumer_ceiling:replicas", 2, seg),
+                # TF Serving coming up: capped at 1 x 4 items -> one worker holds the first job
+                at("2m", "queue:redis_consumer_queue_items:capped", 4, seg),
+                # 1 GPU x 2 workers: capped at 2 x 4 = 8 items -> 2 workers, not ceil(20 / 4) = 5
+                at("10m", "queue:redis_consumer_queue_items:capped", 8, seg),
+                at("2m", keda_gpu, 4), at("10m", keda_gpu, 8),
+                at("10m", hpa_gpu, 8, seg),
+                at("10m", keda_plain, 20), at("10m", hpa_plain, 20, seg),  # dedupe: the same 20 as the HPA
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},  # 5 min only
+            ],
+        },
+        {   # few items below the ceiling pass through unchanged; no items -> no worker needed
+            "interval": "1m",
+            "input_series": [
+                {"series": items_a, "values": "3 3 3 0 0 0"},
+                {"series": ksm, "values": "2x5"},
+            ],
+            "promql_expr_test": [
+                at("1m", "queue:redis_consumer_queue_items:capped", 3, seg),
+                at("1m", "queue:redis_consumer_ceiling:replicas", 4, seg),
+                at("4m", keda_gpu, 0),
+            ],
+        },
+        {   # exporter silent: nothing to scale on (a blind autoscaler holds rather than scaling up)
+            "interval": "1m",
+            "input_series": [{"series": ksm, "values": "1x5"}],
+            "promql_expr_test": [
+                at("3m", "queue:redis_consumer_queue_items:capped", None),
+                at("3m", keda_gpu, None),
+                at("3m", "queue:redis_consumer_tf_serving_ready:max", 1, seg),
+            ],
+        },
+        {   # kube-state-metrics has no series for TF Serving (never deployed): ready counts as 0
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "5x15"}],
+            "promql_expr_test": [at("1m", "queue:redis_consumer_ceiling:replicas", 0, seg)],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "critical"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerNoTfServing"), "5")}]},
+            ],
+        },
+        {   # TF Serving scaled to zero with an empty queue: no alert
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "0x20"}, {"series": ksm, "values": "0x20"}],
+            "alert_rule_test": [{"eval_time": "15m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []}],
+        },
+        {   # the other alerts, with two exporter replicas
+            "interval": "1m",
+            "input_series": [
+                {"series": 'redis_consumer_queue_dead{queue="segmentation",instance="exporter-a"}', "values": "2x10"},
+                {"series": 'redis_consumer_queue_dead{queue="segmentation",instance="exporter-b"}', "values": "2x10"},
+                {"series": 'redis_consumer_queue_oldest_job_age_seconds{queue="segmentation",instance="exporter-a"}',
+                 "values": "1000x10"},
+                {"series": items_a, "values": "7x12"},
+                {"series": items_b, "values": "7x12"},
+                {"series": 'redis_consumer_queue_consumers{queue="segmentation",instance="exporter-a"}',
+                 "values": "0x12"},
+                {"series": ksm, "values": "1x12"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "6m", "alertname": "RedisConsumerDeadLetters", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "warning"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerDeadLetters"), "2")}]},
+                {"eval_time": "6m", "alertname": "RedisConsumerOldestJobTooOld", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "warning"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerOldestJobTooOld"), "1000",
+                                                    **{"{{ $value | humanizeDuration }}": "16m 40s"})}]},
+                {"eval_time": "9m", "alertname": "RedisConsumerNoLiveConsumer", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoLiveConsumer", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "critical"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerNoLiveConsumer"), "7")}]},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},  # 1 replica
+                {"eval_time": "11m", "alertname": "RedisConsumerExporterDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": _alert(exporter, "RedisConsumerExporterDown")["annotations"]}]},
+            ],
+        },
+        {   # exporter up: no ExporterDown
+            "interval": "1m",
+            "input_series": [{"series": 'redis_consumer_exporter_up{instance="exporter-a"}', "values": "1x10"}],
+            "alert_rule_test": [{"eval_time": "8m", "alertname": "RedisConsumerExporterDown", "exp_alerts": []}],
+        },
+        {   # TF Serving's autoscaling records: GPU "a" scraped twice counts once; only its queues count
+            "interval": "1m",
+            "input_series": [
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="a",namespace="deepcell",pod="tf-serving-1",instance="d1"}',
+                 "values": "80x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="a",namespace="deepcell",pod="tf-serving-1",instance="d2"}',
+                 "values": "80x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="b",namespace="deepcell",pod="tf-serving-2",instance="d1"}',
+                 "values": "40x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="c",namespace="other",pod="trainer",instance="d1"}',
+                 "values": "100x5"},
+                {"series": items_a, "values": "20x5"},
+                {"series": items_b, "values": "20x5"},
+                {"series": 'redis_consumer_queue_items{queue="mesmer",instance="exporter-a"}', "values": "4x5"},
+                {"series": 'redis_consumer_queue_items{queue="segmentation-zip",instance="exporter-a"}',
+                 "values": "100x5"},
+            ],
+            "promql_expr_test": [
+                at("2m", "deployment:tf_serving_gpu_utilization:avg", 60, {"deployment": "tf-serving"}),
+                at("2m", "deployment:tf_serving_queue_items:sum", 24, {"deployment": "tf-serving"}),
+                at("2m", tf_triggers["queue-items"], 24), at("2m", tf_triggers["gpu-utilization"], 60),
+                at("2m", hpa_tf_gpu, 60, {"deployment": "tf-serving"}),
+                at("2m", hpa_tf_items, 24, {"deployment": "tf-serving"}),
+            ],
+        },
+        {   # scaled to zero: no GPU reports, utilisation reads 0 (the queue trigger wakes it)
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "1x5"}],
+            "promql_expr_test": [
+                at("2m", "deployment:tf_serving_gpu_utilization:avg", 0, {"deployment": "tf-serving"}),
+                at("2m", tf_triggers["queue-items"], 1),
+            ],
+        },
+    ]
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules_file)], "evaluation_interval": "1m",
+                                         "tests": tests}, sort_keys=False))
+    run([promtool, "test", "rules", str(test_file)])
+    # every alert the charts define is exercised above
+    tested = {a["alertname"] for t in tests for a in t.get("alert_rule_test", [])}
+    defined = {r["alert"] for g in _groups(gpu, exporter, tf) for r in g["rules"] if "alert" in r}
+    assert defined == tested
+    # and the README documents the adapter queries evaluated here
+    readme = (HELM_DIR / "redis-consumer" / "README.md").read_text()
+    assert ADAPTER_QUERY in readme and ADAPTER_TF_QUERY in readme
+
+
+def _labels(labels: dict) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
