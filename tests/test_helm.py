@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -688,3 +689,258 @@ def test_promtool_rules_alerts_and_what_the_autoscalers_read(rule_docs, promtool
 
 def _labels(labels: dict) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+# -- helmfile 1.x (v1 mode) ------------------------------------------------------------------------
+def _helmfile(helm: str, *args: str, cwd: Path = HELM_DIR, check: bool = True) -> subprocess.CompletedProcess:
+    """The real helmfile in v1 mode, with the helm 3 that ships beside it (install-tools.sh)."""
+    env = {**os.environ, "HELMFILE_V1MODE": "true"}
+    return run([_tools_bin(helm, "helmfile"), "--helm-binary", _tools_bin(helm, "helm3"), *args],
+               check=check, env=env, cwd=cwd)
+
+
+def _key(doc: dict) -> tuple:
+    return doc["kind"], doc["metadata"]["name"]
+
+
+def test_helmfile_v1_renders_the_same_manifests(rendered, helm):
+    env, tmp, releases = rendered
+    out = _helmfile(helm, "-f", "helmfile.yaml", "-e", env, "template", "--skip-deps",
+                    "--args", "--kube-version=1.30.0").stdout
+    real = {_key(d): d for d in yaml.safe_load_all(out) if d}
+    ours = {_key(d): d for _, _, docs in releases.values() for d in docs}
+    assert sorted(real) == sorted(ours)
+    for key, doc in ours.items():
+        assert real[key] == doc, f"{key} differs between helmfile and the test's rendering"
+
+
+def test_helmfile_v1_refuses_environments_and_releases_in_one_part(helm, tmp_path):
+    """The defect: helmfile 1.x rejects one YAML part holding both; ours splits them."""
+    parts = [p for p in yaml.safe_load_all((HELM_DIR / "helmfile.yaml").read_text()) if p]
+    assert len(parts) >= 2 and "releases" not in parts[0] and "environments" not in parts[1]
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    shutil.copytree(HELM_DIR, tmp_path / "helm")
+    (tmp_path / "helm" / "helmfile.yaml").write_text(yaml.safe_dump(merged))
+    proc = _helmfile(helm, "-f", "helmfile.yaml", "template", "--skip-deps", cwd=tmp_path / "helm", check=False)
+    assert proc.returncode != 0
+    assert "environments and releases cannot be defined within the same YAML part" in proc.stderr
+
+
+def test_tf_serving_models_are_what_the_releases_need(rendered):
+    env, _, releases = rendered
+    if "tf-serving" not in releases:
+        return
+    env_values = environment_values(env)
+    want: dict[str, set[int]] = {}
+    for name in consumer_releases(env):
+        for model in env_values["consumers"][name].get("models", {}).values():
+            model_name, _, version = model.partition(":")
+            want.setdefault(model_name, set()).add(int(version))
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        assert {k: v for k, v in env_of(container).items() if k in env_values["consumers"][name].get("models", {})} \
+            == env_values["consumers"][name].get("models", {})
+    config = by_kind(releases["tf-serving"][2], "ConfigMap")[0]["data"]["models.config"]
+    got: dict[str, set[int]] = {}
+    for block in re.findall(r"config \{(.*?)\n      \}", config, re.S):
+        name = re.search(r'name: "([^"]+)"', block).group(1)
+        got[name] = {int(v) for v in re.findall(r"versions: (\d+)", block)}
+        assert re.search(r'base_path: "([^"]+)"', block).group(1).endswith(f"/{name}")
+    assert got == want
+    if env == "default":  # the kiosk's defaults (kiosk-redis-consumer settings.py)
+        assert got["NuclearSegmentation"] == {6} and got["PhaseCytoSegmentation"] == {0}
+        assert got["MultiplexSegmentation"] == {9} and got["SpotDetection"] == {3}
+        assert got["NuclearTrackingInf"] == {6} and got["NuclearTrackingNE"] == {6}
+
+
+def test_kiosk_profile(rendered):
+    env, _, releases = rendered
+    if env != "kiosk":
+        return
+    assert {"segmentation", "segmentation-zip", "mesmer", "mesmer-zip", "polaris", "polaris-zip", "caliban",
+            "caliban-zip"} == set(consumer_releases(env))
+    for name in consumer_releases(env):
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        env_vars = env_of(container)
+        assert (env_vars["REDIS_HOST"], env_vars["REDIS_PORT"], env_vars["REDIS_SENTINEL_MASTER"]) == (
+            "redis", "26379", "mymaster")
+        assert env_vars["OUTPUT_URL_MODE"] == "public"
+        assert env_vars["STORAGE_BUCKET"].startswith(("gs://", "s3://"))
+    seg = env_of(by_kind(releases["segmentation"][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+    assert {"NUCLEAR_MODEL", "CYTOPLASM_MODEL", "PHASE_MODEL"} <= set(seg)
+    assert "MESMER_MODEL" in env_of(
+        by_kind(releases["mesmer"][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+
+
+# -- hardening: schema, digests, credentials, dead letters, NetworkPolicy -----------------------------
+@pytest.mark.parametrize("bad", [
+    ["--set-string", "resources.limits.memory=4GB"],
+    ["--set-string", "resources.requests.cpu=half"],
+    ["--set-string", "tmpSizeLimit=lots"],
+    ["--set-string", "exporter.resources.limits.memory=1 Gi"],
+    ["--set-string", "consumerType=Segmentation Consumer"],
+    ["--set-string", "consumerType=a:b:c"],
+    ["--set-string", "consumerType=../evil"],
+    ["--set-string", "consumerType="],
+    ["--set-string", "image.digest=sha256:abc"],
+    ["--set-string", "image.digest=latest"],
+])
+def test_schema_rejects_bad_quantities_types_and_digests(helm, bad):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), *bad], check=False)
+    assert proc.returncode != 0 and "schema" in proc.stdout + proc.stderr, proc.stdout
+
+
+@pytest.mark.parametrize("good", [
+    "resources.limits.memory=4G", "resources.limits.memory=4Gi", "resources.requests.cpu=500m",
+    "tmpSizeLimit=512Mi", "consumerType=caliban", "consumerType=tracking", "consumerType=multiplex",
+    "consumerType=classify", "consumerType=my_pkg.consumers:Custom",
+])
+def test_schema_accepts_valid_values(helm, good):
+    run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), "--set-string", good])
+
+
+def test_bad_tf_serving_quantities_fail_lint(helm):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "tf-serving"), "--set-string",
+                "resources.limits.memory=16GB"], check=False)
+    assert proc.returncode != 0
+
+
+def test_images_pin_by_digest(helm, tmp_path):
+    digest = "sha256:" + "ab" * 32
+    docs = helm_template(helm, "pinned", "redis-consumer", {"image": {"repository": "r/w", "tag": "1", "digest": digest},
+                                                           "exporter": {"enabled": True}}, tmp_path)
+    images = {c["image"] for d in by_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {f"r/w@{digest}"}
+    tf = helm_template(helm, "tf-serving", "tf-serving", {"image": {"repository": "t/s", "digest": digest}}, tmp_path)
+    assert by_kind(tf, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"] == f"t/s@{digest}"
+
+
+def test_tf_serving_loads_s3_models_through_a_sync_with_only_the_aws_keys(helm, tmp_path):
+    values = {"modelRepository": {"url": "s3://bucket/models", "awsRegion": "eu-west-1",
+                                  "credentialsSecret": "redis-consumer-credentials"},
+              "models": [{"name": "NuclearSegmentation", "versions": [6]}, {"name": "Other", "versions": []}]}
+    docs = helm_template(helm, "tf-serving", "tf-serving", values, tmp_path)
+    _validate(tmp_path, docs, "tf-s3")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    for container in (init, server):
+        assert "envFrom" not in container  # never the whole Secret (it holds REDIS_PASSWORD too)
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"] if "valueFrom" in e}
+    assert secret_refs == {"AWS_ACCESS_KEY_ID": {"name": "redis-consumer-credentials", "key": "AWS_ACCESS_KEY_ID"},
+                           "AWS_SECRET_ACCESS_KEY": {"name": "redis-consumer-credentials",
+                                                     "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env_of(init)["AWS_REGION"] == "eu-west-1"
+    assert not any("valueFrom" in e for e in server.get("env", []))  # TF Serving holds no credentials
+    config = by_kind(docs, "ConfigMap")[0]["data"]
+    assert 'base_path: "/models/NuclearSegmentation"' in config["models.config"]
+    assert "s3://" not in config["models.config"]  # TF Serving >= 2.7 cannot open s3:// paths
+    script = config["sync-models.sh"]
+    assert '"s3://bucket/models/NuclearSegmentation/6/" "/models/NuclearSegmentation/6/"' in script
+    assert '"s3://bucket/models/Other/" "/models/Other/"' in script
+    # the script fails (and the pod does not start) when a listed version is not in the bucket
+    local = script.replace('"/models/', f'"{tmp_path}/m/')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"  # `aws s3 sync --only-show-errors SRC DEST`: $4 is SRC, $5 is DEST
+    aws.write_text('#!/bin/sh\ncase "$4" in *NuclearSegmentation*) mkdir -p "$5" && : > "$5/saved_model.pb";; esac\n')
+    aws.chmod(0o755)
+    proc = subprocess.run(["sh", "-c", local], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    assert proc.returncode != 0 and "no model files under s3://bucket/models/Other/" in proc.stderr
+    assert (tmp_path / "m" / "NuclearSegmentation" / "6" / "saved_model.pb").exists()
+    aws.write_text('#!/bin/sh\nmkdir -p "$5" && : > "$5/saved_model.pb"\n')
+    proc = subprocess.run(["sh", "-c", local], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] is True
+
+
+def test_tf_serving_reads_gcs_models_directly(helm, tmp_path):
+    docs = helm_template(helm, "tf-serving", "tf-serving", {
+        "modelRepository": {"url": "gs://bucket/models", "gcsKeySecret": "gcs-key"},
+        "models": [{"name": "NuclearSegmentation", "versions": [6]}]}, tmp_path)
+    _validate(tmp_path, docs, "tf-gcs")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert env_of(pod["containers"][0])["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    assert 'base_path: "gs://bucket/models/NuclearSegmentation"' in by_kind(docs, "ConfigMap")[0]["data"]["models.config"]
+
+
+@pytest.mark.parametrize("mode", ["hpa", "keda"])
+def test_tf_serving_autoscalers_render_valid(helm, tmp_path, mode):
+    values = {"autoscaling": {"mode": mode, "maxReplicas": 6, "keda": {"idleSeconds": 900}},
+              "prometheusRule": {"enabled": True}}
+    docs = helm_template(helm, "tf-serving", "tf-serving", values, tmp_path)
+    _validate(tmp_path, docs, f"tf-{mode}")
+    check_crds(docs)
+    assert "replicas" not in by_kind(docs, "Deployment")[0]["spec"]  # the autoscaler owns it
+    if mode == "hpa":
+        (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+        metrics = {m["external"]["metric"]["name"]: m["external"]["target"] for m in hpa["spec"]["metrics"]}
+        assert metrics == {"tf_serving_gpu_utilization": {"type": "Value", "value": "70"},
+                           "tf_serving_queue_items": {"type": "AverageValue", "averageValue": "32"}}
+        assert hpa["spec"]["minReplicas"] >= 1
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    else:
+        (scaled,) = by_kind(docs, "ScaledObject")
+        assert not by_kind(docs, "HorizontalPodAutoscaler")
+        assert scaled["spec"]["minReplicaCount"] == 0 and scaled["spec"]["cooldownPeriod"] == 900
+        triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+        assert triggers["queue-items"]["metadata"]["activationThreshold"] == "0"  # from zero on the first job
+        assert float(triggers["gpu-utilization"]["metadata"]["activationThreshold"]) >= 100  # never wakes it
+
+
+def test_tf_serving_hpa_refuses_zero_min(helm):
+    proc = run([helm, "template", "t", str(HELM_DIR / "tf-serving"), "--set", "autoscaling.mode=hpa",
+                "--set", "autoscaling.minReplicas=0"], check=False)
+    assert proc.returncode != 0 and "keda" in proc.stderr
+
+
+def test_keda_default_query_needs_the_recording_rule(helm):
+    proc = run([helm, "template", "x", str(HELM_DIR / "redis-consumer"), "--set", "keda.enabled=true"], check=False)
+    assert proc.returncode != 0 and "prometheusRule.enabled" in proc.stderr
+
+
+def test_network_policy(helm, tmp_path):
+    docs = helm_template(helm, "np", "redis-consumer", {"networkPolicy": {"enabled": True},
+                                                       "redis": {"port": 26379}}, tmp_path)
+    _validate(tmp_path, docs, "netpol")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    worker = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "np-redis-consumer")
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 443, 6379, 8500, 26379]
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [9090]
+    assert not helm_template(helm, "off", "redis-consumer", {}, tmp_path) or not by_kind(
+        helm_template(helm, "off", "redis-consumer", {}, tmp_path), "NetworkPolicy")
+
+
+def test_dead_letter_alert_command_runs(rendered, redis_server):
+    """The alert's advice is a command the real CLI accepts (it used to exit 2), on a dead job."""
+    from redis_consumer.queue import keys
+
+    _env, _, releases = rendered
+    client = redis_server.client()
+    client.flushall()
+    client.sadd(keys.QUEUES_SET, "segmentation")
+    client.hset("segmentation:dead-job", mapping={"status": "failed", "reason": "boom", "attempts": "3"})
+    client.rpush(keys.dead("segmentation"), "segmentation:dead-job")
+    description = _alert(releases["segmentation"][2], "RedisConsumerDeadLetters")["annotations"]["description"]
+    commands = re.findall(r"`(redis-consumer [^`]+)`", description)
+    assert commands and any(" list " in c for c in commands)
+    for command in commands:
+        argv = shlex.split(command)
+        if "requeue" in argv or "purge" in argv:
+            argv += ["--help"]  # parsed, not run: they change the dead list
+        cli = "import sys; from redis_consumer.cli.main import main; sys.exit(main())"
+        proc = subprocess.run([sys.executable, "-c", cli, *argv[1:], "--redis-url", redis_server.url],
+                              capture_output=True, text=True, check=False, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, f"{command}: {proc.returncode}\n{proc.stderr}"
+        if "list" in argv:
+            assert "segmentation:dead-job" in proc.stdout
+    client.close()
