@@ -881,7 +881,7 @@ def test_tf_serving_autoscalers_render_valid(helm, tmp_path, mode):
         (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
         metrics = {m["external"]["metric"]["name"]: m["external"]["target"] for m in hpa["spec"]["metrics"]}
         assert metrics == {"tf_serving_gpu_utilization": {"type": "Value", "value": "70"},
-                           "tf_serving_queue_items": {"type": "AverageValue", "averageValue": "32"}}
+                           "tf_serving_queue_items": {"type": "AverageValue", "averageValue": "600"}}
         assert hpa["spec"]["minReplicas"] >= 1
         assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
     else:
