@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet_sim_hpa import Behavior, Hpa, Policy, average_value_desired, ratio_desired  # noqa: E402
+from fleet_sim_hpa import Behavior, Hpa, Policy, average_value_desired, ratio_desired
 
 
 @dataclass

@@ -11,9 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import fleet_sim  # noqa: E402
-from fleet_sim_hpa import Behavior, Hpa, Policy, average_value_desired, ratio_desired  # noqa: E402
-
+import fleet_sim
+from fleet_sim_hpa import Behavior, Hpa, Policy, average_value_desired, ratio_desired
 
 # binary-exact costs, so latencies add up exactly
 PARAMS = fleet_sim.Params(gpu_s=0.0625, consumer_s=0.25, fixed_gpus=1, fixed_consumers=4)

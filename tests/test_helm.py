@@ -704,7 +704,7 @@ def _key(doc: dict) -> tuple:
 
 
 def test_helmfile_v1_renders_the_same_manifests(rendered, helm):
-    env, tmp, releases = rendered
+    env, _tmp, releases = rendered
     out = _helmfile(helm, "-f", "helmfile.yaml", "-e", env, "template", "--skip-deps",
                     "--args", "--kube-version=1.30.0").stdout
     real = {_key(d): d for d in yaml.safe_load_all(out) if d}
@@ -743,7 +743,7 @@ def test_tf_serving_models_are_what_the_releases_need(rendered):
             == env_values["consumers"][name].get("models", {})
     config = by_kind(releases["tf-serving"][2], "ConfigMap")[0]["data"]["models.config"]
     got: dict[str, set[int]] = {}
-    for block in re.findall(r"config \{(.*?)\n      \}", config, re.S):
+    for block in re.findall(r"config \{(.*?)\n      \}", config, re.DOTALL):
         name = re.search(r'name: "([^"]+)"', block).group(1)
         got[name] = {int(v) for v in re.findall(r"versions: (\d+)", block)}
         assert re.search(r'base_path: "([^"]+)"', block).group(1).endswith(f"/{name}")
