@@ -16,11 +16,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml setup.cfg consume_redis_events.py README* ./
+COPY pyproject.toml setup.cfg consume_redis_events.py constraints.txt README* ./
 COPY redis_consumer ./redis_consumer
 # the example plug-in ships in the image so the helmfile's `classify` release can run it
 COPY examples/classify ./examples/classify
-RUN /opt/venv/bin/pip install --no-cache-dir --no-compile . ./examples/classify \
+# constraints.txt (scripts/lock-deps.sh) pins every runtime dependency: rebuilds get the same wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-compile --constraint constraints.txt . ./examples/classify \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
     && /opt/venv/bin/redis-consumer --help > /dev/null
 

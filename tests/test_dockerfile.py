@@ -164,6 +164,13 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
     assert ran >= 2
     venv = root / "opt" / "venv"
     assert (venv / "bin" / "redis-consumer").exists()
+    # the venv holds exactly the locked versions
+    freeze = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "freeze", "--disable-pip-version-check"],
+                            capture_output=True, text=True, check=True, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
+    installed = {re.sub(r"[-_.]+", "-", n).lower(): v for n, _, v in
+                 (line.partition("==") for line in freeze.stdout.splitlines() if "==" in line)}
+    for name, version in _pins().items():
+        assert installed.get(name) == version, f"{name}: installed {installed.get(name)}, locked {version}"
 
     proc = subprocess.run([str(venv / "bin" / "redis-consumer"), "--help"], capture_output=True, text=True,
                           check=False, env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
@@ -182,3 +189,58 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin"}, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr
+
+
+# -- the dependency lock ---------------------------------------------------------------------------
+CONSTRAINTS = ROOT / "constraints.txt"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def _requirement_names() -> list[str]:
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    names = []
+    for line in cfg["options"]["install_requires"].strip().splitlines():
+        names.append(re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", line.strip(), maxsplit=1)[0]).lower())
+    return names
+
+
+def test_build_installs_from_the_lock(parsed):
+    """The build stage COPYs constraints.txt and every pip install in it is constrained by it."""
+    build = parsed["build"]
+    copied = [src for word, args in build if word == "COPY" and not args.startswith("--from")
+              for src in shlex.split(args)[:-1]]
+    assert "constraints.txt" in copied
+    installs = [args for word, args in build if word == "RUN" and "pip install" in args]
+    assert installs
+    for args in installs:
+        assert re.search(r"(--constraint|-c)\s+constraints\.txt\b", args), args
+
+
+def test_lock_pins_every_runtime_requirement_exactly():
+    pins = _pins()
+    missing = [name for name in _requirement_names() if name not in pins]
+    assert not missing, f"constraints.txt lacks {missing}; rerun scripts/lock-deps.sh"
+    assert {"scikit-image", "isal", "numpy", "grpcio", "protobuf"} <= set(pins)
+    assert "redis-consumer" not in pins and "tensorflow" not in pins
+    assert "scripts/lock-deps.sh" in CONSTRAINTS.read_text()  # says how to refresh it
+
+
+def test_lock_script_is_a_fresh_venv_freeze():
+    script = (ROOT / "scripts" / "lock-deps.sh").read_text()
+    assert "-m venv" in script and " freeze " in script and "--exclude redis-consumer" in script
+    proc = subprocess.run(["sh", "-n", str(ROOT / "scripts" / "lock-deps.sh")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HELM_DIR = ROOT / "helm"
 CHARTS = ["redis-consumer", "tf-serving"]
-ENVIRONMENTS = ["default", "production"]
+ENVIRONMENTS = ["default", "production", "kiosk"]
 K8S_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
-CONSUMER_RELEASES = {"segmentation": "segmentation", "segmentation-zip": "segmentation-zip", "classify": "classify"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h))+$")
 
 
@@ -71,7 +71,11 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 def load_helmfile() -> dict:
-    return yaml.safe_load((HELM_DIR / "helmfile.yaml").read_text())
+    """The helmfile's YAML parts merged (environments live in their own part, as helmfile 1.x wants)."""
+    merged: dict = {}
+    for part in yaml.safe_load_all((HELM_DIR / "helmfile.yaml").read_text()):
+        merged.update(part or {})
+    return merged
 
 
 def environment_values(env: str) -> dict:
@@ -79,6 +83,23 @@ def environment_values(env: str) -> dict:
     for path in load_helmfile()["environments"][env]["values"]:
         values = deep_merge(values, yaml.safe_load((HELM_DIR / path).read_text()) or {})
     return values
+
+
+def condition_holds(release: dict, env_values: dict) -> bool:
+    """helmfile's `condition: a.b.enabled`: the release is rendered only when that value is true."""
+    cond = release.get("condition")
+    if not cond:
+        return True
+    node = env_values
+    for key in cond.split("."):
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    return node is True
+
+
+def consumer_releases(env: str) -> dict[str, str]:
+    """Enabled consumer release -> the Redis list its workers read (queue, or queue-zip for zip)."""
+    return {name: c["queue"] + ("-zip" if c["type"] == "zip" else "")
+            for name, c in environment_values(env)["consumers"].items() if c.get("enabled")}
 
 
 def render_gotmpl(helm: str, path: Path, env_values: dict, release: str, tmp: Path) -> dict:
@@ -124,6 +145,8 @@ def rendered(request, helm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"helmfile-{env}")
     out = {}
     for release in load_helmfile()["releases"]:
+        if not condition_holds(release, environment_values(env)):
+            continue
         values = release_values(helm, release, env, tmp)
         out[release["name"]] = (release, values, helm_template(helm, release["name"], release["chart"], values, tmp))
     return env, tmp, out
@@ -192,7 +215,10 @@ def _validate(tmp: Path, docs: list[dict], name: str) -> None:
 
 def test_helmfile_releases_are_valid_kubernetes(rendered):
     env, tmp, releases = rendered
-    assert set(releases) == {"tf-serving", "segmentation", "segmentation-zip", "classify", "queue-exporter"}
+    want = set(consumer_releases(env)) | {"queue-exporter"}
+    if environment_values(env)["tfServing"]["enabled"]:
+        want.add("tf-serving")
+    assert set(releases) == want
     everything = []
     for name, (_, _, docs) in releases.items():
         assert docs, name
@@ -241,8 +267,9 @@ def test_fixed_replicas_without_autoscaling(helm, tmp_path):
 # -- what the manifests mean ------------------------------------------------------------------------
 def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
     env, _, releases = rendered
-    replicas = environment_values(env)["replicas"]
-    for name, queue in CONSUMER_RELEASES.items():
+    consumers = environment_values(env)["consumers"]
+    for name, queue in consumer_releases(env).items():
+        replicas = consumers[name]["replicas"]
         _, _values, docs = releases[name]
         (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
         (deployment,) = by_kind(docs, "Deployment")
@@ -251,11 +278,14 @@ def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
                                           "name": deployment["metadata"]["name"]}
         (metric,) = spec["metrics"]
         assert metric["type"] == "External"
-        assert metric["external"]["metric"]["name"] == "redis_consumer_queue_items"
+        # GPU consumers scale on the items capped by the GPUs (see the promtool tests); zip ones do not
+        gpu = consumers[name]["type"] != "zip"
+        assert metric["external"]["metric"]["name"] == ("redis_consumer_queue_items_capped" if gpu
+                                                        else "redis_consumer_queue_items")
         assert metric["external"]["metric"]["selector"] == {"matchLabels": {"queue": queue}}
         assert metric["external"]["target"]["type"] == "AverageValue"
         assert spec["behavior"]["scaleDown"]["stabilizationWindowSeconds"] > 0
-        assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas[name]["min"], replicas[name]["max"])
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas["min"], replicas["max"])
         # the Deployment's workers read exactly that list
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env_vars = env_of(container)
@@ -265,7 +295,14 @@ def test_hpa_targets_the_right_deployment_metric_and_queue(rendered):
 
 def test_one_source_of_truth_for_batch_size(rendered):
     env, _, releases = rendered
-    want = environment_values(env)["tfServing"]["maxBatchSize"]
+    tf = environment_values(env)["tfServing"]
+    want = tf["maxBatchSize"]
+    if "tf-serving" not in releases:  # the kiosk profile keeps the kiosk's own TF Serving Service
+        for name in consumer_releases(env):
+            env_vars = env_of(by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+            assert (env_vars["TF_MAX_BATCH_SIZE"], env_vars["TF_HOST"], env_vars["TF_PORT"]) == (
+                str(want), tf["host"], str(tf["port"]))
+        return
     _, _, tf_docs = releases["tf-serving"]
     config = by_kind(tf_docs, "ConfigMap")[0]["data"]["batching_parameters.txt"]
     assert re.search(r"max_batch_size \{ value: (\d+) \}", config).group(1) == str(want)
@@ -273,7 +310,7 @@ def test_one_source_of_truth_for_batch_size(rendered):
     assert "--enable_batching=true" in tf_container["args"]
     assert "--batching_parameters_file=/config/batching_parameters.txt" in tf_container["args"]
     service = by_kind(tf_docs, "Service")[0]
-    for name in CONSUMER_RELEASES:
+    for name in consumer_releases(env):
         container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
         env_vars = env_of(container)
         assert env_vars["TF_MAX_BATCH_SIZE"] == str(want)
@@ -282,7 +319,10 @@ def test_one_source_of_truth_for_batch_size(rendered):
 
 
 def test_tf_serving_runs_on_gpu_nodes(rendered):
-    _env, _, releases = rendered
+    env, _, releases = rendered
+    assert ("tf-serving" in releases) == environment_values(env)["tfServing"]["enabled"]
+    if "tf-serving" not in releases:
+        return
     spec = by_kind(releases["tf-serving"][2], "Deployment")[0]["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert container["image"].startswith("tensorflow/serving:") and container["image"].endswith("-gpu")
@@ -291,8 +331,8 @@ def test_tf_serving_runs_on_gpu_nodes(rendered):
 
 
 def test_worker_pods_are_locked_down_and_probed(rendered):
-    _env, _, releases = rendered
-    for name in CONSUMER_RELEASES:
+    env, _, releases = rendered
+    for name in consumer_releases(env):
         _, _values, docs = releases[name]
         pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -315,13 +355,13 @@ def test_worker_pods_are_locked_down_and_probed(rendered):
 
 
 def test_exporter_release_exports_every_queue(rendered):
-    _env, _, releases = rendered
+    env, _, releases = rendered
     _, _, docs = releases["queue-exporter"]
     (deployment,) = by_kind(docs, "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["redis-consumer", "exporter"]
     queues = next(a for a in container["args"] if a.startswith("--queues=")).split("=", 1)[1].split(",")
-    assert sorted(queues) == sorted(CONSUMER_RELEASES.values())
+    assert sorted(queues) == sorted(consumer_releases(env).values())
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     dashboard = by_kind(docs, "ConfigMap")[0]
     board = json.loads(dashboard["data"]["redis-consumer.json"])
@@ -415,3 +455,492 @@ def test_settings_schema_lists_exactly_the_settings_the_chart_leaves_open(helm, 
     allowed = set(schema["properties"]["settings"]["propertyNames"]["enum"])
     expected = {spec.name for spec in SPECS if not spec.secret} - owned
     assert allowed == expected, f"missing {sorted(expected - allowed)}, stale {sorted(allowed - expected)}"
+
+
+# -- promtool: the rules, the alerts and what the HPA and KEDA read ---------------------------------
+# prometheus-adapter's metricsQuery for the HPA's External metrics (as given in the chart README)
+ADAPTER_QUERY = "max by (queue) (<<.Series>>{<<.LabelMatchers>>})"
+ADAPTER_TF_QUERY = "max by (deployment) (<<.Series>>{<<.LabelMatchers>>})"
+
+
+def _tools_bin(helm: str, name: str) -> str:
+    path = Path(helm).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} missing from {path.parent}: scripts/install-tools.sh should have installed it",
+                    pytrace=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def promtool(helm) -> str:
+    return _tools_bin(helm, "promtool")
+
+
+def _adapter(query: str, series: str, matchers: str) -> str:
+    return query.replace("<<.Series>>", series).replace("<<.LabelMatchers>>", matchers)
+
+
+@pytest.fixture(scope="module")
+def rule_docs(helm, tmp_path_factory):
+    """The PrometheusRules and ScaledObjects of a GPU consumer, a plain one, the exporter and TF Serving."""
+    tmp = tmp_path_factory.mktemp("rules")
+    gpu = helm_template(helm, "segmentation", "redis-consumer", {
+        "queue": "segmentation", "prometheusRule": {"enabled": True}, "keda": {"enabled": True},
+        "autoscaling": {"itemsPerReplica": 4, "gpuCeiling": {"enabled": True, "workersPerGpu": 2}}}, tmp)
+    plain = helm_template(helm, "plain", "redis-consumer", {
+        "queue": "segmentation", "prometheusRule": {"enabled": True}, "keda": {"enabled": True}}, tmp)
+    exporter = helm_template(helm, "queue-exporter", "redis-consumer", {
+        "worker": {"enabled": False}, "autoscaling": {"enabled": False}, "exporter": {"enabled": True},
+        "prometheusRule": {"enabled": True}}, tmp)
+    tf = helm_template(helm, "tf-serving", "tf-serving", {
+        "prometheusRule": {"enabled": True},
+        "autoscaling": {"mode": "keda", "queueItems": {"queues": ["segmentation", "mesmer"]}}}, tmp)
+    return {"gpu": gpu, "plain": plain, "exporter": exporter, "tf": tf}
+
+
+def _groups(*docs_lists: list[dict]) -> list[dict]:
+    return [g for docs in docs_lists for rule in by_kind(docs, "PrometheusRule") for g in rule["spec"]["groups"]]
+
+
+def _alert(docs: list[dict], name: str) -> dict:
+    return next(r for g in _groups(docs) for r in g["rules"] if r.get("alert") == name)
+
+
+def _annotations(rule: dict, value: str, **fmt: str) -> dict:
+    out = {}
+    for key, text in rule["annotations"].items():
+        text = text.replace("{{ $value }}", value)
+        for expr, repl in fmt.items():
+            text = text.replace(expr, repl)
+        out[key] = text
+    return out
+
+
+def test_promtool_rules_alerts_and_what_the_autoscalers_read(rule_docs, promtool, tmp_path):
+    gpu, plain, exporter, tf = (rule_docs[k] for k in ("gpu", "plain", "exporter", "tf"))
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": _groups(gpu, exporter, tf)}))
+    run([promtool, "check", "rules", str(rules_file)])
+
+    keda_gpu = by_kind(gpu, "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+    keda_plain = by_kind(plain, "ScaledObject")[0]["spec"]["triggers"][0]["metadata"]["query"]
+    tf_triggers = {t["name"]: t["metadata"]["query"] for t in by_kind(tf, "ScaledObject")[0]["spec"]["triggers"]}
+    hpa_gpu = _adapter(ADAPTER_QUERY, "queue:redis_consumer_queue_items:capped", 'queue="segmentation"')
+    hpa_plain = _adapter(ADAPTER_QUERY, "queue:redis_consumer_queue_items:max", 'queue="segmentation"')
+    hpa_tf_gpu = _adapter(ADAPTER_TF_QUERY, "deployment:tf_serving_gpu_utilization:avg", 'deployment="tf-serving"')
+    hpa_tf_items = _adapter(ADAPTER_TF_QUERY, "deployment:tf_serving_queue_items:sum", 'deployment="tf-serving"')
+    seg = {"queue": "segmentation"}
+    ksm = 'kube_deployment_status_replicas_available{namespace="deepcell",deployment="tf-serving",instance="ksm"}'
+    items_a = 'redis_consumer_queue_items{queue="segmentation",instance="exporter-a"}'
+    items_b = 'redis_consumer_queue_items{queue="segmentation",instance="exporter-b"}'
+
+    def at(t: str, expr: str, value, labels: dict | None = None) -> dict:
+        labels = dict(labels or {})
+        bare = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?", expr)
+        if bare:  # a selector keeps the metric name; an aggregation drops it
+            labels["__name__"] = bare.group(1)
+        samples = [] if value is None else [{"labels": _labels(labels), "value": value}]
+        return {"expr": expr, "eval_time": t, "exp_samples": samples}
+
+    tests = [
+        {   # two exporter replicas, 20 items; TF Serving at 0 for 5 minutes, then 1 replica (2 workers/GPU)
+            "interval": "1m",
+            "input_series": [
+                {"series": items_a, "values": "20x20"},
+                {"series": items_b, "values": "20x20"},
+                {"series": ksm, "values": "0x4 1x16"},
+            ],
+            "promql_expr_test": [
+                at("10m", 'queue:redis_consumer_queue_items:max{queue="segmentation"}', 20, seg),  # not 40
+                at("2m", "queue:redis_consumer_tf_serving_ready:max", 0, seg),
+                at("2m", "queue:redis_consumer_ceiling:replicas", 0, seg),
+                at("10m", "queue:redis_consumer_ceiling:replicas", 2, seg),
+                # TF Serving coming up: capped at 1 x 4 items -> one worker holds the first job
+                at("2m", "queue:redis_consumer_queue_items:capped", 4, seg),
+                # 1 GPU x 2 workers: capped at 2 x 4 = 8 items -> 2 workers, not ceil(20 / 4) = 5
+                at("10m", "queue:redis_consumer_queue_items:capped", 8, seg),
+                at("2m", keda_gpu, 4), at("10m", keda_gpu, 8),
+                at("10m", hpa_gpu, 8, seg),
+                at("10m", keda_plain, 20), at("10m", hpa_plain, 20, seg),  # dedupe: the same 20 as the HPA
+            ],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},  # 5 min only
+            ],
+        },
+        {   # few items below the ceiling pass through unchanged; no items -> no worker needed
+            "interval": "1m",
+            "input_series": [
+                {"series": items_a, "values": "3 3 3 0 0 0"},
+                {"series": ksm, "values": "2x5"},
+            ],
+            "promql_expr_test": [
+                at("1m", "queue:redis_consumer_queue_items:capped", 3, seg),
+                at("1m", "queue:redis_consumer_ceiling:replicas", 4, seg),
+                at("4m", keda_gpu, 0),
+            ],
+        },
+        {   # exporter silent: nothing to scale on (a blind autoscaler holds rather than scaling up)
+            "interval": "1m",
+            "input_series": [{"series": ksm, "values": "1x5"}],
+            "promql_expr_test": [
+                at("3m", "queue:redis_consumer_queue_items:capped", None),
+                at("3m", keda_gpu, None),
+                at("3m", "queue:redis_consumer_tf_serving_ready:max", 1, seg),
+            ],
+        },
+        {   # kube-state-metrics has no series for TF Serving (never deployed): ready counts as 0
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "5x15"}],
+            "promql_expr_test": [at("1m", "queue:redis_consumer_ceiling:replicas", 0, seg)],
+            "alert_rule_test": [
+                {"eval_time": "9m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "critical"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerNoTfServing"), "5")}]},
+            ],
+        },
+        {   # TF Serving scaled to zero with an empty queue: no alert
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "0x20"}, {"series": ksm, "values": "0x20"}],
+            "alert_rule_test": [{"eval_time": "15m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []}],
+        },
+        {   # the other alerts, with two exporter replicas
+            "interval": "1m",
+            "input_series": [
+                {"series": 'redis_consumer_queue_dead{queue="segmentation",instance="exporter-a"}', "values": "2x10"},
+                {"series": 'redis_consumer_queue_dead{queue="segmentation",instance="exporter-b"}', "values": "2x10"},
+                {"series": 'redis_consumer_queue_oldest_job_age_seconds{queue="segmentation",instance="exporter-a"}',
+                 "values": "1000x10"},
+                {"series": items_a, "values": "7x12"},
+                {"series": items_b, "values": "7x12"},
+                {"series": 'redis_consumer_queue_consumers{queue="segmentation",instance="exporter-a"}',
+                 "values": "0x12"},
+                {"series": ksm, "values": "1x12"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "6m", "alertname": "RedisConsumerDeadLetters", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "warning"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerDeadLetters"), "2")}]},
+                {"eval_time": "6m", "alertname": "RedisConsumerOldestJobTooOld", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "warning"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerOldestJobTooOld"), "1000",
+                                                    **{"{{ $value | humanizeDuration }}": "16m 40s"})}]},
+                {"eval_time": "9m", "alertname": "RedisConsumerNoLiveConsumer", "exp_alerts": []},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoLiveConsumer", "exp_alerts": [{
+                    "exp_labels": {"queue": "segmentation", "severity": "critical"},
+                    "exp_annotations": _annotations(_alert(gpu, "RedisConsumerNoLiveConsumer"), "7")}]},
+                {"eval_time": "11m", "alertname": "RedisConsumerNoTfServing", "exp_alerts": []},  # 1 replica
+                {"eval_time": "11m", "alertname": "RedisConsumerExporterDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning"},
+                    "exp_annotations": _alert(exporter, "RedisConsumerExporterDown")["annotations"]}]},
+            ],
+        },
+        {   # exporter up: no ExporterDown
+            "interval": "1m",
+            "input_series": [{"series": 'redis_consumer_exporter_up{instance="exporter-a"}', "values": "1x10"}],
+            "alert_rule_test": [{"eval_time": "8m", "alertname": "RedisConsumerExporterDown", "exp_alerts": []}],
+        },
+        {   # TF Serving's autoscaling records: GPU "a" scraped twice counts once; only its queues count
+            "interval": "1m",
+            "input_series": [
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="a",namespace="deepcell",pod="tf-serving-1",instance="d1"}',
+                 "values": "80x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="a",namespace="deepcell",pod="tf-serving-1",instance="d2"}',
+                 "values": "80x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="b",namespace="deepcell",pod="tf-serving-2",instance="d1"}',
+                 "values": "40x5"},
+                {"series": 'DCGM_FI_DEV_GPU_UTIL{UUID="c",namespace="other",pod="trainer",instance="d1"}',
+                 "values": "100x5"},
+                {"series": items_a, "values": "20x5"},
+                {"series": items_b, "values": "20x5"},
+                {"series": 'redis_consumer_queue_items{queue="mesmer",instance="exporter-a"}', "values": "4x5"},
+                {"series": 'redis_consumer_queue_items{queue="segmentation-zip",instance="exporter-a"}',
+                 "values": "100x5"},
+            ],
+            "promql_expr_test": [
+                at("2m", "deployment:tf_serving_gpu_utilization:avg", 60, {"deployment": "tf-serving"}),
+                at("2m", "deployment:tf_serving_queue_items:sum", 24, {"deployment": "tf-serving"}),
+                at("2m", tf_triggers["queue-items"], 24), at("2m", tf_triggers["gpu-utilization"], 60),
+                at("2m", hpa_tf_gpu, 60, {"deployment": "tf-serving"}),
+                at("2m", hpa_tf_items, 24, {"deployment": "tf-serving"}),
+            ],
+        },
+        {   # scaled to zero: no GPU reports, utilisation reads 0 (the queue trigger wakes it)
+            "interval": "1m",
+            "input_series": [{"series": items_a, "values": "1x5"}],
+            "promql_expr_test": [
+                at("2m", "deployment:tf_serving_gpu_utilization:avg", 0, {"deployment": "tf-serving"}),
+                at("2m", tf_triggers["queue-items"], 1),
+            ],
+        },
+    ]
+    test_file = tmp_path / "tests.yaml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules_file)], "evaluation_interval": "1m",
+                                         "tests": tests}, sort_keys=False))
+    run([promtool, "test", "rules", str(test_file)])
+    # every alert the charts define is exercised above
+    tested = {a["alertname"] for t in tests for a in t.get("alert_rule_test", [])}
+    defined = {r["alert"] for g in _groups(gpu, exporter, tf) for r in g["rules"] if "alert" in r}
+    assert defined == tested
+    # and the README documents the adapter queries evaluated here
+    readme = (HELM_DIR / "redis-consumer" / "README.md").read_text()
+    assert ADAPTER_QUERY in readme and ADAPTER_TF_QUERY in readme
+
+
+def _labels(labels: dict) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+# -- helmfile 1.x (v1 mode) ------------------------------------------------------------------------
+def _helmfile(helm: str, *args: str, cwd: Path = HELM_DIR, check: bool = True) -> subprocess.CompletedProcess:
+    """The real helmfile in v1 mode, with the helm 3 that ships beside it (install-tools.sh)."""
+    env = {**os.environ, "HELMFILE_V1MODE": "true"}
+    return run([_tools_bin(helm, "helmfile"), "--helm-binary", _tools_bin(helm, "helm3"), *args],
+               check=check, env=env, cwd=cwd)
+
+
+def _key(doc: dict) -> tuple:
+    return doc["kind"], doc["metadata"]["name"]
+
+
+def test_helmfile_v1_renders_the_same_manifests(rendered, helm):
+    env, _tmp, releases = rendered
+    out = _helmfile(helm, "-f", "helmfile.yaml", "-e", env, "template", "--skip-deps",
+                    "--args", "--kube-version=1.30.0").stdout
+    real = {_key(d): d for d in yaml.safe_load_all(out) if d}
+    ours = {_key(d): d for _, _, docs in releases.values() for d in docs}
+    assert sorted(real) == sorted(ours)
+    for key, doc in ours.items():
+        assert real[key] == doc, f"{key} differs between helmfile and the test's rendering"
+
+
+def test_helmfile_v1_refuses_environments_and_releases_in_one_part(helm, tmp_path):
+    """The defect: helmfile 1.x rejects one YAML part holding both; ours splits them."""
+    parts = [p for p in yaml.safe_load_all((HELM_DIR / "helmfile.yaml").read_text()) if p]
+    assert len(parts) >= 2 and "releases" not in parts[0] and "environments" not in parts[1]
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    shutil.copytree(HELM_DIR, tmp_path / "helm")
+    (tmp_path / "helm" / "helmfile.yaml").write_text(yaml.safe_dump(merged))
+    proc = _helmfile(helm, "-f", "helmfile.yaml", "template", "--skip-deps", cwd=tmp_path / "helm", check=False)
+    assert proc.returncode != 0
+    assert "environments and releases cannot be defined within the same YAML part" in proc.stderr
+
+
+def test_tf_serving_models_are_what_the_releases_need(rendered):
+    env, _, releases = rendered
+    if "tf-serving" not in releases:
+        return
+    env_values = environment_values(env)
+    want: dict[str, set[int]] = {}
+    for name in consumer_releases(env):
+        for model in env_values["consumers"][name].get("models", {}).values():
+            model_name, _, version = model.partition(":")
+            want.setdefault(model_name, set()).add(int(version))
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        assert {k: v for k, v in env_of(container).items() if k in env_values["consumers"][name].get("models", {})} \
+            == env_values["consumers"][name].get("models", {})
+    config = by_kind(releases["tf-serving"][2], "ConfigMap")[0]["data"]["models.config"]
+    got: dict[str, set[int]] = {}
+    for block in re.findall(r"config \{(.*?)\n      \}", config, re.DOTALL):
+        name = re.search(r'name: "([^"]+)"', block).group(1)
+        got[name] = {int(v) for v in re.findall(r"versions: (\d+)", block)}
+        assert re.search(r'base_path: "([^"]+)"', block).group(1).endswith(f"/{name}")
+    assert got == want
+    if env == "default":  # the kiosk's defaults (kiosk-redis-consumer settings.py)
+        assert got["NuclearSegmentation"] == {6} and got["PhaseCytoSegmentation"] == {0}
+        assert got["MultiplexSegmentation"] == {9} and got["SpotDetection"] == {3}
+        assert got["NuclearTrackingInf"] == {6} and got["NuclearTrackingNE"] == {6}
+
+
+def test_kiosk_profile(rendered):
+    env, _, releases = rendered
+    if env != "kiosk":
+        return
+    assert {"segmentation", "segmentation-zip", "mesmer", "mesmer-zip", "polaris", "polaris-zip", "caliban",
+            "caliban-zip"} == set(consumer_releases(env))
+    for name in consumer_releases(env):
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        env_vars = env_of(container)
+        assert (env_vars["REDIS_HOST"], env_vars["REDIS_PORT"], env_vars["REDIS_SENTINEL_MASTER"]) == (
+            "redis", "26379", "mymaster")
+        assert env_vars["OUTPUT_URL_MODE"] == "public"
+        assert env_vars["STORAGE_BUCKET"].startswith(("gs://", "s3://"))
+    seg = env_of(by_kind(releases["segmentation"][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+    assert {"NUCLEAR_MODEL", "CYTOPLASM_MODEL", "PHASE_MODEL"} <= set(seg)
+    assert "MESMER_MODEL" in env_of(
+        by_kind(releases["mesmer"][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0])
+
+
+# -- hardening: schema, digests, credentials, dead letters, NetworkPolicy -----------------------------
+@pytest.mark.parametrize("bad", [
+    ["--set-string", "resources.limits.memory=4GB"],
+    ["--set-string", "resources.requests.cpu=half"],
+    ["--set-string", "tmpSizeLimit=lots"],
+    ["--set-string", "exporter.resources.limits.memory=1 Gi"],
+    ["--set-string", "consumerType=Segmentation Consumer"],
+    ["--set-string", "consumerType=a:b:c"],
+    ["--set-string", "consumerType=../evil"],
+    ["--set-string", "consumerType="],
+    ["--set-string", "image.digest=sha256:abc"],
+    ["--set-string", "image.digest=latest"],
+])
+def test_schema_rejects_bad_quantities_types_and_digests(helm, bad):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), *bad], check=False)
+    assert proc.returncode != 0 and "schema" in proc.stdout + proc.stderr, proc.stdout
+
+
+@pytest.mark.parametrize("good", [
+    "resources.limits.memory=4G", "resources.limits.memory=4Gi", "resources.requests.cpu=500m",
+    "tmpSizeLimit=512Mi", "consumerType=caliban", "consumerType=tracking", "consumerType=multiplex",
+    "consumerType=classify", "consumerType=my_pkg.consumers:Custom",
+])
+def test_schema_accepts_valid_values(helm, good):
+    run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), "--set-string", good])
+
+
+def test_bad_tf_serving_quantities_fail_lint(helm):
+    proc = run([helm, "lint", "--strict", str(HELM_DIR / "tf-serving"), "--set-string",
+                "resources.limits.memory=16GB"], check=False)
+    assert proc.returncode != 0
+
+
+def test_images_pin_by_digest(helm, tmp_path):
+    digest = "sha256:" + "ab" * 32
+    docs = helm_template(helm, "pinned", "redis-consumer", {"image": {"repository": "r/w", "tag": "1", "digest": digest},
+                                                           "exporter": {"enabled": True}}, tmp_path)
+    images = {c["image"] for d in by_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"]}
+    assert images == {f"r/w@{digest}"}
+    tf = helm_template(helm, "tf-serving", "tf-serving", {"image": {"repository": "t/s", "digest": digest}}, tmp_path)
+    assert by_kind(tf, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["image"] == f"t/s@{digest}"
+
+
+def test_tf_serving_loads_s3_models_through_a_sync_with_only_the_aws_keys(helm, tmp_path):
+    values = {"modelRepository": {"url": "s3://bucket/models", "awsRegion": "eu-west-1",
+                                  "credentialsSecret": "redis-consumer-credentials"},
+              "models": [{"name": "NuclearSegmentation", "versions": [6]}, {"name": "Other", "versions": []}]}
+    docs = helm_template(helm, "tf-serving", "tf-serving", values, tmp_path)
+    _validate(tmp_path, docs, "tf-s3")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (server,) = pod["containers"]
+    for container in (init, server):
+        assert "envFrom" not in container  # never the whole Secret (it holds REDIS_PASSWORD too)
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in init["env"] if "valueFrom" in e}
+    assert secret_refs == {"AWS_ACCESS_KEY_ID": {"name": "redis-consumer-credentials", "key": "AWS_ACCESS_KEY_ID"},
+                           "AWS_SECRET_ACCESS_KEY": {"name": "redis-consumer-credentials",
+                                                     "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env_of(init)["AWS_REGION"] == "eu-west-1"
+    assert not any("valueFrom" in e for e in server.get("env", []))  # TF Serving holds no credentials
+    config = by_kind(docs, "ConfigMap")[0]["data"]
+    assert 'base_path: "/models/NuclearSegmentation"' in config["models.config"]
+    assert "s3://" not in config["models.config"]  # TF Serving >= 2.7 cannot open s3:// paths
+    script = config["sync-models.sh"]
+    assert '"s3://bucket/models/NuclearSegmentation/6/" "/models/NuclearSegmentation/6/"' in script
+    assert '"s3://bucket/models/Other/" "/models/Other/"' in script
+    # the script fails (and the pod does not start) when a listed version is not in the bucket
+    local = script.replace('"/models/', f'"{tmp_path}/m/')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    aws = bin_dir / "aws"  # `aws s3 sync --only-show-errors SRC DEST`: $4 is SRC, $5 is DEST
+    aws.write_text('#!/bin/sh\ncase "$4" in *NuclearSegmentation*) mkdir -p "$5" && : > "$5/saved_model.pb";; esac\n')
+    aws.chmod(0o755)
+    proc = subprocess.run(["sh", "-c", local], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    assert proc.returncode != 0 and "no model files under s3://bucket/models/Other/" in proc.stderr
+    assert (tmp_path / "m" / "NuclearSegmentation" / "6" / "saved_model.pb").exists()
+    aws.write_text('#!/bin/sh\nmkdir -p "$5" && : > "$5/saved_model.pb"\n')
+    proc = subprocess.run(["sh", "-c", local], capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, check=False)
+    assert proc.returncode == 0, proc.stderr
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] is True
+
+
+def test_tf_serving_reads_gcs_models_directly(helm, tmp_path):
+    docs = helm_template(helm, "tf-serving", "tf-serving", {
+        "modelRepository": {"url": "gs://bucket/models", "gcsKeySecret": "gcs-key"},
+        "models": [{"name": "NuclearSegmentation", "versions": [6]}]}, tmp_path)
+    _validate(tmp_path, docs, "tf-gcs")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert env_of(pod["containers"][0])["GOOGLE_APPLICATION_CREDENTIALS"] == "/var/secrets/google/key.json"
+    assert 'base_path: "gs://bucket/models/NuclearSegmentation"' in by_kind(docs, "ConfigMap")[0]["data"]["models.config"]
+
+
+@pytest.mark.parametrize("mode", ["hpa", "keda"])
+def test_tf_serving_autoscalers_render_valid(helm, tmp_path, mode):
+    values = {"autoscaling": {"mode": mode, "maxReplicas": 6, "keda": {"idleSeconds": 900}},
+              "prometheusRule": {"enabled": True}}
+    docs = helm_template(helm, "tf-serving", "tf-serving", values, tmp_path)
+    _validate(tmp_path, docs, f"tf-{mode}")
+    check_crds(docs)
+    assert "replicas" not in by_kind(docs, "Deployment")[0]["spec"]  # the autoscaler owns it
+    if mode == "hpa":
+        (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+        metrics = {m["external"]["metric"]["name"]: m["external"]["target"] for m in hpa["spec"]["metrics"]}
+        assert metrics == {"tf_serving_gpu_utilization": {"type": "Value", "value": "70"},
+                           "tf_serving_queue_items": {"type": "AverageValue", "averageValue": "600"}}
+        assert hpa["spec"]["minReplicas"] >= 1
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    else:
+        (scaled,) = by_kind(docs, "ScaledObject")
+        assert not by_kind(docs, "HorizontalPodAutoscaler")
+        assert scaled["spec"]["minReplicaCount"] == 0 and scaled["spec"]["cooldownPeriod"] == 900
+        triggers = {t["name"]: t for t in scaled["spec"]["triggers"]}
+        assert triggers["queue-items"]["metadata"]["activationThreshold"] == "0"  # from zero on the first job
+        assert float(triggers["gpu-utilization"]["metadata"]["activationThreshold"]) >= 100  # never wakes it
+
+
+def test_tf_serving_hpa_refuses_zero_min(helm):
+    proc = run([helm, "template", "t", str(HELM_DIR / "tf-serving"), "--set", "autoscaling.mode=hpa",
+                "--set", "autoscaling.minReplicas=0"], check=False)
+    assert proc.returncode != 0 and "keda" in proc.stderr
+
+
+def test_keda_default_query_needs_the_recording_rule(helm):
+    proc = run([helm, "template", "x", str(HELM_DIR / "redis-consumer"), "--set", "keda.enabled=true"], check=False)
+    assert proc.returncode != 0 and "prometheusRule.enabled" in proc.stderr
+
+
+def test_network_policy(helm, tmp_path):
+    docs = helm_template(helm, "np", "redis-consumer", {"networkPolicy": {"enabled": True},
+                                                       "redis": {"port": 26379}}, tmp_path)
+    _validate(tmp_path, docs, "netpol")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    worker = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"] == "np-redis-consumer")
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 443, 6379, 8500, 26379]
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [9090]
+    assert not helm_template(helm, "off", "redis-consumer", {}, tmp_path) or not by_kind(
+        helm_template(helm, "off", "redis-consumer", {}, tmp_path), "NetworkPolicy")
+
+
+def test_dead_letter_alert_command_runs(rendered, redis_server):
+    """The alert's advice is a command the real CLI accepts (it used to exit 2), on a dead job."""
+    from redis_consumer.queue import keys
+
+    _env, _, releases = rendered
+    client = redis_server.client()
+    client.flushall()
+    client.sadd(keys.QUEUES_SET, "segmentation")
+    client.hset("segmentation:dead-job", mapping={"status": "failed", "reason": "boom", "attempts": "3"})
+    client.rpush(keys.dead("segmentation"), "segmentation:dead-job")
+    description = _alert(releases["segmentation"][2], "RedisConsumerDeadLetters")["annotations"]["description"]
+    commands = re.findall(r"`(redis-consumer [^`]+)`", description)
+    assert commands and any(" list " in c for c in commands)
+    for command in commands:
+        argv = shlex.split(command)
+        if "requeue" in argv or "purge" in argv:
+            argv += ["--help"]  # parsed, not run: they change the dead list
+        cli = "import sys; from redis_consumer.cli.main import main; sys.exit(main())"
+        proc = subprocess.run([sys.executable, "-c", cli, *argv[1:], "--redis-url", redis_server.url],
+                              capture_output=True, text=True, check=False, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, f"{command}: {proc.returncode}\n{proc.stderr}"
+        if "list" in argv:
+            assert "segmentation:dead-job" in proc.stdout
+    client.close()

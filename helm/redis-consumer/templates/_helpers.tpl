@@ -56,8 +56,13 @@ app.kubernetes.io/component: exporter
 {{- end -}}
 {{- end -}}
 
+{{/* repository@digest when image.digest is set (immutable), else repository:tag. */}}
 {{- define "redis-consumer.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "redis-consumer.secretName" -}}
@@ -87,4 +92,31 @@ app.kubernetes.io/component: exporter
 {{/* The PromQL selector of this release's queue. */}}
 {{- define "redis-consumer.queueSelector" -}}
 queue="{{ include "redis-consumer.queueName" . }}"
+{{- end -}}
+
+
+{{/* Recording rules this release writes (each carries queue="<list>", so releases never collide). */}}
+{{- define "redis-consumer.itemsRecord" -}}queue:redis_consumer_queue_items:max{{- end -}}
+{{- define "redis-consumer.cappedRecord" -}}queue:redis_consumer_queue_items:capped{{- end -}}
+
+{{/* The series the KEDA trigger reads: the capped items when the GPU ceiling is on, else the
+     deduplicated items (max over exporter replicas). The HPA reads the same series through the
+     prometheus-adapter rule in the chart README. */}}
+{{- define "redis-consumer.scalingRecord" -}}
+{{- if .Values.autoscaling.gpuCeiling.enabled -}}
+{{- include "redis-consumer.cappedRecord" . -}}
+{{- else -}}
+{{- include "redis-consumer.itemsRecord" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The External metric name the HPA asks prometheus-adapter for. */}}
+{{- define "redis-consumer.hpaMetric" -}}
+{{- if .Values.autoscaling.metricName -}}
+{{- .Values.autoscaling.metricName -}}
+{{- else if .Values.autoscaling.gpuCeiling.enabled -}}
+redis_consumer_queue_items_capped
+{{- else -}}
+redis_consumer_queue_items
+{{- end -}}
 {{- end -}}
