@@ -57,3 +57,18 @@ class StrictConsumer(RecordingConsumer):
     """Requires an `input_file_name` field, like the model consumers."""
 
     required_fields = ("input_file_name",)
+
+
+class SwallowingConsumer(RecordingConsumer):
+    """Swallows every `Exception` in an endless loop while `swallow` is set: only a JobTimeout that
+    is not an `Exception` can end it."""
+
+    def consume(self, job):
+        if not job.fields.get("swallow"):
+            return super().consume(job)
+        self.redis.incr(f"test:executions:{job.key}")
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # noqa: BLE001 - the point of the test
+                pass
