@@ -49,7 +49,16 @@ def test_lua_lives_only_in_queue_and_consumers_do_not_import_redis():
     for path in (PKG / "queue" / "lua").glob("*.lua"):
         head = path.read_text().split("\n", 1)[0]
         assert head.startswith("-- "), path  # every script opens with its header comment
-    assert not list(PKG.glob("**/*.py")) or "ENQUEUE =" not in (PKG / "queue" / "producer.py").read_text()
+    assert not [p for p in PKG.glob("**/*.py") if "redis.call(" in p.read_text()]  # no Lua left in Python
+
+
+def test_kit_runs_on_a_real_redis_too(redis_server, rds):
+    from redis_consumer.consumers.noop import NoopConsumer
+    from redis_consumer.testing import run_job
+
+    run = run_job(NoopConsumer, {"original_name": "x.tif"}, redis_url=redis_server.url)
+    assert run.outcome == "done" and run.status == "done" and rds.hget(run.key, "status") == "done"
+    assert any("claimed by" in line for line in run.log) and run.files == {}
 
 
 def test_scripts_survive_script_flush(rds):
