@@ -218,3 +218,31 @@ def test_submit_under_redis_oom_prints_one_line(tmp_path, monkeypatch, capsys):
         assert not re.search(r"[0-9a-f]{40}", err), err
     finally:
         server.cleanup()
+
+
+# -- the tutorial's code runs as written -----------------------------------------------------
+def test_consumers_md_tutorial_consumer_and_test_run(tmp_path, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    text = (ROOT / "docs" / "consumers.md").read_text()
+    section = text[text.index("### End to end"):text.index("### A model consumer")]
+    consumer_src, test_src = re.findall(r"```python\n(.*?)```", section, re.S)
+    lines = [line for src in (consumer_src, test_src) for line in src.splitlines()
+             if line.strip() and not line.strip().startswith("#")]
+    assert len(lines) < 40, len(lines)
+    (tmp_path / "brightness.py").write_text(consumer_src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict = {}
+    exec(compile(test_src, "test_brightness.py", "exec"), namespace)  # noqa: S102 - the docs' own test
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 120, np.uint8)).save(buf, format="PNG")
+    namespace["test_brightness"](buf.getvalue())
+    from redis_consumer.testing import run_job
+
+    black = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(black, format="PNG")
+    run = run_job(namespace["BrightnessConsumer"], inputs={"dark.png": black.getvalue()})
+    assert run.status == "failed" and run.hash["reason"].startswith("The image is completely black")
