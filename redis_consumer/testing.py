@@ -267,9 +267,8 @@ class ModelServer:
 
         return fetch_stats(self.address)
 
-    def __enter__(self) -> ModelServer:
-        self.start()
-        return self
+    def __enter__(self) -> ModelServer:  # noqa: PYI034 - start() returns the server
+        return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -70,5 +70,5 @@ class SwallowingConsumer(RecordingConsumer):
         while True:
             try:
                 time.sleep(0.01)
-            except Exception:  # noqa: BLE001 - the point of the test
+            except Exception:  # noqa: BLE001, S110 - the point of the test
                 pass

@@ -6,8 +6,6 @@ import signal
 import urllib.error
 import urllib.request
 
-import pytest
-
 from redis_consumer.metrics.worker import (
     HealthChecks,
     WorkerMetrics,
@@ -144,8 +142,9 @@ def test_readyz_checks_tfserving_only_for_consumers_that_use_it():
 
 
 def test_tfserving_ready_true_when_a_grpc_server_listens():
-    import grpc
     from concurrent import futures
+
+    import grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     port = server.add_insecure_port("127.0.0.1:0")

@@ -9,7 +9,6 @@ import pytest
 
 from redis_consumer.metrics.worker import HealthChecks, WorkerMetrics
 from redis_consumer.settings import Settings
-
 from redis_consumer.tfserving import client as client_mod
 from tests.helpers.model_server import ModelServer
 

@@ -24,6 +24,7 @@ from .common import (
 )
 from .watch import queue_exists
 
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "dead",

@@ -107,7 +107,7 @@ class ZipConsumer(Consumer):
             self.log_job(f"fan-out: {len(children)} child job(s) on {self.child_queue!r} ({created} new)")
             skipped_json = json.dumps(plan.skipped[:MAX_SKIPPED_STORED])
             self.park(len(children), {"skipped": skipped_json, "skipped_count": len(plan.skipped)})
-            return None
+            return
         finally:
             tempdirs.remove_later(workdir)
 

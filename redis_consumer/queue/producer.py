@@ -6,7 +6,6 @@ reply can neither reset a finished job nor queue it twice.
 
 from __future__ import annotations
 
-
 import redis
 
 from .broker import enqueue
