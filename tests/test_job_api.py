@@ -82,6 +82,13 @@ def test_claim_dead_letters_a_job_whose_attempts_are_used_up(rds):
     assert b.claim_next(1).key == "q:fresh"
 
 
+@pytest.mark.parametrize("garbage", ["abc", "2.5", "-7", ""])
+def test_claim_survives_garbage_in_attempts(rds, garbage):
+    push(rds, "q:g", attempts=garbage)
+    res = Broker(rds, "q", "w", max_attempts=3).claim_next(1)
+    assert res.outcome == "ok" and res.job.attempts == 1
+
+
 def test_unreadable_field_fails_as_user_error_and_next_job_finishes(rds, redis_server, procs, tmp_path):
     raw = redis_server.client(decode_responses=False)
     raw.hset("q:bad", mapping={b"status": b"new", b"channels": b"0,\xff"})

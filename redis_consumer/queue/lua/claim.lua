@@ -35,7 +35,13 @@ if status == 'done' or status == 'failed' then
   redis.call('LREM', KEYS[2], 1, job)
   return {'final', status, 0, {}, job}
 end
-local before = tonumber(redis.call('HGET', job, 'attempts') or '0') or 0
+local raw = redis.call('HGET', job, 'attempts')
+local before = tonumber(raw or '0')
+if raw and (not before or before < 0 or before ~= math.floor(before) or before > 1e9) then
+  -- `attempts` is the worker's field; a producer's garbage there must not break HINCRBY below
+  redis.call('HSET', job, 'attempts', 0)
+  before = 0
+end
 if before >= tonumber(ARGV[4]) then
   redis.call('LREM', KEYS[2], 1, job)
   redis.call('HDEL', job, 'claim')
