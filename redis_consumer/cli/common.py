@@ -192,8 +192,9 @@ def known_queues(client: Any) -> list[str]:
     from ..queue import keys
 
     names = set(client.smembers(keys.QUEUES_SET))
-    for dead in client.scan_iter(match="dead-*", count=500):
-        names.add(dead[len("dead-"):])
+    prefix = keys.dead("")
+    for dead in client.scan_iter(match=prefix + "*", count=500):
+        names.add(dead[len(prefix):])
     return sorted(names)
 
 
