@@ -106,9 +106,14 @@ class Job:
 
     def update(self, fields: Mapping[str, Any]) -> None:
         """Write fields into the job hash (and pending log lines), only while our claim holds."""
+        self._write(fields, with_log=True)
+
+    def _write(self, fields: Mapping[str, Any], with_log: bool) -> None:
         if self.lost is not None:
             raise self.lost
-        lines, self._pending = self._pending, []
+        lines: list[str] = []
+        if with_log:
+            lines, self._pending = self._pending, []
         if not fields and not lines:
             return
         written = self._broker.update(self.claim, fields, lines)
@@ -139,7 +144,8 @@ class Job:
         status, time_field = STAGES.get(name, (None, f"{name}_time"))
         self.check_deadline()
         self.log(f"stage {name} started")
-        self.update({"status": status} if status is not None else {})
+        # log lines wait for the stage's end: one log write per stage, not two
+        self._write({"status": status} if status is not None else {}, with_log=False)
         start = time.perf_counter()
         try:
             yield

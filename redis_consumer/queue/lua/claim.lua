@@ -35,14 +35,15 @@ if status == 'done' or status == 'failed' then
   redis.call('LREM', KEYS[2], 1, job)
   return {'final', status, 0, {}, job}
 end
-local raw = redis.call('HGET', job, 'attempts')
-local before = tonumber(raw or '0')
-if raw and (not before or before < 0 or before ~= math.floor(before) or before > 1e9) then
-  -- `attempts` is the worker's field; a producer's garbage there must not break HINCRBY below
-  redis.call('HSET', job, 'attempts', 0)
-  before = 0
+local attempts = redis.pcall('HINCRBY', job, 'attempts', 1)
+if type(attempts) ~= 'number' or attempts < 1 then
+  -- `attempts` is the worker's field; a producer's garbage there (text, 2.5, -7) counts as none
+  redis.call('HSET', job, 'attempts', 1)
+  attempts = 1
 end
-if before >= tonumber(ARGV[4]) then
+if attempts > tonumber(ARGV[4]) then
+  -- used up before this claim (workers died on it and handed it back without the reaper)
+  redis.call('HINCRBY', job, 'attempts', -1)
   redis.call('LREM', KEYS[2], 1, job)
   redis.call('HDEL', job, 'claim')
   redis.call('HSET', job, 'status', 'failed', 'failure_type', 'system', 'reason', ARGV[6],
@@ -50,9 +51,8 @@ if before >= tonumber(ARGV[4]) then
   redis.call('EXPIRE', job, tonumber(ARGV[7]))
   redis.call('LPUSH', KEYS[3], job)
   child_ended(job, 'children_failed', ARGV[3])
-  return {'dead', status, before, {}, job}
+  return {'dead', status, attempts - 1, {}, job}
 end
-local attempts = redis.call('HINCRBY', job, 'attempts', 1)
 redis.call('HSET', job, 'status', 'started', 'claim', ARGV[1], 'updated_by', ARGV[2],
   'identity_started', ARGV[2], 'started_at', ARGV[3], 'updated_at', ARGV[3])
 return {'ok', status, attempts, redis.call('HGETALL', job), job}
