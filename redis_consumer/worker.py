@@ -130,7 +130,7 @@ class Worker:
                     log.warning("redis unavailable (%s); retrying in %.2fs", type(exc).__name__, delay)
                     self._reset_connections()
                     self.stopping.wait(delay)
-                    self._recover_own_list()
+                    self._recover_own_list(uncount=_is_outage(exc))
                 except Exception:  # a bug must not crash-loop the fleet: log, back off, carry on
                     self.current = None
                     delay = backoff.next()
@@ -150,7 +150,7 @@ class Worker:
         if self._master_moved:
             self._master_moved = False
             self._reset_connections()
-            self._recover_own_list()
+            self._recover_own_list(uncount=True)
         claimed = self.broker.claim_next(self.settings.EMPTY_QUEUE_TIMEOUT, self.settings.JOB_TIMEOUT,
                                          waiting=self._waiting)
         if claimed is None:
@@ -191,10 +191,10 @@ class Worker:
                 self.stopping.wait(delay)
         return False
 
-    def _recover_own_list(self) -> None:
+    def _recover_own_list(self, uncount: bool = False) -> None:
         """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""
         try:
-            moved = self.broker.release_all()
+            moved = self.broker.release_all(uncount)
             if moved:
                 log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
         except _REDIS_DOWN:
@@ -320,6 +320,15 @@ class Worker:
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)
         logging.shutdown()
         os._exit(70)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Redis unreachable, loading, read-only (failover) or out of memory: not the job's fault, so
+    the job cut short gets its attempt back. Any other error reply may come from the job's own
+    data (a Lua step failing on it) and counts, so such a job ends on the dead list, not in a loop."""
+    if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)):
+        return True
+    return not isinstance(exc, redis.ResponseError)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:

@@ -82,6 +82,17 @@ def test_claim_dead_letters_a_job_whose_attempts_are_used_up(rds):
     assert b.claim_next(1).key == "q:fresh"
 
 
+def test_release_after_an_outage_gives_the_attempt_back(rds):
+    push(rds, "q:cut")
+    b = Broker(rds, "q", "w", max_attempts=1)
+    assert b.claim_next(1).job.attempts == 1
+    assert b.release_all(uncount=True) == 1  # a Redis outage cut the job short
+    assert rds.hget("q:cut", "attempts") == "0" and rds.hget("q:cut", "claim") is None
+    assert b.claim_next(1).outcome == "ok"  # not dead-lettered: the outage was not the job's fault
+    assert b.release_all() == 1  # any other interruption counts the attempt...
+    assert b.claim_next(1).outcome == "dead"  # ...so a job that keeps interrupting its worker ends
+
+
 @pytest.mark.parametrize("garbage", ["abc", "2.5", "-7", ""])
 def test_claim_survives_garbage_in_attempts(rds, garbage):
     push(rds, "q:g", attempts=garbage)

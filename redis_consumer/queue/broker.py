@@ -278,9 +278,13 @@ class Broker(FanOut):
             args=[job.token, "retry", self.max_attempts, now_iso(), reason, self.expire_time],
         )
 
-    def release_all(self) -> int:
-        """Move every key left in our processing list back to the queue head."""
-        return int(self._release_all(keys=[self.processing_key, self.queue]))
+    def release_all(self, uncount: bool = False) -> int:
+        """Move every key left in our processing list back to the queue head.
+
+        `uncount`: a Redis outage cut our job short, so a job we had claimed gets its attempt back.
+        """
+        return int(self._release_all(keys=[self.processing_key, self.queue],
+                                     args=[self.consumer_id if uncount else "", now_iso()]))
 
     # -- producing --------------------------------------------------------------------------
     def enqueue(self, key: str, fields: Mapping[str, Any], queue: str | None = None) -> bool:
