@@ -37,6 +37,16 @@ class ChaosConsumer(Consumer):
 
     name = "chaos"
     required_fields = ("input_file_name",)
+    _recorder = None
+
+    @property
+    def redis(self):
+        """The harness's own client for its counters (a consumer is given no Redis client)."""
+        if self._recorder is None:
+            from redis_consumer.queue import connect
+
+            self._recorder = connect(self.settings)
+        return self._recorder
 
     def _consume(self, redis_hash: str) -> dict[str, Any]:
         import hashlib

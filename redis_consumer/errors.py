@@ -24,11 +24,26 @@ class TransientError(RedisConsumerError):
     """Infrastructure trouble that may pass (server unavailable, 5xx, timeouts): retried."""
 
 
-class JobTimeout(TransientError):
-    """The job ran past its deadline (`JOB_TIMEOUT`)."""
+class JobTimeout(BaseException):
+    """The job ran past its deadline (`JOB_TIMEOUT`).
+
+    A `BaseException` (like Dramatiq's interrupts): the worker raises it into the job's thread
+    when the deadline passes, and a consumer's `except Exception:` must not swallow it. The
+    worker retries the job (a system error) with this message as the reason.
+    """
 
     def __init__(self, message: str = "The job did not finish within its time limit (JOB_TIMEOUT).") -> None:
         super().__init__(message)
+
+
+class ClaimLost(RedisConsumerError):
+    """Our claim on the job is gone: another worker took it over (we were presumed dead), or the
+    job's hash vanished (deleted, expired, Redis wiped). Stop without writing anything more."""
+
+    def __init__(self, key: str, vanished: bool = False) -> None:
+        super().__init__(key)
+        self.key = key
+        self.vanished = vanished
 
 
 class ConfigError(RedisConsumerError):

@@ -9,6 +9,7 @@ Redis outages are waited out with capped, jittered backoff: a worker never crash
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -16,16 +17,19 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 
 from .consumers.base import Consumer
 from .errors import JobTimeout
+from .job import timeout_reason
 from .middleware import Middleware, MiddlewareChain
-from .queue import keys
-from .queue.broker import Broker, Job
+from .queue.broker import Broker, Claim
 from .queue.connection import RETRYABLE, connect_all, master_moved
+from .runner import JobRunner, Outcome
+from .services import Services
 from .settings import Settings
 from .utils.backoff import Backoff
 
@@ -78,10 +82,13 @@ class Worker:
         }
         self.broker = Broker(self.redis, queue, self.consumer_id, blocking_client=self.blocking_redis, **broker_options)
         self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
-        self.consumer = consumer_cls(settings, self.redis, broker=self.broker, storage=storage, middleware=self.middleware)
+        # the consumer gets services, never a Redis client (the TF client caches model metadata in it)
+        self.services = Services(settings, storage=storage, cache=self.redis)
+        self.consumer = consumer_cls(settings, self.services)
+        self.runner = JobRunner(settings, self.broker, self.consumer, self.services, self.middleware)
         self.queue = queue
         self.stopping = threading.Event()
-        self.current: Job | None = None
+        self.current: Claim | None = None
         self.shutdown_deadline: float | None = None
         self.last_heartbeat_ok: float = 0.0
         self.last_heartbeat_attempt: float = 0.0
@@ -106,7 +113,7 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     outcome = self._step()
-                    if outcome in ("requeued", "dead"):
+                    if outcome in (Outcome.REQUEUED, Outcome.DEAD):
                         self.stopping.wait(backoff.next())
                     elif outcome is not None:
                         backoff.reset()
@@ -123,6 +130,12 @@ class Worker:
                     log.warning("redis unavailable (%s); retrying in %.2fs", type(exc).__name__, delay)
                     self._reset_connections()
                     self.stopping.wait(delay)
+                    self._recover_own_list(uncount=_is_outage(exc))
+                except Exception:  # a bug must not crash-loop the fleet: log, back off, carry on
+                    self.current = None
+                    delay = backoff.next()
+                    log.exception("unexpected error in the claim loop; retrying in %.2fs", delay)
+                    self.stopping.wait(delay)
                     self._recover_own_list()
         except _StopClaiming:
             pass
@@ -130,47 +143,38 @@ class Worker:
             self._shutdown()
         return 0
 
-    def _step(self) -> str | None:
-        """Claim one job (blocking) and process it; the outcome, or None when idle."""
+    def _step(self) -> Outcome | None:
+        """Claim one job (blocking only when none waits) and run it; its outcome, or None when idle."""
         if self.stopping.is_set():
             return None
         if self._master_moved:
             self._master_moved = False
             self._reset_connections()
-            self._recover_own_list()
-        claimed = self.broker.try_claim(self.settings.JOB_TIMEOUT)
+            self._recover_own_list(uncount=True)
+        claimed = self.broker.claim_next(self.settings.EMPTY_QUEUE_TIMEOUT, self.settings.JOB_TIMEOUT,
+                                         waiting=self._waiting)
         if claimed is None:
-            self._blocking = True
-            try:
-                if self.stopping.is_set():
-                    return None
-                key = self.broker.pop(self.settings.EMPTY_QUEUE_TIMEOUT)
-            finally:
-                self._blocking = False
-            if key is None:
-                return None
-            claimed = self.broker.claim(key, self.settings.JOB_TIMEOUT)
-        key = claimed.key
-        if claimed.outcome == "missing":
-            log.warning("%s: job hash no longer exists (expired or deleted); dropped", key)
-            return "skipped"
-        if claimed.outcome == "wrongtype":
-            log.error("%s: job key holds a %s, not a hash; moved to %s", key, claimed.detail, keys.dead(self.queue))
-            return "skipped"
-        if claimed.outcome == "final":
-            log.info("%s: job is already %s; dropped without redoing it", key, claimed.detail)
-            return "skipped"
+            return None
         self.current = claimed.job
         try:
-            outcome = self.consumer.process(claimed.job)
-        except JobTimeout:
-            # the supervisor's asynchronous timeout landed outside the consumer's handlers
-            outcome = self.broker.retry(claimed.job, str(JobTimeout()))
+            outcome = self.runner.run(claimed)
         finally:
             self.current = None
             self._wake.set()
-        self.jobs_processed += 1
+        if claimed.job is not None:
+            self.jobs_processed += 1
         return outcome
+
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        """Around the idle blocking claim: SIGTERM may break out of it (nothing is held yet)."""
+        self._blocking = True
+        try:
+            if self.stopping.is_set():
+                raise _StopClaiming()
+            yield
+        finally:
+            self._blocking = False
 
     def _wait_for_redis(self) -> bool:
         """Heartbeat until Redis answers (or we are told to stop)."""
@@ -187,10 +191,10 @@ class Worker:
                 self.stopping.wait(delay)
         return False
 
-    def _recover_own_list(self) -> None:
+    def _recover_own_list(self, uncount: bool = False) -> None:
         """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""
         try:
-            moved = self.broker.release_all()
+            moved = self.broker.release_all(uncount)
             if moved:
                 log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
         except _REDIS_DOWN:
@@ -296,7 +300,7 @@ class Worker:
             log.info("reaper: %d dead worker(s); %d job(s) requeued, %d dead-lettered", consumers, recovered, dead)
             self.middleware.jobs_recovered(self.queue, recovered, dead)
 
-    def _hand_back_and_exit(self, job: Job) -> None:
+    def _hand_back_and_exit(self, job: Claim) -> None:
         """Shutdown grace ran out: give the job back to the queue head and exit 0."""
         try:
             outcome = self.supervisor_broker.release(job)
@@ -307,15 +311,24 @@ class Worker:
         logging.shutdown()
         os._exit(0)
 
-    def _abandon_stuck_job(self, job: Job) -> None:
+    def _abandon_stuck_job(self, job: Claim) -> None:
         """The job ignored its timeout (stuck in native code): fail/requeue it and restart."""
         try:
-            outcome = self.supervisor_broker.retry(job, f"The job did not finish within JOB_TIMEOUT={self.settings.JOB_TIMEOUT:g} seconds.")
+            outcome = self.supervisor_broker.retry(job, timeout_reason(self.settings.JOB_TIMEOUT))
             log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
         except _REDIS_DOWN:
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)
         logging.shutdown()
         os._exit(70)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Redis unreachable, loading, read-only (failover) or out of memory: not the job's fault, so
+    the job cut short gets its attempt back. Any other error reply may come from the job's own
+    data (a Lua step failing on it) and counts, so such a job ends on the dead list, not in a loop."""
+    if isinstance(exc, (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)):
+        return True
+    return not isinstance(exc, redis.ResponseError)
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:

@@ -1,7 +1,8 @@
-"""Drive real consumers through the real Redis protocol in-process (claim -> process -> finish).
+"""Drive real consumers through the real Redis protocol in-process (claim -> run -> finish).
 
-`LocalTF` runs the dev server's numpy models in-process behind the TF Serving client interface,
-so consumer logic can be tested quickly; the end-to-end tests use the real gRPC dev server.
+The same claim path (`Broker.claim_next`) and outcome logic (`JobRunner`) as the worker.
+`LocalTF` (from the plug-in kit) runs the dev server's numpy models in-process behind the TF
+Serving client interface; the end-to-end tests use the real gRPC dev server.
 """
 
 from __future__ import annotations
@@ -14,51 +15,14 @@ import uuid
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from redis_consumer.errors import UserError
 from redis_consumer.queue.broker import Broker
+from redis_consumer.runner import JobRunner
+from redis_consumer.services import Services
 from redis_consumer.settings import Settings
+from redis_consumer.testing import LocalTF
 from redis_consumer.utils.timestamps import now_iso
 
-
-class LocalTF:
-    """TFServingClient stand-in: get_metadata/predict over the dev server's numpy models."""
-
-    def __init__(self) -> None:
-        from redis_consumer.tfserving import models
-
-        self.models = {m.name: m for m in models.builtin_models()}
-        self.calls = 0
-
-    def _model(self, model, version):
-        if model not in self.models or str(version) != "1":
-            raise UserError(f"Model {model}:{version} is not served: Servable not found.")
-        return self.models[model]
-
-    def get_metadata(self, model, version=None, **_):
-        return self._model(model, version).metadata()
-
-    def predict(self, model, version, inputs, *, deadline=None):
-        self.calls += 1
-        m = self._model(model, version)
-        meta = m.metadata()
-        feed = inputs if isinstance(inputs, dict) else {next(iter(meta.inputs)): inputs}
-        feed = {k: np.asarray(v, dtype=np.float32) for k, v in feed.items()}
-        out = m.predict(feed)
-        return out if isinstance(inputs, dict) or len(out) != 1 else next(iter(out.values()))
-
-    def predict_stream(self, model, version, total, source, sink, *, deadline=None):
-        """Same contract as TFServingClient.predict_stream, one batch of 8 at a time."""
-        for lo in range(0, total, 8):
-            hi = min(total, lo + 8)
-            sink(lo, hi, self.predict(model, version, source(lo, hi), deadline=deadline))
-
-    def batch_size(self, model):
-        return 32
-
-    def ready(self, timeout=1.0):
-        return True
+__all__ = ["Harness", "LocalTF", "bucket_dir", "open_result", "results_json", "settings_for", "submit"]
 
 
 def settings_for(tmp_path: Path, **kw) -> Settings:
@@ -77,9 +41,9 @@ class Harness:
         self.queue = settings.QUEUE + consumer_cls.queue_suffix
         self.broker = Broker(rds, self.queue, consumer_id, max_attempts=settings.MAX_ATTEMPTS,
                              expire_time=settings.EXPIRE_TIME, heartbeat_ttl=settings.HEARTBEAT_TTL)
-        self.consumer = consumer_cls(settings, rds, broker=self.broker)
-        if tf is not None:
-            self.consumer.tf = tf
+        self.services = Services(settings, tf=tf, cache=rds)
+        self.consumer = consumer_cls(settings, self.services)
+        self.runner = JobRunner(settings, self.broker, self.consumer, self.services)
 
     def run_one(self, timeout: float = 1.0) -> str | None:
         claimed = self.broker.claim_next(timeout, self.settings.JOB_TIMEOUT)
@@ -87,7 +51,7 @@ class Harness:
             return None
         if claimed.job is None:
             return claimed.outcome
-        return self.consumer.process(claimed.job)
+        return self.runner.run(claimed)
 
     def drain(self, limit: int = 10_000) -> list[str]:
         outcomes = []

@@ -1,7 +1,8 @@
 """Consumers that misbehave on purpose, loaded by workers as `CONSUMER_TYPE=tests.consumers_for_tests:Name`.
 
 Each records what it did in Redis (`test:executions:{key}` counter, `test:order` list), so tests
-can tell executions (at-least-once) from results (exactly one final write).
+can tell executions (at-least-once) from results (exactly one final write). The recording goes
+through a client of their own: a consumer is given no Redis client.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import signal
 import time
 
 from redis_consumer.consumers import Consumer, TransientError, UserError
+from redis_consumer.queue import connect
 
 
 class RecordingConsumer(Consumer):
@@ -19,6 +21,14 @@ class RecordingConsumer(Consumer):
     `user_error` (raise UserError), `transient` (raise TransientError), `crash` (raise ValueError)."""
 
     name = "recording"
+    _recorder = None
+
+    @property
+    def redis(self):
+        """The test's own client for its counters (not the worker's)."""
+        if self._recorder is None:
+            self._recorder = connect(self.settings)
+        return self._recorder
 
     def _consume(self, redis_hash):
         fields = self.job.fields
@@ -40,10 +50,25 @@ class RecordingConsumer(Consumer):
                 while time.monotonic() < deadline:
                     time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         self.redis.incr(f"test:results:{redis_hash}")
-        return {"output_url": f"result-of-{redis_hash}", "worker": self.broker.consumer_id}
+        return {"output_url": f"result-of-{redis_hash}", "worker": self.job.consumer_id}
 
 
 class StrictConsumer(RecordingConsumer):
     """Requires an `input_file_name` field, like the model consumers."""
 
     required_fields = ("input_file_name",)
+
+
+class SwallowingConsumer(RecordingConsumer):
+    """Swallows every `Exception` in an endless loop while `swallow` is set: only a JobTimeout that
+    is not an `Exception` can end it."""
+
+    def consume(self, job):
+        if not job.fields.get("swallow"):
+            return super().consume(job)
+        self.redis.incr(f"test:executions:{job.key}")
+        while True:
+            try:
+                time.sleep(0.01)
+            except Exception:  # noqa: BLE001, S110 - the point of the test
+                pass

@@ -1,8 +1,9 @@
 """The custom-consumer story: install examples/classify (no edits to this repo) and run a job.
 
 The example is installed with pip into a private target directory (the shared venv is left
-alone); a real worker process with that directory on PYTHONPATH finds `classify` through the
-`redis_consumer.consumers` entry point and classifies a PNG through the dev model server.
+alone). Its own tests use the plug-in kit (`redis_consumer.testing.run_job`), as a plug-in
+author would; then a real worker process with that directory on PYTHONPATH finds `classify`
+through the `redis_consumer.consumers` entry point and classifies a PNG through the dev model server.
 """
 
 from __future__ import annotations
@@ -49,6 +50,46 @@ def test_entry_point_registers_the_consumer_type(installed):
     out = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": f"{installed}:{ROOT}"},
                          capture_output=True, text=True, check=True, timeout=60).stdout
     assert "'classify'" in out and "ClassifyConsumer" in out
+
+
+def _sky_png() -> bytes:
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 40, 90, 220  # mostly blue
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def classify_cls(installed):
+    sys.path.insert(0, str(installed))
+    try:
+        from redis_consumer_classify.consumer import ClassifyConsumer
+    finally:
+        sys.path.remove(str(installed))
+    return ClassifyConsumer
+
+
+def test_kit_runs_classify_with_the_dev_model_server(classify_cls):
+    """The plug-in kit: one job in-process (fakeredis, temporary bucket, dev model server over gRPC)."""
+    from redis_consumer.testing import run_job
+
+    run = run_job(classify_cls, {"top_k": "2"}, inputs={"sky.png": _sky_png()}, model_server=True)
+    assert run.status == "done", run.hash
+    assert run.hash["top_label"] == "blue" and run.hash["top_labels"].split(",")[1].startswith("green:")
+    assert [t["label"] for t in json.loads(run.files["results.json"])["top_k"][0]] == ["blue", "green"]
+    assert run.files["predictions.csv"].decode().splitlines()[1].startswith("0,1,blue,")
+    assert any("top label blue" in line for line in run.log)
+    assert "top label blue" in run.files["log.txt"].decode()
+
+
+def test_kit_reports_bad_input_as_a_user_failure(classify_cls):
+    from redis_consumer.testing import LocalTF, run_job
+
+    run = run_job(classify_cls, {"top_k": "many"}, inputs={"sky.png": _sky_png()}, tf=LocalTF())
+    assert (run.status, run.outcome, run.hash["failure_type"]) == ("failed", "failed", "user")
+    assert run.hash["reason"] == "The job's top_k field must be a whole number, got 'many'."
+    assert run.files == {}
 
 
 def test_classify_job_end_to_end(installed, rds, redis_server, tmp_path):

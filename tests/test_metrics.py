@@ -6,8 +6,6 @@ import signal
 import urllib.error
 import urllib.request
 
-import pytest
-
 from redis_consumer.metrics.worker import (
     HealthChecks,
     WorkerMetrics,
@@ -144,8 +142,9 @@ def test_readyz_checks_tfserving_only_for_consumers_that_use_it():
 
 
 def test_tfserving_ready_true_when_a_grpc_server_listens():
-    grpc = pytest.importorskip("grpc")
     from concurrent import futures
+
+    import grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -158,13 +157,16 @@ def test_tfserving_ready_true_when_a_grpc_server_listens():
 
 
 def test_uses_tfserving_detects_the_tfserving_base_class():
-    class TensorFlowServingConsumer:
-        pass
+    from redis_consumer.consumers.noop import NoopConsumer
+    from redis_consumer.consumers.segmentation import SegmentationConsumer
+    from redis_consumer.consumers.tfserving_consumer import TensorFlowServingConsumer
 
-    class Segmentation(TensorFlowServingConsumer):
-        pass
+    class PlainSubclass(TensorFlowServingConsumer):
+        uses_tfserving = False  # the base class alone still says so
 
-    assert uses_tfserving(Segmentation()) and not uses_tfserving(object())
+    settings = Settings.from_env({})
+    assert uses_tfserving(SegmentationConsumer(settings)) and uses_tfserving(PlainSubclass(settings))
+    assert not uses_tfserving(NoopConsumer(settings)) and not uses_tfserving(object())
 
 
 def test_grpc_observer_and_bounded_labels():
@@ -181,9 +183,7 @@ def test_grpc_observer_and_bounded_labels():
 
 
 def test_grpc_observer_registers_with_the_tfserving_client_when_present():
-    client = pytest.importorskip("redis_consumer.tfserving.client")
-    if not hasattr(client, "CALL_OBSERVERS"):
-        pytest.skip("tfserving client has no CALL_OBSERVERS yet")
+    from redis_consumer.tfserving import client
     m = WorkerMetrics(process_metrics=False)
     assert m.register_grpc_observer()
     assert m.observe_grpc in client.CALL_OBSERVERS

@@ -9,9 +9,8 @@ import pytest
 
 from redis_consumer.metrics.worker import HealthChecks, WorkerMetrics
 from redis_consumer.settings import Settings
-
-client_mod = pytest.importorskip("redis_consumer.tfserving.client")
-ModelServer = pytest.importorskip("tests.helpers.model_server").ModelServer
+from redis_consumer.tfserving import client as client_mod
+from tests.helpers.model_server import ModelServer
 
 
 class _Worker:

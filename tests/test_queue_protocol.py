@@ -225,8 +225,10 @@ def test_park_requeues_at_once_when_children_already_ended(rds):
 
 
 def test_job_log_is_capped_and_expires(rds):
+    make_job(rds, "q:x")
     b = broker(rds, log_lines=3)
-    b.log("q:x", [f"line {i}" for i in range(5)])
+    job = b.claim_next(1).job
+    assert b.append_log(job, [f"line {i}" for i in range(5)]) == 1  # fenced, like every write of a claim
     assert rds.lrange(keys.job_log("q:x"), 0, -1) == ["line 2", "line 3", "line 4"]
     assert rds.ttl(keys.job_log("q:x")) > 0
 

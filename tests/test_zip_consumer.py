@@ -137,7 +137,7 @@ def test_worker_killed_during_fan_out_creates_no_duplicates(pair, rds, tmp_path,
     monkeypatch.setattr(zip_consumer, "BATCH", 2)
     key = submit(rds, zips.settings, None, queue="seg-zip", name="five.zip",
                  data=zip_bytes([(f"img{i}.tif", tif_bytes(i + 1)) for i in range(5)]))
-    real = zips.consumer._fanout
+    real = zips.broker._fanout  # the fan-out Lua step now belongs to the broker
     calls = []
 
     def dying(*args, **kwargs):
@@ -146,7 +146,7 @@ def test_worker_killed_during_fan_out_creates_no_duplicates(pair, rds, tmp_path,
             raise Killed()
         return real(*args, **kwargs)
 
-    zips.consumer._fanout = dying
+    zips.broker._fanout = dying
     with pytest.raises(Killed):
         zips.run_one()
     assert rds.llen("seg") == 2  # first batch pushed before the "kill"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -55,6 +56,9 @@ def command(func: Callable[[Any], int | None]) -> Callable[[Any], int]:
             return fail(refused_password(redis_where(args)))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             return fail(cannot_reach(redis_where(args), _short(exc)))
+        except redis.exceptions.OutOfMemoryError:
+            return fail(f"Redis at {redis_where(args)} is out of memory (maxmemory reached) and refused the write; "
+                        "free memory or raise maxmemory, then try again", 1)
         except redis.ResponseError as exc:
             return fail(f"Redis refused a command ({_short(exc)})", 1)
         except BrokenPipeError:
@@ -76,7 +80,9 @@ def refused_password(where: str) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    return one_sentence(str(exc) or type(exc).__name__, 160)
+    # a script's error carries "script: <sha>, on @user_script:N." - noise to a user
+    text = re.sub(r"\.?\s*script: [0-9a-f]{40}.*$", "", str(exc)) or type(exc).__name__
+    return one_sentence(text, 160)
 
 
 # -- settings, redis, bucket ------------------------------------------------------------------
@@ -186,8 +192,9 @@ def known_queues(client: Any) -> list[str]:
     from ..queue import keys
 
     names = set(client.smembers(keys.QUEUES_SET))
-    for dead in client.scan_iter(match="dead-*", count=500):
-        names.add(dead[len("dead-"):])
+    prefix = keys.dead("")
+    for dead in client.scan_iter(match=prefix + "*", count=500):
+        names.add(dead[len(prefix):])
     return sorted(names)
 
 

@@ -1,7 +1,7 @@
 """`redis-consumer dead`: inspect, requeue or purge a queue's dead letters.
 
-Requeue is one Lua step per call: a key leaves `dead-{queue}`, gets a fresh start (`status=new`,
-attempts reset, failure fields removed, expiry cleared) and goes back on `{queue}` — so a
+Requeue is one Lua step per call (`queue.DeadLetters`, `queue/lua/dead_letters.lua`): a key
+leaves `dead-{queue}`, gets a fresh start (`status=new`, attempts reset, failure fields removed, expiry cleared) and goes back on `{queue}` — so a
 requeued job can never be both dead and waiting. Keys whose hash already expired are dropped.
 A requeued zip child is un-counted from its waiting parent (so the parent's counters stay exact),
 or detached from a parent that already ended.
@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from ..queue import keys
-from ..utils.timestamps import now_iso
+from ..queue.dead_letters import DeadLetters
 from .common import (
     CliError,
     add_connection_args,
@@ -23,40 +23,6 @@ from .common import (
     table,
 )
 from .watch import queue_exists
-
-# KEYS: dead list, queue;  ARGV: now_iso, mode (requeue|purge), key...
-# -> {moved, dropped}: moved = requeued (or purged), dropped = not in the dead list or expired
-_ACT = """
-local moved, dropped = 0, 0
-for i = 3, #ARGV do
-  local k = ARGV[i]
-  if redis.call('LREM', KEYS[1], 0, k) == 0 then
-    dropped = dropped + 1
-  elseif ARGV[2] == 'purge' then
-    redis.call('DEL', k, 'logs:' .. k)
-    moved = moved + 1
-  elseif redis.call('TYPE', k)['ok'] ~= 'hash' then
-    dropped = dropped + 1
-  else
-    local parent = redis.call('HGET', k, 'parent')
-    if parent and parent ~= '' then
-      if redis.call('HGET', parent, 'status') == 'waiting' then
-        -- the parent counted this child as failed; it will be counted again when it ends
-        redis.call('HINCRBY', parent, 'children_failed', -1)
-      else
-        -- the parent already ended: the child runs on its own (its result has its own output_url)
-        redis.call('HDEL', k, 'parent', 'parent_queue')
-      end
-    end
-    redis.call('HDEL', k, 'claim', 'reason', 'failure_type', 'finished_at', 'last_error', 'progress')
-    redis.call('HSET', k, 'status', 'new', 'attempts', 0, 'updated_at', ARGV[1], 'requeued_at', ARGV[1])
-    redis.call('PERSIST', k)
-    redis.call('LPUSH', KEYS[2], k)
-    moved = moved + 1
-  end
-end
-return {moved, dropped}
-"""
 
 
 def add_parser(sub: Any) -> None:
@@ -86,24 +52,13 @@ def add_parser(sub: Any) -> None:
 
 def dead_jobs(client: Any, queue: str) -> list[dict[str, Any]]:
     """Every dead job of `queue`, newest first, with its failure details."""
-    names = client.lrange(keys.dead(queue), 0, -1)
-    pipe = client.pipeline(transaction=False)
-    for k in names:
-        pipe.hmget(k, "status", "failure_type", "attempts", "finished_at", "reason")
-    rows = []
-    for k, (status, ftype, attempts, finished, reason) in zip(names, pipe.execute()):
-        rows.append({"key": k, "status": status or "expired", "failure_type": ftype or "", "attempts": attempts or "",
-                     "finished_at": finished or "", "reason": reason or ""})
-    return rows
+    return DeadLetters(client, queue).list()
 
 
 def act(client: Any, queue: str, mode: str, only: list[str] | None = None) -> tuple[int, int]:
     """Requeue or purge `only` (default: all dead jobs); returns (moved, dropped)."""
-    targets = only or list(dict.fromkeys(client.lrange(keys.dead(queue), 0, -1)))
-    if not targets:
-        return 0, 0
-    moved, dropped = client.eval(_ACT, 2, keys.dead(queue), queue, now_iso(), mode, *targets)
-    return int(moved), int(dropped)
+    letters = DeadLetters(client, queue)
+    return letters.purge(only) if mode == "purge" else letters.requeue(only)
 
 
 @command

@@ -3,7 +3,8 @@
 Importing this package stays light; concrete consumers are imported by the registry on demand.
 """
 
-from ..errors import TransientError, UserError
-from .base import PARKED, ClaimLost, Consumer
+from ..errors import ClaimLost, TransientError, UserError
+from ..job import Job
+from .base import Consumer
 
-__all__ = ["PARKED", "ClaimLost", "Consumer", "TransientError", "UserError"]
+__all__ = ["ClaimLost", "Consumer", "Job", "TransientError", "UserError"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Consumer
+from .base import Consumer, Job
 
 
 class NoopConsumer(Consumer):
@@ -16,5 +16,5 @@ class NoopConsumer(Consumer):
 
     name = "noop"
 
-    def _consume(self, redis_hash: str) -> dict[str, Any]:
+    def consume(self, job: Job) -> dict[str, Any]:
         return {"output_url": "", "output_file_name": ""}

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import UserError, quote
 from ..utils import labels as label_utils
 from ..utils import overlay
+from .base import Job
 from .tfserving_consumer import Result, TensorFlowServingConsumer
 
 
@@ -99,10 +100,10 @@ class SegmentationConsumer(TensorFlowServingConsumer):
 
     _normalized: np.ndarray | None = None
 
-    def _consume(self, redis_hash: str) -> dict[str, Any]:
+    def consume(self, job: Job) -> dict[str, Any]:
         self._normalized = None
         try:
-            return super()._consume(redis_hash)
+            return super().consume(job)
         finally:
             self._normalized = None
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..utils import image_io, tempdirs
-from .base import Consumer
+from .base import Consumer, Job
 
 
 @dataclass
@@ -62,23 +62,18 @@ class TensorFlowServingConsumer(Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._tf = None
         self.timings: dict[str, float] = {}
         self.cpu_timings: dict[str, float] = {}
 
     # -- services --------------------------------------------------------------------------
     @property
     def tf(self):
-        """The TF Serving client for TF_HOST:TF_PORT (one per process, created on first use)."""
-        if self._tf is None:
-            from ..tfserving.client import get_client
-
-            self._tf = get_client(self.settings, redis_client=self.redis)
-        return self._tf
+        """The TF Serving client for TF_HOST:TF_PORT (`self.services.tf`, created on first use)."""
+        return self.services.tf
 
     @tf.setter
     def tf(self, client) -> None:
-        self._tf = client
+        self.services.tf = client
 
     def model_for(self, fields: Mapping[str, str]) -> tuple[str, str]:
         """The job's `model_name`/`model_version`, else the consumer's default model."""
@@ -149,8 +144,8 @@ class TensorFlowServingConsumer(Consumer):
         self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - wall, 6)
         self.cpu_timings[name] = round(self.cpu_timings.get(name, 0.0) + time.process_time() - cpu, 6)
 
-    def _consume(self, redis_hash: str) -> dict[str, Any]:
-        fields = self.job.fields if self.job is not None else {}
+    def consume(self, job: Job) -> dict[str, Any]:
+        redis_hash, fields = job.key, job.fields
         self.timings, self.cpu_timings = {}, {}
         model, version = self.model_for(fields)
         workdir = tempdirs.make("rc-job-")

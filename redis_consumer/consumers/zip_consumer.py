@@ -5,7 +5,8 @@ under the parent's input folder, create one child job per image on `{QUEUE}` and
 keys are deterministic (`{QUEUE}:{parent-id}:{index}:{name}`) and a Lua step creates and
 LPUSHes each one only if it does not exist, so a worker killed half-way and retried makes no
 duplicates. Children carry `parent`/`parent_queue`: their own finish step counts them into the
-parent and requeues it after the last one, so nothing polls. Second claim (fan-in, previous
+parent and requeues it after the last one, so nothing polls (every Redis step is a broker
+method reached through the `Job`). Second claim (fan-in, previous
 status `waiting`): stream every child's output zip into one result zip on disk with
 `failures.json`, `results.json` and `log.txt`, upload it, and let children expire with it.
 """
@@ -18,44 +19,24 @@ import os
 import posixpath
 import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UserError, quote
-from ..queue import keys
+from ..queue.status import Status
 from ..utils import safe_zip, tempdirs, zip_merge
 from ..utils.timestamps import now_iso
-from .base import Consumer
+from .base import Consumer, Job
 
 #: Producer fields copied from the parent onto every child (kiosk names).
 INHERITED = ("model_name", "model_version", "channels", "dimension_order", "scale", "label", "url", "identity_upload")
-#: Children created per Lua call (bounds the script's run time and argument list).
+#: Children created per broker call (bounds the Lua step's run time and argument list).
 BATCH = 200
 #: Children's outputs downloaded in parallel ahead of the fan-in writer.
 PREFETCH = 4
 #: Most skipped-entry records stored on the parent (the count is always exact).
 MAX_SKIPPED_STORED = 500
-
-# KEYS: child queue
-# ARGV: n_common, common field/value pairs..., then triples (child key, input_file_name, original_name)
-# -> number of children created now (existing ones are left alone and not pushed again)
-FANOUT = """
-local nc = tonumber(ARGV[1])
-local common = {}
-for i = 2, 1 + 2 * nc do common[#common + 1] = ARGV[i] end
-local created = 0
-for i = 2 + 2 * nc, #ARGV, 3 do
-  local k = ARGV[i]
-  if redis.call('EXISTS', k) == 0 then
-    redis.call('HSET', k, 'input_file_name', ARGV[i + 1], 'original_name', ARGV[i + 2], unpack(common))
-    redis.call('LPUSH', KEYS[1], k)
-    created = created + 1
-  end
-end
-return created
-"""
-
 
 def parent_id(job_key: str) -> str:
     """A short stable id of the parent, used in child keys and input keys."""
@@ -73,26 +54,23 @@ class ZipConsumer(Consumer):
     queue_suffix = "-zip"
     required_fields = ("input_file_name",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._fanout = self.redis.register_script(FANOUT)
-
     @property
     def child_queue(self) -> str:
         return self.settings.QUEUE
 
-    def _consume(self, redis_hash: str) -> Any:
-        job = self.job
+    def consume(self, job: Job) -> Mapping[str, Any] | None:
+        redis_hash = job.key
         total = int(job.fields.get("children_total") or 0)
-        if job.previous_status == "waiting":
+        if job.previous_status == Status.WAITING:
             return self.fan_in(redis_hash, job.fields)
-        if total and self.redis.llen(keys.children(redis_hash)) == total:
+        if total and job.child_count() == total:
             self.log_job(f"children already created ({total}); waiting for them again")
-            return self.park(total)
+            self.park(total)
+            return None
         return self.fan_out(redis_hash, job.fields)
 
     # -- fan-out ----------------------------------------------------------------------------
-    def fan_out(self, redis_hash: str, fields: Mapping[str, str]) -> str:
+    def fan_out(self, redis_hash: str, fields: Mapping[str, str]) -> None:
         """Plan the archive, upload its images, create the children idempotently, park."""
         workdir = tempdirs.make("rc-zip-")
         try:
@@ -128,7 +106,8 @@ class ZipConsumer(Consumer):
             created = self.create_children(redis_hash, fields, children)
             self.log_job(f"fan-out: {len(children)} child job(s) on {self.child_queue!r} ({created} new)")
             skipped_json = json.dumps(plan.skipped[:MAX_SKIPPED_STORED])
-            return self.park(len(children), {"skipped": skipped_json, "skipped_count": len(plan.skipped)})
+            self.park(len(children), {"skipped": skipped_json, "skipped_count": len(plan.skipped)})
+            return
         finally:
             tempdirs.remove_later(workdir)
 
@@ -136,25 +115,14 @@ class ZipConsumer(Consumer):
         """Record the child list, then create and push each child unless it already exists."""
         stamp = now_iso()
         common: dict[str, str] = {k: fields[k] for k in INHERITED if fields.get(k)}
-        common.update({"status": "new", "parent": redis_hash, "parent_queue": self.queue,
+        common.update({"status": Status.NEW.value, "parent": redis_hash, "parent_queue": self.queue,
                        "created_at": stamp, "updated_at": stamp})
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.children(redis_hash))
-        pipe.rpush(keys.children(redis_hash), *[c[0] for c in children])
-        pipe.execute()
-        flat_common = [x for pair in common.items() for x in pair]
-        created = 0
-        for start in range(0, len(children), BATCH):
-            args: list[str] = [str(len(common)), *flat_common]
-            for key, input_key, original in children[start:start + BATCH]:
-                args += [key, input_key, original]
-            created += int(self._fanout(keys=[self.child_queue], args=args))
-        return created
+        return self.job.create_children(self.child_queue, common, children, BATCH)
 
     # -- fan-in -----------------------------------------------------------------------------
     def fan_in(self, redis_hash: str, fields: Mapping[str, str]) -> dict[str, Any]:
         """Every child ended: build the archive's result zip and finish the parent."""
-        child_keys = self.redis.lrange(keys.children(redis_hash), 0, -1)
+        child_keys = self.job.child_keys()
         records = self._child_records(child_keys)
         done = [r for r in records if r["status"] == "done"]
         failed = [r for r in records if r["status"] != "done"]
@@ -190,8 +158,7 @@ class ZipConsumer(Consumer):
                     "children": [{k: r[k] for k in ("name", "job", "status", "folder")} for r in records],
                 }
                 out.writestr("results.json", json.dumps(summary, indent=2))
-                self.flush_log()
-                lines = self.redis.lrange(keys.job_log(redis_hash), 0, -1) or self.job_log
+                lines = self.job.stored_log()
                 out.writestr("log.txt", "\n".join(lines) + "\n")
             with self.stage("upload"):
                 from ..storage import output_key
@@ -199,39 +166,33 @@ class ZipConsumer(Consumer):
                 key, url = self.storage.upload(result, output_key(redis_hash), deadline=self.check_deadline())
         finally:
             tempdirs.remove_later(workdir)  # thousands of files: not on the parent's critical path
-        self._expire_children(redis_hash, child_keys)
+        self.job.expire_children()
         return {"output_url": url, "output_file_name": key, "children_done": len(done),
                 "children_failed": len(failed), "total_jobs": len(records)}
 
     def _child_records(self, child_keys: list[str]) -> list[dict[str, Any]]:
-        """Status, output and reason of every child (one pipelined round trip per 500)."""
+        """Status, output and reason of every child (read by the broker, 500 per round trip)."""
         wanted = ("status", "output_file_name", "reason", "original_name", "failure_type")
         records: list[dict[str, Any]] = []
-        for start in range(0, len(child_keys), 500):
-            chunk = child_keys[start:start + 500]
-            pipe = self.redis.pipeline(transaction=False)
-            for key in chunk:
-                pipe.hmget(key, wanted)
-            for key, values in zip(chunk, pipe.execute()):
-                data = dict(zip(wanted, values))
-                _, _, index, name = key.rsplit(":", 3) if key.count(":") >= 3 else ("", "", "0", key)
-                record = {
-                    "job": key,
-                    "name": data["original_name"] or name,
-                    "status": data["status"] or "expired",
-                    "output_file_name": data["output_file_name"] or "",
-                    "reason": data["reason"] or "",
-                    "failure_type": data["failure_type"] or "",
-                    "folder": f"{int(index):04d}-{name.rsplit('.', 1)[0]}" if index.isdigit() else name,
-                }
-                if data["status"] is None:
-                    # the child's hash expired before the parent came back: its output key is deterministic
-                    from ..storage import output_key
+        for key, data in zip(child_keys, self.job.child_fields(child_keys, wanted)):
+            _, _, index, name = key.rsplit(":", 3) if key.count(":") >= 3 else ("", "", "0", key)
+            record = {
+                "job": key,
+                "name": data["original_name"] or name,
+                "status": data["status"] or "expired",
+                "output_file_name": data["output_file_name"] or "",
+                "reason": data["reason"] or "",
+                "failure_type": data["failure_type"] or "",
+                "folder": f"{int(index):04d}-{name.rsplit('.', 1)[0]}" if index.isdigit() else name,
+            }
+            if data["status"] is None:
+                # the child's hash expired before the parent came back: its output key is deterministic
+                from ..storage import output_key
 
-                    record["output_file_name"] = output_key(key)
-                    record["status"] = "done" if self.storage.exists(record["output_file_name"]) else "expired"
-                    record["reason"] = "" if record["status"] == "done" else "Its result expired before the zip finished."
-                records.append(record)
+                record["output_file_name"] = output_key(key)
+                record["status"] = "done" if self.storage.exists(record["output_file_name"]) else "expired"
+                record["reason"] = "" if record["status"] == "done" else "Its result expired before the zip finished."
+            records.append(record)
         return records
 
     def _prefetch(self, records: list[dict[str, Any]], dest: str) -> Iterator[tuple[dict, str | None, Exception | None]]:
@@ -282,13 +243,3 @@ class ZipConsumer(Consumer):
         except (UserError, zipfile.BadZipFile) as exc:
             record["copy_failed"] = True
             failed.append({**record, "status": "failed", "reason": f"its result could not be collected ({exc})"})
-
-    def _expire_children(self, redis_hash: str, child_keys: Iterable[str]) -> None:
-        """Children (and their logs) expire together with the parent."""
-        ttl = self.settings.EXPIRE_TIME
-        pipe = self.redis.pipeline(transaction=False)
-        for key in child_keys:
-            pipe.expire(key, ttl)
-            pipe.expire(keys.job_log(key), ttl)
-        pipe.expire(keys.children(redis_hash), ttl)
-        pipe.execute()

@@ -1,31 +1,41 @@
-"""The broker: claim, update, finish, park, requeue, heartbeat and reap, one queue per instance.
+"""The broker: the one door into Redis for jobs (claim, update, finish, park, requeue, heartbeat,
+reap, enqueue, zip fan-out/fan-in bookkeeping), one queue and one consumer id per instance.
 
-All state changes are single Lua steps from `scripts`; this class only names the keys, passes
-the arguments and turns replies into Python values. It knows nothing about consumers.
+Every state change is one Lua step from `lua/` (loaded by `scripts`); this class names the keys,
+passes the arguments and turns replies into Python values. It knows nothing about consumers.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.client import NEVER_DECODE
 
 from ..utils.timestamps import now_iso
-from . import keys, scripts
+from . import keys
+from .fanout import FanOut
+from .scripts import Script
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
     "(crash or out-of-memory); check the input's size and content before resubmitting."
 )
+BAD_KEY_REASON = "The job's key is not valid UTF-8 text; submit it again under a plain-text key."
 
 
 @dataclass
-class Job:
-    """One claimed job: its key, fencing token and timing."""
+class Claim:
+    """One claimed job as the queue sees it: key, fencing token, attempts, fields and deadline.
+
+    `unreadable` names the fields whose bytes are not UTF-8 (their values here are decoded with
+    replacement characters); the worker fails such a job as bad input.
+    """
 
     key: str
     token: str
@@ -34,20 +44,32 @@ class Job:
     fields: dict[str, str] = field(default_factory=dict)
     claimed_at: float = field(default_factory=time.monotonic)
     deadline: float = float("inf")
+    unreadable: list[str] = field(default_factory=list)
 
     def time_left(self) -> float:
         """Seconds before the job's deadline (may be negative)."""
         return self.deadline - time.monotonic()
 
 
+#: Older name of `Claim` (kept for code written against it).
+Job = Claim
+
+
 @dataclass(frozen=True)
 class ClaimResult:
-    """What the claim step found: `ok` gives a Job; the others say why there is none."""
+    """What the claim step found: `ok` gives a Claim; the others say why there is none.
 
-    outcome: str  # ok | missing | wrongtype | final
+    outcome: ok | missing | wrongtype | final | dead (attempts used up) | unreadable (bad key)
+    """
+
+    outcome: str
     key: str
-    job: Job | None = None
+    job: Claim | None = None
     detail: str = ""
+
+    @property
+    def claim(self) -> Claim | None:
+        return self.job
 
 
 def _flatten(fields: Mapping[str, Any]) -> list[str]:
@@ -56,11 +78,13 @@ def _flatten(fields: Mapping[str, Any]) -> list[str]:
         if value is None:
             continue
         out.append(name)
-        out.append(value if isinstance(value, str) else _fmt(value))
+        out.append(_fmt(value))
     return out
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return str(value)  # plain text, also for str-valued enums
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -68,7 +92,31 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-class Broker:
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _decode_fields(flat: list[bytes]) -> tuple[dict[str, str], list[str]]:
+    """HGETALL bytes -> text; the names of fields that are not UTF-8 come back separately."""
+    data: dict[str, str] = {}
+    bad: list[str] = []
+    for raw_name, raw_value in zip(flat[::2], flat[1::2]):
+        try:
+            name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            name = raw_name.decode("utf-8", "backslashreplace")
+            bad.append(name)
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            value = raw_value.decode("utf-8", "replace")
+            if name not in bad:
+                bad.append(name)
+        data[name] = value
+    return data, bad
+
+
+class Broker(FanOut):
     """Redis operations of the job protocol for one queue and one consumer id."""
 
     def __init__(
@@ -94,86 +142,107 @@ class Broker:
         self.processing_key = keys.processing(queue, consumer_id)
         self.consumers_key = keys.consumers(queue)
         self.dead_key = keys.dead(queue)
-        self._claim = client.register_script(scripts.CLAIM)
-        self._claim_next = client.register_script(scripts.CLAIM_NEXT)
-        self._update = client.register_script(scripts.UPDATE)
-        self._finish = client.register_script(scripts.FINISH)
-        self._park = client.register_script(scripts.PARK)
-        self._requeue = client.register_script(scripts.REQUEUE)
-        self._release_all = client.register_script(scripts.RELEASE_ALL)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
-        self._reap = client.register_script(scripts.REAP)
+        for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
+                     "enqueue", "fanout", "set_children", "expire_children"):
+            setattr(self, f"_{name}", Script(client, name))
 
-    # -- claiming ---------------------------------------------------------------------------
-    def pop(self, timeout: float) -> str | None:
-        """Block up to `timeout` seconds for the oldest waiting key and move it to our list."""
-        return self.blocking.blmove(self.queue, self.processing_key, timeout, "RIGHT", "LEFT")
+    # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
+    def claim_next(
+        self,
+        timeout: float,
+        job_timeout: float = float("inf"),
+        *,
+        waiting: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> ClaimResult | None:
+        """Claim the oldest job; only when none waits, block up to `timeout` seconds (BLMOVE).
 
-    def claim(self, key: str, job_timeout: float = float("inf")) -> ClaimResult:
-        """The Lua claim step on a key already moved into our processing list."""
-        token = secrets.token_hex(8)
-        reply = self._claim(keys=[key, self.processing_key, self.dead_key], args=[token, self.consumer_id, now_iso()])
-        return self._claim_result(reply, token, job_timeout)
+        `waiting()` is entered around the blocking wait (the worker uses it to let SIGTERM break
+        out of an idle wait). None when nothing arrived in time.
+        """
+        claimed = self._claim_step("", job_timeout)
+        if claimed is not None:
+            return claimed
+        with (waiting or nullcontext)():
+            key = self._pop_raw(timeout)
+        if key is None:
+            return None
+        return self._claim_step(key, job_timeout)
+
+    def pop(self, timeout: float) -> str | bytes | None:
+        """Block up to `timeout` seconds for the oldest waiting key and move it to our list.
+
+        The key as text (bytes when it is not UTF-8: `claim()` then sets it aside).
+        """
+        raw = self._pop_raw(timeout)
+        try:
+            return raw.decode("utf-8") if raw is not None else None
+        except UnicodeDecodeError:
+            return raw
+
+    def _pop_raw(self, timeout: float) -> bytes | None:
+        # raw bytes: redis-py would raise UnicodeDecodeError on a key that is not UTF-8
+        return self.blocking.execute_command(
+            "BLMOVE", self.queue, self.processing_key, "RIGHT", "LEFT", timeout, **{NEVER_DECODE: True}
+        )
+
+    def claim(self, key: str | bytes, job_timeout: float = float("inf")) -> ClaimResult:
+        """The claim step on a key already moved into our processing list."""
+        result = self._claim_step(key, job_timeout)
+        assert result is not None
+        return result
 
     def try_claim(self, job_timeout: float = float("inf")) -> ClaimResult | None:
         """Move and claim the oldest waiting key in one step; None if the queue is empty."""
+        return self._claim_step("", job_timeout)
+
+    def _claim_step(self, key: str | bytes, job_timeout: float) -> ClaimResult | None:
         token = secrets.token_hex(8)
-        reply = self._claim_next(
-            keys=[self.queue, self.processing_key, self.dead_key], args=[token, self.consumer_id, now_iso()]
+        stamp = now_iso()
+        reply = self._claim(
+            keys=[self.queue, self.processing_key, self.dead_key],
+            args=[token, self.consumer_id, stamp, self.max_attempts, key,
+                  DEAD_REASON.format(n=self.max_attempts), self.expire_time],
+            raw=True,
         )
-        if reply[0] == "empty":
+        outcome, detail, attempts, flat, raw_key = reply
+        outcome = _text(outcome)
+        if outcome == "empty":
             return None
-        return self._claim_result(reply, token, job_timeout)
-
-    def claim_next(self, timeout: float, job_timeout: float = float("inf")) -> ClaimResult | None:
-        """Claim the oldest job, blocking up to `timeout` seconds (BLMOVE) only if none waits."""
-        claimed = self.try_claim(job_timeout)
-        if claimed is not None:
-            return claimed
-        key = self.pop(timeout)
-        if key is None:
-            return None
-        return self.claim(key, job_timeout)
-
-    @staticmethod
-    def _claim_result(reply: list, token: str, job_timeout: float) -> ClaimResult:
-        outcome, detail, attempts, flat, key = reply
+        try:
+            job_key = raw_key.decode("utf-8")
+        except UnicodeDecodeError:
+            # nothing later can name this key as text: set it aside as bad input right now
+            self._bury(keys=[self.processing_key, self.dead_key], args=[raw_key, BAD_KEY_REASON, stamp, self.expire_time])
+            return ClaimResult("unreadable", raw_key.decode("utf-8", "backslashreplace"), None, _text(detail))
         if outcome != "ok":
-            return ClaimResult(outcome, key, None, detail)
-        data = dict(zip(flat[::2], flat[1::2]))
-        job = Job(key=key, token=token, attempts=int(attempts), previous_status=detail, fields=data)
+            return ClaimResult(outcome, job_key, None, _text(detail))
+        data, bad = _decode_fields(flat)
+        job = Claim(key=job_key, token=token, attempts=int(attempts), previous_status=_text(detail), fields=data,
+                    unreadable=bad)
         job.deadline = job.claimed_at + job_timeout
-        return ClaimResult("ok", key, job, detail)
+        return ClaimResult("ok", job_key, job, _text(detail))
 
     # -- while running ----------------------------------------------------------------------
-    def update(self, job: Job, fields: Mapping[str, Any]) -> bool:
-        """Fenced HSET: False when our claim was taken over (we are a zombie)."""
-        data = {"updated_at": now_iso(), **fields}
-        return bool(self._update(keys=[job.key], args=[job.token, *_flatten(data)]))
+    def update(self, job: Claim, fields: Mapping[str, Any], log_lines: list[str] | None = None) -> int:
+        """Fenced HSET plus job-log lines: 1 written, 0 stale (another claim owns it), -1 vanished."""
+        data = _flatten({"updated_at": now_iso(), **fields}) if fields else []
+        lines = list(log_lines or [])
+        return int(self._update(keys=[job.key, keys.job_log(job.key)],
+                                args=[job.token, self.log_lines, self.expire_time, len(data), *data, *lines]))
 
-    def log(self, job_key: str, lines: list[str] | str, pipe: Any = None) -> None:
-        """Append lines to the job's capped log list (expires with the job); one round trip."""
-        if self.log_lines <= 0 or not lines:
-            return
-        lines = [lines] if isinstance(lines, str) else lines
-        name = keys.job_log(job_key)
-        own = pipe is None
-        pipe = self.redis.pipeline(transaction=False) if own else pipe
-        pipe.rpush(name, *lines)
-        pipe.ltrim(name, -self.log_lines, -1)
-        pipe.expire(name, self.expire_time)
-        if own:
-            pipe.execute()
+    def append_log(self, job: Claim, lines: list[str]) -> int:
+        """Fenced: add lines to the job's capped log list (expires with the job); as `update`."""
+        if not lines or self.log_lines <= 0:
+            return 1
+        return self.update(job, {}, lines)
+
+    def read_log(self, job_key: str) -> list[str]:
+        """The job's log lines kept in Redis, oldest first."""
+        return self.redis.lrange(keys.job_log(job_key), 0, -1)
 
     # -- ending -----------------------------------------------------------------------------
-    def finish(
-        self,
-        job: Job,
-        status: str,
-        fields: Mapping[str, Any],
-        log_lines: list[str] | None = None,
-    ) -> int:
-        """Fenced final write: 1 done now, 2 already done by this claim, 0 stale (zombie).
+    def finish(self, job: Claim, status: str, fields: Mapping[str, Any], log_lines: list[str] | None = None) -> int:
+        """Fenced final write: 1 done now, 2 already done by this claim, 0 stale, -1 vanished.
 
         Pending job-log lines travel in the same round trip; a zip child (fields `parent`,
         `parent_queue` in its hash) is counted by its parent in the same step.
@@ -183,43 +252,50 @@ class Broker:
         key_list = [job.key, self.processing_key, keys.completed_counter(self.queue), keys.job_log(job.key)]
         flat = _flatten(data)
         lines = list(log_lines or [])
-        args = [job.token, self.expire_time, status, self.log_lines, stamp, len(flat), *flat, *lines]
+        args = [job.token, self.expire_time, str(status), self.log_lines, stamp, len(flat), *flat, *lines]
         return int(self._finish(keys=key_list, args=args))
 
-    def park(self, job: Job, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
-        """Fenced: set `status=waiting` until `children_total` children end (zip fan-in)."""
+    def park(self, job: Claim, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
+        """Fenced: `status=waiting` until `children_total` children end (zip fan-in); 0 stale, -1 vanished."""
         data = {"updated_at": now_iso(), **(fields or {})}
-        return int(
-            self._park(
-                keys=[job.key, self.processing_key, self.queue],
-                args=[job.token, children_total, data["updated_at"], *_flatten(data)],
-            )
-        )
+        return int(self._park(keys=[job.key, self.processing_key, self.queue],
+                              args=[job.token, children_total, data["updated_at"], *_flatten(data)]))
 
-    def release(self, job: Job) -> str:
+    def release(self, job: Claim) -> str:
         """Shutdown: give the job back to the queue head without counting the attempt."""
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
             args=[job.token, "release", self.max_attempts, now_iso(), "", self.expire_time],
         )
 
-    def retry(self, job: Job, reason: str) -> str:
-        """System error: requeue at the tail, or fail and dead-letter when attempts are used up."""
+    def retry(self, job: Claim, reason: str) -> str:
+        """System error: requeue at the tail, or fail and dead-letter when attempts are used up.
+
+        'requeued' | 'dead' | 'stale' | 'final' | 'vanished'.
+        """
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
             args=[job.token, "retry", self.max_attempts, now_iso(), reason, self.expire_time],
         )
 
-    def release_all(self) -> int:
-        """Move every key left in our processing list back to the queue head."""
-        return int(self._release_all(keys=[self.processing_key, self.queue]))
+    def release_all(self, uncount: bool = False) -> int:
+        """Move every key left in our processing list back to the queue head.
+
+        `uncount`: a Redis outage cut our job short, so a job we had claimed gets its attempt back.
+        """
+        return int(self._release_all(keys=[self.processing_key, self.queue],
+                                     args=[self.consumer_id if uncount else "", now_iso()]))
+
+    # -- producing --------------------------------------------------------------------------
+    def enqueue(self, key: str, fields: Mapping[str, Any], queue: str | None = None) -> bool:
+        """Create job `key` and LPUSH it onto `queue` (default ours); False if it already existed."""
+        return enqueue(self.redis, queue or self.queue, key, fields, script=self._enqueue)
 
     # -- liveness ---------------------------------------------------------------------------
     def heartbeat(self) -> float:
         """Refresh our liveness score; returns the Redis server time."""
-        now = self._heartbeat(
-            keys=[self.consumers_key, keys.QUEUES_SET], args=[self.consumer_id, self.heartbeat_ttl, self.queue]
-        )
+        now = self._heartbeat(keys=[self.consumers_key, keys.QUEUES_SET],
+                              args=[self.consumer_id, self.heartbeat_ttl, self.queue])
         return float(now)
 
     def deregister(self) -> None:
@@ -232,12 +308,13 @@ class Broker:
             return None
         recovered, dead, reaped = self._reap(
             keys=[self.consumers_key, self.queue, self.dead_key],
-            args=[
-                keys.processing_prefix(self.queue),
-                self.max_attempts,
-                now_iso(),
-                DEAD_REASON.format(n=self.max_attempts),
-                self.expire_time,
-            ],
+            args=[keys.processing_prefix(self.queue), self.max_attempts, now_iso(),
+                  DEAD_REASON.format(n=self.max_attempts), self.expire_time],
         )
         return int(recovered), int(dead), int(reaped)
+
+
+def enqueue(client: redis.Redis, queue: str, key: str, fields: Mapping[str, Any], *, script: Script | None = None) -> bool:
+    """Create job `key` with `fields` and LPUSH it onto `queue`, safely retried; False if it existed."""
+    flat = [x for name, value in fields.items() for x in (name, str(value))]
+    return bool((script or Script(client, "enqueue"))(keys=[key, queue], args=flat))

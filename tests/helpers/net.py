@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
+from redis_consumer.testing import free_port, wait_for_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+__all__ = ["free_port", "wait_final", "wait_for_port", "wait_until"]
 
 
 def wait_until(predicate, timeout: float = 15.0, interval: float = 0.02, message: str = "condition"):

@@ -1,0 +1,23 @@
+-- Fan-in helper included (by `--#include child_ended.lua`) into every script that ends a job:
+-- finish, requeue (retries used up), reap, claim (attempts used up).
+-- A zip child (fields `parent` and `parent_queue`) is counted by its parent as done or failed;
+-- the last child to end puts the waiting parent back on its queue. A dead-lettered child still
+-- counts, so a parent never waits forever.
+-- child_ended(k, field, now): k = child key, field = 'children_done' | 'children_failed',
+-- now = ISO-8601 timestamp written as the parent's `queued_at`.
+local function child_ended(k, field, now)
+  local parent = redis.call('HGET', k, 'parent')
+  local pq = redis.call('HGET', k, 'parent_queue')
+  if not parent or not pq or parent == '' or pq == '' then return end
+  redis.call('HINCRBY', parent, field, 1)
+  local total = tonumber(redis.call('HGET', parent, 'children_total') or '-1')
+  local ended = tonumber(redis.call('HGET', parent, 'children_done') or '0')
+              + tonumber(redis.call('HGET', parent, 'children_failed') or '0')
+  if total and total > 0 then
+    redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
+    if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then
+      redis.call('HSET', parent, 'queued_at', now)
+      redis.call('RPUSH', pq, parent)
+    end
+  end
+end

@@ -1,0 +1,47 @@
+-- Reaper: return the jobs of every consumer whose heartbeat expired to the queue head (oldest
+-- first), dead-letter those that used up their attempts (counted by a zip parent), forget the
+-- consumer and its processing list.
+-- KEYS[1] consumers zset    consumers:{queue}
+-- KEYS[2] queue
+-- KEYS[3] dead list         dead-{queue}
+-- ARGV[1] processing prefix processing-{queue}:  (+ consumer id = that worker's list)
+-- ARGV[2] max_attempts
+-- ARGV[3] now               ISO-8601 UTC
+-- ARGV[4] dead reason
+-- ARGV[5] expire_seconds    TTL of a dead-lettered job
+-- Reply: {recovered, dead_lettered, consumers_reaped}
+--#include child_ended.lua
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now))
+local recovered, dead = 0, 0
+for _, id in ipairs(gone) do
+  local plist = ARGV[1] .. id
+  local items = redis.call('LRANGE', plist, 0, -1)
+  for i = 1, #items do
+    local k = items[i]
+    if redis.call('TYPE', k)['ok'] == 'hash' then
+      local status = redis.call('HGET', k, 'status') or ''
+      if status ~= 'done' and status ~= 'failed' then
+        local attempts = tonumber(redis.call('HGET', k, 'attempts') or '0')
+        redis.call('HDEL', k, 'claim')
+        if attempts >= tonumber(ARGV[2]) then
+          redis.call('HSET', k, 'status', 'failed', 'failure_type', 'system', 'reason', ARGV[4],
+            'updated_at', ARGV[3], 'finished_at', ARGV[3])
+          redis.call('EXPIRE', k, tonumber(ARGV[5]))
+          redis.call('LPUSH', KEYS[3], k)
+          child_ended(k, 'children_failed', ARGV[3])
+          dead = dead + 1
+        else
+          redis.call('HSET', k, 'status', 'new', 'updated_at', ARGV[3], 'queued_at', ARGV[3],
+            'last_error', 'its worker stopped responding; requeued')
+          redis.call('RPUSH', KEYS[2], k)
+          recovered = recovered + 1
+        end
+      end
+    end
+  end
+  redis.call('DEL', plist)
+  redis.call('ZREM', KEYS[1], id)
+end
+return {recovered, dead, #gone}
