@@ -150,17 +150,18 @@ class LocalTF:
     """In-process stand-in for the TF Serving client: the dev server's numpy models, no gRPC."""
 
     def __init__(self) -> None:
-        from .tfserving import models
+        from .tfserving.catalog import builtin_models
 
-        self.models = {m.name: m for m in models.builtin_models()}
+        self.models = {(m.name, str(m.version)): m for m in builtin_models()}
         self.calls = 0
 
     def _model(self, model: str, version: Any) -> Any:
         from .errors import UserError
 
-        if model not in self.models or str(version) != "1":
+        found = self.models.get((model, str(version or "1")))
+        if found is None:
             raise UserError(f"Model {model}:{version} is not served: Servable not found.")
-        return self.models[model]
+        return found
 
     def get_metadata(self, model: str, version: Any = None, **_: Any) -> Any:
         return self._model(model, version).metadata()

@@ -56,7 +56,8 @@ def describe(models: list) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
-    from ..tfserving.models import builtin_models, load_model_dir
+    from ..tfserving.catalog import builtin_models
+    from ..tfserving.models import load_model_dir
     from ..tfserving.server import DevModelServer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

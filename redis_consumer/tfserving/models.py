@@ -222,18 +222,3 @@ def load_model_dir(root: str | Path) -> list[Model]:
         if version_dir.name.isdigit():
             found.append(SavedModel(version_dir.parent.name, int(version_dir.name), version_dir))
     return found
-
-
-def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256,
-                   simulate_gpu: bool = False) -> list[Model]:
-    """Everything `serve-model` serves without TensorFlow.
-
-    The DeepCell-signature models (`deepcell_models`: NuclearSegmentation:6, MultiplexSegmentation:9,
-    ...) come before the version-1 demo models, so a caller that keys this list by name alone
-    still gets NuclearSegmentation:1 (the any-size `image` -> `probability` model). With
-    `simulate_gpu` the DeepCell models also hold the SimulatedGPU for its time per batch.
-    """
-    from .deepcell_models import deepcell_models
-
-    gpu = SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)
-    return [Identity(), *deepcell_models(gpu if simulate_gpu else None), NuclearSegmentation(), gpu]
