@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import disk
 from skimage.morphology import h_maxima as _skimage_h_maxima
 
 
@@ -69,19 +70,18 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
     if not cand.any():
         return markers
 
-    # 3) the full footprint at the surviving candidates, on skimage's padded images
+    # 3) the full footprint at the surviving candidates, on skimage's padded images (padded
+    # wider so that the ring certificate below can look past the footprint)
     rx, ry = cx, cy
-    fpad = np.pad(f, ((rx, rx), (ry, ry)), constant_values=m_min)
-    mpad = np.pad(m, ((rx, rx), (ry, ry)), constant_values=m_min)
+    is_disk = rx == ry and np.array_equal(footprint, disk(rx))
+    ring = _RING_INNER + rx if is_disk else 0
+    pad = max(rx, ry) + ring
+    fpad = np.pad(f, pad, constant_values=m_min)
+    mpad = np.pad(m, pad, constant_values=m_min)
     px, py = np.nonzero(cand)
     ox, oy = np.nonzero(footprint)
     ox, oy = ox - cx, oy - cy
-    keep = np.ones(px.size, dtype=bool)
-    for start in range(0, px.size, 4096):
-        sl = slice(start, start + 4096)
-        gx = px[sl, None] + rx + ox[None, :]
-        gy = py[sl, None] + ry + oy[None, :]
-        keep[sl] = ~fails(f[px[sl], py[sl]][:, None], mpad[gx, gy]).any(axis=1)
+    keep = _none_hit(mpad, px + pad, py + pad, ox, oy, f[px, py], fails)
     px, py = px[keep], py[keep]
     if px.size == 0:
         return markers
@@ -95,42 +95,128 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
     px, py, values = px[order], py[order], values[order]
     keys = comp[px, py]
     breaks = np.flatnonzero((np.diff(keys) != 0) | (np.diff(values) != 0)) + 1
-    for gx, gy in zip(np.split(px, breaks), np.split(py, breaks)):
-        if _is_maximum(fpad, mpad, gx + rx, gy + ry, f[gx[0], gy[0]], footprint, local, fails,
-                       (rx, ry)):
+    starts = np.concatenate(([0], breaks))
+    sizes = np.diff(np.concatenate((starts, [px.size])))
+
+    # 5) ring certificate for single-pixel groups (the usual object top): nothing of B_p at a
+    # distance in (a, a + r] means B_p's component stays within distance a, which step 3
+    # already showed is free of Q_p (a <= r), so the pixel is a maximum.
+    undecided = np.ones(starts.size, dtype=bool)
+    if is_disk:
+        single = np.flatnonzero(sizes == 1)
+        sx, sy = px[starts[single]], py[starts[single]]
+        rox, roy = _ring_offsets(_RING_INNER, rx)
+        ok = _none_hit(fpad, sx + pad, sy + pad, rox, roy, f[sx, sy], fails)
+        markers[sx[ok], sy[ok]] = 1
+        undecided[single[ok]] = False
+
+    # 6) the rest: flood B_p from the group inside a growing window
+    for gi in np.flatnonzero(undecided):
+        sl = slice(starts[gi], starts[gi] + sizes[gi])
+        gx, gy = px[sl], py[sl]
+        if _is_maximum(fpad, mpad, gx + pad, gy + pad, f[gx[0], gy[0]], footprint, local, fails,
+                       (rx, ry), is_disk):
             markers[gx, gy] = 1
     return markers
 
 
-def _is_maximum(fpad, mpad, gx, gy, fp, footprint, local, fails, radius) -> bool:
-    """Flood B_p from the group inside a growing window; False as soon as Q_p is reached."""
+_RING_INNER = 3
+
+
+def _ring_offsets(inner: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets at a squared distance in (inner^2, (inner + radius)^2]."""
+    outer = inner + radius
+    ox, oy = np.mgrid[-outer:outer + 1, -outer:outer + 1]
+    d2 = ox ** 2 + oy ** 2
+    sel = (d2 > inner ** 2) & (d2 <= outer ** 2)
+    return ox[sel], oy[sel]
+
+
+def _none_hit(arr, px, py, ox, oy, values, fails, chunk: int = 2048) -> np.ndarray:
+    """For each pixel: no offset neighbour x in `arr` with fails(value, x)."""
+    keep = np.ones(px.size, dtype=bool)
+    for start in range(0, px.size, chunk):
+        sl = slice(start, start + chunk)
+        near = arr[px[sl, None] + ox[None, :], py[sl, None] + oy[None, :]]
+        keep[sl] = ~fails(values[sl][:, None], near).any(axis=1)
+    return keep
+
+
+_POINTS_LIMIT = 1500
+
+
+def _is_maximum(fpad, mpad, gx, gy, fp, footprint, local, fails, radius, is_disk) -> bool:
+    """Flood B_p from the group inside a growing window; False as soon as Q_p is reached.
+
+    With few B_p pixels in the window the flood runs on their coordinates (pairwise footprint
+    adjacency); otherwise on the window grid (labels plus a footprint dilation).
+    """
     rx, ry = radius
-    margin = 4 * max(rx, ry) + 8
+    margin = max(rx, ry) + 3
     while True:
         x0, x1 = max(gx.min() - margin, 0), min(gx.max() + margin + 1, fpad.shape[0])
         y0, y1 = max(gy.min() - margin, 0), min(gy.max() + margin + 1, fpad.shape[1])
         inside = fails(fp, fpad[x0:x1, y0:y1])  # B_p in the window
-        reach_q = fails(fp, mpad[x0:x1, y0:y1])
-        comp, _ = ndi.label(inside, structure=local)
-        region = np.zeros(inside.shape, dtype=bool)
-        region[gx - x0, gy - y0] = True
-        ids = np.unique(comp[region])
-        region = np.isin(comp, ids)
-        while True:
-            if (region & reach_q).any():
-                return False
-            grown = ndi.binary_dilation(region, structure=footprint) & inside
-            ids = np.unique(comp[grown])
-            grown = np.isin(comp, ids)
-            if grown.sum() == region.sum():
-                break
-            region = grown
-        # closed inside the window? (nothing of it within reach of a window edge that is not
-        # the padded image's edge)
-        rows = np.flatnonzero(region.any(axis=1))
-        cols = np.flatnonzero(region.any(axis=0))
-        open_edge = ((x0 > 0 and rows[0] < rx + 1) or (x1 < fpad.shape[0] and rows[-1] >= region.shape[0] - rx - 1)
-                     or (y0 > 0 and cols[0] < ry + 1) or (y1 < fpad.shape[1] and cols[-1] >= region.shape[1] - ry - 1))
+        bx, by = np.nonzero(inside)
+        if bx.size <= _POINTS_LIMIT:
+            closed = _flood_points(bx, by, gx - x0, gy - y0, fails(fp, mpad[x0:x1, y0:y1][bx, by]),
+                                   footprint, inside.shape)
+        else:
+            closed = _flood_grid(inside, gx - x0, gy - y0, fails(fp, mpad[x0:x1, y0:y1]),
+                                 footprint, local, rx, is_disk)
+        if closed is None:
+            return False
+        rows, cols = closed
+        open_edge = ((x0 > 0 and rows[0] <= rx) or (x1 < fpad.shape[0] and rows[1] >= inside.shape[0] - rx - 1)
+                     or (y0 > 0 and cols[0] <= ry) or (y1 < fpad.shape[1] and cols[1] >= inside.shape[1] - ry - 1))
         if not open_edge:
             return True
         margin *= 2
+
+
+def _flood_points(bx, by, sx, sy, in_q, footprint, shape):
+    """Component of the seeds among B points; None if it holds a Q point, else its extent."""
+    cx, cy = footprint.shape[0] // 2, footprint.shape[1] // 2
+    seed = np.zeros(shape, dtype=bool)
+    seed[sx, sy] = True
+    reach = seed[bx, by]
+    dx = bx[:, None] - bx[None, :]
+    dy = by[:, None] - by[None, :]
+    adjacent = (np.abs(dx) <= cx) & (np.abs(dy) <= cy)
+    adjacent[adjacent] = footprint[dx[adjacent] + cx, dy[adjacent] + cy]
+    count = int(reach.sum())
+    while True:
+        if (reach & in_q).any():
+            return None
+        reach = adjacent[reach].any(axis=0) | reach
+        grown = int(reach.sum())
+        if grown == count:
+            break
+        count = grown
+    rx, ry = bx[reach], by[reach]
+    return (rx.min(), rx.max()), (ry.min(), ry.max())
+
+
+def _flood_grid(inside, sx, sy, reach_q, footprint, local, radius, is_disk):
+    """The same flood on the window grid, for windows with many B pixels."""
+    comp, count = ndi.label(inside, structure=local)
+    lut = np.zeros(count + 1, dtype=bool)
+    lut[comp[sx, sy]] = True
+    region = lut[comp]
+    size = int(region.sum())
+    while True:
+        if (region & reach_q).any():
+            return None
+        if is_disk:
+            near = ndi.distance_transform_edt(~region) <= radius
+        else:
+            near = ndi.binary_dilation(region, structure=footprint)
+        lut[comp[near & inside]] = True
+        region = lut[comp]
+        grown = int(region.sum())
+        if grown == size:
+            break
+        size = grown
+    rows = np.flatnonzero(region.any(axis=1))
+    cols = np.flatnonzero(region.any(axis=0))
+    return (rows[0], rows[-1]), (cols[0], cols[-1])
