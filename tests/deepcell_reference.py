@@ -4,11 +4,14 @@ A line-by-line restatement of deepcell-toolbox 0.12.1 `deep_watershed.py:154-203
 `utils.py` erode_edges (L41-65) / fill_holes (L660-687) with plain scikit-image calls, for
 2-D (B, X, Y, C) heads. The fast implementation in redis_consumer/deepcell/watershed.py must
 give the same labels.
+
+Size thresholds: the toolbox calls `remove_small_objects(min_size=t)` and
+`remove_small_holes(area_threshold=t)`, which removed/filled sizes *below* t in the
+scikit-image releases it ran on (<= 0.25). scikit-image 0.26 maps those deprecated names to
+the inclusive `max_size`, so the oracle spells the old meaning out as `max_size=t - 1`.
 """
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 from scipy import ndimage as nd
@@ -32,10 +35,8 @@ def reference_fill_holes(label_img, size=10, connectivity=1):
     for prop in regionprops(np.squeeze(label_img.astype("int")), cache=False):
         if prop.euler_number < 1:
             patch = output_image[prop.slice]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                filled = remove_small_holes(patch == prop.label, area_threshold=size,
-                                            connectivity=connectivity)
+            filled = remove_small_holes(patch == prop.label, max_size=size - 1,
+                                        connectivity=connectivity)
             output_image[prop.slice] = np.where(filled, prop.label, patch)
     return output_image
 
@@ -72,9 +73,7 @@ def reference_deep_watershed(outputs, radius=10, maxima_threshold=0.1, interior_
         if label_erosion:
             label_image = reference_erode_edges(label_image, label_erosion)
         if small_objects_threshold:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                label_image = remove_small_objects(label_image, min_size=small_objects_threshold)
+            label_image = remove_small_objects(label_image, max_size=small_objects_threshold - 1)
         if fill_holes_threshold > 0:
             label_image = reference_fill_holes(label_image, size=fill_holes_threshold)
         label_image, _, _ = relabel_sequential(label_image)
