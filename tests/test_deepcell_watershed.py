@@ -85,12 +85,25 @@ def test_fast_equals_reference(algorithm, kind, options):
     np.testing.assert_array_equal(fast, slow)
 
 
+def _exact_path_only(monkeypatch):
+    """Switch off the cost guards and fail if skimage would be used instead of our floods."""
+    monkeypatch.setattr(hmaxima, "_FLOOD_COST_PIXELS", 0)
+    monkeypatch.setattr(hmaxima, "_WORK_PER_NEIGHBOUR", 1e-9)
+
+    def no_fallback(*args):
+        raise AssertionError("fell back to skimage")
+
+    monkeypatch.setattr(hmaxima, "_fallback", no_fallback)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("grid", [False, True])
-def test_h_maxima_equals_skimage(dtype, grid, monkeypatch):
-    if grid:  # force the window-grid flood instead of the point-set one
+@pytest.mark.parametrize("mode", ["default", "points", "grid"])
+def test_h_maxima_equals_skimage(dtype, mode, monkeypatch):
+    if mode != "default":
+        _exact_path_only(monkeypatch)
+    if mode == "grid":  # the window-grid flood instead of the point-set one
         monkeypatch.setattr(hmaxima, "_POINTS_LIMIT", 0)
-    rng = np.random.default_rng(7 + grid)
+    rng = np.random.default_rng(7 + len(mode))
     for trial in range(12):
         shape = (int(rng.integers(3, 48)), int(rng.integers(3, 48)))
         image = rng.random(shape)
@@ -101,8 +114,20 @@ def test_h_maxima_equals_skimage(dtype, grid, monkeypatch):
         image = image.astype(dtype)
         h = float(rng.choice([0.01, 0.05, 0.1, 0.3]))
         footprint = disk(int(rng.integers(1, 8)))
+        if h > np.ptp(image):
+            h = float(np.ptp(image)) / 3
         np.testing.assert_array_equal(hmaxima.h_maxima(image, h, footprint),
                                       skimage_h_maxima(image, h, footprint=footprint))
+
+
+def test_nuclei_heads_take_the_fast_path(monkeypatch):
+    monkeypatch.setattr(hmaxima, "_fallback", lambda *a: pytest.fail("fell back to skimage"))
+    truth, _, _ = touching_nuclei((300, 300), seed=9)
+    inner, _ = heads_from_truth(truth)
+    inner += np.random.default_rng(0).normal(0, 0.005, inner.shape).astype(np.float32)
+    ours = hmaxima.h_maxima(inner, 0.1, disk(10))
+    np.testing.assert_array_equal(ours, skimage_h_maxima(inner, 0.1, footprint=disk(10)))
+    assert set(np.unique(truth[ours > 0])) >= set(range(1, truth.max() + 1))  # a top per object
 
 
 def test_h_maxima_edge_cases():

@@ -110,17 +110,39 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
         markers[sx[ok], sy[ok]] = 1
         undecided[single[ok]] = False
 
-    # 6) the rest: flood B_p from the group inside a growing window
-    for gi in np.flatnonzero(undecided):
-        sl = slice(starts[gi], starts[gi] + sizes[gi])
-        gx, gy = px[sl], py[sl]
-        if _is_maximum(fpad, mpad, gx + pad, gy + pad, f[gx[0], gy[0]], footprint, local, fails,
-                       (rx, ry), is_disk):
-            markers[gx, gy] = 1
+    # 6) the rest: flood B_p from the group inside a growing window. Each flood costs about
+    # what skimage spends on a few hundred pixels, so noise-like images with very many
+    # undecided groups are cheaper (and identical) through skimage.
+    todo = np.flatnonzero(undecided)
+    # skimage visits every footprint neighbour of every pixel; allow the floods a fraction
+    budget = [f.size * max(2.0, footprint.sum() / _WORK_PER_NEIGHBOUR)]
+    if todo.size * _FLOOD_COST_PIXELS > f.size:
+        return _fallback(image, h, footprint)
+    try:
+        for gi in todo:
+            sl = slice(starts[gi], starts[gi] + sizes[gi])
+            gx, gy = px[sl], py[sl]
+            if _is_maximum(fpad, mpad, gx + pad, gy + pad, f[gx[0], gy[0]], footprint, local,
+                           fails, (rx, ry), is_disk, budget):
+                markers[gx, gy] = 1
+    except _OverBudget:
+        return _fallback(image, h, footprint)
     return markers
 
 
+class _OverBudget(Exception):
+    """The floods have cost more than skimage's reconstruction would."""
+
+
+def _spend(budget: list, work: float) -> None:
+    budget[0] -= work
+    if budget[0] < 0:
+        raise _OverBudget
+
+
 _RING_INNER = 3
+_FLOOD_COST_PIXELS = 200
+_WORK_PER_NEIGHBOUR = 16  # flood work units (window pixels) worth one reconstruction step
 
 
 def _ring_offsets(inner: int, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,10 +164,10 @@ def _none_hit(arr, px, py, ox, oy, values, fails, chunk: int = 2048) -> np.ndarr
     return keep
 
 
-_POINTS_LIMIT = 1500
+_POINTS_LIMIT = 600
 
 
-def _is_maximum(fpad, mpad, gx, gy, fp, footprint, local, fails, radius, is_disk) -> bool:
+def _is_maximum(fpad, mpad, gx, gy, fp, footprint, local, fails, radius, is_disk, budget) -> bool:
     """Flood B_p from the group inside a growing window; False as soon as Q_p is reached.
 
     With few B_p pixels in the window the flood runs on their coordinates (pairwise footprint
@@ -158,12 +180,14 @@ def _is_maximum(fpad, mpad, gx, gy, fp, footprint, local, fails, radius, is_disk
         y0, y1 = max(gy.min() - margin, 0), min(gy.max() + margin + 1, fpad.shape[1])
         inside = fails(fp, fpad[x0:x1, y0:y1])  # B_p in the window
         bx, by = np.nonzero(inside)
+        _spend(budget, inside.size)
         if bx.size <= _POINTS_LIMIT:
+            _spend(budget, bx.size * bx.size / 16)
             closed = _flood_points(bx, by, gx - x0, gy - y0, fails(fp, mpad[x0:x1, y0:y1][bx, by]),
                                    footprint, inside.shape)
         else:
             closed = _flood_grid(inside, gx - x0, gy - y0, fails(fp, mpad[x0:x1, y0:y1]),
-                                 footprint, local, rx, is_disk)
+                                 footprint, local, rx, is_disk, budget)
         if closed is None:
             return False
         rows, cols = closed
@@ -197,7 +221,7 @@ def _flood_points(bx, by, sx, sy, in_q, footprint, shape):
     return (rx.min(), rx.max()), (ry.min(), ry.max())
 
 
-def _flood_grid(inside, sx, sy, reach_q, footprint, local, radius, is_disk):
+def _flood_grid(inside, sx, sy, reach_q, footprint, local, radius, is_disk, budget):
     """The same flood on the window grid, for windows with many B pixels."""
     comp, count = ndi.label(inside, structure=local)
     lut = np.zeros(count + 1, dtype=bool)
@@ -207,6 +231,7 @@ def _flood_grid(inside, sx, sy, reach_q, footprint, local, radius, is_disk):
     while True:
         if (region & reach_q).any():
             return None
+        _spend(budget, 4 * inside.size)
         if is_disk:
             near = ndi.distance_transform_edt(~region) <= radius
         else:
