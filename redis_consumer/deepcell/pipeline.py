@@ -76,10 +76,12 @@ def run_application(
     overrides: Mapping[str, Any] | None = None,
     compartment: str | None = None,
     preprocess_kwargs: Mapping[str, Any] | None = None,
+    exact_untile: bool = True,
     timings: dict | None = None,
 ) -> np.ndarray:
     """Label a (B, X, Y, C) image with `spec`; returns (B, X, Y, K) int32, K compartments.
 
+    `exact_untile=False` blends tiles with the toolbox's max-scaled window (see tiling.py).
     `timings`, when given, accumulates seconds per stage: resize, pre, tile, predict, untile,
     postprocess.
     """
@@ -102,7 +104,7 @@ def run_application(
     clock.lap("tile")
     heads = predict_in_batches(tiles, predict_tiles, batch_size)
     clock.lap("predict")
-    images = [untile(h, info) for h in heads]
+    images = [untile(h, info, exact=exact_untile) for h in heads]
     clock.lap("untile")
     formatted = spec.format_heads(images)
     labels = np.concatenate([deep_watershed(formatted[c], **kwargs[c]) for c in compartments], axis=-1)
