@@ -58,9 +58,10 @@ def predict_in_batches(tiles: np.ndarray, predict_tiles: PredictTiles, batch_siz
         if len(outputs) != len(heads):
             raise ValueError(f"the model returned {len(outputs)} outputs, earlier {len(heads)}")
         for store, out in zip(heads, outputs):
-            if out.shape[0] != batch.shape[0] or out.shape[1:] != store.shape[1:]:
-                raise ValueError(f"model output of shape {out.shape} does not match the tiles "
-                                 f"{batch.shape} (expected {(batch.shape[0],) + store.shape[1:]})")
+            if (out.ndim != 4 or out.shape[0] != batch.shape[0] or out.shape[1:3] != batch.shape[1:3]
+                    or out.shape[1:] != store.shape[1:]):
+                raise ValueError(f"model output of shape {out.shape} does not match its input tiles "
+                                 f"of shape {batch.shape}")
             store[start:start + batch.shape[0]] = out
     return heads
 
