@@ -130,6 +130,20 @@ def test_nuclei_heads_take_the_fast_path(monkeypatch):
     assert set(np.unique(truth[ours > 0])) >= set(range(1, truth.max() + 1))  # a top per object
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("exact_only", [False, True])
+def test_h_maxima_on_noisy_nuclei_heads_every_radius(radius, exact_only, monkeypatch):
+    if exact_only:
+        _exact_path_only(monkeypatch)
+    truth, _, _ = touching_nuclei((200, 240), seed=radius, rmin=5, rmax=12, squeeze=0.7)
+    inner, _ = heads_from_truth(truth)
+    rng = np.random.default_rng(radius)
+    for noise, h in ((0.003, 0.075), (0.02, 0.1), (0.05, 0.1)):
+        image = inner + rng.normal(0, noise, inner.shape).astype(np.float32)
+        np.testing.assert_array_equal(hmaxima.h_maxima(image, h, disk(radius)),
+                                      skimage_h_maxima(image, h, footprint=disk(radius)))
+
+
 def test_h_maxima_edge_cases():
     flat = np.full((20, 20), 0.5, np.float32)
     assert not hmaxima.h_maxima(flat, 0.1, disk(3)).any()  # h > ptp: nothing

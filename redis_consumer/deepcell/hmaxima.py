@@ -74,7 +74,8 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
     # wider so that the ring certificate below can look past the footprint)
     rx, ry = cx, cy
     is_disk = rx == ry and np.array_equal(footprint, disk(rx))
-    ring = _RING_INNER + rx if is_disk else 0
+    inner = min(_RING_INNER, rx)  # the certificate needs inner <= radius
+    ring = inner + rx if is_disk else 0
     pad = max(rx, ry) + ring
     fpad = np.pad(f, pad, constant_values=m_min)
     mpad = np.pad(m, pad, constant_values=m_min)
@@ -105,7 +106,7 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
     if is_disk:
         single = np.flatnonzero(sizes == 1)
         sx, sy = px[starts[single]], py[starts[single]]
-        rox, roy = _ring_offsets(_RING_INNER, rx)
+        rox, roy = _ring_offsets(inner, rx)
         ok = _none_hit(fpad, sx + pad, sy + pad, rox, roy, f[sx, sy], fails)
         markers[sx[ok], sy[ok]] = 1
         undecided[single[ok]] = False
