@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from scipy.signal import windows
@@ -164,6 +165,13 @@ def window_2d(tile_size: tuple[int, int], overlap_x: tuple[int, int], overlap_y:
     return (wx[:, None] * wy[None, :])[..., None]
 
 
+@lru_cache(maxsize=256)
+def _cached_window(tile_size, overlap_x, overlap_y, power, exact) -> np.ndarray:
+    window = window_2d(tile_size, overlap_x, overlap_y, power, exact)
+    window.setflags(write=False)
+    return window
+
+
 def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) -> np.ndarray:
     """Put one head's (N, Tx, Ty, K) tiles back into a (B, X, Y, K) image of the tiles' dtype.
 
@@ -176,14 +184,13 @@ def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) 
     canvas = np.zeros((b, px, py, tiles.shape[-1]), dtype=np.float64)
     blend = (MIN_TILE_SIZE <= tx < px and MIN_TILE_SIZE <= ty < py
              and info.stride_ratio >= MIN_STRIDE_RATIO)
-    cache: dict = {}
+    scratch = np.empty((tx, ty, tiles.shape[-1]), dtype=np.float64)
     for tile, bi, (x0, x1), (y0, y1), ox, oy in zip(
             tiles, info.batches, info.x_spans, info.y_spans, info.overlaps_x, info.overlaps_y):
         if blend:
-            key = (ox, oy)
-            if key not in cache:
-                cache[key] = window_2d(info.tile_size, ox, oy, power, exact)
-            canvas[bi, x0:x1, y0:y1] += tile * cache[key]
+            window = _cached_window(info.tile_size, ox, oy, power, exact)
+            np.multiply(tile, window, out=scratch)
+            canvas[bi, x0:x1, y0:y1] += scratch
         else:
             canvas[bi, x0:x1, y0:y1] = tile
     out = canvas.astype(tiles.dtype)
