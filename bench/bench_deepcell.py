@@ -25,7 +25,12 @@ from scipy import ndimage as ndi
 from skimage.morphology import disk
 from skimage.morphology import h_maxima as skimage_h_maxima
 
-from redis_consumer.deepcell import Mesmer, NuclearSegmentation, deep_watershed, run_application
+from redis_consumer.deepcell import (
+    Mesmer,
+    NuclearSegmentation,
+    deep_watershed,
+    run_application,
+)
 from redis_consumer.deepcell.hmaxima import h_maxima
 from tests.deepcell_reference import reference_deep_watershed
 from tests.deepcell_synthetic import heads_from_truth

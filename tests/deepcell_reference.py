@@ -17,8 +17,14 @@ import numpy as np
 from scipy import ndimage as nd
 from skimage.feature import peak_local_max
 from skimage.measure import label, regionprops
-from skimage.morphology import dilation, disk, footprint_rectangle, h_maxima
-from skimage.morphology import remove_small_holes, remove_small_objects
+from skimage.morphology import (
+    dilation,
+    disk,
+    footprint_rectangle,
+    h_maxima,
+    remove_small_holes,
+    remove_small_objects,
+)
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
 

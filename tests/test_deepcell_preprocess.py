@@ -13,7 +13,12 @@ from redis_consumer.deepcell.preprocess import (
     min_max_normalize,
     percentile_threshold,
 )
-from redis_consumer.deepcell.resize import resize, resize_input, resize_labels, scaled_shape
+from redis_consumer.deepcell.resize import (
+    resize,
+    resize_input,
+    resize_labels,
+    scaled_shape,
+)
 from tests.deepcell_synthetic import matched_ious, touching_nuclei
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from redis_consumer.deepcell.tiling import spline_window, tile_image, tile_input, untile, window_2d
+from redis_consumer.deepcell.tiling import (
+    spline_window,
+    tile_image,
+    tile_input,
+    untile,
+    window_2d,
+)
 
 
 def _identity_round_trip(image, tile, pad_mode="constant"):

@@ -31,7 +31,7 @@ def test_touching_nuclei_are_found_one_for_one(seed):
     ious = matched_ious(truth, labels)
     assert ious.mean() >= 0.9, ious
     # each object's label sits on its true centre
-    hits = {int(labels[int(round(c[0])), int(round(c[1]))]) for c in centres}
+    hits = {int(labels[round(c[0]), round(c[1])]) for c in centres}
     assert len(hits) == len(centres) and 0 not in hits
 
 

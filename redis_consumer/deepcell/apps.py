@@ -18,7 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from redis_consumer.deepcell.preprocess import histogram_normalization, mesmer_preprocess
+from redis_consumer.deepcell.preprocess import (
+    histogram_normalization,
+    mesmer_preprocess,
+)
 from redis_consumer.deepcell.watershed import deep_watershed
 
 POSTPROCESS_PARAMETERS = frozenset(

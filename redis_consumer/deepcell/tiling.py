@@ -53,14 +53,14 @@ class Tiling:
 
 
 def _stride(tile: int, ratio: float) -> int:
-    return min(int(math.ceil(ratio * tile / 2.0) * 2), tile)
+    return min(math.ceil(ratio * tile / 2.0) * 2, tile)
 
 
 def _axis_plan(length: int, tile: int, stride: int) -> tuple[int, tuple[int, int]]:
     """Tiles along one axis and the (low, high) padding that makes them fit exactly."""
-    count = max(int(math.ceil((length - tile) / stride + 1)), 1)
+    count = max(math.ceil((length - tile) / stride + 1), 1)
     overlap = tile + stride * (count - 1) - length
-    return count, (int(math.ceil(overlap / 2)), int(math.floor(overlap / 2)))
+    return count, (math.ceil(overlap / 2), math.floor(overlap / 2))
 
 
 def _axis_tiles(count: int, tile: int, stride: int, padded: int) -> tuple[list, list]:

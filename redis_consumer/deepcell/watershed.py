@@ -11,7 +11,6 @@ heads (tests/deepcell_reference.py is the oracle); what is faster is how the h-m
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
