@@ -174,4 +174,14 @@ def test_bad_inputs_are_one_sentence_errors():
         run_application(Mesmer, image, FakeMesmer(), compartment="cytoplasm")
     with pytest.raises(ValueError, match="does not match"):
         run_application(Mesmer, image, lambda t: [x[:, :10] for x in FakeMesmer()(t)], tile_shape=(32, 32))
+    with pytest.raises(ValueError, match="less than one pixel"):
+        run_application(NuclearSegmentation, image[..., :1][:, :1], fake_nuclear, image_mpp=0.1)
     assert set(APPLICATIONS) == {"NuclearSegmentation", "CytoplasmSegmentation", "Mesmer"}
+
+
+def test_tiny_images_still_label(cells):
+    # 1-pixel and few-pixel images go through the small-image padding without errors
+    for shape in [(1, 1, 1, 1), (2, 3, 5, 1), (1, 300, 1, 1)]:
+        out = run_application(NuclearSegmentation, np.ones(shape, np.float32), fake_nuclear,
+                              tile_shape=(64, 64))
+        assert out.shape == shape and out.dtype == np.int32

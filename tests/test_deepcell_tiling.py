@@ -108,3 +108,19 @@ def test_multi_channel_heads_untile_per_channel():
     head = np.concatenate([tiles, 2 * tiles, -tiles], axis=-1)
     back = untile(head, info)
     np.testing.assert_allclose(back, np.concatenate([image, 2 * image, -image], -1), rtol=3e-7)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 3), x=st.integers(1, 260), y=st.integers(1, 260), channels=st.integers(1, 2),
+       tile=st.sampled_from([(32, 32), (48, 64), (64, 64), (100, 100), (128, 96)]),
+       pad_mode=st.sampled_from(["constant", "reflect"]))
+def test_identity_round_trip_property(batch, x, y, channels, tile, pad_mode):
+    image = np.random.default_rng(x * 1000 + y).random((batch, x, y, channels), dtype=np.float32) + 0.5
+    tiles, info = tile_input(image, tile, pad_mode=pad_mode)
+    back = untile(tiles, info)
+    assert back.shape == image.shape and back.dtype == np.float32
+    np.testing.assert_allclose(back, image, rtol=2e-7, atol=0)

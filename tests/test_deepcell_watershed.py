@@ -195,3 +195,20 @@ def test_bad_arguments():
     a = deep_watershed(_batch(inner, outer), min_distance=4, distance_threshold=0.5)
     b = deep_watershed(_batch(inner, outer), radius=4, interior_threshold=0.5)
     np.testing.assert_array_equal(a, b)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=80, deadline=None)
+@given(image=arrays(np.float32, st.tuples(st.integers(2, 20), st.integers(2, 20)),
+                    elements=st.sampled_from([0.0, 0.05, 0.1, 0.1000001, 0.2, 0.5, 0.55, 1.0, -0.3])),
+       h=st.sampled_from([0.05, 0.1, 0.2, 0.45]), radius=st.integers(1, 4))
+def test_h_maxima_property_few_levels(image, h, radius):
+    """Plateaus, ties and values one ulp apart: our floods agree with skimage exactly."""
+    with pytest.MonkeyPatch.context() as mp:
+        _exact_path_only(mp)
+        np.testing.assert_array_equal(hmaxima.h_maxima(image, h, disk(radius)),
+                                      skimage_h_maxima(image, h, footprint=disk(radius)))

@@ -86,7 +86,12 @@ def scaled_shape(shape: tuple[int, ...], image_mpp: float | None, model_mpp: flo
 def resize_input(image: np.ndarray, image_mpp: float | None, model_mpp: float) -> np.ndarray:
     """Bring an image at `image_mpp` to the model's resolution (unchanged when equal or None)."""
     new = scaled_shape(image.shape, image_mpp, model_mpp)
-    return image if new is None else resize(image, new)
+    if new is None:
+        return image
+    if min(new) < 1:
+        raise ValueError(f"an image of {image.shape[1]}x{image.shape[2]} pixels at {image_mpp} um/px is "
+                         f"less than one pixel wide at the model's {model_mpp} um/px")
+    return resize(image, new)
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
