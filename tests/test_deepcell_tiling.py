@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redis_consumer.deepcell.tiling import (
     spline_window,
@@ -109,9 +111,6 @@ def test_multi_channel_heads_untile_per_channel():
     back = untile(head, info)
     np.testing.assert_allclose(back, np.concatenate([image, 2 * image, -image], -1), rtol=3e-7)
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 from skimage.morphology import disk
@@ -196,10 +199,6 @@ def test_bad_arguments():
     b = deep_watershed(_batch(inner, outer), radius=4, interior_threshold=0.5)
     np.testing.assert_array_equal(a, b)
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra.numpy import arrays  # noqa: E402
 
 
 @settings(max_examples=80, deadline=None)
