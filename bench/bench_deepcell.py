@@ -113,7 +113,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--size", type=int, default=1024)
     args = ap.parse_args()
-    repeat = 1 if args.quick else 3
+    repeat = 1 if args.quick else 2
     n = 512 if args.quick else args.size
     rng = np.random.default_rng(0)
     truth = dense_nuclei(n)

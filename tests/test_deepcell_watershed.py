@@ -91,6 +91,7 @@ def test_fast_equals_reference(algorithm, kind, options):
 def _exact_path_only(monkeypatch):
     """Switch off the cost guards and fail if skimage would be used instead of our floods."""
     monkeypatch.setattr(hmaxima, "_FLOOD_COST_PIXELS", 0)
+    monkeypatch.setattr(hmaxima, "_CANDIDATE_SHARE", 0)
     monkeypatch.setattr(hmaxima, "_WORK_PER_NEIGHBOUR", 1e-9)
 
     def no_fallback(*args):

@@ -80,6 +80,8 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
     fpad = np.pad(f, pad, constant_values=m_min)
     mpad = np.pad(m, pad, constant_values=m_min)
     px, py = np.nonzero(cand)
+    if px.size * _CANDIDATE_SHARE > f.size:  # noise-like heads: skimage is as cheap
+        return _fallback(image, h, footprint)
     ox, oy = np.nonzero(footprint)
     ox, oy = ox - cx, oy - cy
     keep = _none_hit(mpad, px + pad, py + pad, ox, oy, f[px, py], fails)
@@ -143,6 +145,7 @@ def _spend(budget: list, work: float) -> None:
 
 _RING_INNER = 3
 _FLOOD_COST_PIXELS = 200
+_CANDIDATE_SHARE = 8  # more than 1 candidate in this many pixels: leave it to skimage
 _WORK_PER_NEIGHBOUR = 16  # flood work units (window pixels) worth one reconstruction step
 
 
