@@ -43,6 +43,8 @@ def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, dtype=np.uint8)
     if h == 0:
         raise ValueError("h = 0 is ambiguous, use local_maxima() instead?")
+    if h < 0:  # the seed would exceed the image: let skimage raise its own error
+        return _fallback(image, h, footprint)
 
     f = image
     resolution = 2 * np.finfo(f.dtype).resolution * np.abs(f)
