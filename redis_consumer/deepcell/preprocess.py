@@ -1,0 +1,92 @@
+"""The applications' image normalisations, run on the whole (resized) image before tiling.
+
+Semantics from deepcell-toolbox 0.12 `deepcell_toolbox/processing.py` (histogram_normalization
+L65-101, percentile_threshold L104-132), deepcell-tf `deepcell/applications/mesmer.py:48-72`
+(mesmer_preprocess) and deepcell-spots 0.3 `deepcell_spots/preprocessing_utils.py:61-93`
+(min_max_normalize). All take and return (batch, x, y, channel) arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.exposure import equalize_adapthist, rescale_intensity
+
+
+def _check_rank(image: np.ndarray) -> None:
+    if image.ndim != 4:
+        raise ValueError(f"expected a (batch, x, y, channel) image, got shape {image.shape}")
+
+
+def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None = None) -> np.ndarray:
+    """CLAHE per (batch, channel) after rescaling to [0, 1]; a constant plane becomes zeros.
+
+    kernel_size None keeps skimage's default (1/8 of each image dimension), clip_limit 0.01 and
+    256 bins, as the toolbox does. Returns float32.
+    """
+    _check_rank(image)
+    out = image.astype(np.float32)  # always a copy, like the toolbox's astype
+    for b in range(out.shape[0]):
+        for c in range(out.shape[-1]):
+            plane = out[b, ..., c]
+            if (plane == plane.flat[0]).all():
+                plane[...] = 0
+                continue
+            scaled = rescale_intensity(plane, out_range=(0.0, 1.0))
+            plane[...] = equalize_adapthist(scaled, kernel_size=kernel_size)
+    return out
+
+
+def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndarray:
+    """Clip each (batch, channel) plane at the given percentile of its non-zero pixels.
+
+    An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like).
+    """
+    _check_rank(image)
+    out = np.zeros_like(image)
+    for b in range(image.shape[0]):
+        for c in range(image.shape[-1]):
+            plane = image[b, ..., c]
+            nonzero = plane[plane != 0]
+            if nonzero.size:
+                ceiling = np.percentile(nonzero, percentile)
+                out[b, ..., c] = np.where(plane > ceiling, ceiling, plane)
+    return out
+
+
+def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
+    """Per (batch, channel): optionally clip to [p0.01, p99.9], then map [min, max] to [0, 1].
+
+    The spot application's normalisation. A constant plane becomes zeros (the library would
+    divide by zero and produce NaN). Returns float32.
+    """
+    _check_rank(image)
+    out = image.astype(np.float32)
+    for b in range(out.shape[0]):
+        for c in range(out.shape[-1]):
+            plane = out[b, ..., c]
+            if clip:
+                low, high = np.percentile(plane, (0.01, 99.9))
+                np.clip(plane, low, high, out=plane)
+            lo, hi = plane.min(), plane.max()
+            if hi > lo:
+                plane[...] = (plane - lo) / (hi - lo)
+            else:
+                plane[...] = 0
+    return out
+
+
+def mesmer_preprocess(
+    image: np.ndarray,
+    threshold: bool = True,
+    percentile: float = 99.9,
+    normalize: bool = True,
+    kernel_size: int = 128,
+) -> np.ndarray:
+    """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128)."""
+    _check_rank(image)
+    out = np.array(image, copy=True)
+    if threshold:
+        out = percentile_threshold(out, percentile=percentile)
+    if normalize:
+        out = histogram_normalization(out, kernel_size=kernel_size)
+    return out

@@ -1,0 +1,198 @@
+"""Overlapping tiles at the model's fixed size and the spline-blended untiling.
+
+Semantics of deepcell-toolbox 0.12.1 `deepcell_toolbox/utils.py`: `tile_image` L151-273 (stride
+`min(2*ceil(0.75*T/2), T)`, tile count, symmetric padding, last tile flush with the padded edge,
+per-tile overlap pairs), `spline_window`/`window_2D` L276-328 (triangle-based squared spline, not
+normalised) and `untile_image` L331-394 (float64 canvas, weighted sum only when
+32 <= T < padded size on both axes and stride_ratio >= 0.5, otherwise last tile wins; cast to
+the tiles' dtype, pads cropped). The small-image branch is deepcell-tf
+`deepcell/applications/application.py:151-193` and L226-258.
+
+The toolbox never divides by the summed weights, and its spline is scaled by its largest sample
+(which sits half a pixel off the peak), so on an overlap of k pixels the two halves add up to
+1/max = 1 + ~1/(2k^2), not one: an identity model comes back 1.2e-4 brighter on the overlap
+strips at 256-pixel tiles (4.9e-4 at 128). `untile(exact=True)`, the default, leaves out that
+scaling, so the halves add up to one and an identity model gets its image back to float32
+rounding; `exact=False` is the toolbox bit for bit. Both are checked in
+tests/test_deepcell_tiling.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from scipy.signal import windows
+
+MIN_TILE_SIZE = 32
+MIN_STRIDE_RATIO = 0.5
+
+
+@dataclass
+class Tiling:
+    """How an image was cut: enough to put any head of the model's output back together."""
+
+    padded_shape: tuple[int, int, int]   # (batch, x, y) of the padded image
+    tile_size: tuple[int, int]
+    stride: tuple[int, int]
+    stride_ratio: float
+    pad_x: tuple[int, int]
+    pad_y: tuple[int, int]
+    small: bool = False                  # the application's "pad only, one tile per item" branch
+    batches: list[int] = field(default_factory=list)
+    x_spans: list[tuple[int, int]] = field(default_factory=list)
+    y_spans: list[tuple[int, int]] = field(default_factory=list)
+    overlaps_x: list[tuple[int, int]] = field(default_factory=list)
+    overlaps_y: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.padded_shape[0] if self.small else len(self.batches)
+
+
+def _stride(tile: int, ratio: float) -> int:
+    return min(math.ceil(ratio * tile / 2.0) * 2, tile)
+
+
+def _axis_plan(length: int, tile: int, stride: int) -> tuple[int, tuple[int, int]]:
+    """Tiles along one axis and the (low, high) padding that makes them fit exactly."""
+    count = max(math.ceil((length - tile) / stride + 1), 1)
+    overlap = tile + stride * (count - 1) - length
+    return count, (math.ceil(overlap / 2), math.floor(overlap / 2))
+
+
+def _axis_tiles(count: int, tile: int, stride: int, padded: int) -> tuple[list, list]:
+    """(start, end) spans and (left, right) overlaps of each tile along one axis."""
+    spans, overlaps = [], []
+    for i in range(count):
+        start = i * stride if i != count - 1 else padded - tile
+        end = start + tile
+        if i == 0:
+            overlap = (0, tile - stride)
+        elif i == count - 2:
+            overlap = (tile - stride, tile - padded + end)
+        elif i == count - 1:
+            overlap = ((i - 1) * stride + tile - start, 0)
+        else:
+            overlap = (tile - stride, tile - stride)
+        spans.append((start, end))
+        overlaps.append(overlap)
+    return spans, overlaps
+
+
+def tile_image(image: np.ndarray, tile_shape: tuple[int, int], stride_ratio: float = 0.75,
+               pad_mode: str = "constant") -> tuple[np.ndarray, Tiling]:
+    """Cut a (B, X, Y, C) image into (N, Tx, Ty, C) overlapping tiles (batch, then x, then y)."""
+    if image.ndim != 4:
+        raise ValueError(f"expected a (batch, x, y, channel) image, got shape {image.shape}")
+    tx, ty = int(tile_shape[0]), int(tile_shape[1])
+    sx, sy = _stride(tx, stride_ratio), _stride(ty, stride_ratio)
+    nx, pad_x = _axis_plan(image.shape[1], tx, sx)
+    ny, pad_y = _axis_plan(image.shape[2], ty, sy)
+    padded = np.pad(image, ((0, 0), pad_x, pad_y, (0, 0)), mode=pad_mode)
+    xs, oxs = _axis_tiles(nx, tx, sx, padded.shape[1])
+    ys, oys = _axis_tiles(ny, ty, sy, padded.shape[2])
+    info = Tiling(padded.shape[:3], (tx, ty), (sx, sy), stride_ratio, pad_x, pad_y)
+    tiles = np.empty((image.shape[0] * nx * ny, tx, ty, image.shape[3]), dtype=image.dtype)
+    n = 0
+    for b in range(image.shape[0]):
+        for (x0, x1), ox in zip(xs, oxs):
+            for (y0, y1), oy in zip(ys, oys):
+                tiles[n] = padded[b, x0:x1, y0:y1]
+                info.batches.append(b)
+                info.x_spans.append((x0, x1))
+                info.y_spans.append((y0, y1))
+                info.overlaps_x.append(ox)
+                info.overlaps_y.append(oy)
+                n += 1
+    return tiles, info
+
+
+def tile_input(image: np.ndarray, tile_shape: tuple[int, int], pad_mode: str = "constant",
+               stride_ratio: float = 0.75) -> tuple[np.ndarray, Tiling]:
+    """The application's tiling: reflect-pad an image smaller than the tile, else tile_image.
+
+    Faithful quirk: when either axis is smaller than the tile, both axes are padded by the
+    absolute size difference, so an axis already longer than the tile grows further and the
+    "tiles" are then not of the model's size.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"expected a (batch, x, y, channel) image, got shape {image.shape}")
+    dx, dy = image.shape[1] - tile_shape[0], image.shape[2] - tile_shape[1]
+    if dx < 0 or dy < 0:
+        dx, dy = abs(dx), abs(dy)
+        pad_x = (dx // 2, dx // 2 + dx % 2)
+        pad_y = (dy // 2, dy // 2 + dy % 2)
+        tiles = np.pad(image, ((0, 0), pad_x, pad_y, (0, 0)), mode="reflect")
+        info = Tiling(tiles.shape[:3], tuple(tiles.shape[1:3]), tuple(tiles.shape[1:3]),
+                      stride_ratio, pad_x, pad_y, small=True)
+        return tiles, info
+    return tile_image(image, tile_shape, stride_ratio=stride_ratio, pad_mode=pad_mode)
+
+
+def _spline(size: int, power: int = 2, exact: bool = True) -> np.ndarray:
+    """The toolbox's squared-spline bump of `size` samples; scaled to a maximum of one as the
+    toolbox does unless `exact` (then its two halves sum to one)."""
+    quarter = int(size / 4)
+    tri = windows.triang(size)
+    outer = np.abs(2 * tri) ** power / 2
+    outer[quarter:-quarter] = 0          # with quarter == 0 this slice is empty (kept as-is)
+    inner = 1 - np.abs(2 * (tri - 1)) ** power / 2
+    inner[:quarter] = 0
+    inner[-quarter:] = 0                 # with quarter == 0 this clears everything (kept as-is)
+    both = inner + outer
+    return both if exact else both / np.amax(both)
+
+
+def spline_window(size: int, left: int, right: int, power: int = 2, exact: bool = True) -> np.ndarray:
+    """1-D tile weight: ones, with the rising half of a spline on the left overlap and the
+    falling half on the right overlap."""
+    window = np.ones(size)
+    if left > 0:
+        window[:left] = _spline(2 * left, power, exact)[:left]
+    if right > 0:
+        window[-right:] = _spline(2 * right, power, exact)[right:]
+    return window
+
+
+def window_2d(tile_size: tuple[int, int], overlap_x: tuple[int, int], overlap_y: tuple[int, int],
+              power: int = 2, exact: bool = True) -> np.ndarray:
+    """(Tx, Ty, 1) outer product of the two axes' windows."""
+    wx = spline_window(tile_size[0], *overlap_x, power=power, exact=exact)
+    wy = spline_window(tile_size[1], *overlap_y, power=power, exact=exact)
+    return (wx[:, None] * wy[None, :])[..., None]
+
+
+@lru_cache(maxsize=256)
+def _cached_window(tile_size, overlap_x, overlap_y, power, exact) -> np.ndarray:
+    window = window_2d(tile_size, overlap_x, overlap_y, power, exact)
+    window.setflags(write=False)
+    return window
+
+
+def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) -> np.ndarray:
+    """Put one head's (N, Tx, Ty, K) tiles back into a (B, X, Y, K) image of the tiles' dtype.
+
+    `exact=False` reproduces the toolbox's max-scaled window (see the module docstring)."""
+    if info.small:
+        (xl, xh), (yl, yh) = info.pad_x, info.pad_y
+        return tiles[:, xl:(-xh or None), yl:(-yh or None), :]
+    b, px, py = info.padded_shape
+    tx, ty = info.tile_size
+    canvas = np.zeros((b, px, py, tiles.shape[-1]), dtype=np.float64)
+    blend = (MIN_TILE_SIZE <= tx < px and MIN_TILE_SIZE <= ty < py
+             and info.stride_ratio >= MIN_STRIDE_RATIO)
+    scratch = np.empty((tx, ty, tiles.shape[-1]), dtype=np.float64)
+    for tile, bi, (x0, x1), (y0, y1), ox, oy in zip(
+            tiles, info.batches, info.x_spans, info.y_spans, info.overlaps_x, info.overlaps_y):
+        if blend:
+            window = _cached_window(info.tile_size, ox, oy, power, exact)
+            np.multiply(tile, window, out=scratch)
+            canvas[bi, x0:x1, y0:y1] += scratch
+        else:
+            canvas[bi, x0:x1, y0:y1] = tile
+    out = canvas.astype(tiles.dtype)
+    (xl, xh), (yl, yh) = info.pad_x, info.pad_y
+    return out[:, xl:px - xh, yl:py - yh]
