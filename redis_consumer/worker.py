@@ -5,6 +5,9 @@ supervisor thread (heartbeat, reaper, job deadline, shutdown grace), then loop o
 claim (`BLMOVE`, no sleep-polling). SIGTERM stops claiming; the job in hand gets
 `SHUTDOWN_GRACE` seconds to finish, else it is handed back to the queue head; exit code is 0.
 Redis outages are waited out with capped, jittered backoff: a worker never crash-loops on a blip.
+So is a TF Serving that cannot be reached (scaling from zero, restarting): the job that found it
+so goes back to the queue head uncounted, and the worker stops claiming (/readyz says why) and
+probes the server until it answers; heartbeats go on meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import redis
 
 from .consumers.base import Consumer
-from .errors import JobTimeout
+from .errors import JobTimeout, ServingUnavailable
 from .job import timeout_reason
 from .middleware import Middleware, MiddlewareChain
 from .queue.broker import Broker, Claim
@@ -93,6 +96,8 @@ class Worker:
         self.last_heartbeat_ok: float = 0.0
         self.last_heartbeat_attempt: float = 0.0
         self.jobs_processed = 0
+        #: Why the worker is not claiming (TF Serving unreachable), or None: /readyz and the metric read it.
+        self.model_wait: str | None = None
         self._blocking = False
         self._master_moved = False
         self._main_thread_id = threading.get_ident()
@@ -113,7 +118,10 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     outcome = self._step()
-                    if outcome in (Outcome.REQUEUED, Outcome.DEAD):
+                    if outcome is Outcome.UNAVAILABLE:
+                        self._wait_for_model(self.runner.unavailable)
+                        backoff.reset()
+                    elif outcome in (Outcome.REQUEUED, Outcome.DEAD):
                         self.stopping.wait(backoff.next())
                     elif outcome is not None:
                         backoff.reset()
@@ -190,6 +198,43 @@ class Worker:
                 log.warning("waiting for redis (%s); retrying in %.2fs", type(exc).__name__, delay)
                 self.stopping.wait(delay)
         return False
+
+    def _wait_for_model(self, cause: ServingUnavailable | None) -> None:
+        """Claim nothing until the model server answers: probe it with capped, jittered backoff
+        (the probe itself waits up to 2 s for the channel), so claiming resumes within seconds of
+        the server coming up. The supervisor keeps heartbeating, so the reaper leaves us alone."""
+        reason = str(cause) if cause is not None else "TensorFlow Serving is unreachable"
+        model = getattr(cause, "model", "") or ""
+        version = getattr(cause, "version", None)
+        tf = self.services.tf
+        probe = getattr(tf, "probe", None)
+        self.model_wait = reason
+        started = last = time.monotonic()
+        log.warning("not claiming until TensorFlow Serving answers: %s", reason)
+        self.middleware.model_wait(self.queue, reason, 0.0)
+        backoff = Backoff(base=0.25, cap=2.0)
+        try:
+            if probe is None or not model:  # a stand-in client that cannot be probed: one pause
+                self.stopping.wait(1.0)
+            while not self.stopping.is_set() and probe is not None and model:
+                try:
+                    state, detail = probe(model, version, timeout=min(2.0, float(self.settings.GRPC_TIMEOUT)))
+                except Exception:  # noqa: BLE001 - a probe bug must not park the worker forever
+                    log.exception("TF Serving probe failed; claiming again")
+                    break
+                now = time.monotonic()
+                self.middleware.model_wait(self.queue, reason, now - last)
+                last = now
+                if state == "up":
+                    break
+                if detail and detail != self.model_wait:
+                    self.model_wait = detail
+                self.stopping.wait(backoff.next())
+        finally:
+            self.model_wait = None
+            self.middleware.model_wait(self.queue, None, time.monotonic() - last)
+        if not self.stopping.is_set():
+            log.info("TensorFlow Serving answers again after %.1fs; claiming", time.monotonic() - started)
 
     def _recover_own_list(self, uncount: bool = False) -> None:
         """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""

@@ -5,6 +5,9 @@ imports the other. Every attempt's deadline is min(GRPC_TIMEOUT, time left for t
 (UNAVAILABLE, DEADLINE_EXCEEDED) use capped exponential backoff with full jitter, bounded by
 MAX_RETRY and the job's deadline. A server that accepts the connection but never answers ends as
 "TensorFlow Serving at HOST:PORT did not answer within N s", not as a stuck worker.
+UNAVAILABLE retries that run out while the channel cannot even connect raise `ServingUnavailable`
+(server down or scaling from zero: the worker waits for it) rather than a counted system error;
+an UNAVAILABLE from a server that is connected (overloaded, failing) stays a `TransientError`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from ..errors import JobTimeout, TransientError, UserError, one_sentence, quote
+from ..errors import JobTimeout, ServingUnavailable, TransientError, UserError, one_sentence, quote
 from ..utils.backoff import full_jitter
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,21 @@ class Caller:
     def _callable(self, method: str) -> Any:  # pragma: no cover - provided by the client
         raise NotImplementedError
 
+    def connected(self) -> bool:
+        """Whether the channel to the server is up (the client asks gRPC; unknown counts as up)."""
+        return True
+
+    def loading(self, model: str, version: Any = None, timeout: float = 2.0) -> bool:
+        """Whether the server is still loading the model (the client asks GetModelStatus)."""
+        return False
+
+    def unreachable(self, code: grpc.StatusCode, model: str, version: Any) -> None:
+        """Raise `ServingUnavailable` when an UNAVAILABLE call gave up and the channel is down."""
+        if code == grpc.StatusCode.UNAVAILABLE and not self.connected():
+            raise ServingUnavailable(one_sentence(
+                f"TensorFlow Serving at {self.target} is unreachable (UNAVAILABLE) for model {quote(model)}"),
+                model=model, version=version, target=self.target)
+
     def batch_size(self, model: str) -> int:
         return self.max_batch.get(model, int(self.settings.TF_MAX_BATCH_SIZE))
 
@@ -141,10 +159,11 @@ class Caller:
         raise TransientError(one_sentence(f"TensorFlow Serving failed for {what}: {code.name} {details}"))
 
     def backoff_or_raise(self, code: grpc.StatusCode, details: str, attempt: int, deadline_at: float | None,
-                         model: str, waited: float | None = None) -> None:
+                         model: str, waited: float | None = None, version: Any = None) -> None:
         """Sleep before retry `attempt` + 1, or raise when retries or time are used up."""
         unanswered = code == grpc.StatusCode.DEADLINE_EXCEEDED and waited is not None
         if attempt >= self.settings.MAX_RETRY:
+            self.unreachable(code, model, version)
             if unanswered:
                 raise TransientError(self.no_answer(waited, model))
             raise TransientError(one_sentence(
@@ -152,6 +171,7 @@ class Caller:
                 f"for model {quote(model)}: {details}"))
         delay = full_jitter(attempt, self.settings.GRPC_BACKOFF, self.settings.RETRY_BACKOFF_CAP)
         if deadline_at is not None and time.monotonic() + delay >= deadline_at - reserve(deadline_at - time.monotonic()):
+            self.unreachable(code, model, version)
             if unanswered:
                 raise JobTimeout(self.no_answer(waited, model))
             raise JobTimeout(one_sentence(
@@ -165,8 +185,15 @@ class Caller:
         or sleep and return when attempt + 1 is worth making. `timeout`: that attempt's deadline."""
         code, details = status(exc)
         observe(method, code.name, time.monotonic() - started)
+        if code == grpc.StatusCode.NOT_FOUND and method != GET_MODEL_STATUS:
+            # a rollout still loading the model is waited for; a name no version answers to fails
+            left = 2.0 if deadline_at is None else max(0.0, min(2.0, (deadline_at - time.monotonic()) / 2))
+            if left > 0 and self.loading(model, version, left):
+                raise ServingUnavailable(one_sentence(
+                    f"TensorFlow Serving at {self.target} is still loading model {quote(model)} version {version}"),
+                    model=model, version=version, target=self.target)
         self.classify(code, details, model, version)
-        self.backoff_or_raise(code, details, attempt, deadline_at, model, waited=timeout)
+        self.backoff_or_raise(code, details, attempt, deadline_at, model, waited=timeout, version=version)
 
     def call(self, method: str, request: bytes, *, model: str, version: Any,
              deadline_at: float | None = None) -> bytes:

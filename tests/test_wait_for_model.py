@@ -1,0 +1,185 @@
+"""Issue 16 item 1: workers wait for the model, not the job.
+
+A real worker process (real redis-server, the dev model server over a real socket) whose TF
+Serving goes away for longer than JOB_TIMEOUT must not burn attempts: the job that found the
+server unreachable goes back to the queue head uncounted, the worker stops claiming (/readyz 503
+with the reason, `redis_consumer_waiting_for_model` 1), and every job finishes once the server is
+back on the same port. MAX_ATTEMPTS=1 makes any counted attempt visible: a single counted system
+error would dead-letter the job. A wrong model name and a server that answers with errors still
+fail jobs with their reasons, attempts counted.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent import futures
+
+import grpc
+import pytest
+
+from redis_consumer.queue.keys import job_log
+from tests.helpers.chaos_procs import WorkerProcess, submit, worker_env
+from tests.helpers.model_server import ModelServer
+from tests.helpers.net import free_port, wait_final, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+CONSUMER = "tests.consumers_for_tests:IdentityModelConsumer"
+QUEUE = "waitq"
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _metric(port: int, name: str) -> float | None:
+    code, text = _get(port, "/metrics")
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{queue="{QUEUE}"}} '):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _worker(redis_server, tmp_path, tf_port: int, metrics_port: int = 0, **env) -> WorkerProcess:
+    settings = dict(REDIS_URL=redis_server.url, QUEUE=QUEUE, CONSUMER_TYPE=CONSUMER, TF_HOST="127.0.0.1",
+                    TF_PORT=str(tf_port), METRICS_PORT=str(metrics_port), JOB_TIMEOUT="5", MAX_ATTEMPTS="1",
+                    GRPC_BACKOFF="0.2", RETRY_BACKOFF_CAP="1", LOG_FORMAT="text")
+    settings.update(env)
+    return WorkerProcess(worker_env(**settings), log_dir=str(tmp_path), name=f"wait-{uuid.uuid4().hex[:4]}").start()
+
+
+def _job(client, **fields) -> str:
+    return submit(client, QUEUE, key=f"{QUEUE}:x.tif:{uuid.uuid4().hex}", **fields)
+
+
+def test_a_model_server_down_longer_than_job_timeout_costs_no_attempt(redis_server, tmp_path):
+    client = redis_server.client()
+    client.flushall()
+    server = ModelServer().start()
+    tf_port, metrics_port = server.port, free_port()
+    # MAX_RETRY high: the first job keeps retrying UNAVAILABLE until its 5 s deadline (the hard case)
+    worker = _worker(redis_server, tmp_path, tf_port, metrics_port, MAX_RETRY="100")
+    try:
+        first = wait_final(client, _job(client), timeout=60)
+        assert first["status"] == "done" and first["output_url"] == "identity:128", first
+        wait_until(lambda: _get(metrics_port, "/readyz")[0] == 200, timeout=20, message="ready")
+        assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 0
+
+        server.stop()
+        down_at = time.monotonic()
+        keys = [_job(client) for _ in range(5)]
+        code, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "waiting" in r[1] and r,
+                                timeout=30, message="/readyz reporting the wait")
+        assert "waiting for TensorFlow Serving, not claiming" in body and f"127.0.0.1:{tf_port}" in body, body
+        assert "unreachable" in body, body
+        assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 1
+        time.sleep(max(0.0, 12.0 - (time.monotonic() - down_at)))  # down for 12 s > JOB_TIMEOUT = 5 s
+        # while down: nothing failed, nothing dead-lettered, the worker alive and heartbeating
+        assert worker.alive(), worker.output()[-3000:]
+        assert client.llen(f"dead-{QUEUE}") == 0
+        assert all(client.hget(k, "status") == "new" for k in keys), [client.hgetall(k) for k in keys]
+        now = float("%d.%06d" % client.time())
+        live = client.zrangebyscore(f"consumers:{QUEUE}", now, "+inf")  # heartbeat not expired
+        assert [c for c in live if c.startswith(worker.name)], live
+        # the released job went back to the head: it is still the next one to run
+        assert client.lrange(QUEUE, -1, -1) == [keys[0]]
+        assert "waiting for the model server" in client.hget(keys[0], "last_error")
+        assert int(client.hget(keys[0], "attempts")) == 0  # the claim's count undone
+
+        server = ModelServer(port=tf_port).start()  # back on the same port
+        jobs = [wait_final(client, k, timeout=60) for k in keys]
+        assert [j["status"] for j in jobs] == ["done"] * 5, jobs
+        assert [j["attempts"] for j in jobs] == ["1"] * 5  # the released claim did not count
+        assert client.llen(f"dead-{QUEUE}") == 0
+        wait_until(lambda: _get(metrics_port, "/readyz")[0] == 200, timeout=20, message="ready again")
+        assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 0
+        assert _metric(metrics_port, "redis_consumer_model_wait_seconds_total") > 0
+        released = [line for line in _get(metrics_port, "/metrics")[1].splitlines()
+                    if line.startswith("redis_consumer_jobs_requeued_total") and 'outcome="released"' in line]
+        assert released and float(released[0].rsplit(" ", 1)[1]) >= 1, released
+        story = "\n".join(client.lrange(job_log(keys[0]), 0, -1))
+        assert "unreachable" in story and "attempt not counted" in story, story
+        assert worker.alive()
+        assert "not claiming until TensorFlow Serving answers" in worker.output()
+        assert "answers again" in worker.output()
+    finally:
+        worker.terminate(30)
+        server.stop()
+
+
+def test_a_wrong_model_name_still_fails_at_once_as_a_user_error(redis_server, tmp_path):
+    client = redis_server.client()
+    client.flushall()
+    with ModelServer() as server:
+        metrics_port = free_port()
+        worker = _worker(redis_server, tmp_path, server.port, metrics_port)
+        try:
+            job = wait_final(client, _job(client, model_name="NoSuchModel"), timeout=60)
+            assert job["status"] == "failed" and job["failure_type"] == "user", job
+            assert "'NoSuchModel'" in job["reason"] and "not served" in job["reason"], job["reason"]
+            assert job["attempts"] == "1"
+            assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 0
+            assert _metric(metrics_port, "redis_consumer_model_wait_seconds_total") == 0
+            assert "not claiming" not in worker.output()
+        finally:
+            worker.terminate(30)
+
+
+class FailingGrpc:
+    """A real gRPC server that answers every call with one error code (a crashing TF Serving)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.port = free_port()
+        self.calls = 0
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        owner = self
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, handler_call_details):
+                def fail(request, context):
+                    owner.calls += 1
+                    context.abort(code, details)
+
+                return grpc.unary_unary_rpc_method_handler(fail)
+
+        self.server.add_generic_rpc_handlers((Handler(),))
+        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE])
+def test_a_server_that_answers_with_errors_still_counts_attempts(redis_server, tmp_path, code):
+    """INTERNAL (a crashing model) and UNAVAILABLE sent by a connected server (overloaded) are the
+    server's answers, not an unreachable server: attempts count and the job ends dead-lettered."""
+    client = redis_server.client()
+    client.flushall()
+    failing = FailingGrpc(code, "model crashed: boom")
+    metrics_port = free_port()
+    worker = _worker(redis_server, tmp_path, failing.port, metrics_port, MAX_ATTEMPTS="2", MAX_RETRY="1",
+                     GRPC_BACKOFF="0.05")
+    try:
+        key = _job(client)
+        job = wait_final(client, key, timeout=60)
+        assert job["status"] == "failed" and job["failure_type"] == "system", job
+        assert job["attempts"] == "2"
+        assert code.name in job["reason"] and "after 2 attempts" in job["reason"], job["reason"]
+        assert client.lrange(f"dead-{QUEUE}", 0, -1) == [key]
+        # 2 attempts x (1 call + MAX_RETRY=1 retry of UNAVAILABLE; INTERNAL is not retried)
+        assert failing.calls == (4 if code == grpc.StatusCode.UNAVAILABLE else 2)
+        assert _metric(metrics_port, "redis_consumer_model_wait_seconds_total") == 0
+        assert "not claiming" not in worker.output()
+    finally:
+        worker.terminate(30)
+        failing.stop()
