@@ -11,6 +11,7 @@ fail jobs with their reasons, attempts counted.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,8 @@ import grpc
 import pytest
 
 from redis_consumer.queue.keys import job_log
+from redis_consumer.tfserving.catalog import builtin_models
+from redis_consumer.tfserving.server import DevModelServer
 from tests.helpers.chaos_procs import WorkerProcess, submit, worker_env
 from tests.helpers.model_server import ModelServer
 from tests.helpers.net import free_port, wait_final, wait_until
@@ -183,3 +186,60 @@ def test_a_server_that_answers_with_errors_still_counts_attempts(redis_server, t
     finally:
         worker.terminate(30)
         failing.stop()
+
+
+class RollingOut(DevModelServer):
+    """The dev model server (in this process, real gRPC) while a rollout loads Identity: metadata and
+    Predict answer NOT_FOUND and GetModelStatus says LOADING, as TF Serving does for a servable
+    that is still coming up; `loaded()` ends the rollout."""
+
+    def __init__(self) -> None:
+        super().__init__(builtin_models(), port=0)
+        self.rolling = threading.Event()
+        self.rolling.set()
+
+    def loaded(self) -> None:
+        self.rolling.clear()
+
+    def lookup(self, name, version, context):
+        if name == "Identity" and self.rolling.is_set():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
+        return super().lookup(name, version, context)
+
+    def get_model_status(self, request, context):
+        from redis_consumer.tfserving.protos import rcserving_pb2 as pb
+
+        req = pb.GetModelStatusRequest.FromString(request)
+        if req.model_spec.name == "Identity" and self.rolling.is_set():
+            resp = pb.GetModelStatusResponse()
+            resp.model_version_status.add(version=1, state=pb.ModelVersionStatus.LOADING)
+            return resp.SerializeToString()
+        return super().get_model_status(request, context)
+
+
+def test_a_model_still_loading_is_waited_for_and_a_wrong_name_is_not(redis_server, tmp_path):
+    """NOT_FOUND while GetModelStatus says LOADING (a rollout) waits, uncounted; NOT_FOUND for a name
+    the server has never heard of fails at once as a user error, even meanwhile."""
+    client = redis_server.client()
+    client.flushall()
+    server = RollingOut()
+    port = server.start()
+    metrics_port = free_port()
+    worker = _worker(redis_server, tmp_path, port, metrics_port, MAX_ATTEMPTS="1")
+    try:
+        key = _job(client)
+        code, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "loading" in r[1] and r,
+                                timeout=30, message="/readyz reporting the rollout")
+        assert "still loading model 'Identity' version 1" in body, body
+        assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 1
+        assert client.hget(key, "status") == "new" and client.hget(key, "attempts") == "0", client.hgetall(key)
+        server.loaded()
+        job = wait_final(client, key, timeout=60)
+        assert job["status"] == "done" and job["attempts"] == "1", job
+        wrong = wait_final(client, _job(client, model_name="NoSuchModel"), timeout=60)
+        assert wrong["status"] == "failed" and wrong["failure_type"] == "user", wrong
+        assert "'NoSuchModel'" in wrong["reason"] and "not served" in wrong["reason"], wrong["reason"]
+        assert client.llen(f"dead-{QUEUE}") == 0
+    finally:
+        worker.terminate(30)
+        server.stop()

@@ -133,7 +133,7 @@ class TFServingClient(Caller):
             if code in RETRYABLE:
                 return DOWN, one_sentence(f"TensorFlow Serving at {self.target} is unreachable ({code.name})")
             if code == grpc.StatusCode.NOT_FOUND and self.loading(model, version, timeout):
-                return LOADING, one_sentence(f"TensorFlow Serving at {self.target} is loading model "
+                return LOADING, one_sentence(f"TensorFlow Serving at {self.target} is still loading model "
                                              f"{quote(model)} version {version}")
             return UP, ""
         observe(GET_MODEL_METADATA, "OK", time.monotonic() - start)
