@@ -16,7 +16,14 @@ from typing import Any
 
 import redis
 
-from .errors import ClaimLost, JobTimeout, ServingUnavailable, TransientError, UserError, one_sentence
+from .errors import (
+    ClaimLost,
+    JobTimeout,
+    ServingUnavailable,
+    TransientError,
+    UserError,
+    one_sentence,
+)
 from .job import Job, timeout_reason
 from .logs import scrub
 from .middleware import Middleware, MiddlewareChain

@@ -19,6 +19,7 @@ import uuid
 from concurrent import futures
 
 import grpc
+import numpy as np
 import pytest
 
 from redis_consumer.queue.keys import job_log
@@ -45,7 +46,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 
 def _metric(port: int, name: str) -> float | None:
-    code, text = _get(port, "/metrics")
+    _, text = _get(port, "/metrics")
     for line in text.splitlines():
         if line.startswith(f'{name}{{queue="{QUEUE}"}} '):
             return float(line.rsplit(" ", 1)[1])
@@ -53,9 +54,9 @@ def _metric(port: int, name: str) -> float | None:
 
 
 def _worker(redis_server, tmp_path, tf_port: int, metrics_port: int = 0, **env) -> WorkerProcess:
-    settings = dict(REDIS_URL=redis_server.url, QUEUE=QUEUE, CONSUMER_TYPE=CONSUMER, TF_HOST="127.0.0.1",
-                    TF_PORT=str(tf_port), METRICS_PORT=str(metrics_port), JOB_TIMEOUT="5", MAX_ATTEMPTS="1",
-                    GRPC_BACKOFF="0.2", RETRY_BACKOFF_CAP="1", LOG_FORMAT="text")
+    settings = {"REDIS_URL": redis_server.url, "QUEUE": QUEUE, "CONSUMER_TYPE": CONSUMER, "TF_HOST": "127.0.0.1",
+                "TF_PORT": str(tf_port), "METRICS_PORT": str(metrics_port), "JOB_TIMEOUT": "5", "MAX_ATTEMPTS": "1",
+                "GRPC_BACKOFF": "0.2", "RETRY_BACKOFF_CAP": "1", "LOG_FORMAT": "text"}
     settings.update(env)
     return WorkerProcess(worker_env(**settings), log_dir=str(tmp_path), name=f"wait-{uuid.uuid4().hex[:4]}").start()
 
@@ -80,7 +81,7 @@ def test_a_model_server_down_longer_than_job_timeout_costs_no_attempt(redis_serv
         server.stop()
         down_at = time.monotonic()
         keys = [_job(client) for _ in range(5)]
-        code, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "waiting" in r[1] and r,
+        _, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "waiting" in r[1] and r,
                                 timeout=30, message="/readyz reporting the wait")
         assert "waiting for TensorFlow Serving, not claiming" in body and f"127.0.0.1:{tf_port}" in body, body
         assert "unreachable" in body, body
@@ -90,7 +91,8 @@ def test_a_model_server_down_longer_than_job_timeout_costs_no_attempt(redis_serv
         assert worker.alive(), worker.output()[-3000:]
         assert client.llen(f"dead-{QUEUE}") == 0
         assert all(client.hget(k, "status") == "new" for k in keys), [client.hgetall(k) for k in keys]
-        now = float("%d.%06d" % client.time())
+        seconds, micros = client.time()
+        now = seconds + micros / 1e6
         live = client.zrangebyscore(f"consumers:{QUEUE}", now, "+inf")  # heartbeat not expired
         assert [c for c in live if c.startswith(worker.name)], live
         # the released job went back to the head: it is still the next one to run
@@ -228,7 +230,7 @@ def test_a_model_still_loading_is_waited_for_and_a_wrong_name_is_not(redis_serve
     worker = _worker(redis_server, tmp_path, port, metrics_port, MAX_ATTEMPTS="1")
     try:
         key = _job(client)
-        code, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "loading" in r[1] and r,
+        _, body = wait_until(lambda: (r := _get(metrics_port, "/readyz"))[0] == 503 and "loading" in r[1] and r,
                                 timeout=30, message="/readyz reporting the rollout")
         assert "still loading model 'Identity' version 1" in body, body
         assert _metric(metrics_port, "redis_consumer_waiting_for_model") == 1
@@ -243,3 +245,30 @@ def test_a_model_still_loading_is_waited_for_and_a_wrong_name_is_not(redis_serve
     finally:
         worker.terminate(30)
         server.stop()
+
+
+def test_the_client_tells_an_unreachable_server_from_one_answering_unavailable():
+    """The kind of failure comes from the TF client: ServingUnavailable only when the channel is
+    down; an UNAVAILABLE answer from a connected server stays a plain TransientError."""
+    from redis_consumer.errors import ServingUnavailable, TransientError
+    from redis_consumer.settings import Settings
+    from redis_consumer.tfserving.client import DOWN, UP, TFServingClient
+
+    def make(port, **kw):
+        return TFServingClient(Settings.from_env({}, TF_HOST="127.0.0.1", TF_PORT=port, GRPC_BACKOFF=0.01,
+                                                 RETRY_BACKOFF_CAP=0.05, MAX_RETRY=2, **kw))
+
+    nobody = make(free_port())
+    with pytest.raises(ServingUnavailable, match="unreachable") as info:
+        nobody.predict("Identity", 1, {"image": np.zeros((1, 4, 4, 1), np.float32)}, deadline=30)
+    assert info.value.model == "Identity" and info.value.version == 1
+    assert nobody.probe("Identity", 1, timeout=0.3)[0] == DOWN
+    with ModelServer(fail_rate=1.0) as flaky:
+        busy = make(flaky.port)
+        with pytest.raises(TransientError, match="UNAVAILABLE") as info:
+            busy.predict("Identity", 1, {"image": np.zeros((1, 4, 4, 1), np.float32)}, deadline=30)
+        assert not isinstance(info.value, ServingUnavailable)
+        assert busy.probe("Identity", 1) == (UP, "")
+        assert busy.probe("NoSuchModel", 1) == (UP, "")  # the server answers: its jobs fail as user errors
+    nobody.close()
+    busy.close()

@@ -19,7 +19,14 @@ from typing import Any
 
 import grpc
 
-from ..errors import JobTimeout, ServingUnavailable, TransientError, UserError, one_sentence, quote
+from ..errors import (
+    JobTimeout,
+    ServingUnavailable,
+    TransientError,
+    UserError,
+    one_sentence,
+    quote,
+)
 from ..utils.backoff import full_jitter
 
 log = logging.getLogger(__name__)

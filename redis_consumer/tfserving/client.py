@@ -128,7 +128,7 @@ class TFServingClient(Caller):
         try:
             self._callable(GET_MODEL_METADATA)(request, timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as exc:
-            code, details = status(exc)
+            code = status(exc)[0]
             observe(GET_MODEL_METADATA, code.name, time.monotonic() - start)
             if code in RETRYABLE:
                 return DOWN, one_sentence(f"TensorFlow Serving at {self.target} is unreachable ({code.name})")
