@@ -95,6 +95,9 @@ class Worker:
         self.shutdown_deadline: float | None = None
         self.last_heartbeat_ok: float = 0.0
         self.last_heartbeat_attempt: float = 0.0
+        #: After our own heartbeats failed, no reaping before this (monotonic): see `_beat_and_reap`.
+        self._reap_not_before: float = 0.0
+        self._beat_failed = False
         self.jobs_processed = 0
         #: Why the worker is not claiming (TF Serving unreachable), or None: /readyz and the metric read it.
         self.model_wait: str | None = None
@@ -194,6 +197,7 @@ class Worker:
                 self._recover_own_list()
                 return True
             except _REDIS_DOWN as exc:
+                self._beat_failed = True  # the supervisor holds its first reap back (see _beat_and_reap)
                 delay = backoff.next()
                 log.warning("waiting for redis (%s); retrying in %.2fs", type(exc).__name__, delay)
                 self.stopping.wait(delay)
@@ -334,6 +338,16 @@ class Worker:
         except _REDIS_DOWN as exc:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
             self.middleware.heartbeat(self.queue, False)
+            self._beat_failed = True
+            return
+        if self._beat_failed:
+            # Redis was out of reach (restart, failover): every worker's score may have lapsed
+            # meanwhile. The others beat again within one interval of reaching it (plus one socket
+            # timeout for an attempt in flight); reaping before then would take live workers for
+            # dead, so a short HEARTBEAT_TTL stays safe through outages longer than it.
+            self._beat_failed = False
+            self._reap_not_before = self.last_heartbeat_ok + interval + float(self.settings.REDIS_TIMEOUT)
+        if time.monotonic() < self._reap_not_before:
             return
         try:
             reaped = self.supervisor_broker.reap(lock_ms=int(interval * 1000))
