@@ -2,7 +2,7 @@
 
 Against a private redis-server (append-only, `appendfsync everysec` as in production), N
 simulated workers spread over Q queues do exactly what a worker's supervisor thread does every
-interval: `Broker.heartbeat()` (the `heartbeat` script) and `Broker.reap(lock_ms=interval)`
+interval: `Broker.heartbeat()` (the `heartbeat` script) and `Broker.reap(lock_ms=0.8 x interval)`
 (`SET NX PX` on the queue's reaper lock, the `reap` script for whoever gets it), phases spread
 evenly over the interval. The server's own CPU (`INFO cpu`, user + sys) and commands
 (`INFO commandstats`) over a window give the cost. For candidates with a short TTL, one
@@ -87,7 +87,7 @@ class Fleet:
             if broker.consumer_id in self.silent:
                 continue
             broker.heartbeat()
-            broker.reap(lock_ms=int(self.interval * 1000))
+            broker.reap(lock_ms=int(self.interval * 800))  # as Worker._beat_and_reap
             with self._lock:
                 self.beats += 1
 

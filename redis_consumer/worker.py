@@ -350,7 +350,10 @@ class Worker:
         if time.monotonic() < self._reap_not_before:
             return
         try:
-            reaped = self.supervisor_broker.reap(lock_ms=int(interval * 1000))
+            # the lock lapses a little before our next attempt: held for a whole interval, it was
+            # often still ours when we came back (timer drift), so a lone reaper ran every other
+            # interval and a dead worker's job waited TTL + 2 intervals instead of TTL + 1
+            reaped = self.supervisor_broker.reap(lock_ms=int(interval * 800))
         except _REDIS_DOWN as exc:
             log.warning("reaper failed (%s)", type(exc).__name__)
             return
