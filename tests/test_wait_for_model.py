@@ -190,6 +190,32 @@ def test_a_server_that_answers_with_errors_still_counts_attempts(redis_server, t
         failing.stop()
 
 
+def test_a_server_that_dies_during_the_call_counts_the_attempt(redis_server, tmp_path):
+    """The job may have crashed the server (a poison input): a server that was READY when the
+    call began and went away during it is not "unreachable", so the attempt counts and such a job
+    ends dead-lettered instead of crashing TF Serving forever from the queue head."""
+    client = redis_server.client()
+    client.flushall()
+    server = ModelServer(gpu_base_ms=4000, gpu_tile=0).start()  # SimulatedGPU holds each call 4 s
+    worker = _worker(redis_server, tmp_path, server.port, 0, MAX_ATTEMPTS="1", JOB_TIMEOUT="30", MAX_RETRY="3",
+                     GRPC_BACKOFF="0.1")
+    try:
+        key = _job(client, model_name="SimulatedGPU")
+        wait_until(lambda: client.hget(key, "status") == "started", timeout=30, message="the job to start")
+        time.sleep(1.5)  # the Predict call is in flight on the server
+        server.proc.kill()
+        server.proc.wait(10)
+        job = wait_final(client, key, timeout=60)
+        assert job["status"] == "failed" and job["failure_type"] == "system", job
+        assert job["attempts"] == "1" and "UNAVAILABLE" in job["reason"], job
+        assert client.lrange(f"dead-{QUEUE}", 0, -1) == [key]
+        assert "not claiming" not in worker.output()
+        assert worker.alive()
+    finally:
+        worker.terminate(30)
+        server.stop()
+
+
 class RollingOut(DevModelServer):
     """The dev model server (in this process, real gRPC) while a rollout loads Identity: metadata and
     Predict answer NOT_FOUND and GetModelStatus says LOADING, as TF Serving does for a servable

@@ -71,6 +71,7 @@ class TFServingClient(Caller):
         self._metadata: dict[tuple[str, str], tuple[float, ModelMetadata]] = {}
         self.max_batch: dict[str, int] = {}
         self._state: grpc.ChannelConnectivity | None = None  # the channel's last connectivity state
+        self._left_ready_at: float | None = None  # monotonic time it last stopped being READY
 
     # ----- channel -----
     def channel(self) -> grpc.Channel:
@@ -83,7 +84,7 @@ class TFServingClient(Caller):
                     self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
                     self._callables = {}
                     self._pid = pid
-                    self._state = None
+                    self._state = self._left_ready_at = None
                     self._channel.subscribe(self._on_state, try_to_connect=False)
         return self._channel
 
@@ -95,6 +96,8 @@ class TFServingClient(Caller):
         return fn
 
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        if self._state == grpc.ChannelConnectivity.READY and state != grpc.ChannelConnectivity.READY:
+            self._left_ready_at = time.monotonic()
         self._state = state
 
     def close(self) -> None:
@@ -113,10 +116,13 @@ class TFServingClient(Caller):
         except grpc.FutureTimeoutError:
             return False
 
-    def connected(self) -> bool:
-        """Whether the channel is connected (READY) now, without waiting: `calls.Caller.unreachable`
-        asks when UNAVAILABLE retries ran out, maybe with milliseconds of the job's time left."""
-        return self._state == grpc.ChannelConnectivity.READY
+    def down_since_before(self, began: float) -> bool:
+        """Whether the channel is not connected now and stopped being READY before `began` (or
+        never was): from gRPC's connectivity callbacks, without waiting, since `calls` asks when
+        UNAVAILABLE retries ran out, maybe with milliseconds of the job's time left."""
+        if self._state == grpc.ChannelConnectivity.READY:
+            return False
+        return self._left_ready_at is None or self._left_ready_at <= began
 
     def probe(self, model: str, version: int | str | None = None, timeout: float = 2.0) -> tuple[str, str]:
         """One cheap health probe for a waiting worker: GetModelMetadata, no retries, waiting up to
