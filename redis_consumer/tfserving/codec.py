@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -149,6 +150,11 @@ def _strings(a: np.ndarray) -> list[bytes]:
 
 def tensor_head(datatype: int, shape: Sequence[int]) -> bytes:
     """A TensorProto's leading `dtype` and `tensor_shape` fields (the values follow)."""
+    return _tensor_head(int(datatype), tuple(int(d) for d in shape))
+
+
+@lru_cache(maxsize=256)  # a worker sends the same few batch shapes over and over
+def _tensor_head(datatype: int, shape: tuple[int, ...]) -> bytes:
     return wire.tag(F_DTYPE, wire.VARINT) + wire.varint(datatype) + wire.len_field(F_SHAPE, shape_bytes(shape))
 
 
@@ -189,11 +195,18 @@ def tensor_bytes(arr: Any, *, form: str = "content", dtype: Any = None) -> bytes
 
 
 def parse_shape(buf, offset: int, length: int) -> tuple[int, ...]:
+    if length <= 64:  # replies repeat the same few shapes: skip the field walk
+        return _parse_shape(bytes(buf[offset:offset + length]))
+    return _parse_shape.__wrapped__(bytes(buf[offset:offset + length]))
+
+
+@lru_cache(maxsize=256)
+def _parse_shape(raw: bytes) -> tuple[int, ...]:
     dims = []
-    for number, wt, pos, size in wire.fields(buf, offset, offset + length):
+    for number, wt, pos, size in wire.fields(raw, 0, len(raw)):
         if number == 2 and wt == wire.LEN:
             value = 0
-            for n2, wt2, v2, _ in wire.fields(buf, pos, pos + size):
+            for n2, wt2, v2, _ in wire.fields(raw, pos, pos + size):
                 if n2 == 1 and wt2 == wire.VARINT:
                     value = v2 - (1 << 64) if v2 >= 1 << 63 else v2
             dims.append(value)

@@ -154,6 +154,84 @@ def fresh_bytes(size: int) -> tuple[bytes, np.ndarray]:
     api.PyBytes_AsString.restype = ctypes.c_void_p
     api.PyBytes_AsString.argtypes = (ctypes.py_object,)
     data = api.PyBytes_FromStringAndSize(None, size)
-    address = api.PyBytes_AsString(data)
-    view = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(address))
-    return data, view
+    return data, _writable_view(data)
+
+
+class BytesPool:
+    """Reuses big private `bytes` once nobody else holds them: warm pages, no fresh page faults.
+
+    A 64 MB request built in a fresh allocation pays ~16k page faults (mmap'd by malloc, zeroed
+    by the kernel, then unmapped on free): several times the copy itself. `take(size)` returns a
+    pooled object of exactly `size` whose only references are the pool's, else a fresh one it
+    keeps for next time. Ownership is checked with the reference count, so a request still held
+    by gRPC, a caller, a memoryview or a numpy view is never handed out again.
+    Buffers under `min_size` are not pooled (malloc serves those from warm heap memory).
+    """
+
+    def __init__(self, min_size: int = 1 << 20, per_size: int = 4, max_bytes: int = 512 << 20) -> None:
+        import threading
+
+        self.min_size, self.per_size, self.max_bytes = min_size, per_size, max_bytes
+        self._free: dict[int, list[bytes]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def take(self, size: int) -> tuple[bytes, np.ndarray]:
+        """A private `bytes` of `size` (contents undefined) and a writable uint8 view of it."""
+        import sys
+
+        if size >= self.min_size:
+            with self._lock:
+                for data in self._free.get(size, ()):
+                    # references: the pool's list, the loop variable, getrefcount's argument
+                    if sys.getrefcount(data) <= 3:
+                        self.hits += 1
+                        return data, _writable_view(data)
+                self.misses += 1
+                data, view = fresh_bytes(size)
+                bucket = self._free.setdefault(size, [])
+                if len(bucket) < self.per_size and self._bytes + size <= self.max_bytes:
+                    bucket.append(data)
+                    self._bytes += size
+                return data, view
+        return fresh_bytes(size)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+            self._bytes = 0
+
+
+def _writable_view(data: bytes) -> np.ndarray:
+    import ctypes
+
+    api = ctypes.pythonapi
+    api.PyBytes_AsString.restype = ctypes.c_void_p
+    api.PyBytes_AsString.argtypes = (ctypes.py_object,)
+    raw = (ctypes.c_ubyte * len(data)).from_address(api.PyBytes_AsString(data))
+    raw._owner = data  # the view keeps the bytes alive (and counted as in use by BytesPool)
+    return np.ctypeslib.as_array(raw)
+
+
+#: The process's pool for predict requests (client) and replies (dev server).
+POOL = BytesPool()
+
+
+def join_chunks(chunks: list, total: int | None = None, pool: BytesPool | None = POOL) -> bytes:
+    """`b"".join(chunks)`, written into a pooled buffer when the message is big."""
+    if total is None:
+        total = sum(len(c) if not isinstance(c, memoryview) else c.nbytes for c in chunks)
+    if pool is None or total < pool.min_size:
+        return b"".join(chunks)
+    data, view = pool.take(total)
+    pos = 0
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        part = np.frombuffer(chunk, dtype=np.uint8)
+        view[pos:pos + part.size] = part
+        pos += part.size
+    if pos != total:
+        raise ValueError(f"chunks hold {pos} bytes, expected {total}")
+    return data
