@@ -588,6 +588,10 @@ def main() -> int:
         result["cheapest_peer_redis_cpu"] = cheapest
         result["cheapest_peer_redis_cpu_us_per_job"] = peers[cheapest]["redis_cpu_us_per_job"]
         result["ours_redis_cpu_us_per_job"] = ours["redis_cpu_us_per_job"]
+    reruns = {k: v.get("sigkill_rerun_s") for k, v in peers.items() if v.get("sigkill_rerun_s") is not None}
+    if reruns:
+        result["fastest_peer_rerun"] = min(reruns, key=reruns.get)
+        result["fastest_peer_rerun_s"] = reruns[result["fastest_peer_rerun"]]
     result["wall_s"] = round(time.monotonic() - t_start, 1)
     print(json.dumps(result))
     return 0
