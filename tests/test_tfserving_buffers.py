@@ -99,3 +99,16 @@ def test_tiler_sends_the_dtype_the_model_declares(dtype):
     assert gpu.seen == np.dtype(dtype)
     assert out.dtype == np.float32  # the output dtype the model declares
     np.testing.assert_array_equal(out, images.astype(dtype).astype(np.float32))
+
+
+def test_a_held_slice_of_a_writer_array_keeps_its_buffer_out_of_reuse():
+    spec = {"image": (np.float32, (1, 512, 1024, 1))}  # 2 MB: pooled
+    first = messages.RequestWriter("M", 1, spec)
+    tiles = first.arrays["image"][0, :10]  # e.g. a tiler still holding a slice
+    tiles[...] = 5
+    data = first.finish()
+    del data, first
+    second = messages.RequestWriter("M", 1, spec)
+    second.arrays["image"][...] = 9
+    assert not np.shares_memory(tiles, second.arrays["image"])
+    assert np.all(tiles == 5)

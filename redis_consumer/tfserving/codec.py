@@ -9,6 +9,7 @@ bool); varint fields (`int_val`, `int64_val`, `half_val`, ...) are decoded with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -241,7 +242,7 @@ def decode_tensor(buf, offset: int = 0, length: int | None = None) -> np.ndarray
     if any(d < 0 for d in shape):
         raise CodecError(f"tensor has an unknown dimension in shape {shape}")
     dtype, field, layout = _TYPES[datatype]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact Python ints (1 for a scalar's empty shape)
     if content is not None and datatype != DT_STRING:
         pos, size = content
         if size != count * dtype.itemsize:
