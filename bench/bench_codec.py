@@ -76,9 +76,10 @@ def interleaved(fns: dict, repeat: int) -> dict[str, float]:
 
 
 def by_size(sizes_mb: list[int], repeat: int) -> dict:
-    """ours encode+decode vs a warm memcpy of the same bytes, per size."""
+    """ours encode+decode vs a warm memcpy of the same bytes, per size (more repeats when small)."""
     out = {}
     for mb in sizes_mb:
+        reps = max(repeat, repeat * 64 // mb)
         n = mb * (1 << 20) // 4
         x = np.random.default_rng(mb).random(n, dtype=np.float32).reshape(1, -1, 1024, 1)
         dst = np.empty_like(x)
@@ -94,7 +95,7 @@ def by_size(sizes_mb: list[int], repeat: int) -> dict:
             x.tobytes()
 
         ours()  # warm the buffer pool
-        t = interleaved({"warm_memcpy": lambda: np.copyto(dst, x), "ours": ours, "fresh_copy": fresh_copy}, repeat)
+        t = interleaved({"warm_memcpy": lambda: np.copyto(dst, x), "ours": ours, "fresh_copy": fresh_copy}, reps)
         out[f"{mb}MB"] = {"warm_memcpy_ms": t["warm_memcpy"] * 1e3, "fresh_copy_ms": t["fresh_copy"] * 1e3,
                           "ours_ms": t["ours"] * 1e3, "ours_vs_warm_memcpy": t["ours"] / t["warm_memcpy"]}
     return out
@@ -220,8 +221,8 @@ def main() -> int:
 
     ours = enc + max(dec_fields, dec_content)
     lst = lst_enc + lst_dec
-    sizes = by_size([1, 16, 64], 9 if args.quick else 21)
-    trip = round_trip(9 if args.quick else 21)
+    sizes = by_size([1, 16, 64], 11 if args.quick else 31)
+    trip = round_trip(15 if args.quick else 41)
     result = {
         "bench": "codec",
         "shape": list(x.shape),
