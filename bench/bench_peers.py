@@ -533,7 +533,7 @@ def main() -> int:
     t_start = time.monotonic()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a timeout still cleans up (finally below)
     ensure_peers_venv()
-    samples, jobs = (10, 600) if args.quick else (60, 5000)
+    samples, jobs = (10, 600) if args.quick else (40, 2000)
     cap = args.cap or (40.0 if args.quick else 120.0)
     names = args.only or ["ours", *PEERS]
     server = RedisServer(appendonly=False).start()
