@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -145,7 +146,7 @@ def _arq_settings():
     from arq.worker import func
 
     class WorkerSettings:
-        functions = [func(ajob_null, name="null"), func(ajob_stamp, name="stamp"),
+        functions = [func(ajob_null, name="null"), func(ajob_stamp, name="stamp"),  # noqa: RUF012
                      func(ajob_sleeper, name="sleeper")]
         redis_settings = RedisSettings(port=int(os.environ["BENCH_REDIS_PORT"]))
         queue_name = qname()
@@ -289,7 +290,8 @@ def peer_main(argv: list[str]) -> None:
 def ensure_peers_venv() -> None:
     """Create .venv-peers with the peers from PyPI when it is missing (once, ~1 minute)."""
     probe = "import rq, celery, dramatiq, arq, taskiq, taskiq_redis"
-    if PEERS_PY.exists() and subprocess.run([str(PEERS_PY), "-c", probe], capture_output=True).returncode == 0:
+    if PEERS_PY.exists() and subprocess.run([str(PEERS_PY), "-c", probe], capture_output=True,
+                                            check=False).returncode == 0:
         return
     subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
     subprocess.run([str(PEERS_PY), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PEER_PACKAGES],
@@ -441,19 +443,19 @@ def pickup(system: System, samples: int) -> dict:
             r.hset(key, mapping={"status": "new"})
             t0 = time.time()
             r.lpush(system.queue, key)
-            started = wait_for(lambda: r.hget(key, "started_at"), 10, proc=proc)
+            started = wait_for(lambda key=key: r.hget(key, "started_at"), 10, proc=proc)
             lat.append((parse_iso(started.decode()).timestamp() - t0) * 1e3 if started else float("nan"))
         else:
             # the enqueue runs in a peers-venv process: the push time is taken there, just before
             # the push, so interpreter start-up is not counted
             before = time.time()
             system.enqueue("stamp", 1, [i])
-            started = wait_for(lambda: r.get(f"bench:pk:{i}"), 10, proc=proc)
+            started = wait_for(lambda i=i: r.get(f"bench:pk:{i}"), 10, proc=proc)
             pushed = float(r.get("bench:push_t") or before)
             lat.append((float(started) - pushed) * 1e3 if started else float("nan"))
         time.sleep(0.02)
     system.stop(proc)
-    ok = [v for v in lat if v == v]
+    ok = [v for v in lat if not math.isnan(v)]
     return {"pickup_p50_ms": statistics.median(ok) if ok else None, "pickup_p99_ms": percentile(ok, 99) if ok else None,
             "pickup_samples": len(ok)}
 
@@ -551,7 +553,7 @@ def main() -> int:
                 log(f"{name}: throughput")
                 row.update(throughput(system, jobs))
                 log(f"{name}: done {row}")
-            except Exception as exc:  # one peer failing must not hide the others' figures
+            except Exception as exc:  # noqa: BLE001 - one peer failing must not hide the others' figures
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
             finally:
                 for proc in system.procs:

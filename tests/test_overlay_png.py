@@ -7,7 +7,8 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from redis_consumer.utils import overlay
@@ -31,7 +32,8 @@ def _scene(h: int = 300, w: int = 410) -> tuple[np.ndarray, np.ndarray]:
 def test_save_png_is_a_valid_palette_png_with_the_overlay_pixels(tmp_path):
     plane, labels = _scene()
     path = overlay.save_png(str(tmp_path / "o.png"), plane, labels)
-    data = open(path, "rb").read()
+    with open(path, "rb") as fh:
+        data = fh.read()
     image = _decode(data)
     assert image.mode == "P" and image.size == (410, 300)
     assert np.array_equal(np.asarray(image), overlay.indexed(plane, labels))

@@ -36,7 +36,7 @@ def test_pool_reuses_a_buffer_only_when_nobody_holds_it():
 
 def test_small_buffers_bypass_the_pool():
     pool = wire.BytesPool(min_size=1 << 20)
-    data, view = pool.take(100)
+    data, _view = pool.take(100)
     assert len(data) == 100 and pool.hits == pool.misses == 0
 
 

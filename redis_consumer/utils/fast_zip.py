@@ -66,7 +66,7 @@ class FastZipWriter:
 
     def __init__(self, file: str | BinaryIO, level: int = 1) -> None:
         self._own = isinstance(file, (str, bytes)) or hasattr(file, "__fspath__")
-        self._fp: BinaryIO = open(file, "wb") if self._own else file  # type: ignore[arg-type]
+        self._fp: BinaryIO = open(file, "wb") if self._own else file  # type: ignore[arg-type]  # noqa: SIM115
         self._offset = 0 if self._own else self._fp.tell()
         self._start = self._offset
         self.level = level
@@ -132,7 +132,7 @@ class FastZipWriter:
         else:
             self._fp.flush()
 
-    def __enter__(self) -> FastZipWriter:
+    def __enter__(self) -> FastZipWriter:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
