@@ -112,3 +112,15 @@ def test_a_held_slice_of_a_writer_array_keeps_its_buffer_out_of_reuse():
     second.arrays["image"][...] = 9
     assert not np.shares_memory(tiles, second.arrays["image"])
     assert np.all(tiles == 5)
+
+
+def test_a_reused_buffer_hashes_by_its_new_contents():
+    pool = wire.BytesPool(min_size=1000)
+    data, view = pool.take(5000)
+    view[:] = 1
+    old_hash = hash(data)
+    del data, view
+    again, view = pool.take(5000)
+    view[:] = 2
+    assert pool.hits == 1
+    assert hash(again) == hash(b"\x02" * 5000) != old_hash

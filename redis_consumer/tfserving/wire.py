@@ -203,6 +203,7 @@ class BytesPool:
             for entry in self._free.get(size, ()):
                 if _holders(entry) == entry[2]:  # only the pool holds the bytes and its view
                     self.hits += 1
+                    _forget_hash(entry[0])
                     return entry[0], entry[1]
             self.misses += 1
             entry = list(fresh_bytes(size))  # [bytes, view]; no other names may hold them here
@@ -226,6 +227,15 @@ def _holders(entry: list) -> tuple[int, int, int]:
 
     view = entry[1]
     return sys.getrefcount(entry[0]), sys.getrefcount(view), sys.getrefcount(view.base)
+
+
+def _forget_hash(data: bytes) -> None:
+    """Reset the hash CPython caches in a bytes object (`ob_shash`, the word just before its
+    characters), so a reused buffer never carries its previous contents' hash."""
+    import ctypes
+
+    _, address, _ = _capi()
+    ctypes.c_ssize_t.from_address(address(data) - ctypes.sizeof(ctypes.c_ssize_t)).value = -1
 
 
 def _writable_view(data: bytes) -> np.ndarray:
