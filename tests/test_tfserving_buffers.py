@@ -124,3 +124,24 @@ def test_a_reused_buffer_hashes_by_its_new_contents():
     view[:] = 2
     assert pool.hits == 1
     assert hash(again) == hash(b"\x02" * 5000) != old_hash
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "int8", "uint16", "int64", "bool", "complex64"])
+@pytest.mark.parametrize("version", [None, 0, 7, "canary"])
+def test_one_input_fast_path_is_the_request_protobuf_reads(dtype, version):
+    rng = np.random.default_rng(1)
+    arr = (rng.random((2, 5, 3)) * 100).astype(dtype)
+    data = messages.frame_predict_request("Seg", version, {"image": arr}, signature="serving_default")
+    general = messages.frame_predict_request("Seg", version, {"image": arr}, signature="serving_default",
+                                             output_filter=["x"])  # the general path (then one more field)
+    assert general.startswith(data) and len(general) > len(data)
+    req = pb.PredictRequest.FromString(data)
+    assert req.model_spec.name == "Seg" and req.model_spec.signature_name == "serving_default"
+    if isinstance(version, int) and version:
+        assert req.model_spec.version.value == version
+    if isinstance(version, str):
+        assert req.model_spec.version_label == version
+    t = req.inputs["image"]
+    assert [d.size for d in t.tensor_shape.dim] == list(arr.shape)
+    assert t.tensor_content == arr.tobytes()
+    np.testing.assert_array_equal(messages.parse_predict_request(data).inputs["image"], arr)
