@@ -60,12 +60,12 @@ def _check(fleet: Fleet, batch) -> None:
 
 
 @SETTINGS
-@given(batch=st.lists(job_specs(exclude_known=True), min_size=1, max_size=BATCH_SIZE))
+@given(batch=st.lists(job_specs(exclude_known=True), min_size=max(1, BATCH_SIZE // 2), max_size=BATCH_SIZE))
 def test_fuzz_known_classes_excluded(fleet, batch):
     _check(fleet, batch)
 
 
 @SETTINGS
-@given(batch=st.lists(job_specs(exclude_known=False), min_size=1, max_size=BATCH_SIZE))
+@given(batch=st.lists(job_specs(exclude_known=False), min_size=max(1, BATCH_SIZE // 2), max_size=BATCH_SIZE))
 def test_fuzz_all_inputs(fleet, batch):
     _check(fleet, batch)

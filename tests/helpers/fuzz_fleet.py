@@ -172,6 +172,12 @@ class Fleet:
         for q in (QUEUE, ZIP_QUEUE):
             scores = [s for _, s in self.client.zrange(f"consumers:{q}", 0, -1, withscores=True)]
             if not any(s > now for s in scores):
+                # a crashing worker deregisters before it exits: tell a death from a hang
+                for _ in range(30):
+                    dead = [(n, w) for n, w in self.workers.items() if not w.alive()]
+                    if dead:
+                        return "worker-died", f"{dead[0][0]} exited with {dead[0][1].proc.returncode}"
+                    time.sleep(0.1)
                 return "hang", f"no fresh heartbeat on consumers:{q} (expiries {scores}, now {now:.0f})"
         return None
 
