@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("FUZZ_PROFILE", "long")
 
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from tests.helpers.fuzz_fleet import Failure, Fleet, cleanup  # noqa: E402
-from tests.helpers.fuzz_jobs import FOUND_CLASSES, KNOWN_CLASSES, JobSpec, job_specs  # noqa: E402
-from tests.helpers.redis_server import RedisServer  # noqa: E402
+from tests.helpers.fuzz_fleet import Failure, Fleet, cleanup
+from tests.helpers.fuzz_jobs import FOUND_CLASSES, KNOWN_CLASSES, JobSpec, job_specs
+from tests.helpers.redis_server import RedisServer
 
 _EXC = re.compile(r"\\n([A-Za-z_.]*(?:Error|Exception|Exit|Interrupt)): ")
 
@@ -134,15 +134,15 @@ def _excerpt(log_tail: str, chars: int = 1200) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="20 s of fuzzing, 10 s of minimizing")
-    p.add_argument("--seconds", type=float, default=None, help="fuzzing budget over both phases (default 50)")
-    p.add_argument("--minimize-seconds", type=float, default=None, help="budget for minimal repros (default 30)")
+    p.add_argument("--seconds", type=float, default=None, help="fuzzing budget over both phases (default 40)")
+    p.add_argument("--minimize-seconds", type=float, default=None, help="budget for minimal repros (default 20)")
     p.add_argument("--batch-size", type=int, default=6)
     p.add_argument("--exclude", default="", help=f"also leave out these found classes: {','.join(FOUND_CLASSES)}")
     p.add_argument("--only", choices=("all", "excluded"), default=None)
     p.add_argument("--seed", type=int, default=None, help="derandomize (same cases every run)")
     args = p.parse_args(argv)
-    seconds = args.seconds if args.seconds is not None else (20.0 if args.quick else 50.0)
-    minimize_seconds = args.minimize_seconds if args.minimize_seconds is not None else (10.0 if args.quick else 30.0)
+    seconds = args.seconds if args.seconds is not None else (20.0 if args.quick else 40.0)
+    minimize_seconds = args.minimize_seconds if args.minimize_seconds is not None else (10.0 if args.quick else 20.0)
     exclude = tuple(c for c in args.exclude.split(",") if c)
     warnings.simplefilter("ignore")
     started = time.monotonic()

@@ -31,13 +31,13 @@ from tests.helpers.fuzz_fleet import Fleet, cleanup
 from tests.helpers.fuzz_jobs import job_specs
 
 PROFILE = os.environ.get("FUZZ_PROFILE", "ci")
-_SIZES = {"ci": (8, 5), "long": (40, 8)}[PROFILE]
+_SIZES = {"ci": (20, 6), "long": (150, 8)}[PROFILE]
 BATCHES = int(os.environ.get("FUZZ_BATCHES", _SIZES[0]))
 BATCH_SIZE = int(os.environ.get("FUZZ_BATCH_SIZE", _SIZES[1]))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_COMMON = dict(max_examples=BATCHES, deadline=None, print_blob=True,
-               suppress_health_check=list(HealthCheck))
+_COMMON = {"max_examples": BATCHES, "deadline": None, "print_blob": True,
+           "suppress_health_check": list(HealthCheck)}
 if PROFILE == "ci":
     SETTINGS = settings(derandomize=True, database=None, phases=[Phase.explicit, Phase.generate], **_COMMON)
 else:

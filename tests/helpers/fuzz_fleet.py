@@ -80,7 +80,7 @@ def reason_problem(reason: str) -> str | None:
 class Fleet:
     """One image worker and one zip worker against `redis_url`; files under `base`."""
 
-    def __init__(self, redis_url: str, base: str | os.PathLike | None = None, job_timeout: float = 20.0) -> None:
+    def __init__(self, redis_url: str, base: str | os.PathLike | None = None, job_timeout: float = 10.0) -> None:
         self.redis_url = redis_url
         self.base = Path(base or tempfile.mkdtemp(prefix="rc-fuzz-"))
         self.bucket = self.base / "bucket"
@@ -105,7 +105,7 @@ class Fleet:
             CONSUMER_TYPE=consumer, REDIS_URL=self.redis_url, QUEUE=QUEUE, STORAGE_BUCKET=f"file://{self.bucket}",
             OUTPUT_URL_MODE="key", TF_HOST="127.0.0.1", TF_PORT=str(self.model.port), MAX_ATTEMPTS="2",
             RETRY_BACKOFF_CAP="0.2", MAX_RETRY="1", GRPC_BACKOFF="0.1", JOB_TIMEOUT=str(self.job_timeout),
-            LOG_LEVEL="INFO", AWS_SECRET_ACCESS_KEY=SECRET, REDIS_CONSUMER_FUZZ_SECRET=SECRET,
+            LOG_LEVEL="INFO", MAX_ZIP_ENTRIES="200", AWS_SECRET_ACCESS_KEY=SECRET, REDIS_CONSUMER_FUZZ_SECRET=SECRET,
         )
 
     def start(self) -> Fleet:
@@ -212,12 +212,19 @@ class Fleet:
     def _children(self, key: bytes) -> list[bytes]:
         return list(self.client.lrange(b"children:" + key, 0, -1))
 
-    def wait(self, keys: list[bytes], timeout: float) -> tuple[list[bytes], tuple[str, str] | None]:
-        """Wait until `keys` (and their zip children) are final or dead; (still pending, health problem)."""
-        deadline = time.monotonic() + timeout
+    def wait(self, keys: list[bytes], stall: float) -> tuple[list[bytes], tuple[str, str] | None]:
+        """Wait until `keys` (and their zip children) are final or dead; (still pending, health problem).
+
+        Gives up when no job became final for `stall` seconds (a zip may fan out hundreds of
+        children, so a total timeout would either be huge or flaky).
+        """
+        deadline = time.monotonic() + stall
+        best = None
         while True:
             everything = keys + [c for k in keys for c in self._children(k)]
             pending = self._pending(everything)
+            if best is None or len(pending) < best:
+                best, deadline = len(pending), time.monotonic() + stall
             problem = self.health()
             if not pending or problem or time.monotonic() > deadline:
                 return pending, problem
@@ -228,7 +235,7 @@ class Fleet:
         keyed = [(self.submit(s), s) for s in specs]
         keys = [k for k, _ in keyed]
         by_key = {k: s for k, s in keyed}
-        timeout = timeout or (self.job_timeout * 2 + 5 * len(specs))
+        timeout = timeout or self.job_timeout * 2 + 2
         pending, problem = self.wait(keys, timeout)
         failures: list[Failure] = []
         if problem:
@@ -236,7 +243,7 @@ class Fleet:
             failures.append(Failure(problem[0], problem[1], [by_key[k].describe() for k in suspects if k in by_key],
                                     self.log_tail()))
         elif pending:
-            failures.append(Failure("stuck", f"{len(pending)} job(s) not final after {timeout:.0f}s: "
+            failures.append(Failure("stuck", f"{len(pending)} job(s) not final, none ended in {timeout:.0f}s: "
                                     + ", ".join(k.decode() for k in pending[:5]),
                                     [by_key[k].describe() for k in pending if k in by_key], self.log_tail()))
         failures += self._check_reasons(keyed)
@@ -279,7 +286,7 @@ class Fleet:
                                            "created_at": now, "updated_at": now})
             self.client.lpush(queue, key)
             keys.append(key)
-        pending, problem = self.wait(keys, self.job_timeout * 3)
+        _, problem = self.wait(keys, self.job_timeout * 3)
         out = []
         for key in keys:
             data = self.client.hgetall(key)
