@@ -72,6 +72,13 @@ def minimize(fleet: Fleet, suspects: list[JobSpec], kind: str, budget: float) ->
         spec = JobSpec(culprit.queue_kind, trial, culprit.upload, culprit.tags)
         if trial and fails(spec):
             fields = trial
+    for name in list(fields):  # then shorten long values while it still fails
+        for size in (len(fields[name]) // 10, 64):
+            if len(fields[name]) <= size or size < 64 or time.monotonic() > deadline:
+                continue
+            trial = {**fields, name: fields[name][:size]}
+            if fails(JobSpec(culprit.queue_kind, trial, culprit.upload, culprit.tags)):
+                fields = trial
     if culprit.upload and time.monotonic() < deadline:
         spec = JobSpec(culprit.queue_kind, fields, None, culprit.tags)
         if fails(spec):

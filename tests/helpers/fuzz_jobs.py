@@ -82,7 +82,7 @@ class JobSpec:
     tags: set[str] = field(default_factory=set)  # known classes this spec belongs to
 
     def describe(self, limit: int = 96) -> dict:
-        """JSON-able repro: every field as hex (long values as head + length + sha-free pattern)."""
+        """JSON-able repro: text or hex; a long value as its length and repeated pattern (or head)."""
         def show(b: bytes) -> object:
             if len(b) <= limit:
                 try:
@@ -92,6 +92,9 @@ class JobSpec:
                 except UnicodeDecodeError:
                     pass
                 return {"hex": b.hex()}
+            for period in range(1, 17):  # drawn long values are a short pattern repeated
+                if b == (b[:period] * (len(b) // period + 1))[: len(b)]:
+                    return {"len": len(b), "repeat_hex": b[:period].hex()}
             return {"len": len(b), "head_hex": b[:limit].hex()}
         up = None
         if self.upload:
