@@ -31,7 +31,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.fuzz_fleet import Failure, Fleet, cleanup
-from tests.helpers.fuzz_jobs import FOUND_CLASSES, KNOWN_CLASSES, JobSpec, job_specs
+from tests.helpers.fuzz_jobs import (
+    FOUND_CLASSES,
+    KNOWN_CLASSES,
+    JobSpec,
+    classify,
+    job_specs,
+)
 from tests.helpers.redis_server import RedisServer
 
 _EXC = re.compile(r"\\n([A-Za-z_.]*(?:Error|Exception|Exit|Interrupt)): ")
@@ -83,7 +89,9 @@ def minimize(fleet: Fleet, suspects: list[JobSpec], kind: str, budget: float) ->
         spec = JobSpec(culprit.queue_kind, fields, None, culprit.tags)
         if fails(spec):
             culprit = JobSpec(culprit.queue_kind, fields, None, culprit.tags)
-    return JobSpec(culprit.queue_kind, fields, culprit.upload, culprit.tags).describe(limit=200)
+    final = JobSpec(culprit.queue_kind, fields, culprit.upload)
+    final.tags = classify(final)
+    return final.describe(limit=200)
 
 
 def run_phase(fleet: Fleet, exclude_known: bool, exclude: tuple[str, ...], seconds: float, batch_size: int,

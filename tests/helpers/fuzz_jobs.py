@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import struct
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -243,7 +244,8 @@ def image_bytes(exclude_known: bool, small: bool = False) -> st.SearchStrategy[b
 
 def _zip_bytes(entries: list[tuple[str, bytes]], stored: bool) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as zf:
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore")  # duplicate names are drawn on purpose
         for name, data in entries:
             try:
                 zf.writestr(name, data)
