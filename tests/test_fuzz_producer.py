@@ -15,7 +15,8 @@ batch's jobs are printed as hex/JSON repros) and `long` (random, database under
 `test_fuzz_known_classes_excluded` leaves out the input classes of the known defects of issue 15
 (non-UTF-8 bytes, kiosk fields > 4 KiB, > 16 channels) and the FUZZ_EXCLUDE classes (comma list
 of fuzz_jobs.FOUND_CLASSES, defects this fuzzer found; default none); `test_fuzz_all_inputs` draws from
-everything and is expected to fail until those defects are fixed.
+everything and is expected to fail until those defects are fixed. `test_defect_repro[name]` runs
+each defect's minimal repro (fuzz_jobs.regressions()) alone, so a fix can be checked by name.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from tests.helpers.fuzz_fleet import Fleet, cleanup
-from tests.helpers.fuzz_jobs import job_specs
+from tests.helpers.fuzz_jobs import job_specs, regressions
 
 PROFILE = os.environ.get("FUZZ_PROFILE", "ci")
 _SIZES = {"ci": (30, 6), "long": (150, 8)}[PROFILE]
@@ -72,3 +73,11 @@ def test_fuzz_known_classes_excluded(fleet, batch):
 @given(batch=st.lists(job_specs(exclude_known=False), min_size=max(1, BATCH_SIZE // 2), max_size=BATCH_SIZE))
 def test_fuzz_all_inputs(fleet, batch):
     _check(fleet, batch)
+
+
+REGRESSIONS = regressions()
+
+
+@pytest.mark.parametrize("name", list(REGRESSIONS))
+def test_defect_repro(fleet, name):
+    _check(fleet, [REGRESSIONS[name]])

@@ -186,28 +186,31 @@ _BOMB: dict[tuple[int, int], bytes] = {}
 
 
 def channel_bomb(channels: int = 400, side: int = 2048) -> bytes:
-    """A ~50 KB TIFF of `channels` zero pages of side x side (known class `channels`).
+    """A ~10 KB TIFF: one page of `channels` separate zero planes of side x side (class `channels`).
 
-    Every page's IFD points at the same zlib strip, so it is written in milliseconds; tifffile
-    reads it as one (channels, side, side) uint8 series, as the issue's 1.9 MB file.
+    Every plane's strip offset points at the same zlib strip, so it is written in milliseconds;
+    tifffile reads it as one (channels, side, side) uint8 image, as the issue's 1.9 MB file.
     """
     if (channels, side) not in _BOMB:
         strip = zlib.compress(bytes(side * side), 9)
-        n_tags = 10
-        ifd_size = 2 + n_tags * 12 + 4
         strip_at = 8
-        first_ifd = strip_at + len(strip) + (len(strip) & 1)
-        out = bytearray(b"II*\x00" + struct.pack("<I", first_ifd))
-        out += strip + b"\x00" * (len(strip) & 1)
-        for i in range(channels):
-            here = first_ifd + i * ifd_size
-            nxt = here + ifd_size if i + 1 < channels else 0
-            tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 8), (262, 3, 1), (273, 4, strip_at),
-                    (277, 3, 1), (278, 4, side), (279, 4, len(strip)), (284, 3, 1)]
-            out += struct.pack("<H", n_tags)
-            for tag, typ, value in tags:
-                out += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", value, 0) if typ == 3 else struct.pack("<I", value))
-            out += struct.pack("<I", nxt)
+        arrays_at = strip_at + len(strip) + (len(strip) & 1)
+        offsets = struct.pack(f"<{channels}I", *([strip_at] * channels))
+        counts = struct.pack(f"<{channels}I", *([len(strip)] * channels))
+        bits = struct.pack(f"<{channels}H", *([8] * channels))
+        ifd_at = arrays_at + len(offsets) + len(counts) + len(bits)
+        ifd_at += ifd_at & 1
+        tags = [(256, 4, 1, side), (257, 4, 1, side), (258, 3, channels, arrays_at + 2 * len(offsets)),
+                (259, 3, 1, 8), (262, 3, 1, 1), (273, 4, channels, arrays_at), (277, 3, 1, channels),
+                (278, 4, 1, side), (279, 4, channels, arrays_at + len(offsets)), (284, 3, 1, 2)]
+        out = bytearray(b"II*\x00" + struct.pack("<I", ifd_at))
+        out += strip + b"\x00" * (len(strip) & 1) + offsets + counts + bits
+        out += b"\x00" * (ifd_at - len(out))
+        out += struct.pack("<H", len(tags))
+        for tag, typ, count, value in tags:
+            inline = typ == 3 and count == 1
+            out += struct.pack("<HHI", tag, typ, count) + (struct.pack("<HH", value, 0) if inline else struct.pack("<I", value))
+        out += struct.pack("<I", 0)
         _BOMB[(channels, side)] = bytes(out)
     return _BOMB[(channels, side)]
 
@@ -378,3 +381,37 @@ def _tiff_channels(data: bytes) -> int:
 
 def dumps_spec(spec: JobSpec) -> str:
     return json.dumps(spec.describe(), sort_keys=True)
+
+
+def _zeros_tiff(side: int) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((side, side), np.uint8), compression="zlib")
+    return buf.getvalue()
+
+
+def regressions() -> dict[str, JobSpec]:
+    """Minimal repros of every defect class this harness knows (issue 15's and FOUND_CLASSES).
+
+    test_fuzz_all_inputs runs each as an explicit example, so a fix can be checked by name.
+    """
+    good = {b"status": b"new", b"model_name": b"NuclearSegmentation", b"model_version": b"1",
+            b"input_file_name": b"uploads/good.tif", b"original_name": b"good.tif"}
+    zipped = {**good, b"input_file_name": b"uploads/good.zip", b"original_name": b"good.zip"}
+    specs = {
+        "non-utf8 field name": JobSpec("image", {**good, b"\xbb": b"A"}),
+        "non-utf8 value": JobSpec("image", {**good, b"original_name": b"\xff.tif"}),
+        "200 KB scale": JobSpec("image", {**good, b"scale": b"a" * 200_000}),
+        "12,000 channels": JobSpec("image", {**good, b"input_file_name": b"uploads/plain384.tif",
+                                             b"channels": ",".join(["0"] * 12_000).encode()},
+                                   ("uploads/plain384.tif", _zeros_tiff(384))),
+        "400-channel TIFF": JobSpec("image", {**good, b"input_file_name": b"uploads/bomb.tif"},
+                                    ("uploads/bomb.tif", channel_bomb(400))),
+        "attempts not an integer": JobSpec("image", {**good, b"attempts": b"x"}),
+        "children_done not an integer": JobSpec("zip", {**zipped, b"children_done": b"x"}),
+        "children_total not an integer": JobSpec("zip", {**zipped, b"children_total": b"x"}),
+    }
+    for spec in specs.values():
+        spec.tags = classify(spec)
+    return specs
