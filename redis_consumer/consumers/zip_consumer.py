@@ -222,7 +222,7 @@ class ZipConsumer(Consumer):
         wanted = ("status", "output_file_name", "reason", "original_name", "failure_type", *SUMMARY_FIELDS)
         records: list[dict[str, Any]] = []
         for key, data in zip(child_keys, self.job.child_fields(child_keys, wanted)):
-            _, _, index, name = key.rsplit(":", 3) if key.count(":") >= 3 else ("", "", "0", key)
+            name = key.rsplit(":", 1)[-1]
             record = {
                 "job": key,
                 "name": data["original_name"] or name,
