@@ -160,6 +160,7 @@ def deployment(request, redis_server, model_server, tmp_path_factory):
         files = {"png": ("cells.png", PNG.data), "tif": ("wide.tif", WIDE_TIF.data),
                  "zip": ("plate.zip", zip_of([(n, p.data) for n, p in ZIP_MEMBERS.items()])),
                  "zip_broken": ("mixed.zip", zip_of([("good.png", GOOD.data), ("bad/broken.png", BROKEN_PNG)])),
+                 "zip_all_bad": ("bad.zip", zip_of([("x.png", BROKEN_PNG), ("y.png", BROKEN_PNG)])),
                  "client": ("client.tif", CLIENT_TIF.data)}
         for name, (original, data) in files.items():
             dep.uploads[name] = upload(original, data)
@@ -168,6 +169,7 @@ def deployment(request, redis_server, model_server, tmp_path_factory):
         dep.jobs["tif"] = frontend.predict("segmentation", "wide.tif", dep.uploads["tif"], xy_form)
         dep.jobs["zip"] = frontend.predict_default_form("segmentation", "plate.zip", dep.uploads["zip"])
         dep.jobs["zip_broken"] = frontend.predict_default_form("segmentation", "mixed.zip", dep.uploads["zip_broken"])
+        dep.jobs["zip_all_bad"] = frontend.predict_default_form("segmentation", "bad.zip", dep.uploads["zip_all_bad"])
         dep.jobs["client"] = frontend.predict_as_kiosk_client_upload("segmentation", dep.uploads["client"],
                                                                      model="NuclearSegmentation:1")
         for name, key in dep.jobs.items():
@@ -311,6 +313,17 @@ def test_a_zip_with_one_broken_image_is_done_with_failures_naming_it(deployment)
     for entry, labels in images.items():
         assert_objects_in_place(labels, GOOD, entry)
     assert_page_expires(dep, "zip_broken")
+
+
+def test_a_zip_whose_every_image_fails_is_failed_with_one_line_and_each_childs_reason(deployment):
+    dep = deployment
+    seen = dep.seen["zip_all_bad"]
+    assert seen["status"] == "failed" and seen["reason"] and "\n" not in seen["reason"]  # the page shows its last line
+    assert "All 2 image(s)" in seen["reason"]
+    page = KioskFrontend.page_failures(seen["failures"])
+    names = sorted(dep.redis.hget(child, "original_name") for child in page)
+    assert names == ["x.png", "y.png"] and all(page.values())
+    assert_page_expires(dep, "zip_all_bad")  # the page expires a failed job too (FE Predict.js:76-85)
 
 
 def test_a_kiosk_client_job_without_a_form(deployment):
