@@ -216,14 +216,17 @@ def test_dead_lettered_child_still_completes_the_parent(pair, rds, monkeypatch):
     key = submit(rds, zips.settings, None, queue="seg-zip", name="flaky.zip",
                  data=zip_bytes([("ok.tif", tif_bytes(1)), ("flaky.tif", tif_bytes(2))]))
     assert zips.run_one() == "parked"
-    real = seg.consumer.predict
+    tf = seg.consumer.services.tf  # the model stand-in every segmentation path calls
 
-    def flaky(batch, model, version):
-        if "flaky" in seg.consumer.job.key:
-            raise ConnectionError("model server went away")
-        return real(batch, model, version)
+    def flaky(real):
+        def call(*args, **kwargs):
+            if "flaky" in seg.consumer.job.key:
+                raise ConnectionError("model server went away")
+            return real(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(seg.consumer, "predict", flaky)
+    for method in ("predict", "predict_stream"):
+        monkeypatch.setattr(tf, method, flaky(getattr(tf, method)))
     outcomes = seg.drain()
     assert outcomes.count("dead") == 1 and outcomes.count("done") == 1, outcomes
     assert rds.lrange("seg-zip", 0, -1) == [key]
