@@ -39,6 +39,7 @@ from tests.helpers.redis_server import env_for
 from tests.helpers.workers import start_worker, stop_all
 from tests.test_consumers_postprocess import disks
 from tests.test_kiosk_client import fake_service_account
+from tests.test_segmesmer import assert_found, cells, tiff_bytes
 
 pytestmark = pytest.mark.timeout(900)
 SANE_ZIP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}\.zip$")
@@ -96,6 +97,7 @@ ZIP_MEMBERS = {
 GOOD = picture((64, 80), [(32, 24)], 10, "png", seed=6)
 BROKEN_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40  # a PNG signature, then junk
 CLIENT_TIF = picture((128, 96), [(30, 30), (96, 64)], 10, "tif", seed=7)
+NUCLEI_TRUTH, CELL_TRUTH, TISSUE = cells(3)  # (150, 210, 2): nuclear, membrane
 
 
 # ---- one kiosk deployment per (store, URL mode) ------------------------------------------------
@@ -152,8 +154,9 @@ def deployment(request, redis_server, model_server, tmp_path_factory):
     common = {"QUEUE": "segmentation", "TF_HOST": "127.0.0.1", "TF_PORT": str(model_server.port),
               "OUTPUT_URL_MODE": mode, "EMPTY_QUEUE_TIMEOUT": "0.5", "HEARTBEAT_INTERVAL": "0.5",
               "HEARTBEAT_TTL": "10", **env}
-    procs = [start_worker(env_for(redis_server, CONSUMER_TYPE=kind, **common), str(tmp_path / f"{kind}.log"))
-             for kind in ("segmentation", "zip")]
+    procs = [start_worker(env_for(redis_server, **{**common, "CONSUMER_TYPE": kind, "QUEUE": queue}),
+                          str(tmp_path / f"{kind}.log"))
+             for kind, queue in (("segmentation", "segmentation"), ("zip", "segmentation"), ("mesmer", "mesmer"))]
     frontend = KioskFrontend(client)
     dep = Deployment(store, mode, client, frontend)
     try:
@@ -161,7 +164,7 @@ def deployment(request, redis_server, model_server, tmp_path_factory):
                  "zip": ("plate.zip", zip_of([(n, p.data) for n, p in ZIP_MEMBERS.items()])),
                  "zip_broken": ("mixed.zip", zip_of([("good.png", GOOD.data), ("bad/broken.png", BROKEN_PNG)])),
                  "zip_all_bad": ("bad.zip", zip_of([("x.png", BROKEN_PNG), ("y.png", BROKEN_PNG)])),
-                 "client": ("client.tif", CLIENT_TIF.data)}
+                 "client": ("client.tif", CLIENT_TIF.data), "mesmer": ("tissue.tif", tiff_bytes(TISSUE))}
         for name, (original, data) in files.items():
             dep.uploads[name] = upload(original, data)
         xy_form = {"dimensionOrder": "XY", "selectedChannels": "0,", "scale": 1}
@@ -170,8 +173,9 @@ def deployment(request, redis_server, model_server, tmp_path_factory):
         dep.jobs["zip"] = frontend.predict_default_form("segmentation", "plate.zip", dep.uploads["zip"])
         dep.jobs["zip_broken"] = frontend.predict_default_form("segmentation", "mixed.zip", dep.uploads["zip_broken"])
         dep.jobs["zip_all_bad"] = frontend.predict_default_form("segmentation", "bad.zip", dep.uploads["zip_all_bad"])
+        dep.jobs["mesmer"] = frontend.predict_default_form("mesmer", "tissue.tif", dep.uploads["mesmer"])
         dep.jobs["client"] = frontend.predict_as_kiosk_client_upload("segmentation", dep.uploads["client"],
-                                                                     model="NuclearSegmentation:1")
+                                                                     model="NuclearSegmentation:6")
         for name, key in dep.jobs.items():
             dep.seen[name] = frontend.wait_final(key, timeout=240)
             dep.hashes[name] = client.hgetall(key)
@@ -222,6 +226,13 @@ def assert_objects_in_place(labels: np.ndarray, pic: Picture, what: str) -> None
     assert len(found) == len(pic.centres), f"{what}: disks merged into one object"
 
 
+def assert_kiosk_named(zf: zipfile.ZipFile, prefix: str) -> None:
+    """The kiosk's segmentation result file: `{dir}/{name}_batch_{i}_feature_{c}.tif`, float32 (kiosk-protocol.md §3.8)."""
+    name = f"{prefix}_batch_0_feature_0.tif"
+    assert name in zf.namelist(), zf.namelist()
+    assert tifffile.imread(io.BytesIO(zf.read(name))).dtype == np.float32
+
+
 def assert_page_done(dep: Deployment, name: str, *, failures: bool = False) -> dict:
     seen = dep.seen[name]
     assert seen["status"] == "done", (name, seen, dep.hashes[name].get("reason"))
@@ -262,7 +273,9 @@ def test_segmentation_default_form_on_a_grayscale_png(deployment):
     assert (job["dimension_order"], job["channels"], job["scale"]) == ("XYB", "0,", "1")  # what the form wrote
     assert_page_done(dep, "png")
     assert_client_summary(dep, "png")
-    images = label_images(result_zip(dep, "png"))
+    zf = result_zip(dep, "png")
+    assert_kiosk_named(zf, "cells")
+    images = label_images(zf)
     assert images, "no label TIFF in the result"
     for entry, labels in images.items():
         assert_objects_in_place(labels, PNG, entry)
@@ -273,7 +286,9 @@ def test_a_160x256_tiff_with_xy_comes_back_160x256(deployment):
     dep = deployment
     assert_page_done(dep, "tif")
     assert_client_summary(dep, "tif")
-    images = label_images(result_zip(dep, "tif"))
+    zf = result_zip(dep, "tif")
+    assert_kiosk_named(zf, "wide")
+    images = label_images(zf)
     assert images
     for entry, labels in images.items():
         assert_objects_in_place(labels, WIDE_TIF, entry)
@@ -292,6 +307,7 @@ def test_a_zip_of_pngs_is_done_flat_mirroring_the_archive(deployment):
     for member, pic in ZIP_MEMBERS.items():
         folder, stem = member.rsplit("/", 1) if "/" in member else ("", member)
         prefix = (folder + "/" if folder else "") + stem.rsplit(".", 1)[0]
+        assert_kiosk_named(zf, prefix)  # `{dir}/{name}_batch_0_feature_0.tif`, the dir inside the archive
         images = {n: a for n, a in label_images(zf, prefix).items() if "/" not in n[len(folder) + 1 if folder else 0:]}
         assert images, (member, zf.namelist())
         for entry, labels in images.items():
@@ -340,6 +356,21 @@ def test_a_kiosk_client_job_without_a_form(deployment):
     for entry, labels in images.items():
         assert_objects_in_place(labels, CLIENT_TIF, entry)
     assert_page_expires(dep, "client")
+
+
+def test_mesmer_default_form(deployment):
+    """The mesmer form ('0,1', scale 1, no dimension order): done, `dim_order` for the visualizer, whole cells in place."""
+    dep = deployment
+    job = dep.hashes["mesmer"]
+    assert (job["channels"], job["scale"], job["dimension_order"]) == ("0,1", "1", "")
+    seen = assert_page_done(dep, "mesmer")
+    assert seen["dim_order"] == "YXC"
+    assert_client_summary(dep, "mesmer")
+    zf = result_zip(dep, "mesmer")
+    whole = tifffile.imread(io.BytesIO(zf.read("tissue_feature_0.tif")))  # (1, H, W) float32 (KRC base_consumer.py:478-504)
+    assert whole.shape == (1, *TISSUE.shape[:2]) and whole.dtype == np.float32
+    assert_found(CELL_TRUTH, whole[0], min_iou=0.6)
+    assert_page_expires(dep, "mesmer")
 
 
 def test_the_real_kiosk_client_saves_our_result(deployment, tmp_path):
