@@ -389,3 +389,24 @@ def test_the_real_kiosk_client_saves_our_result(deployment, tmp_path):
     assert saved.read_bytes() == fetch(url)[1]
     with zipfile.ZipFile(saved) as zf:
         assert json.loads(zf.read("results.json"))
+
+
+@pytest.mark.parametrize("model", ["NuclearSegmentation:1", "NuclearSegmentation:6"])  # threshold and DeepCell paths
+def test_predict_retries_counts_the_jobs_tf_serving_retries(model):
+    """kiosk-client reports `predict_retries`: Predict calls retried for this job (here one injected UNAVAILABLE)."""
+    from redis_consumer.consumers.segmentation import SegmentationConsumer
+    from redis_consumer.testing import run_job
+
+    name, version = model.split(":")
+    flaky = ModelServer(fail_rate=0.5, seed=1).start()  # draws 0.13 (fails), 0.85 (answers), ...
+    steady = ModelServer().start()
+    try:
+        runs = [run_job(SegmentationConsumer, {"model_name": name, "model_version": version},
+                        inputs={"cells.png": PNG.data}, model_server=server.address,
+                        settings={"GRPC_BACKOFF": 0.01}) for server in (flaky, steady)]
+    finally:
+        flaky.stop()
+        steady.stop()
+    assert [r.status for r in runs] == ["done", "done"], [r.hash.get("reason") for r in runs]
+    assert [r.hash["predict_retries"] for r in runs] == ["1", "0"]
+    assert all(float(r.hash["prediction_time"]) == float(r.hash["predict_time"]) > 0 for r in runs)
