@@ -212,6 +212,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         common = dict(tile_shape=tile, batch_size=self.app_batch_size, overrides=overrides,
                       compartment=compartment, timings=wall, timer=_stopwatch)
         scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        if tuple(scaled) != tuple(image.shape[1:3]):
+            self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
         short = [scaled[i] < tile[i] for i in (0, 1)]
         if any(short) and not all(short):
             # The application pads BOTH axes by |size - tile| when either is short, so the long
