@@ -203,9 +203,11 @@ def test_recovered_waiting_parent_is_not_fanned_out_twice(pair, rds):
     assert zips.run_one() == "parked"
     # a parent that lost its fan-in claim comes back as `new` with its children already made
     rds.hset(key, "status", "new")
+    rds.hdel(key, "children")  # as if the first fan-out died between creating the children and parking
     rds.lpush("seg-zip", key)
     assert zips.run_one() == "parked"
     assert rds.llen("seg") == 2
+    assert rds.hget(key, "children").split(",") == rds.lrange("children:" + key, 0, -1)
     run_all(zips, seg)
     assert rds.hget(key, "status") == "done"
 

@@ -81,7 +81,7 @@ class ZipConsumer(Consumer):
             return self.fan_in(redis_hash, job.fields)
         if total and job.child_count() == total:
             self.log_job(f"children already created ({total}); waiting for them again")
-            self.park(total)
+            self.park(total, {"children": ",".join(job.child_keys()), "total_jobs": total})
             return None
         return self.fan_out(redis_hash, job.fields)
 
