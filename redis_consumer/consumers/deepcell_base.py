@@ -31,8 +31,9 @@ from .tfserving_consumer import STORED_SUFFIXES, TensorFlowServingConsumer, _jso
 
 __all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
 
-#: Stage names of `self.timings` / `self.cpu_timings` written by `run_app`, in pipeline order.
-APP_STAGES = ("resize", "pre", "tile", "predict", "untile", "postprocess")
+#: Stage names of `self.timings` / `self.cpu_timings`, in pipeline order: `run_app`'s, then the
+#: result files' (`tiff`, `png`) and the zip's.
+APP_STAGES = ("resize", "pre", "tile", "predict", "untile", "postprocess", "tiff", "png", "zip")
 
 
 class ModelInput:
@@ -80,13 +81,17 @@ def kiosk_tiff_names(name: str, kind: str, batches: int, features: int) -> list[
 
 
 class _RetryCounter:
-    """A CALL_OBSERVERS hook counting failed Predict attempts (each one is retried or fatal)."""
+    """A CALL_OBSERVERS hook counting Predict attempts that failed transiently (UNAVAILABLE,
+    DEADLINE_EXCEEDED: the ones the client retries); a batch the server refused as too large
+    and split is not a retry."""
+
+    TRANSIENT = frozenset(code.name for code in calls.RETRYABLE)
 
     def __init__(self) -> None:
         self.count = 0
 
     def __call__(self, method: str, code: str, seconds: float) -> None:
-        if method == "Predict" and code != "OK":
+        if method == "Predict" and code in self.TRANSIENT:
             self.count += 1
 
 
@@ -111,6 +116,21 @@ class DeepCellConsumer(TensorFlowServingConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.begin_job()
+
+    def postprocess_overrides(self, setting: str, *specs: AppSpec) -> dict[str, Any]:
+        """The JSON setting `setting` (deep-watershed overrides) checked against `specs`; a
+        ConfigError at worker start for an unknown parameter or compartment."""
+        from ..errors import ConfigError
+
+        text = str(getattr(self.settings, setting, "") or "").strip()
+        overrides = json.loads(text) if text else {}
+        try:
+            for spec in specs:
+                for compartment in spec.compartments:
+                    spec.postprocess_kwargs(compartment, overrides)
+        except ValueError as exc:
+            raise ConfigError(f"{setting}: {exc}") from None
+        return overrides
 
     def begin_job(self) -> None:
         """Forget the previous job's timings, retries and app records."""
@@ -145,7 +165,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         """A callable (N, T, T, C) float32 tiles -> {output name: (N, T, T, k)} through our client.
 
         Each call sends every tile it is given, batched and pipelined by the client, within the
-        job's deadline (checked per call); failed Predict attempts count into `predict_retries`.
+        job's deadline (checked per call); transiently failed Predict attempts count into
+        `predict_retries`.
         """
         spec = self.model_input(model, version)
         wire = wire_version(version)
@@ -257,8 +278,9 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             planes = (labels[i, ..., c] for i in range(b) for c in range(k))
         else:
             planes = (labels[..., c] for c in range(k))
-        for path, plane in zip(paths, planes):
-            tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
+        with self._step("tiff"):
+            for path, plane in zip(paths, planes):
+                tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
         return paths
 
     def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,
@@ -267,10 +289,11 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         from ..utils import overlay
         from ..utils.labels import normalize
 
-        shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
-        path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
-        os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
-        overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
+        with self._step("png"):
+            shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+            path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
+            os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
+            overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
         return path
 
     def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],
