@@ -304,6 +304,8 @@ def test_a_zip_of_pngs_is_done_flat_mirroring_the_archive(deployment):
     assert job["total_jobs"] == "3" and len(children) == 3 and set(job["children:done"].split(",")) == set(children)
     assert job["children:failed"] == "" and not seen["failures"]
     zf = result_zip(dep, "zip")
+    names = zf.namelist()
+    assert len(set(names)) == len(names) and not any(n.count("plate/") > 1 for n in names), names
     for member, pic in ZIP_MEMBERS.items():
         folder, stem = member.rsplit("/", 1) if "/" in member else ("", member)
         prefix = (folder + "/" if folder else "") + stem.rsplit(".", 1)[0]
