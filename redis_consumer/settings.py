@@ -33,6 +33,16 @@ def _model(value: str) -> str | None:
     return None
 
 
+def _json_object(value: str) -> str | None:
+    import json
+
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except ValueError:
+        parsed = None
+    return None if isinstance(parsed, dict) else 'a JSON object such as {"radius": 8} (or empty)'
+
+
 def _probability(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else "a number from 0 to 1"
 
@@ -47,7 +57,7 @@ class Settings(SettingsBase):
     CONSUMER_TYPE = Setting("CONSUMER_TYPE", str, "segmentation", "Consumer to run: a registered name or `package.module:Class`.")
     HOSTNAME = Setting("HOSTNAME", str, "", "Worker identity prefix; the pod name in Kubernetes (defaults to the host name).")
     EMPTY_QUEUE_TIMEOUT = Setting("EMPTY_QUEUE_TIMEOUT", float, 5.0, "Seconds one blocking claim waits before re-checking shutdown and health.", minimum=0.1)
-    EXPIRE_TIME = Setting("EXPIRE_TIME", int, 3600, "Seconds a finished job hash lives before Redis expires it.", minimum=1)
+    EXPIRE_TIME = Setting("EXPIRE_TIME", int, 3600, "Seconds a finished job hash lives before Redis expires it (at least 600: the kiosk's page and kiosk-client expire it themselves after reading it and need it there).", minimum=600)
     METADATA_EXPIRE_TIME = Setting("METADATA_EXPIRE_TIME", int, 30, "Seconds model metadata stays cached in Redis.", minimum=1)
     HEARTBEAT_INTERVAL = Setting("HEARTBEAT_INTERVAL", float, 2.0, "Seconds between liveness heartbeats (and reaper runs).", minimum=0.05)
     HEARTBEAT_TTL = Setting("HEARTBEAT_TTL", float, 6.0, "Seconds without a heartbeat after which a worker counts as dead.", minimum=0.1)
@@ -112,6 +122,12 @@ class Settings(SettingsBase):
     MESMER_COMPARTMENT = Setting("MESMER_COMPARTMENT", str, "whole-cell",
         "Mesmer compartment when a job names none (KRC settings.py:123).",
         choices=("whole-cell", "nuclear", "both"))
+    SEGMENTATION_POSTPROCESS = Setting("SEGMENTATION_POSTPROCESS", str, "",
+        "Kiosk segmentation: deep-watershed parameters overriding the applications' (JSON, e.g. "
+        '`{"radius": 8, "small_objects_threshold": 20}`; empty: DeepCell\'s).', check=_json_object)
+    MESMER_POSTPROCESS = Setting("MESMER_POSTPROCESS", str, "",
+        "Mesmer: deep-watershed parameters overriding the application's, for both compartments or per "
+        'compartment (JSON, e.g. `{"nuclear": {"maxima_threshold": 0.2}}`; empty: DeepCell\'s).', check=_json_object)
     POLARIS_MODEL = Setting("POLARIS_MODEL", str, "SpotDetection:3",
         "Polaris spot-detection model (KRC settings.py:126).", check=_model)
     POLARIS_THRESHOLD = Setting("POLARIS_THRESHOLD", float, 0.95,
