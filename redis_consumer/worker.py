@@ -98,6 +98,7 @@ class Worker:
         #: After our own heartbeats failed, no reaping before this (monotonic): see `_beat_and_reap`.
         self._reap_not_before: float = 0.0
         self._beat_failed = False
+        self._recover_pending: bool | None = None  # a failed `_recover_own_list` (its `uncount`) to redo
         self.jobs_processed = 0
         #: Why the worker is not claiming (TF Serving unreachable), or None: /readyz and the metric read it.
         self.model_wait: str | None = None
@@ -162,6 +163,8 @@ class Worker:
             self._master_moved = False
             self._reset_connections()
             self._recover_own_list(uncount=True)
+        if self._recover_pending is not None:  # the last try hit Redis still down (e.g. loading)
+            self._recover_own_list(uncount=self._recover_pending)
         claimed = self.broker.claim_next(self.settings.EMPTY_QUEUE_TIMEOUT, self.settings.JOB_TIMEOUT,
                                          waiting=self._waiting)
         if claimed is None:
@@ -244,10 +247,13 @@ class Worker:
         """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""
         try:
             moved = self.broker.release_all(uncount)
+            self._recover_pending = None
             if moved:
                 log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
         except _REDIS_DOWN:
-            pass
+            # tried again before the next claim: a key left in our list would wait there forever
+            # (we are alive, so no reaper takes it)
+            self._recover_pending = bool(uncount or self._recover_pending)
 
     def _reset_connections(self) -> None:
         for client in {id(self.redis): self.redis, id(self.blocking_redis): self.blocking_redis}.values():
