@@ -118,6 +118,9 @@ class Settings(SettingsBase):
         "Polaris spot probability threshold (KRC settings.py:127).", check=_probability)
     POLARIS_CLIP = Setting("POLARIS_CLIP", bool, False,
         "Polaris: clip intensities to percentiles before normalising (KRC settings.py:128).")
+    POLARIS_SCALE = Setting("POLARIS_SCALE", float, 0.38,
+        "Polaris: resize factor for the segmentation of its nuclear/cytoplasm channels (KRC settings.py:129).",
+        check=lambda v: None if 0.1 <= v <= 10.0 else "a number from 0.1 to 10")
     CALIBAN_MODEL = Setting("CALIBAN_MODEL", str, "NuclearTrackingInf:6",
         "Caliban tracking inference model (KRC settings.py:95-96).", aliases=("TRACKING_MODEL",), check=_model)
     NEIGHBORHOOD_ENCODER = Setting("NEIGHBORHOOD_ENCODER", str, "NuclearTrackingNE:6",
