@@ -1,0 +1,330 @@
+"""DeepCellConsumer: what every kiosk DeepCell job type (segmentation, mesmer, polaris, caliban) shares.
+
+The kiosk's consumers hand a gRPC-backed fake Keras model to the `deepcell` applications
+(KRC redis_consumer/grpc_clients.py:286-393, consumers/base_consumer.py:253-414). Here the
+application is `redis_consumer.deepcell.run_application` and the model is `predict_tiles`: the
+tiles of one image go through our pipelined TF Serving client (TF_MAX_BATCH_SIZE per request,
+PIPELINE_DEPTH in flight) within the job's deadline. This module adds the served model's tile
+size and channel count from GetModelMetadata, per-stage wall and CPU timings, the gRPC retry
+count the kiosk reports as `predict_retries`, and the result files as the kiosk names them
+(KRC redis_consumer/utils.py:111-160, base_consumer.py:478-504, segmentation_consumer.py:110-133)
+beside our overlay PNGs and `results.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..deepcell.apps import AppSpec
+from ..deepcell.pipeline import run_application
+from ..deepcell.resize import resize_input, resize_labels, scaled_shape
+from ..errors import UserError
+from ..tfserving import calls
+from .tfserving_consumer import STORED_SUFFIXES, TensorFlowServingConsumer, _jsonable, parse_model, wire_version
+
+__all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
+
+#: Stage names of `self.timings` / `self.cpu_timings` written by `run_app`, in pipeline order.
+APP_STAGES = ("resize", "pre", "tile", "predict", "untile", "postprocess")
+
+
+class ModelInput:
+    """The served model's only input: name, fixed tile (T, T) and channel count."""
+
+    def __init__(self, name: str, tile: tuple[int, int], channels: int, outputs: Sequence[str]) -> None:
+        self.name, self.tile, self.channels, self.outputs = name, tile, channels, tuple(outputs)
+
+    def __repr__(self) -> str:
+        return f"ModelInput({self.name!r}, tile={self.tile}, channels={self.channels}, outputs={self.outputs})"
+
+
+def kiosk_name(fields: Mapping[str, str]) -> tuple[str, str]:
+    """(`{dir}`, `{name}`) of the kiosk's result files (kiosk-protocol.md §3.8).
+
+    `{name}` is the basename of `original_name` (else `input_file_name`) without its extension;
+    `{dir}` the dirname of `original_name`, non-empty for zip children. Both are made safe as
+    zip entry names (no `..`, no absolute path, no control characters).
+    """
+    original = fields.get("original_name") or ""
+    source = original or fields.get("input_file_name") or "image"
+    source = source.replace("\\", "/")
+    base = source.rsplit("/", 1)[-1]
+    name = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
+    folder = original.replace("\\", "/").rsplit("/", 1)[0] if "/" in original.replace("\\", "/") else ""
+    parts = [_safe_part(p) for p in folder.split("/") if p not in ("", ".", "..")]
+    return "/".join(p for p in parts if p), (_safe_part(name) or "image")
+
+
+def _safe_part(text: str) -> str:
+    cleaned = "".join(ch if ch.isprintable() and ch not in '/\\:*?"<>|' else "_" for ch in text).strip()
+    cleaned = cleaned.lstrip(".") or ("_" if cleaned else "")
+    return cleaned[:120]
+
+
+def kiosk_tiff_names(name: str, kind: str, batches: int, features: int) -> list[str]:
+    """Kiosk file names: `segmentation` -> `{name}_batch_{i}_feature_{c}.tif` (i over batches,
+    then c over features; segmentation_consumer.py:110-133), `mesmer` -> `{name}_feature_{k}.tif`
+    (base_consumer.py:478-504)."""
+    if kind == "segmentation":
+        return [f"{name}_batch_{i}_feature_{c}.tif" for i in range(batches) for c in range(features)]
+    if kind == "mesmer":
+        return [f"{name}_feature_{k}.tif" for k in range(features)]
+    raise ValueError(f"kind must be 'segmentation' or 'mesmer', got {kind!r}")
+
+
+class _RetryCounter:
+    """A CALL_OBSERVERS hook counting failed Predict attempts (each one is retried or fatal)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, method: str, code: str, seconds: float) -> None:
+        if method == "Predict" and code != "OK":
+            self.count += 1
+
+
+def _stopwatch() -> np.ndarray:
+    """(wall, cpu) seconds now; differences of these add up per stage in run_application."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+class DeepCellConsumer(TensorFlowServingConsumer):
+    """Base of the DeepCell job types: the model as tiles over gRPC, the application, the files.
+
+    Subclasses implement `consume(job)` (download, layout, `run_app`, `save_kiosk_tiffs`,
+    `save_overlay`, `write_result_zip`, upload); `begin_job()` resets the per-job state.
+    """
+
+    name = "deepcell"
+    #: Tiles per call of the application's predict step: all tiles at once, so that our client
+    #: pipelines them in batches of TF_MAX_BATCH_SIZE (the kiosk sends min(32, model batch)
+    #: per blocking RPC, KRC segmentation_consumer.py:198, grpc_clients.py:345-364).
+    app_batch_size = 1 << 30
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.begin_job()
+
+    def begin_job(self) -> None:
+        """Forget the previous job's timings, retries and app records."""
+        self.timings, self.cpu_timings = {}, {}
+        self.predict_retries = 0
+        self.apps_run: list[dict[str, Any]] = []
+
+    # -- the model --------------------------------------------------------------------------
+    def model_input(self, model: str, version: str) -> ModelInput:
+        """The model's single (-1, T, T, C) input from GetModelMetadata; UserError otherwise."""
+        meta = self.tf.get_metadata(model, wire_version(version), deadline=self.check_deadline())
+        inputs = dict(getattr(meta, "inputs", {}) or {})
+        if len(inputs) != 1:
+            raise UserError(f"Model {model}:{version} takes {len(inputs)} inputs ({', '.join(sorted(inputs)) or 'none'}) "
+                            "but a DeepCell application needs one (-1, T, T, C) image input; check the model setting.")
+        (name, spec), = inputs.items()
+        shape = tuple(int(s) for s in (getattr(spec, "shape", ()) or ()))
+        if len(shape) != 4 or shape[1] <= 0 or shape[2] <= 0 or shape[3] <= 0 or shape[1] != shape[2]:
+            raise UserError(f"Model {model}:{version} takes input {name!r} of shape {_shape_text(shape)} but a DeepCell "
+                            "application needs fixed square tiles (-1, T, T, C); check the model setting.")
+        return ModelInput(name, (shape[1], shape[2]), shape[3], sorted(getattr(meta, "outputs", {}) or {}))
+
+    def model_tile_shape(self, model: str, version: str) -> tuple[int, int]:
+        """(T, T) of the served model's input."""
+        return self.model_input(model, version).tile
+
+    def model_channels(self, model: str, version: str) -> int:
+        """C of the served model's input."""
+        return self.model_input(model, version).channels
+
+    def predict_tiles(self, model: str, version: str) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """A callable (N, T, T, C) float32 tiles -> {output name: (N, T, T, k)} through our client.
+
+        Each call sends every tile it is given, batched and pipelined by the client, within the
+        job's deadline (checked per call); failed Predict attempts count into `predict_retries`.
+        """
+        spec = self.model_input(model, version)
+        wire = wire_version(version)
+
+        def predict(tiles: np.ndarray) -> dict[str, np.ndarray]:
+            counter = _RetryCounter()
+            calls.CALL_OBSERVERS.append(counter)
+            try:
+                out = self.tf.predict(model, wire, {spec.name: np.asarray(tiles, dtype=np.float32)},
+                                      deadline=self.check_deadline())
+            finally:
+                calls.CALL_OBSERVERS.remove(counter)
+                self.predict_retries += counter.count
+            if not isinstance(out, Mapping):  # a stand-in that answers one output as an array
+                out = {spec.outputs[0] if spec.outputs else "output": out}
+            return {k: np.asarray(v) for k, v in out.items()}
+
+        return predict
+
+    # -- the application --------------------------------------------------------------------
+    def run_app(self, spec: AppSpec, image_bxyc: np.ndarray, model: str, *, scale: float = 1.0,
+                overrides: Mapping[str, Any] | None = None, compartment: str | None = None) -> np.ndarray:
+        """Label a (B, X, Y, C) image with application `spec` on `model` (`NAME:VERSION`).
+
+        `image_mpp = scale x spec.model_mpp` (KRC segmentation_consumer.py:190-200). Returns
+        (B, X, Y, K) int32 labels at the input's size, K = compartments (Mesmer 'both': 2,
+        whole-cell first). Wall and CPU seconds per stage add into `self.timings` /
+        `self.cpu_timings` (keys `resize`, `pre`, `tile`, `predict`, `untile`, `postprocess`;
+        `predict` CPU is the client's encode/decode). A run is recorded in `self.apps_run`.
+        """
+        name, version = parse_model(model)
+        model_in = self.model_input(name, version)
+        image = np.asarray(image_bxyc)
+        if image.ndim != 4:
+            raise ValueError(f"run_app needs a (B, X, Y, C) image, got shape {image.shape}")
+        if model_in.channels != spec.channels:
+            raise UserError(f"Model {name}:{version} takes {model_in.channels} channel(s) but the {spec.name} "
+                            f"application feeds it {spec.channels}; check the model setting.")
+        if image.shape[-1] != spec.channels:
+            raise UserError(f"The {spec.name} application needs {spec.channels} channel(s) but got "
+                            f"{image.shape[-1]}; check the job's channels field.")
+        image = image.astype(np.float32, copy=False)  # the kiosk casts every input to float32
+        image_mpp = float(scale) * spec.model_mpp
+        wall: dict[str, np.ndarray] = {}
+        try:
+            labels = self._run(spec, image, model_in, self.predict_tiles(name, version), image_mpp,
+                               overrides, compartment, wall)
+        except ValueError as exc:  # the pipeline's one-sentence complaints are about this input
+            raise UserError(f"The {spec.name} application could not process the image: {exc}.") from None
+        for stage, (w, c) in wall.items():
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + float(w), 6)
+            self.cpu_timings[stage] = round(self.cpu_timings.get(stage, 0.0) + float(c), 6)
+        self.apps_run.append({
+            "application": spec.name, "model": f"{name}:{version}", "model_mpp": spec.model_mpp,
+            "image_mpp": image_mpp, "scale": float(scale), "tile_shape": list(model_in.tile),
+            "compartments": list(spec.select(compartment)),
+            "postprocess": {c: spec.postprocess_kwargs(c, overrides) for c in spec.select(compartment)},
+        })
+        return labels
+
+    def _run(self, spec: AppSpec, image: np.ndarray, model_in: ModelInput, predict: Callable,
+             image_mpp: float, overrides: Any, compartment: str | None, wall: dict) -> np.ndarray:
+        tile = model_in.tile
+        common = dict(tile_shape=tile, batch_size=self.app_batch_size, overrides=overrides,
+                      compartment=compartment, timings=wall, timer=_stopwatch)
+        scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        short = [scaled[i] < tile[i] for i in (0, 1)]
+        if any(short) and not all(short):
+            # The application pads BOTH axes by |size - tile| when either is short, so the long
+            # axis stops being a multiple of tiles and a fixed-shape model refuses it (the kiosk
+            # fails such images; deepcell-tf application.py:174-187). Pad only the short axis to
+            # the tile, by reflection as the application would, and crop the labels back.
+            t0 = time.perf_counter(), time.process_time()
+            resized = resize_input(image, image_mpp, spec.model_mpp)
+            pads = [(0, 0)] * 4
+            for axis in (1, 2):
+                diff = max(0, tile[axis - 1] - resized.shape[axis])
+                pads[axis] = (diff // 2, diff - diff // 2)
+            padded = np.pad(resized, pads, mode="reflect")
+            _add(wall, "resize", t0)
+            labels = run_application(spec, padded, predict, image_mpp=None, **common)
+            labels = labels[:, pads[1][0]:pads[1][0] + resized.shape[1], pads[2][0]:pads[2][0] + resized.shape[2]]
+            t0 = time.perf_counter(), time.process_time()
+            labels = resize_labels(np.ascontiguousarray(labels), image.shape[1:3])
+            _add(wall, "resize", t0)
+            return labels
+        return run_application(spec, image, predict, image_mpp=image_mpp, **common)
+
+    # -- result files -----------------------------------------------------------------------
+    def save_kiosk_tiffs(self, labels_bxyk: np.ndarray, outdir: str, name: str, kind: str) -> list[str]:
+        """Write labels as the kiosk does: float32 TIFFs, one per channel (KRC utils.py:111-160).
+
+        `kind="segmentation"`: `{name}_batch_{i}_feature_{c}.tif`, each (X, Y); `kind="mesmer"`:
+        `{name}_feature_{k}.tif`, each (B, X, Y) ((1, H, W) for one image). `name` may hold a
+        `{dir}/` prefix (zip children); the folder is created. Returns the paths written.
+        """
+        import tifffile
+
+        labels = np.asarray(labels_bxyk)
+        if labels.ndim != 4:
+            raise ValueError(f"expected (B, X, Y, K) labels, got shape {labels.shape}")
+        b, _, _, k = labels.shape
+        names = kiosk_tiff_names(name, kind, b, k)
+        paths = [os.path.join(outdir, n) for n in names]
+        os.makedirs(os.path.dirname(paths[0]) or outdir, exist_ok=True)
+        if kind == "segmentation":
+            planes = (labels[i, ..., c] for i in range(b) for c in range(k))
+        else:
+            planes = (labels[..., c] for c in range(k))
+        for path, plane in zip(paths, planes):
+            tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
+        return paths
+
+    def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,
+                     compartment: str) -> str:
+        """`{name}_{compartment}_overlay.png`: outlines of `labels_xy` over `plane` (any range)."""
+        from ..utils import overlay
+        from ..utils.labels import normalize
+
+        shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+        path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
+        os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
+        overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
+        return path
+
+    def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],
+                        **extra: Any) -> dict[str, Any]:
+        """results.json body: counts per compartment (total and per batch), apps run, timings."""
+        counts = {c: _count(lab) for c, lab in labels_by_compartment.items()}
+        return {
+            "job": job_key,
+            "original_name": fields.get("original_name") or fields.get("input_file_name"),
+            "object_count": {c: sum(v) for c, v in counts.items()},
+            "objects_per_batch": counts,
+            "applications": list(self.apps_run),
+            "predict_retries": self.predict_retries,
+            **extra,
+            "timings": dict(self.timings),
+            "cpu_timings": dict(self.cpu_timings),
+        }
+
+    def write_result_zip(self, zip_path: str, outdir: str, files: Iterable[str], summary: dict[str, Any]) -> str:
+        """The result zip: `files` (entry names relative to `outdir`, as the kiosk zips them,
+        KRC utils.py:191-227), then results.json and log.txt LAST.
+
+        The zip step is timed by measuring the writing of `files` (the bulk); that time goes in
+        `self.timings["zip"]` / `cpu_timings["zip"]` and in the results.json written after it.
+        """
+        wall, cpu = time.perf_counter(), time.process_time()
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=self.zip_compresslevel) as zf:
+            for path in files:
+                arcname = os.path.relpath(path, outdir).replace(os.sep, "/")
+                packed = path.lower().endswith(STORED_SUFFIXES)
+                zf.write(path, arcname, zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
+            self.timings["zip"] = round(self.timings.get("zip", 0.0) + time.perf_counter() - wall, 6)
+            self.cpu_timings["zip"] = round(self.cpu_timings.get("zip", 0.0) + time.process_time() - cpu, 6)
+            summary["timings"], summary["cpu_timings"] = dict(self.timings), dict(self.cpu_timings)
+            zf.writestr("results.json", json.dumps(summary, indent=2, default=_jsonable))
+            zf.writestr("log.txt", "\n".join(self.job_log) + "\n")
+        return zip_path
+
+    def kiosk_hash_fields(self, job: Any = None) -> dict[str, Any]:
+        """Fields kiosk-client reports (KC manager.py:252-294): `prediction_time` (= our
+        `predict_time`, the job's predict stage, when `job` is given) and `predict_retries`."""
+        seconds = (job.timings if job is not None else self.timings).get("predict", 0.0)
+        return {"prediction_time": round(seconds, 6),
+                "predict_retries": int(self.predict_retries)}
+
+
+def _add(wall: dict, stage: str, start: tuple[float, float]) -> None:
+    now = np.array([time.perf_counter(), time.process_time()])
+    wall[stage] = wall.get(stage, 0.0) + (now - np.array(start))
+
+
+def _count(labels: np.ndarray) -> list[int]:
+    """Objects per batch item of (B, X, Y) labels (labels are sequential per item)."""
+    return [int(len(np.unique(item[item > 0]))) for item in np.asarray(labels)]
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")" if shape else "unknown"
+
