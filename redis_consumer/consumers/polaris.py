@@ -27,8 +27,9 @@ import numpy as np
 from ..deepcell import spots as spot_lib
 from ..errors import UserError, quote
 from ..utils import image_io, kiosk_layout, tempdirs
-from . import kiosk_glue as glue
-from .base import Consumer, Job
+from .base import Job
+from .deepcell_base import DeepCellConsumer, kiosk_name
+from .tfserving_consumer import parse_model
 
 SEGMENTATION_TYPES = ("none", "cell culture", "tissue")
 SLOT_ROLES = ("spots", "nuclear", "cytoplasm")
@@ -77,26 +78,31 @@ def segmentation_type(field: str | None, slots: Mapping[int, int]) -> str:
     return text
 
 
-class PolarisConsumer(Consumer):
+def pad_to_tile(image: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """Reflect-pad (B, X, Y, C) at the high end of any axis shorter than the tile, so that every
+    request to the fixed-shape model is tile-sized (the application would pad both axes by the
+    absolute difference, deepcell-tf application.py:174-187); points found there are dropped."""
+    px, py = max(0, tile[0] - image.shape[1]), max(0, tile[1] - image.shape[2])
+    if not (px or py):
+        return image
+    return np.pad(image, ((0, 0), (0, px), (0, py), (0, 0)), mode="reflect")
+
+
+class PolarisConsumer(DeepCellConsumer):
     """Spot detection with POLARIS_MODEL plus in-process segmentation and spot-to-cell assignment."""
 
     name = "polaris"
-    uses_tfserving = True
-    required_fields = ("input_file_name",)
-
-    @property
-    def tf(self) -> Any:
-        return self.services.tf
 
     def consume(self, job: Job) -> dict[str, Any]:
+        self.begin_job()
         workdir = tempdirs.make("rc-job-")
         try:
-            return self._run(job, workdir)
+            return self._polaris(job, workdir)
         finally:
             tempdirs.remove_later(workdir)
 
     # -- the flow ---------------------------------------------------------------------------
-    def _run(self, job: Job, workdir: str) -> dict[str, Any]:
+    def _polaris(self, job: Job, workdir: str) -> dict[str, Any]:
         started = time.perf_counter()
         fields, settings = job.fields, self.settings
         name = fields.get("original_name") or os.path.basename(fields["input_file_name"])
@@ -116,8 +122,8 @@ class PolarisConsumer(Consumer):
             job.progress(50 if kind != "none" else 90)
             labels, seg_models = self.segment(image, slots, kind, job)
         with job.stage("save"):
-            files, counts = self.save(os.path.join(workdir, "out"), fields, image[..., slots[0]], coords, labels)
-            spot_model, _ = glue.model_setting(settings.POLARIS_MODEL)
+            outdir = os.path.join(workdir, "out")
+            files, counts = self.save(outdir, fields, image[..., slots[0]], coords, labels)
             summary = {
                 "job": job.key,
                 "original_name": name,
@@ -133,16 +139,19 @@ class PolarisConsumer(Consumer):
                 "spot_count": int(sum(len(c) for c in coords)),
                 "spots_per_image": [len(c) for c in coords],
                 **counts,
-                "timings": {k: round(v, 6) for k, v in job.timings.items()},
+                "applications": list(self.apps_run),
+                "predict_retries": self.predict_retries,
+                "stage_timings": {k: round(v, 6) for k, v in job.timings.items()},
             }
-            zip_path = glue.write_zip(os.path.join(workdir, "result.zip"), files, summary, job.lines)
+            zip_path = self.write_result_zip(os.path.join(workdir, "result.zip"), outdir, files, summary)
         with job.stage("upload"):
             from ..storage import output_key
 
             key, url = job.services.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline())
-        job.log(f"{summary['spot_count']} spot(s) in {len(coords)} image(s) with {spot_model}; "
+        job.log(f"{summary['spot_count']} spot(s) in {len(coords)} image(s) with {settings.POLARIS_MODEL}; "
                 f"total {time.perf_counter() - started:.2f}s")
-        return {"output_url": url, "output_file_name": key, "total_jobs": 1, "spot_count": summary["spot_count"]}
+        return {"output_url": url, "output_file_name": key, "total_jobs": 1, "spot_count": summary["spot_count"],
+                **self.kiosk_hash_fields(job)}
 
     # -- spots ------------------------------------------------------------------------------
     def detect_spots(self, planes: np.ndarray, job: Job) -> list[np.ndarray]:
@@ -151,15 +160,17 @@ class PolarisConsumer(Consumer):
         from ..deepcell.tiling import tile_input, untile
 
         settings = self.settings
-        model, version = glue.model_setting(settings.POLARIS_MODEL)
-        meta = self.tf.get_metadata(model, version, deadline=job.check_deadline())
-        tile = glue.fixed_tile(meta, settings.POLARIS_MODEL)
+        model, version = parse_model(settings.POLARIS_MODEL)
+        model_in = self.model_input(model, version)
+        if model_in.channels != 1:
+            raise UserError(f"Model {settings.POLARIS_MODEL} takes {model_in.channels} channels but spot detection "
+                            "feeds it one; check POLARIS_MODEL.")
+        tile = model_in.tile
         height, width = planes.shape[1:3]
         x = spot_lib.spot_preprocess(planes[..., None], clip=settings.POLARIS_CLIP)
-        tiles, info = tile_input(glue.pad_to_tile(x, tile), tile, pad_mode="reflect")
-        heads = predict_in_batches(tiles.astype(np.float32, copy=False),
-                                   glue.predict_tiles(self.tf, model, version, job.check_deadline),
-                                   glue.batch_tiles(self.tf, model, settings))
+        tiles, info = tile_input(pad_to_tile(x, tile), tile, pad_mode="reflect")
+        heads = predict_in_batches(tiles.astype(np.float32, copy=False), self.predict_tiles(model, version),
+                                   self.app_batch_size)
         if len(heads) != 2 or any(h.shape[-1] < 2 for h in heads):
             raise UserError(f"Model {settings.POLARIS_MODEL} returned {len(heads)} output(s) but spot detection "
                             "needs classification and offset_regression with 2 channels each; check POLARIS_MODEL.")
@@ -180,16 +191,15 @@ class PolarisConsumer(Consumer):
             return None, {}
         if kind == "tissue":
             stack = image[..., [slots[1], slots[2]]]
-            labels = glue.run_app(apps.Mesmer, stack, settings.MESMER_MODEL, self.tf, settings,
-                                  job.check_deadline, scale=scale, compartment=settings.MESMER_COMPARTMENT)
+            labels = self.run_app(apps.Mesmer, stack, settings.MESMER_MODEL, scale=scale,
+                                  compartment=settings.MESMER_COMPARTMENT)
             return labels, {"tissue": settings.MESMER_MODEL}
         parts, models = [], {}
         for slot, spec, setting in ((1, apps.NuclearSegmentation, "NUCLEAR_MODEL"),
                                     (2, apps.CytoplasmSegmentation, "CYTOPLASM_MODEL")):
             if slot in slots:
                 model_text = getattr(settings, setting)
-                parts.append(glue.run_app(spec, image[..., [slots[slot]]], model_text, self.tf, settings,
-                                          job.check_deadline, scale=scale))
+                parts.append(self.run_app(spec, image[..., [slots[slot]]], model_text, scale=scale))
                 models[SLOT_ROLES[slot]] = model_text
                 job.progress(50 + 20 * len(parts))
         return np.concatenate(parts, axis=-1), models
@@ -198,22 +208,20 @@ class PolarisConsumer(Consumer):
     def save(self, outdir: str, fields: Mapping[str, str], planes: np.ndarray, coords: list[np.ndarray],
              labels: np.ndarray | None) -> tuple[list[str], dict[str, Any]]:
         """The kiosk's files per image i (polaris_consumer.py:236-335) plus our overlay PNG."""
-        import tifffile
-
         os.makedirs(outdir, exist_ok=True)
-        base = glue.stem(fields)
+        folder, name = kiosk_name(fields)
+        base = f"{folder}/{name}" if folder else name
+        if folder:
+            os.makedirs(os.path.join(outdir, folder), exist_ok=True)
         files: list[str] = []
         counts: dict[str, Any] = {}
         if labels is not None:
             counts["cells_per_image"] = [[int(len(np.unique(labels[i, ..., k])) - (labels[i, ..., k] == 0).any())
                                           for k in range(labels.shape[-1])] for i in range(labels.shape[0])]
             counts["spots_in_cells"] = []
+            files += self.save_kiosk_tiffs(labels, outdir, base, "segmentation")  # {base}_batch_{i}_feature_{c}
         for i, points in enumerate(coords):
             if labels is not None:
-                for c in range(labels.shape[-1]):
-                    path = os.path.join(outdir, f"{base}_batch_{i}_feature_{c}.tif")
-                    tifffile.imwrite(path, labels[i, ..., c].astype(np.float32))
-                    files.append(path)
                 counts["spots_in_cells"].append(int((spot_lib.assign_spots(points, labels[i])[:, 0] > 0).sum()))
             path = os.path.join(outdir, f"{base}_{i}.csv")
             with open(path, "w", newline="") as fh:
