@@ -19,6 +19,10 @@ BUILTIN: dict[str, str] = {
     "segmentation": "redis_consumer.consumers.segmentation:SegmentationConsumer",
     "image": "redis_consumer.consumers.segmentation:SegmentationConsumer",
     "zip": "redis_consumer.consumers.zip_consumer:ZipConsumer",
+    "polaris": "redis_consumer.consumers.polaris:PolarisConsumer",
+    "spot": "redis_consumer.consumers.polaris:PolarisConsumer",
+    "caliban": "redis_consumer.consumers.caliban:CalibanConsumer",
+    "tracking": "redis_consumer.consumers.caliban:CalibanConsumer",
 }
 
 
