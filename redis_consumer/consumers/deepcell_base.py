@@ -307,6 +307,14 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             zf.writestr("log.txt", "\n".join(self.job_log) + "\n")
         return zip_path
 
+    def stage_fields(self) -> dict[str, float]:
+        """`preprocess_time` (resize, normalise, tile) and `postprocess_time` (untile, deep
+        watershed), in seconds, from the application's stage timings."""
+        t = self.timings
+        return {"preprocess_time": round(t.get("resize", 0) + t.get("pre", 0) + t.get("tile", 0), 6),
+                "postprocess_time": round(t.get("untile", 0) + t.get("postprocess", 0), 6),
+                "zip_time": round(t.get("zip", 0.0), 6)}
+
     def kiosk_hash_fields(self, job: Any = None) -> dict[str, Any]:
         """Fields kiosk-client reports (KC manager.py:252-294): `prediction_time` (= our
         `predict_time`, the job's predict stage, when `job` is given) and `predict_retries`."""

@@ -18,6 +18,8 @@ BUILTIN: dict[str, str] = {
     "noop": "redis_consumer.consumers.noop:NoopConsumer",
     "segmentation": "redis_consumer.consumers.segmentation:SegmentationConsumer",
     "image": "redis_consumer.consumers.segmentation:SegmentationConsumer",
+    "mesmer": "redis_consumer.consumers.mesmer:MesmerConsumer",
+    "multiplex": "redis_consumer.consumers.mesmer:MesmerConsumer",
     "zip": "redis_consumer.consumers.zip_consumer:ZipConsumer",
     "polaris": "redis_consumer.consumers.polaris:PolarisConsumer",
     "spot": "redis_consumer.consumers.polaris:PolarisConsumer",

@@ -1,8 +1,15 @@
-"""The `segmentation` consumer (also `image`): one image in, a labelled object mask out.
+"""The `segmentation` consumer (also `image`) as the kiosk runs it (KRC consumers/segmentation_consumer.py:135-225).
 
-Normalises the input, asks the model for a foreground probability, thresholds it into
-connected objects (touching ones split where the shape says so) and writes the label image
-as TIFF, an outline overlay PNG for people, and `results.json` with the object counts.
+The input is laid out by the kiosk's `dimension_order` rules (`utils/kiosk_layout.py`; '' = the
+automatic choice), `channels` names model slots (0 nuclear -> NUCLEAR_MODEL with the
+NuclearSegmentation application, 1 cytoplasm -> CYTOPLASM_MODEL, 2 phase -> PHASE_MODEL, both with
+the CytoplasmSegmentation application; KRC settings.py:132-142), one label image per filled slot,
+stacked in slot order; `scale` gives `image_mpp = scale x model_mpp`; `label` is read and ignored.
+
+Where we differ on purpose: a non-empty job `model_name` replaces the slot-0 model (the kiosk
+ignores it; its page sends ''), and a `model_name` naming a single-head, any-size model (the dev
+server's old `NuclearSegmentation:1` demo model) takes the threshold fallback of
+`threshold_segmentation.py` instead of the DeepCell application.
 """
 
 from __future__ import annotations
@@ -13,124 +20,114 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UserError, quote
-from ..utils import labels as label_utils
-from ..utils import overlay
+from ..deepcell.apps import CytoplasmSegmentation, NuclearSegmentation
+from ..storage import output_key
+from ..utils import image_io, tempdirs
+from ..utils.kiosk_layout import SLOT_NAMES, load_for_kiosk, parse_label, parse_scale, parse_segmentation_channels
+from ..utils.labels import compact_dtype
 from .base import Job
-from .tfserving_consumer import Result, TensorFlowServingConsumer
+from .deepcell_base import DeepCellConsumer, kiosk_name
+from .tfserving_consumer import parse_model, wire_version
+
+#: Per slot: the setting naming its model and the application it runs (KRC settings.py:132-142).
+SLOTS = (("NUCLEAR_MODEL", NuclearSegmentation), ("CYTOPLASM_MODEL", CytoplasmSegmentation),
+         ("PHASE_MODEL", CytoplasmSegmentation))
 
 
-class SegmentationConsumer(TensorFlowServingConsumer):
-    """Nuclear (or any foreground) segmentation with the SEGMENTATION_MODEL by default."""
+class SegmentationConsumer(DeepCellConsumer):
+    """Kiosk segmentation: NuclearSegmentation / CytoplasmSegmentation per `channels` slot."""
 
     name = "segmentation"
-    #: Probability above which a pixel belongs to an object.
-    threshold = 0.5
-    #: Objects smaller than this many pixels are noise.
-    min_object_size = 9
 
-    def preprocess(self, image: np.ndarray, fields: Mapping[str, str]) -> np.ndarray:
-        """Per-channel percentile normalisation to [0, 1] (float32), rescaled by the kiosk `scale`."""
-        normalized = label_utils.normalize(image)
-        self._normalized = normalized  # the overlay is drawn at the input's own size
-        scale = scale_of(fields)
-        if scale == 1.0:
-            return normalized
-        _, height, width, _ = image.shape
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-        limit = 4 * self.settings.MAX_IMAGE_HEIGHT * self.settings.MAX_IMAGE_WIDTH
-        if new_h * new_w > limit:
-            raise UserError(
-                f"The job's scale {scale:g} would make the image {new_h}x{new_w} pixels, more than the model "
-                "may process; use a smaller scale."
-            )
-        from scipy import ndimage
+    def slot_models(self, fields: Mapping[str, str]) -> list[str]:
+        """`NAME:VERSION` per slot; the job's non-empty `model_name` replaces slot 0's."""
+        models = [str(getattr(self.settings, setting)) for setting, _app in SLOTS]
+        if (fields.get("model_name") or "").strip():
+            name, version = self.model_for(fields)
+            models[0] = f"{name}:{version}"
+        return models
 
-        self.log_job(f"rescaled by {scale:g} to {new_h}x{new_w} for the model")
-        return ndimage.zoom(normalized, (1, new_h / height, new_w / width, 1), order=1, grid_mode=True, mode="nearest")
-
-    def check_prediction(self, prediction: Any, batch: np.ndarray, model: str, version: str) -> None:
-        """The output must be a map of the input that was sent: same frames, height and width.
-
-        Postprocess only resizes labels back from the size the job's `scale` gave the model
-        input, so an output of any other shape is the model's fault, not something to stretch.
-        """
-        got = tuple(_first_head(prediction).shape)
-        want = tuple(batch.shape[:3])
-        if len(got) not in (3, 4) or got[:3] != want:
-            raise UserError(
-                f"Model {model}:{version} returned an output of shape {'x'.join(map(str, got)) or 'scalar'} for an "
-                f"input of shape {'x'.join(map(str, batch.shape))}, but a segmentation model must return "
-                f"{'x'.join(map(str, want))}xC (frames x height x width x channels); check the model name and version."
-            )
-
-    def postprocess(self, prediction: np.ndarray, image: np.ndarray, fields: Mapping[str, str]) -> Result:
-        prediction = _first_head(prediction)
-        prob = label_utils.foreground(prediction)
-        labels = label_utils.label_objects(prob, self.threshold, self.min_object_size)
-        if labels.shape[1:] != image.shape[1:3]:  # the job's `scale`: labels back to the input's size
-            labels = label_utils.resize_nearest(labels, image.shape[1], image.shape[2])
-        counts = label_utils.count_objects(labels)
-        self.log_job(f"found {sum(counts)} object(s) in {len(counts)} frame(s)")
-        return Result(
-            arrays={"labels": labels},
-            summary={
-                "output_shape": list(prediction.shape),
-                "label_shape": list(labels.shape),
-                "object_count": int(sum(counts)),
-                "objects_per_frame": counts,
-                "threshold": self.threshold,
-            },
-            hash_fields={"object_count": int(sum(counts))},
-        )
-
-    def save(self, result: Result, image: np.ndarray, outdir: str, fields: Mapping[str, str]) -> list[str]:
-        """labels.tif (uint16 when it fits) and overlay.png (first frame, first channel)."""
-        import tifffile
-
-        labels = result.arrays["labels"]
-        base = _stem(fields)
-        label_path = os.path.join(outdir, f"{base}_labels.tif")
-        compact = label_utils.compact_dtype(labels)
-        tifffile.imwrite(label_path, compact if compact.shape[0] > 1 else compact[0])
-        shown = self._normalized if self._normalized is not None else label_utils.normalize(image[:1])
-        overlay_path = os.path.join(outdir, f"{base}_overlay.png")
-        overlay.save_png(overlay_path, shown[0, :, :, 0], compact[0], clipped=True)  # normalize() clips
-        return [label_path, overlay_path]
-
-    _normalized: np.ndarray | None = None
+    def is_threshold_model(self, model: str) -> bool:
+        """True for a single-output model without fixed tiles: the old demo model's signature."""
+        name, version = parse_model(model)
+        meta = self.tf.get_metadata(name, wire_version(version), deadline=self.check_deadline())
+        inputs, outputs = dict(meta.inputs or {}), dict(getattr(meta, "outputs", {}) or {})
+        if len(inputs) != 1 or len(outputs) > 1:
+            return False
+        shape = tuple(next(iter(inputs.values())).shape)
+        return len(shape) == 4 and (shape[1] <= 0 or shape[2] <= 0)
 
     def consume(self, job: Job) -> dict[str, Any]:
-        self._normalized = None
+        self.begin_job()
+        fields = job.fields
+        models = self.slot_models(fields)
+        if (fields.get("model_name") or "").strip() and self.is_threshold_model(models[0]):
+            return self._threshold(job)
+        workdir = tempdirs.make("rc-job-")
         try:
-            return super().consume(job)
+            return self._consume_kiosk(job, fields, models, workdir)
         finally:
-            self._normalized = None
+            tempdirs.remove_later(workdir)
 
+    def _threshold(self, job: Job) -> dict[str, Any]:
+        from .threshold_segmentation import ThresholdSegmentation
 
-def _first_head(prediction: Any) -> np.ndarray:
-    """Multi-head models answer with a dict of outputs: segmentation uses the first head."""
-    if isinstance(prediction, dict):
-        prediction = next(iter(prediction.values()))
-    return np.asarray(prediction)
+        fallback = ThresholdSegmentation(self.settings, self.services)
+        fallback.job = job
+        job.log("model has one head and no fixed tile: threshold fallback (demo model)")
+        try:
+            return fallback.consume(job)
+        finally:
+            fallback.job = None
 
+    def _consume_kiosk(self, job: Job, fields: Mapping[str, str], models: list[str], workdir: str) -> dict[str, Any]:
+        folder, name = kiosk_name(fields)
+        shown_name = fields.get("original_name") or os.path.basename(fields.get("input_file_name", ""))
+        with job.stage("download"):
+            path = self.storage.download(fields["input_file_name"], workdir, deadline=job.check_deadline())
+            image, layout = load_for_kiosk(path, fields.get("dimension_order"),
+                                           image_io.Limits.from_settings(self.settings), name=shown_name)
+            slots = parse_segmentation_channels(fields.get("channels"), image.shape[-1], shown_name)
+            scale = parse_scale(fields.get("scale"))
+            parse_label(fields.get("label"))  # accepted, unused (KRC segmentation_consumer.py:47-87)
+            job.log(f"loaded {'x'.join(map(str, layout.input_shape))} as {layout.order}"
+                    f"{' (automatic)' if layout.auto else ''}: {image.shape[0]} batch(es) of "
+                    f"{image.shape[1]}x{image.shape[2]}, {image.shape[3]} channel(s)")
+        outputs: list[np.ndarray] = []
+        with job.stage("predict"):
+            for done, (slot, channel) in enumerate(slots.items()):
+                _setting, app = SLOTS[slot]
+                job.log(f"slot {slot} ({SLOT_NAMES[slot]}): channel {channel} -> {models[slot]} ({app.name}), "
+                        f"scale {scale:g}")
+                outputs.append(self.run_app(app, image[..., channel:channel + 1], models[slot], scale=scale))
+                job.progress(10 + 80 * (done + 1) / len(slots))
+        labels = np.concatenate(outputs, axis=-1)  # (B, X, Y, filled slots), slot order
+        counts = {SLOT_NAMES[s]: labels[..., k] for k, s in enumerate(slots)}
+        job.log("found " + ", ".join(f"{int(sum(len(np.unique(b[b > 0])) for b in v))} {c}" for c, v in counts.items()))
+        outdir = os.path.join(workdir, "out")
+        prefix = os.path.join(folder, name) if folder else name
+        with job.stage("save"):
+            files = self.save_kiosk_tiffs(labels, outdir, prefix, "segmentation")
+            restored = compact_dtype(layout.restore(labels))
+            labels_path = os.path.join(outdir, f"{prefix}_labels.tif")
+            import tifffile
 
-def scale_of(fields: Mapping[str, str]) -> float:
-    """The kiosk's `scale` field: how much to enlarge the image for the model (empty = 1)."""
-    raw = (fields.get("scale") or "").strip()
-    if not raw:
-        return 1.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.1 <= value <= 10.0:
-        raise UserError(f"The job's scale field must be a number from 0.1 to 10, got {quote(raw)}.")
-    return value
-
-
-def _stem(fields: Mapping[str, str]) -> str:
-    name = os.path.basename(fields.get("original_name") or fields.get("input_file_name") or "image")
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in stem).strip("._")
-    return safe[:100] or "image"
+            tifffile.imwrite(labels_path, restored)
+            files.append(labels_path)
+            for k, slot in enumerate(slots):
+                files.append(self.save_overlay(image[0, ..., slots[slot]], labels[0, ..., k], outdir, prefix,
+                                               SLOT_NAMES[slot]))
+            summary = self.results_summary(
+                job.key, fields, counts, input_shape=list(layout.input_shape), dimension_order=layout.order,
+                dimension_order_auto=layout.auto, label_shape=list(restored.shape),
+                channels={SLOT_NAMES[s]: c for s, c in slots.items()}, scale=scale,
+                models={SLOT_NAMES[s]: models[s] for s in slots},
+                files=sorted(os.path.relpath(p, outdir).replace(os.sep, "/") for p in files),
+            )
+            zip_path = self.write_result_zip(os.path.join(workdir, "result.zip"), outdir, files, summary)
+        with job.stage("upload"):
+            key, url = self.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline())
+        total = int(sum(summary["object_count"].values()))
+        return {"output_url": url, "output_file_name": key, "total_jobs": 1, "object_count": total,
+                **{f"{c}_count": n for c, n in summary["object_count"].items()},
+                **self.stage_fields(), **self.kiosk_hash_fields(job)}
