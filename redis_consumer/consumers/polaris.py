@@ -92,6 +92,8 @@ class PolarisConsumer(DeepCellConsumer):
     """Spot detection with POLARIS_MODEL plus in-process segmentation and spot-to-cell assignment."""
 
     name = "polaris"
+    #: The kiosk's `spot` queue: segmentation_type is ignored (always none).
+    spots_only = False
 
     def consume(self, job: Job) -> dict[str, Any]:
         self.begin_job()
@@ -114,7 +116,8 @@ class PolarisConsumer(DeepCellConsumer):
             image, _layout = kiosk_layout.load_for_kiosk(path, "", image_io.Limits.from_settings(settings),
                                                          name=name)
         slots = parse_channels(fields.get("channels"), image.shape[-1], name)
-        kind = segmentation_type(fields.get("segmentation_type"), slots)
+        kind = "none" if self.spots_only else segmentation_type(fields.get("segmentation_type"), slots)
+        slots = {0: slots[0]} if kind == "none" else slots
         job.log(f"loaded {name}: {image.shape[0]} image(s) {image.shape[1]}x{image.shape[2]}, "
                 f"{image.shape[3]} channel(s); segmentation {kind}, channel slots {slots}")
         with job.stage("predict"):
@@ -252,3 +255,28 @@ def overlay_png(plane: np.ndarray, points: np.ndarray, labels: np.ndarray | None
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+class SpotConsumer(PolarisConsumer):
+    """The kiosk's `spot` queue, polaris's child (KRC consumers/spot_consumer.py:48-192): spots of
+    channel slot 0 only, saved per image i as `{name}_{i}.npy` ((N, 2) float64 [row, col], as the
+    kiosk) and `{name}_{i}.tif` (the image with the spots drawn, RGB; the kiosk renders a
+    matplotlib scatter there), plus results.json."""
+
+    name = "spot"
+    spots_only = True
+
+    def save(self, outdir: str, fields: Mapping[str, str], planes: np.ndarray, coords: list[np.ndarray],
+             labels: np.ndarray | None) -> tuple[list[str], dict[str, Any]]:
+        import tifffile
+
+        os.makedirs(outdir, exist_ok=True)
+        folder, name = kiosk_name(fields)
+        base = os.path.join(outdir, folder, name) if folder else os.path.join(outdir, name)
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        files: list[str] = []
+        for i, points in enumerate(coords):
+            np.save(f"{base}_{i}.npy", np.asarray(points, dtype=np.float64), allow_pickle=False)
+            tifffile.imwrite(f"{base}_{i}.tif", spot_lib.spots_overlay(planes[i], points), photometric="rgb")
+            files += [f"{base}_{i}.npy", f"{base}_{i}.tif"]
+        return files, {}

@@ -22,7 +22,7 @@ BUILTIN: dict[str, str] = {
     "multiplex": "redis_consumer.consumers.mesmer:MesmerConsumer",
     "zip": "redis_consumer.consumers.zip_consumer:ZipConsumer",
     "polaris": "redis_consumer.consumers.polaris:PolarisConsumer",
-    "spot": "redis_consumer.consumers.polaris:PolarisConsumer",
+    "spot": "redis_consumer.consumers.polaris:SpotConsumer",
     "caliban": "redis_consumer.consumers.caliban:CalibanConsumer",
     "tracking": "redis_consumer.consumers.caliban:CalibanConsumer",
 }
