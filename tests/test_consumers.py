@@ -10,6 +10,7 @@ import tifffile
 from PIL import Image
 
 from redis_consumer.consumers.segmentation import SegmentationConsumer
+from redis_consumer.consumers.threshold_segmentation import ThresholdSegmentation
 from redis_consumer.errors import UserError
 from tests.consumer_harness import (
     Harness,
@@ -72,7 +73,7 @@ def test_multipage_tiff_counts_per_frame(seg, rds, tmp_path):
     key = submit(rds, seg.settings, write_tif(tmp_path, "stack.tif", stack, photometric="minisblack"))
     assert seg.run_one() == "done"
     summary = results_json(open_result(seg.settings, rds.hgetall(key)))
-    assert summary["objects_per_frame"] == [1, 4, 9]
+    assert summary["objects_per_batch"] == {"nuclear": [1, 4, 9]}  # a 3-D stack is BXY (kiosk layout)
 
 
 def test_png_with_channels_field(seg, rds, tmp_path):
@@ -85,7 +86,7 @@ def test_png_with_channels_field(seg, rds, tmp_path):
 
 
 @pytest.mark.parametrize("setup,match", [
-    ("wrong_channels", "expects 1 channel"),
+    ("wrong_channels", "asks for channel 5"),  # kiosk slots: channel 5 of an RGB image
     ("oversized", "MAX_IMAGE_HEIGHT"),
     ("corrupt", "corrupt or truncated"),
     ("not_image", "not a supported image"),
@@ -94,12 +95,12 @@ def test_png_with_channels_field(seg, rds, tmp_path):
     ("nan_pixels", "NaN pixel"),
     ("inf_pixels", "infinite (Inf) pixel"),
     ("too_small", "smaller than the 8x8 minimum (MIN_IMAGE_SIZE)"),
-    ("five_d", "5 dimensions (shape 2x3x2x16x16"),
+    ("five_d", "5 dimension(s) (2x3x2x16x16"),
 ])
 def test_bad_jobs_fail_at_once_with_a_user_reason(seg, rds, tmp_path, setup, match):
     name, extra, data = "bad.tif", {}, None
     if setup == "wrong_channels":
-        path = write_tif(tmp_path, name, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+        path, extra = write_tif(tmp_path, name, np.zeros((32, 32, 3), np.uint8), photometric="rgb"), {"channels": "5"}
     elif setup == "oversized":
         path = write_tif(tmp_path, name, np.zeros((600, 40), np.uint8))
     elif setup == "corrupt":
@@ -144,7 +145,7 @@ def test_kiosk_scale_field_rescales_for_the_model_and_labels_come_back_full_size
     assert "scale" in rds.hget(bad, "reason")
 
 
-class HalfRowsSegmentation(SegmentationConsumer):
+class HalfRowsSegmentation(ThresholdSegmentation):
     """A model that answers with half the rows it was sent (what a wrong model would do)."""
 
     def predict(self, batch, model, version):
@@ -167,8 +168,8 @@ def test_model_output_of_the_wrong_shape_fails_naming_model_and_shapes(rds, tmp_
     assert "1x64x128x1" in rds.hget(key, "reason") and "1x128x128xC" in rds.hget(key, "reason")
 
 
-def test_check_prediction_accepts_maps_of_the_sent_batch(seg):
-    consumer = seg.consumer
+def test_check_prediction_accepts_maps_of_the_sent_batch(rds, tmp_path):
+    consumer = Harness(rds, settings_for(tmp_path), ThresholdSegmentation, tf=LocalTF()).consumer
     batch = np.zeros((2, 40, 30, 1), np.float32)
     consumer.check_prediction(np.zeros((2, 40, 30, 3)), batch, "M", "1")
     consumer.check_prediction(np.zeros((2, 40, 30)), batch, "M", "1")  # channel-less output

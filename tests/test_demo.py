@@ -34,10 +34,11 @@ def run_demo(out: Path, *args: str, env: dict[str, str] | None = None) -> subpro
                           check=False)
 
 
-def assert_outputs(out: Path, images: int, zipped: int) -> dict:
+def assert_outputs(out: Path, images: int, zipped: int, mesmer: int = 4) -> dict:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is True
-    assert summary["image_jobs"] == images + zipped and summary["zip_jobs"] == (1 if zipped else 0)
+    assert summary["image_jobs"] == images + zipped + mesmer and summary["zip_jobs"] == (1 if zipped else 0)
+    assert summary["mesmer_jobs"] == mesmer
     assert summary["done"] == summary["jobs"] == summary["valid_zips"] and summary["failed"] == 0
     assert summary["latency_p50_seconds"] <= summary["latency_p95_seconds"]
     assert summary["objects_found"] > 0
@@ -63,10 +64,10 @@ def test_demo_runs_to_completion(tmp_path):
     assert "jobs done / failed" in proc.stdout and "job latency p50 / p95" in proc.stdout
     assert_outputs(out, 4, 2)
     # a second run in the same folder starts clean
-    proc = run_demo(out, "--images", "2", "--zip-images", "0", "--json")
+    proc = run_demo(out, "--images", "2", "--zip-images", "0", "--mesmer-images", "1", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout)["jobs"] == 2
-    assert_outputs(out, 2, 0)
+    assert json.loads(proc.stdout)["jobs"] == 3
+    assert_outputs(out, 2, 0, mesmer=1)
 
 
 @pytest.mark.slow
@@ -119,7 +120,7 @@ def test_demo_rejects_bad_arguments(capsys, tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     assert "not made by the demo" in capsys.readouterr().err
 
-    assert main(["demo", "--images", "0", "--zip-images", "0"]) == 2
+    assert main(["demo", "--images", "0", "--zip-images", "0", "--mesmer-images", "0"]) == 2
     assert main(["demo", "--size", "5"]) == 2
     assert main(["demo", "--model", "bad"]) == 2
     err = capsys.readouterr().err

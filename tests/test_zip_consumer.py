@@ -190,14 +190,14 @@ def test_dead_lettered_child_still_completes_the_parent(pair, rds, monkeypatch):
     key = submit(rds, zips.settings, None, queue="seg-zip", name="flaky.zip",
                  data=zip_bytes([("ok.tif", tif_bytes(1)), ("flaky.tif", tif_bytes(2))]))
     assert zips.run_one() == "parked"
-    real = seg.consumer.predict
+    real = seg.consumer.run_app  # the DeepCell application step (NUCLEAR_MODEL: no threshold fallback)
 
-    def flaky(batch, model, version):
+    def flaky(*args, **kwargs):
         if "flaky" in seg.consumer.job.key:
             raise ConnectionError("model server went away")
-        return real(batch, model, version)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(seg.consumer, "predict", flaky)
+    monkeypatch.setattr(seg.consumer, "run_app", flaky)
     outcomes = seg.drain()
     assert outcomes.count("dead") == 1 and outcomes.count("done") == 1, outcomes
     assert rds.lrange("seg-zip", 0, -1) == [key]

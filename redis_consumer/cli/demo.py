@@ -1,7 +1,9 @@
 """`redis-consumer demo`: the whole pipeline on embedded defaults, with a summary and a montage.
 
-Starts a private Redis, the dev model server and two workers (segmentation and zip), submits
-synthetic nuclei images plus one zip of them exactly as `submit` does, waits with a progress
+Starts a private Redis, the dev model server and three workers (segmentation, zip, mesmer),
+submits synthetic nuclei images, one zip of them and two-channel cell images (mesmer) exactly as
+`submit` does, plus one polaris job (an image of spots) and one caliban job (a short movie with a
+division) on their own workers (`--no-kiosk-jobs` skips them), waits with a progress
 bar, validates every result zip and prints throughput, latency and per-stage times. Exits 0 only
 if every job is done with a valid zip; always stops what it started (also on Ctrl-C / SIGTERM).
 """
@@ -30,10 +32,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--images", type=int, default=20, help="synthetic images submitted one by one (default 20)")
     p.add_argument("--zip-images", type=int, default=4, help="images in the one zip job (default 4; 0: no zip)")
+    p.add_argument("--mesmer-images", type=int, default=4,
+                   help="two-channel images for mesmer jobs on QUEUE-mesmer (default 4; 0: none)")
     p.add_argument("--size", type=int, default=256, help="image height and width in pixels (default 256)")
     p.add_argument("--out", default="demo-output", metavar="DIR", help="where inputs, results, logs go (default demo-output)")
     p.add_argument("--queue", default="demo", help="queue name (default demo)")
-    p.add_argument("--model", default="NuclearSegmentation:1", metavar="NAME:VERSION", help="model to run")
+    p.add_argument("--model", default="NuclearSegmentation:6", metavar="NAME:VERSION",
+                   help="segmentation model (the kiosk's NUCLEAR_MODEL by default)")
     p.add_argument("--timeout", type=float, default=110.0, metavar="SECONDS", help="give up after this long (default 110)")
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic images")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -67,8 +72,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 @command
 def run(args: Any) -> int:
-    if args.images < 0 or args.zip_images < 0 or args.images + args.zip_images == 0:
-        raise CliError("--images and --zip-images must be non-negative and not both 0")
+    if min(args.images, args.zip_images, args.mesmer_images) < 0 or args.images + args.zip_images + args.mesmer_images == 0:
+        raise CliError("--images, --zip-images and --mesmer-images must be non-negative and not all 0")
     if not 32 <= args.size <= 2048:
         raise CliError("--size must be between 32 and 2048")
     from .submit import parse_model, validate_queue
@@ -103,10 +108,11 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
     made = images.write_images(out / "inputs", args.images, seed=args.seed, size=args.size)
     zip_made = images.write_images(out / "inputs" / "for-zip", args.zip_images, seed=args.seed + 1,
                                    size=args.size, prefix="zipped")
+    cells = images.write_cells(out / "inputs" / "mesmer", args.mesmer_images, seed=args.seed + 2, size=args.size)
     inputs = list(made)
     if zip_made:
         inputs.append(images.write_zip(out / "inputs" / "batch.zip", list(zip_made)))
-    _say(f"made {len(made)} images and a zip of {len(zip_made)} in {out / 'inputs'}")
+    _say(f"made {len(made)} images, a zip of {len(zip_made)} and {len(cells)} mesmer images in {out / 'inputs'}")
 
     bucket = os.environ.get("STORAGE_BUCKET") or (out / "bucket").as_uri()
     redis_url = services.start_redis()
@@ -114,7 +120,10 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
     client = connect_redis(settings)
     storage = bucket_client(settings.replace(ALLOWED_INPUT_PREFIXES=()))  # results live under output/
     services.start_model_server()
-    services.start_worker("worker-segmentation", queue, "segmentation", bucket)
+    if made or zip_made:
+        services.start_worker("worker-segmentation", queue, "segmentation", bucket)
+    if cells:
+        services.start_worker("worker-mesmer", f"{queue}-mesmer", "mesmer", bucket)
     if zip_made:
         services.start_worker("worker-zip", queue, "zip", bucket)
     kiosk_inputs = _kiosk_start(args, out, queue, services, bucket)
@@ -124,7 +133,10 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
 
     started = time.monotonic()
     keys = submit_paths(client, storage, inputs, queue, model_name, model_version)
-    _say(f"submitted {len(keys)} job(s) to {queue!r}" + (f" and {queue}-zip" if zip_made else ""))
+    keys += submit_paths(client, storage, list(cells), f"{queue}-mesmer", "MultiplexSegmentation", "9",
+                         {"channels": "0,1", "compartment": "both"})
+    _say(f"submitted {len(keys)} job(s) to {queue!r}" + (f", {queue}-zip" if zip_made else "")
+         + (f", {queue}-mesmer" if cells else ""))
     kiosk_keys = _kiosk_submit(client, storage, kiosk_inputs, queue)
     left = max(5.0, args.timeout - (started - t0))
     final = wait_for_jobs(client, keys + list(kiosk_keys.values()), timeout=left,
@@ -135,7 +147,7 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
         _say(f"timed out after {args.timeout:g}s with {len(pending)} job(s) unfinished; logs in {services.log_dir}")
 
     result = report.Report(report.collect(client, keys), wall)
-    by_name = {p.name: p for p in list(made) + list(zip_made)}
+    by_name = {p.name: p for p in list(made) + list(zip_made) + list(cells)}
     pairs = []
     for record in result.jobs:
         report.check_zip(record, storage, out / "results")

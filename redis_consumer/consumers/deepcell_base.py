@@ -31,8 +31,9 @@ from .tfserving_consumer import STORED_SUFFIXES, TensorFlowServingConsumer, _jso
 
 __all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
 
-#: Stage names of `self.timings` / `self.cpu_timings` written by `run_app`, in pipeline order.
-APP_STAGES = ("resize", "pre", "tile", "predict", "untile", "postprocess")
+#: Stage names of `self.timings` / `self.cpu_timings`, in pipeline order: `run_app`'s, then the
+#: result files' (`tiff`, `png`) and the zip's.
+APP_STAGES = ("resize", "pre", "tile", "predict", "untile", "postprocess", "tiff", "png", "zip")
 
 
 class ModelInput:
@@ -212,6 +213,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         common = dict(tile_shape=tile, batch_size=self.app_batch_size, overrides=overrides,
                       compartment=compartment, timings=wall, timer=_stopwatch)
         scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        if tuple(scaled) != tuple(image.shape[1:3]):
+            self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
         short = [scaled[i] < tile[i] for i in (0, 1)]
         if any(short) and not all(short):
             # The application pads BOTH axes by |size - tile| when either is short, so the long
@@ -255,8 +258,9 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             planes = (labels[i, ..., c] for i in range(b) for c in range(k))
         else:
             planes = (labels[..., c] for c in range(k))
-        for path, plane in zip(paths, planes):
-            tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
+        with self._step("tiff"):
+            for path, plane in zip(paths, planes):
+                tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
         return paths
 
     def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,
@@ -265,10 +269,11 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         from ..utils import overlay
         from ..utils.labels import normalize
 
-        shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
-        path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
-        os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
-        overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
+        with self._step("png"):
+            shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+            path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
+            os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
+            overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
         return path
 
     def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],

@@ -112,7 +112,8 @@ class SegmentationConsumer(DeepCellConsumer):
             labels_path = os.path.join(outdir, f"{prefix}_labels.tif")
             import tifffile
 
-            tifffile.imwrite(labels_path, restored)
+            with self._step("tiff"):
+                tifffile.imwrite(labels_path, restored)
             files.append(labels_path)
             for k, slot in enumerate(slots):
                 files.append(self.save_overlay(image[0, ..., slots[slot]], labels[0, ..., k], outdir, prefix,

@@ -57,6 +57,35 @@ def write_images(folder: Path, n: int, seed: int = 7, size: int = 256, prefix: s
     return made
 
 
+def cells_image(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, int]:
+    """(size, size, 2) uint16 [nuclear, membrane] and the cell count: nuclei as above, each with a
+    membrane ring 4-7 pixels outside it (what the mesmer job segments)."""
+    from scipy import ndimage
+
+    nuclear, count = nuclei_image(rng, size)
+    mask = ndimage.gaussian_filter(nuclear.astype(np.float32), 1.5) > 1000
+    dist = ndimage.distance_transform_edt(~mask)
+    ring = ndimage.gaussian_filter(((dist > 4) & (dist <= 7)).astype(np.float32), 1.0)
+    membrane = rng.poisson(200.0 + 2500.0 * ring).astype(np.float32) + rng.normal(0, 20, ring.shape)
+    image = np.stack([nuclear.astype(np.float32), membrane], axis=-1)
+    return np.clip(image, 0, 65535).astype(np.uint16), count
+
+
+def write_cells(folder: Path, n: int, seed: int = 7, size: int = 256, prefix: str = "tissue") -> dict[Path, int]:
+    """`n` two-channel (H, W, 2) TIFFs for mesmer jobs; returns path -> true cell count."""
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    made: dict[Path, int] = {}
+    for i in range(n):
+        data, count = cells_image(rng, size)
+        path = folder / f"{prefix}_{i:02d}.tif"
+        tifffile.imwrite(path, data)
+        made[path] = count
+    return made
+
+
 def write_zip(path: Path, images: list[Path]) -> Path:
     """A zip archive of `images` (one folder level, like a user's upload)."""
     path.parent.mkdir(parents=True, exist_ok=True)

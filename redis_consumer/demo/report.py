@@ -90,7 +90,9 @@ def check_zip(record: JobRecord, storage: Any, dest: Path) -> None:
                 record.zip_problem = "empty zip"
                 return
             if record.kind != "zip":
-                label_names = [n for n in names if n.endswith(("_labels.tif", "_labels.tiff"))]
+                # segmentation: the label image in the input's layout; mesmer: the kiosk's first feature
+                label_names = ([n for n in names if n.endswith(("_labels.tif", "_labels.tiff"))]
+                               or [n for n in names if n.endswith("_feature_0.tif")])
                 if not label_names:
                     record.zip_problem = "no label image in the zip"
                     return
@@ -125,6 +127,7 @@ def summary(report: Report) -> dict[str, Any]:
         "jobs": len(report.jobs),
         "image_jobs": len(images),
         "zip_jobs": len(report.jobs) - len(images),
+        "mesmer_jobs": sum(1 for j in images if j.key.split(":", 1)[0].endswith("-mesmer")),
         "done": done,
         "failed": len(report.jobs) - done,
         "valid_zips": sum(1 for j in report.jobs if j.zip_ok),
@@ -144,7 +147,8 @@ def _round(value: float | None) -> float | None:
 
 def render(data: dict[str, Any]) -> str:
     rows = [
-        ("jobs done / failed", f"{data['done']} / {data['failed']}  ({data['image_jobs']} images, {data['zip_jobs']} zip)"),
+        ("jobs done / failed", f"{data['done']} / {data['failed']}  ({data['image_jobs']} images, "
+                                f"{data.get('mesmer_jobs', 0)} of them mesmer, {data['zip_jobs']} zip)"),
         ("valid result zips", f"{data['valid_zips']} / {data['jobs']}"),
         ("wall time", human_seconds(data["wall_seconds"])),
         ("throughput", f"{data['images_per_second']} images/s" if data["images_per_second"] else "-"),
@@ -152,7 +156,7 @@ def render(data: dict[str, Any]) -> str:
     ]
     for stage, value in data["mean_stage_seconds"].items():
         rows.append((f"mean {stage} time", _fmt(value)))
-    rows.append(("nuclei found", str(data["objects_found"])))
+    rows.append(("objects found", str(data["objects_found"])))
     return table(("metric", "value"), rows)
 
 
@@ -171,6 +175,8 @@ def montage(pairs: list[tuple[np.ndarray, np.ndarray]], path: Path, columns: int
     sheet = Image.new("RGB", (columns * tile, rows * tile), (20, 20, 20))
     for i, (image, labels) in enumerate(pairs):
         plane = image.astype(np.float32)
+        if plane.ndim == 3:  # a two-channel mesmer input: show both channels
+            plane = plane.max(axis=-1)
         low, high = np.percentile(plane, (1, 99.8))
         plane = (plane - low) / max(high - low, 1e-6)
         lab = np.asarray(labels)

@@ -219,8 +219,9 @@ CASES: list[Case] = [
     Case("truncated PNG", file="truncated.png", expect=("png", "corrupt", "read", "image", "truncat")),
     Case("text file named .tif", file="text-named.tif", expect=("not", "image", "read")),
     Case("HTML error page named .png", file="html-named.png", expect=("not", "image", "read")),
-    Case("wrong channel count (RGB for a 1-channel model)", file="rgb-channels.tif",
-         fields={"model_name": "SimulatedGPU", "model_version": "1"}, expect=("channel",)),
+    # kiosk `channels` slots: an RGB image runs slot 0 on channel 0 by default; channel 5 does not exist
+    Case("channel slot beyond the image's channels (RGB, channels=5)", file="rgb-channels.tif",
+         fields={"channels": "5"}, expect=("channel",)),
     Case("NaN pixels", file="nan-pixels.tif", expect=("nan", "finite", "invalid")),
     Case("Inf pixels", file="inf-pixels.tif", expect=("inf", "finite", "invalid")),
     Case("1x1 image", file="one-pixel.tif", expect=("small", "1x1", "1 x 1", "pixel", "least")),
