@@ -167,3 +167,18 @@ def test_bad_movies_fail_with_one_sentence(name, data, words):
     reason = run.hash["reason"]
     assert run.status == "failed" and run.hash["failure_type"] == "user"
     assert words in reason and "\n" not in reason and reason.endswith("."), reason
+
+
+def test_model_settings_are_honoured_and_checked():
+    movie = nuclei_movie(n_frames=4, grid=2, size=96, seed=5)
+    run = run_job(CalibanConsumer, {}, inputs={"m.tif": tif(movie.X)}, tf=LocalTF(),
+                  settings={"TRACKING_SEGMENT_MODEL": "CytoplasmSegmentation:5"})
+    assert run.status == "done", run.hash.get("reason")
+    summary = json.loads(run.files["results.json"])
+    assert summary["segmentation_model"] == "CytoplasmSegmentation:5"
+    assert {a["model"] for a in summary["applications"]} == {"CytoplasmSegmentation:5"}
+    run = run_job(CalibanConsumer, {}, inputs={"m.tif": tif(movie.X)}, tf=LocalTF(),
+                  settings={"CALIBAN_MODEL": "NuclearSegmentation:6"})
+    assert run.status == "failed" and "check CALIBAN_MODEL" in run.hash["reason"], run.hash.get("reason")
+    run = run_job(CalibanConsumer, {}, inputs={"m.tif": tif(movie.X)}, tf=LocalTF(), settings={"APPEARANCE_DIM": "16"})
+    assert run.status == "failed" and "set APPEARANCE_DIM=32" in run.hash["reason"], run.hash.get("reason")

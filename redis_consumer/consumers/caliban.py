@@ -51,6 +51,10 @@ class CalibanConsumer(DeepCellConsumer):
 
     name = "caliban"
 
+    def segmentation_model(self) -> str:
+        """TRACKING_SEGMENT_MODEL (the kiosk tutorial's name) when set, else NUCLEAR_MODEL."""
+        return self.settings.TRACKING_SEGMENT_MODEL or self.settings.NUCLEAR_MODEL
+
     def frame_limit(self) -> int:
         return min(KIOSK_MAX_FRAMES, int(self.settings.MAX_IMAGE_FRAMES))
 
@@ -94,7 +98,7 @@ class CalibanConsumer(DeepCellConsumer):
             outdir = os.path.join(workdir, "out")
             files, summary = self.save(outdir, fields, raw, result)
             summary.update(job=job.key, original_name=name, input_shape=list(raw.shape),
-                           segmentation_model=settings.NUCLEAR_MODEL if segmented else None,
+                           segmentation_model=self.segmentation_model() if segmented else None,
                            applications=list(self.apps_run), predict_retries=self.predict_retries,
                            stage_timings={k: round(v, 6) for k, v in job.timings.items()})
             zip_path = self.write_result_zip(os.path.join(workdir, "result.zip"), outdir, files, summary)
@@ -164,11 +168,11 @@ class CalibanConsumer(DeepCellConsumer):
 
     # -- segmentation -----------------------------------------------------------------------
     def segment_frames(self, raw: np.ndarray, job: Job) -> np.ndarray:
-        """(T, H, W, 1) int32 nuclear labels, NuclearSegmentation on NUCLEAR_MODEL, a few frames
+        """(T, H, W, 1) int32 nuclear labels, NuclearSegmentation on `segmentation_model()`, a few frames
         per call so every call fills at least one TF_MAX_BATCH_SIZE request (progress per call)."""
         from ..deepcell import apps
 
-        model = self.settings.NUCLEAR_MODEL
+        model = self.segmentation_model()
         name, version = parse_model(model)
         tile = self.model_tile_shape(name, version)
         stride = max(1, int(tile[0] * 0.75))
