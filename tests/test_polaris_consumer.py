@@ -75,28 +75,31 @@ def test_spots_found_at_their_subpixel_positions(server, shape):
     assert run.files["spots_0_spots.png"].startswith(b"\x89PNG")
 
 
-def cells_image(rng: np.random.Generator, size: int = 320):
-    """(image (H, W, 3) = spots, nuclei, cytoplasm; true cell map (H, W); spot positions; the
-    true cell of each spot (0 = background)). 9 cells in a grid: nucleus r=22, cytoplasm r=34."""
+def cells_image(rng: np.random.Generator, size: int = 320, n_inside: int = 90, n_outside: int = 30):
+    """(image (H, W, 3) = spots, nuclei, cytoplasm; true nucleus map; true whole-cell map; spot
+    positions; the true cell of each spot (0 = background)). 3x3 cells: nucleus r=22, cytoplasm r=34;
+    spots lie <= 14 px from a centre (well inside a nucleus) or >= 46 px from every centre."""
     rows, cols = np.mgrid[:size, :size]
-    centres = [(r, c) for r in (60, 160, 260) for c in (60, 160, 260)]
+    grid = (size / 2 - size * 5 / 16, size / 2, size / 2 + size * 5 / 16)
+    centres = np.array([(r, c) for r in grid for c in grid])
     nuclear = np.zeros((size, size), np.int32)
     whole = np.zeros((size, size), np.int32)
     for k, (r, c) in enumerate(centres, 1):
         d2 = (rows - r) ** 2 + (cols - c) ** 2
         whole[d2 <= 34**2] = k
         nuclear[d2 <= 22**2] = k
-    # spots well inside nuclei (<= 14 px from a centre) and in the background (>= 46 px from any)
-    inside, outside = [], []
-    while len(inside) < 90 or len(outside) < 30:
+    points: list[np.ndarray] = []
+    counts = {"inside": 0, "outside": 0}
+    wanted = {"inside": n_inside, "outside": n_outside}
+    while counts != wanted:
         p = rng.uniform(4, size - 5, 2)
-        d = min(np.hypot(*(p - np.array(c))) for c in centres)
-        pool = inside if d <= 14 else outside if d >= 46 else None
-        if pool is not None and (not (inside + outside) or
-                                 np.min(np.hypot(*(np.array(inside + outside) - p).T)) >= 4):
-            if (pool is inside and len(inside) < 90) or (pool is outside and len(outside) < 30):
-                pool.append(p)
-    truth = np.array(inside + outside)
+        d = np.hypot(*(centres - p).T).min()
+        kind = "inside" if d <= 14 else "outside" if d >= 46 else None
+        spaced = not points or np.hypot(*(np.array(points) - p).T).min() >= 4
+        if kind is not None and spaced and counts[kind] < wanted[kind]:
+            points.append(p)
+            counts[kind] += 1
+    truth = np.array(points)
     spots, _, _ = spot_image(truth, size, rng)
     nuc = 100 + 900 * (nuclear > 0) + rng.normal(0, 10, (size, size))
     cyto = 100 + 700 * (whole > 0) + rng.normal(0, 10, (size, size))
@@ -151,7 +154,7 @@ def test_cell_culture_assigns_spots_to_nuclei_then_cytoplasm(server):
 
 def test_tissue_assigns_spots_with_mesmer(server):
     rng = np.random.default_rng(4)
-    image, nuclear, whole, truth, owner = cells_image(rng)
+    image, _, whole, truth, owner = cells_image(rng)
     run = run_job(PolarisConsumer, {"channels": "0,1,2", "segmentation_type": "tissue"},
                   inputs={"cells.tif": tif(image)}, model_server=server)
     check_assignment(run, image, [whole], truth, owner)  # MESMER_COMPARTMENT whole-cell
@@ -160,7 +163,7 @@ def test_tissue_assigns_spots_with_mesmer(server):
 
 def test_empty_segmentation_type_is_automatic(server):
     rng = np.random.default_rng(5)
-    image, nuclear, whole, truth, owner = cells_image(rng, size=200)
+    image = cells_image(rng, size=240, n_inside=30, n_outside=10)[0]
     run = run_job(PolarisConsumer, {"channels": "0,1"}, inputs={"cells.tif": tif(image)}, model_server=server)
     assert run.status == "done", run.hash.get("reason")
     assert json.loads(run.files["results.json"])["segmentation_type"] == "cell culture"

@@ -77,7 +77,7 @@ class CalibanConsumer(DeepCellConsumer):
     # -- the flow ---------------------------------------------------------------------------
     def _caliban(self, job: Job, workdir: str) -> dict[str, Any]:
         started = time.perf_counter()
-        fields, settings = job.fields, self.settings
+        fields = job.fields
         name = fields.get("original_name") or os.path.basename(fields["input_file_name"])
         job.progress(0)
         with job.stage("download"):
@@ -258,7 +258,7 @@ class CalibanConsumer(DeepCellConsumer):
             "track_count": len(result.tracks),
             "division_count": len(divisions),
             "divisions": {str(p): result.tracks[p]["daughters"] for p in divisions},
-            "cells_per_frame": [int(len(np.unique(f[f > 0]))) for f in tracked],
+            "cells_per_frame": [len(np.unique(f[f > 0])) for f in tracked],
             "models": {"neighborhood_encoder": self.settings.NEIGHBORHOOD_ENCODER,
                        "inference": self.settings.CALIBAN_MODEL},
             "parameters": {"distance_threshold": self.settings.MAX_DISTANCE,
