@@ -33,6 +33,16 @@ def _model(value: str) -> str | None:
     return None
 
 
+def _json_object(value: str) -> str | None:
+    import json
+
+    try:
+        parsed = json.loads(value) if value.strip() else {}
+    except ValueError:
+        parsed = None
+    return None if isinstance(parsed, dict) else 'a JSON object such as {"radius": 8} (or empty)'
+
+
 def _probability(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else "a number from 0 to 1"
 
@@ -112,6 +122,12 @@ class Settings(SettingsBase):
     MESMER_COMPARTMENT = Setting("MESMER_COMPARTMENT", str, "whole-cell",
         "Mesmer compartment when a job names none (KRC settings.py:123).",
         choices=("whole-cell", "nuclear", "both"))
+    SEGMENTATION_POSTPROCESS = Setting("SEGMENTATION_POSTPROCESS", str, "",
+        "Kiosk segmentation: deep-watershed parameters overriding the applications' (JSON, e.g. "
+        '`{"radius": 8, "small_objects_threshold": 20}`; empty: DeepCell\'s).', check=_json_object)
+    MESMER_POSTPROCESS = Setting("MESMER_POSTPROCESS", str, "",
+        "Mesmer: deep-watershed parameters overriding the application's, for both compartments or per "
+        'compartment (JSON, e.g. `{"nuclear": {"maxima_threshold": 0.2}}`; empty: DeepCell\'s).', check=_json_object)
     POLARIS_MODEL = Setting("POLARIS_MODEL", str, "SpotDetection:3",
         "Polaris spot-detection model (KRC settings.py:126).", check=_model)
     POLARIS_THRESHOLD = Setting("POLARIS_THRESHOLD", float, 0.95,

@@ -339,3 +339,49 @@ def test_real_workers_image_and_multiplex_jobs_done_with_output_url_in_the_done_
     finally:
         stop.set()
         stop_all(procs)
+
+
+# -- retries, settings, small images, zip-child names -----------------------------------------------
+def test_predict_retries_count_every_failed_predict_attempt():
+    truth, image = nuclei(6, h=600, w=520)
+    with ModelServer(fail_rate=0.3, seed=3, max_batch_size=2) as flaky:
+        run = run_job(SegmentationConsumer, {"dimension_order": "XY", "channels": "0,"},
+                      inputs={"cells.tif": tiff_bytes(image)}, model_server=flaky.address,
+                      settings={"GRPC_BACKOFF": 0.01, "MAX_RETRY": 8})
+        injected = flaky.stats()["injected_failures"]
+    assert run.status == "done", run.hash.get("reason")
+    assert injected > 0 and int(run.hash["predict_retries"]) == injected
+    assert json.loads(run.files["results.json"])["predict_retries"] == injected
+    assert_found(truth, read_tif(run, "cells_batch_0_feature_0.tif"))
+
+
+def test_postprocess_settings_override_the_applications_parameters(server):
+    _n, _c, image = cells(3)
+    run = run_job(MesmerConsumer, {"compartment": "both"}, inputs={"t.tif": tiff_bytes(image)}, model_server=server,
+                  settings={"MESMER_POSTPROCESS": '{"nuclear": {"small_objects_threshold": 100000}}'})
+    assert run.status == "done", run.hash.get("reason")
+    assert run.hash["nuclear_count"] == "0" and int(run.hash["whole_cell_count"]) > 0
+    params = json.loads(run.files["results.json"])["applications"][0]["postprocess"]
+    assert params["nuclear"]["small_objects_threshold"] == 100000 and params["whole-cell"]["small_objects_threshold"] == 15
+    from redis_consumer.errors import ConfigError
+    from redis_consumer.settings import Settings
+
+    with pytest.raises(ConfigError, match="SEGMENTATION_POSTPROCESS.*unknown postprocess parameter 'radiuss'"):
+        SegmentationConsumer(Settings.from_env({}, SEGMENTATION_POSTPROCESS='{"radiuss": 3}', METRICS_PORT=0))
+
+
+@pytest.mark.parametrize("h, w", [(100, 300), (300, 100), (90, 120)])
+def test_images_shorter_than_a_tile_on_one_or_both_axes(server, h, w):
+    truth, image = nuclei(7, h=h, w=w)
+    run = seg(server, {"dimension_order": "XY", "channels": "0,"}, tiff_bytes(image))
+    assert run.status == "done", run.hash.get("reason")
+    assert_found(truth, read_tif(run, "cells_batch_0_feature_0.tif"))
+
+
+def test_zip_child_results_sit_in_the_archive_folder_with_kiosk_names(server):
+    truth, image = nuclei(8)
+    run = seg(server, {"dimension_order": "XY", "channels": "0,"}, tiff_bytes(image), name="plate/well A/cells.tif")
+    assert run.status == "done", run.hash.get("reason")
+    assert {"plate/well A/cells_batch_0_feature_0.tif", "plate/well A/cells_labels.tif", "results.json",
+            "log.txt"} <= set(run.files)
+    assert_found(truth, read_tif(run, "plate/well A/cells_batch_0_feature_0.tif"))

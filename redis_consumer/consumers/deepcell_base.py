@@ -81,13 +81,17 @@ def kiosk_tiff_names(name: str, kind: str, batches: int, features: int) -> list[
 
 
 class _RetryCounter:
-    """A CALL_OBSERVERS hook counting failed Predict attempts (each one is retried or fatal)."""
+    """A CALL_OBSERVERS hook counting Predict attempts that failed transiently (UNAVAILABLE,
+    DEADLINE_EXCEEDED: the ones the client retries); a batch the server refused as too large
+    and split is not a retry."""
+
+    TRANSIENT = frozenset(code.name for code in calls.RETRYABLE)
 
     def __init__(self) -> None:
         self.count = 0
 
     def __call__(self, method: str, code: str, seconds: float) -> None:
-        if method == "Predict" and code != "OK":
+        if method == "Predict" and code in self.TRANSIENT:
             self.count += 1
 
 
@@ -112,6 +116,21 @@ class DeepCellConsumer(TensorFlowServingConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.begin_job()
+
+    def postprocess_overrides(self, setting: str, *specs: AppSpec) -> dict[str, Any]:
+        """The JSON setting `setting` (deep-watershed overrides) checked against `specs`; a
+        ConfigError at worker start for an unknown parameter or compartment."""
+        from ..errors import ConfigError
+
+        text = str(getattr(self.settings, setting, "") or "").strip()
+        overrides = json.loads(text) if text else {}
+        try:
+            for spec in specs:
+                for compartment in spec.compartments:
+                    spec.postprocess_kwargs(compartment, overrides)
+        except ValueError as exc:
+            raise ConfigError(f"{setting}: {exc}") from None
+        return overrides
 
     def begin_job(self) -> None:
         """Forget the previous job's timings, retries and app records."""
@@ -146,7 +165,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         """A callable (N, T, T, C) float32 tiles -> {output name: (N, T, T, k)} through our client.
 
         Each call sends every tile it is given, batched and pipelined by the client, within the
-        job's deadline (checked per call); failed Predict attempts count into `predict_retries`.
+        job's deadline (checked per call); transiently failed Predict attempts count into
+        `predict_retries`.
         """
         spec = self.model_input(model, version)
         wire = wire_version(version)

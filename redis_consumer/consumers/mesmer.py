@@ -60,6 +60,11 @@ class MesmerConsumer(DeepCellConsumer):
 
     name = "mesmer"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: MESMER_POSTPROCESS: parameters for both compartments and/or {"nuclear": {...}}.
+        self.overrides = self.postprocess_overrides("MESMER_POSTPROCESS", Mesmer)
+
     def compartment_of(self, fields: dict[str, str]) -> str:
         value = (fields.get("compartment") or "").strip() or str(self.settings.MESMER_COMPARTMENT)
         if value not in COMPARTMENTS:
@@ -93,7 +98,8 @@ class MesmerConsumer(DeepCellConsumer):
                     f"dim_order {dim_order}")
         pair = np.stack([image[..., nuclear], image[..., membrane]], axis=-1)
         with job.stage("predict"):
-            labels = self.run_app(Mesmer, pair, model, scale=scale, compartment=compartment)
+            labels = self.run_app(Mesmer, pair, model, scale=scale, compartment=compartment,
+                                  overrides=self.overrides)
         names = list(Mesmer.select(compartment))
         by_compartment = {c: labels[..., k] for k, c in enumerate(names)}
         job.log("found " + ", ".join(f"{int(sum(len(np.unique(b[b > 0])) for b in v))} {c}"

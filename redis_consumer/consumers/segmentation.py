@@ -39,6 +39,12 @@ class SegmentationConsumer(DeepCellConsumer):
 
     name = "segmentation"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: SEGMENTATION_POSTPROCESS, for every slot's application.
+        self.overrides = self.postprocess_overrides("SEGMENTATION_POSTPROCESS", NuclearSegmentation,
+                                                    CytoplasmSegmentation)
+
     def slot_models(self, fields: Mapping[str, str]) -> list[str]:
         """`NAME:VERSION` per slot; the job's non-empty `model_name` replaces slot 0's."""
         models = [str(getattr(self.settings, setting)) for setting, _app in SLOTS]
@@ -99,7 +105,8 @@ class SegmentationConsumer(DeepCellConsumer):
                 _setting, app = SLOTS[slot]
                 job.log(f"slot {slot} ({SLOT_NAMES[slot]}): channel {channel} -> {models[slot]} ({app.name}), "
                         f"scale {scale:g}")
-                outputs.append(self.run_app(app, image[..., channel:channel + 1], models[slot], scale=scale))
+                outputs.append(self.run_app(app, image[..., channel:channel + 1], models[slot], scale=scale,
+                                            overrides=self.overrides))
                 job.progress(10 + 80 * (done + 1) / len(slots))
         labels = np.concatenate(outputs, axis=-1)  # (B, X, Y, filled slots), slot order
         counts = {SLOT_NAMES[s]: labels[..., k] for k, s in enumerate(slots)}
