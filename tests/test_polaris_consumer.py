@@ -203,3 +203,15 @@ def test_bad_channels_fail_with_one_sentence(fields, words):
     reason = run.hash["reason"]
     assert run.status == "failed" and run.hash["failure_type"] == "user"
     assert words in reason and "\n" not in reason and reason.endswith("."), reason
+
+
+def test_segmentation_postprocess_setting_reaches_polaris():
+    from redis_consumer.testing import LocalTF
+
+    image = cells_image(np.random.default_rng(8), size=240, n_inside=20, n_outside=5)[0]
+    run = run_job(PolarisConsumer, {"channels": "0,1", "segmentation_type": "cell culture"},
+                  inputs={"cells.tif": tif(image)}, tf=LocalTF(),
+                  settings={"SEGMENTATION_POSTPROCESS": '{"small_objects_threshold": 77}'})
+    assert run.status == "done", run.hash.get("reason")
+    (app,) = json.loads(run.files["results.json"])["applications"]
+    assert app["postprocess"]["cell"]["small_objects_threshold"] == 77 and app["scale"] == 0.38

@@ -51,6 +51,13 @@ class CalibanConsumer(DeepCellConsumer):
 
     name = "caliban"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from ..deepcell import apps
+
+        super().__init__(*args, **kwargs)
+        # the kiosk's frames are segmented by its segmentation consumer: the same overrides
+        self.overrides = self.postprocess_overrides("SEGMENTATION_POSTPROCESS", apps.NuclearSegmentation)
+
     def segmentation_model(self) -> str:
         """TRACKING_SEGMENT_MODEL (the kiosk tutorial's name) when set, else NUCLEAR_MODEL."""
         return self.settings.TRACKING_SEGMENT_MODEL or self.settings.NUCLEAR_MODEL
@@ -181,7 +188,8 @@ class CalibanConsumer(DeepCellConsumer):
         n_frames = raw.shape[0]
         parts = []
         for start in range(0, n_frames, step):
-            parts.append(self.run_app(apps.NuclearSegmentation, raw[start:start + step], model))
+            parts.append(self.run_app(apps.NuclearSegmentation, raw[start:start + step], model,
+                                      overrides=self.overrides))
             job.progress(50 * min(n_frames, start + step) / n_frames)
         labels = np.concatenate(parts, axis=0)
         job.log(f"segmented {n_frames} frame(s) with {model}: "

@@ -95,6 +95,17 @@ class PolarisConsumer(DeepCellConsumer):
     #: The kiosk's `spot` queue: segmentation_type is ignored (always none).
     spots_only = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from ..deepcell import apps
+
+        super().__init__(*args, **kwargs)
+        # the kiosk's children run in its segmentation and mesmer consumers: the same overrides
+        self.overrides = {
+            "segmentation": self.postprocess_overrides("SEGMENTATION_POSTPROCESS", apps.NuclearSegmentation,
+                                                       apps.CytoplasmSegmentation),
+            "tissue": self.postprocess_overrides("MESMER_POSTPROCESS", apps.Mesmer),
+        }
+
     def consume(self, job: Job) -> dict[str, Any]:
         self.begin_job()
         workdir = tempdirs.make("rc-job-")
@@ -195,14 +206,15 @@ class PolarisConsumer(DeepCellConsumer):
         if kind == "tissue":
             stack = image[..., [slots[1], slots[2]]]
             labels = self.run_app(apps.Mesmer, stack, settings.MESMER_MODEL, scale=scale,
-                                  compartment=settings.MESMER_COMPARTMENT)
+                                  overrides=self.overrides["tissue"], compartment=settings.MESMER_COMPARTMENT)
             return labels, {"tissue": settings.MESMER_MODEL}
         parts, models = [], {}
         for slot, spec, setting in ((1, apps.NuclearSegmentation, "NUCLEAR_MODEL"),
                                     (2, apps.CytoplasmSegmentation, "CYTOPLASM_MODEL")):
             if slot in slots:
                 model_text = getattr(settings, setting)
-                parts.append(self.run_app(spec, image[..., [slots[slot]]], model_text, scale=scale))
+                parts.append(self.run_app(spec, image[..., [slots[slot]]], model_text, scale=scale,
+                                          overrides=self.overrides["segmentation"]))
                 models[SLOT_ROLES[slot]] = model_text
                 job.progress(50 + 20 * len(parts))
         return np.concatenate(parts, axis=-1), models
