@@ -27,7 +27,13 @@ from ..deepcell.pipeline import run_application
 from ..deepcell.resize import resize_input, resize_labels, scaled_shape
 from ..errors import UserError
 from ..tfserving import calls
-from .tfserving_consumer import STORED_SUFFIXES, TensorFlowServingConsumer, _jsonable, parse_model, wire_version
+from .tfserving_consumer import (
+    STORED_SUFFIXES,
+    TensorFlowServingConsumer,
+    _jsonable,
+    parse_model,
+    wire_version,
+)
 
 __all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
 
@@ -230,8 +236,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
     def _run(self, spec: AppSpec, image: np.ndarray, model_in: ModelInput, predict: Callable,
              image_mpp: float, overrides: Any, compartment: str | None, wall: dict) -> np.ndarray:
         tile = model_in.tile
-        common = dict(tile_shape=tile, batch_size=self.app_batch_size, overrides=overrides,
-                      compartment=compartment, timings=wall, timer=_stopwatch)
+        common = {"tile_shape": tile, "batch_size": self.app_batch_size, "overrides": overrides,
+                  "compartment": compartment, "timings": wall, "timer": _stopwatch}
         scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
         if tuple(scaled) != tuple(image.shape[1:3]):
             self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
@@ -355,7 +361,7 @@ def _add(wall: dict, stage: str, start: tuple[float, float]) -> None:
 
 def _count(labels: np.ndarray) -> list[int]:
     """Objects per batch item of (B, X, Y) labels (labels are sequential per item)."""
-    return [int(len(np.unique(item[item > 0]))) for item in np.asarray(labels)]
+    return [len(np.unique(item[item > 0])) for item in np.asarray(labels)]
 
 
 def _shape_text(shape: Sequence[int]) -> str:
