@@ -239,6 +239,14 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         common = {"tile_shape": tile, "batch_size": self.app_batch_size, "overrides": overrides,
                   "compartment": compartment, "timings": wall, "timer": _stopwatch}
         scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        limit = 4 * int(self.settings.MAX_IMAGE_HEIGHT) * int(self.settings.MAX_IMAGE_WIDTH)
+        if scaled[0] * scaled[1] > limit:  # a 2048x2048 image at scale 10 would need ~1.7 GB per channel
+            raise UserError(f"The job's scale {image_mpp / spec.model_mpp:g} would make the image {scaled[0]}x"
+                            f"{scaled[1]} pixels for the model, more than 4x MAX_IMAGE_HEIGHT x MAX_IMAGE_WIDTH; "
+                            "use a smaller scale.")
+        if min(scaled) < 1:
+            raise UserError(f"The job's scale {image_mpp / spec.model_mpp:g} shrinks the "
+                            f"{image.shape[1]}x{image.shape[2]} image to nothing; use a larger scale.")
         if tuple(scaled) != tuple(image.shape[1:3]):
             self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
         short = [scaled[i] < tile[i] for i in (0, 1)]
