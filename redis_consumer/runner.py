@@ -112,7 +112,7 @@ class JobRunner:
     # -- outcomes ---------------------------------------------------------------------------
     def _end(self, job: Job, status: Status, extra: Mapping[str, Any], started: float) -> Outcome:
         timings = job.timing_fields(started)
-        fields = {"total_time": timings["total"], **extra}
+        fields = {"total_time": timings["total"], **kiosk_aliases(timings), **extra}
         if status == Status.FAILED:
             fields.setdefault("failure_type", FailureType.USER)
         job.log(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
@@ -195,6 +195,12 @@ def _result_fields(result: Any, parked: bool) -> dict[str, Any]:
     if status != Status.DONE:
         raise TypeError("consume() returned a status; raise UserError to fail a job")
     return fields
+
+
+def kiosk_aliases(timings: Mapping[str, float]) -> dict[str, float]:
+    """Our stage times under the kiosk's names: kiosk-client's summary reads `prediction_time`
+    (kiosk-client 0.8.4 kiosk_client/job.py:299-331); `predict_time` stays too."""
+    return {"prediction_time": timings["predict"]} if "predict" in timings else {}
 
 
 def _final_reason(reason: str, attempts: int) -> str:

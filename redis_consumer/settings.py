@@ -57,7 +57,7 @@ class Settings(SettingsBase):
     CONSUMER_TYPE = Setting("CONSUMER_TYPE", str, "segmentation", "Consumer to run: a registered name or `package.module:Class`.")
     HOSTNAME = Setting("HOSTNAME", str, "", "Worker identity prefix; the pod name in Kubernetes (defaults to the host name).")
     EMPTY_QUEUE_TIMEOUT = Setting("EMPTY_QUEUE_TIMEOUT", float, 5.0, "Seconds one blocking claim waits before re-checking shutdown and health.", minimum=0.1)
-    EXPIRE_TIME = Setting("EXPIRE_TIME", int, 3600, "Seconds a finished job hash lives before Redis expires it.", minimum=1)
+    EXPIRE_TIME = Setting("EXPIRE_TIME", int, 3600, "Seconds a finished job hash lives before Redis expires it (at least 600: the kiosk's page and kiosk-client expire it themselves after reading it and need it there).", minimum=600)
     METADATA_EXPIRE_TIME = Setting("METADATA_EXPIRE_TIME", int, 30, "Seconds model metadata stays cached in Redis.", minimum=1)
     HEARTBEAT_INTERVAL = Setting("HEARTBEAT_INTERVAL", float, 5.0, "Seconds between liveness heartbeats (and reaper runs).", minimum=0.05)
     HEARTBEAT_TTL = Setting("HEARTBEAT_TTL", float, 30.0, "Seconds without a heartbeat after which a worker counts as dead.", minimum=0.1)

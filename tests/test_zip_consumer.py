@@ -13,6 +13,7 @@ import tifffile
 from redis_consumer.consumers import zip_consumer
 from redis_consumer.consumers.segmentation import SegmentationConsumer
 from redis_consumer.consumers.zip_consumer import ZipConsumer
+from redis_consumer.utils.zip_layout import FlatLayout
 from tests.consumer_harness import (
     Harness,
     LocalTF,
@@ -21,6 +22,7 @@ from tests.consumer_harness import (
     settings_for,
     submit,
 )
+from tests.helpers.kiosk_frontend import KioskFrontend
 from tests.test_consumers_postprocess import k_disks
 
 
@@ -64,6 +66,9 @@ def test_mixed_zip_fans_out_and_in_with_failures_listed(pair, rds):
     parent = rds.hgetall(key)
     assert parent["status"] == "waiting" and parent["children_total"] == "4"
     children = rds.lrange("children:" + key, 0, -1)
+    # the kiosk's parent fields at fan-out (KRC base_consumer.py:748-763)
+    assert parent["children"].split(",") == children and parent["total_jobs"] == "4" and parent["progress"] == "0"
+    assert float(parent["children_upload_time"]) > 0
     assert rds.llen("seg") == 4 and sorted(rds.lrange("seg", 0, -1)) == sorted(children)
     child = rds.hgetall(children[0])
     assert child["parent"] == key and child["parent_queue"] == "seg-zip" and child["model_name"] == "NuclearSegmentation"
@@ -75,11 +80,28 @@ def test_mixed_zip_fans_out_and_in_with_failures_listed(pair, rds):
     assert zips.run_one() == "done"
     parent = rds.hgetall(key)
     assert parent["status"] == "done" and parent["children_done"] == "3" and parent["children_failed"] == "1"
+    broken = [c for c in children if c.endswith(":broken.tif")]
+    assert parent["children:failed"] == broken[0] and set(parent["children:done"].split(",")) == set(children) - set(broken)
+    page = KioskFrontend.page_failures(parent["failures"])  # what the page's query-string parse reads
+    assert list(page) == broken and "corrupt" in page[broken[0]]
+    assert float(parent["cleanup_time"]) > 0 and parent["total_jobs"] == "4"
+    for name in ("prediction_time", "postprocess_time", "upload_time", "download_time", "total_time",
+                 "predict_retries"):  # the done children's, comma-joined (KRC base_consumer.py:673-701)
+        assert len([float(v) for v in parent[name].split(",")]) == 3, name
     zf = open_result(zips.settings, parent)
     names = zf.namelist()
-    assert {"failures.json", "results.json", "log.txt"} <= set(names)
-    assert any(n.startswith("0000-one/") and n.endswith("_labels.tif") for n in names)
-    assert sum(n.endswith("_labels.tif") for n in names) == 3
+    assert {"failures.json", "results.json", "log.txt"} <= set(names) and len(set(names)) == len(names)
+    # flat, mirroring the archive: a/one.tif's files under a/, named after the input; per-child extras prefixed
+    by_child = {c["name"]: c["files"] for c in json.loads(zf.read("results.json"))["children"]}
+    assert set(by_child) == {"a/one.tif", "two.tif", "three.tif", "broken.tif"} and by_child["broken.tif"] == []
+    assert {"a/one_results.json", "a/one_log.txt", "two_results.json", "three_log.txt"} <= set(names)
+    for name, files in by_child.items():
+        folder, stem = ("a/", "one") if name == "a/one.tif" else ("", name[:-4])
+        assert all(f.startswith(folder + stem) and "/" not in f[len(folder):] for f in files), files
+    tifs = [n for n in names if n.endswith(".tif")]
+    assert {t.split("_")[0] for t in tifs} == {"a/one", "two", "three"}
+    for tif in tifs:  # each label image has its input's size
+        assert tifffile.imread(io.BytesIO(zf.read(tif))).shape[-2:] == (64, 64)
     failures = json.loads(zf.read("failures.json"))
     assert [f["name"] for f in failures["failed"]] == ["broken.tif"]
     assert "corrupt" in failures["failed"][0]["reason"]
@@ -125,7 +147,11 @@ def test_all_children_failing_fails_the_parent(pair, rds):
                  data=zip_bytes([("a.tif", b"II*\x00garbage!"), ("b.png", b"\x89PNG\r\n\x1a\nxx")]))
     run_all(zips, seg)
     job = rds.hgetall(key)
-    assert job["status"] == "failed" and "All 2 image(s)" in job["reason"]
+    assert job["status"] == "failed" and "All 2 image(s)" in job["reason"] and "\n" not in job["reason"]
+    # the page shows only `reason` on failed; `failures` still names each child's (kiosk format)
+    page = KioskFrontend.page_failures(job["failures"])
+    assert sorted(page) == sorted(rds.lrange("children:" + key, 0, -1)) and all(page.values())
+    assert job["children:done"] == "" and len(job["children:failed"].split(",")) == 2
 
 
 class Killed(BaseException):
@@ -167,7 +193,7 @@ def test_worker_killed_during_fan_out_creates_no_duplicates(pair, rds, tmp_path,
     job = rds.hgetall(key)
     assert job["status"] == "done" and job["children_done"] == "5", job
     names = open_result(zips.settings, job).namelist()
-    assert sum(n.endswith("_labels.tif") for n in names) == 5
+    assert {n.split("_")[0] for n in names if n.endswith(".tif")} == {f"img{i}" for i in range(5)}
 
 
 def test_recovered_waiting_parent_is_not_fanned_out_twice(pair, rds):
@@ -177,9 +203,11 @@ def test_recovered_waiting_parent_is_not_fanned_out_twice(pair, rds):
     assert zips.run_one() == "parked"
     # a parent that lost its fan-in claim comes back as `new` with its children already made
     rds.hset(key, "status", "new")
+    rds.hdel(key, "children")  # as if the first fan-out died between creating the children and parking
     rds.lpush("seg-zip", key)
     assert zips.run_one() == "parked"
     assert rds.llen("seg") == 2
+    assert rds.hget(key, "children").split(",") == rds.lrange("children:" + key, 0, -1)
     run_all(zips, seg)
     assert rds.hget(key, "status") == "done"
 
@@ -206,3 +234,20 @@ def test_dead_lettered_child_still_completes_the_parent(pair, rds, monkeypatch):
     assert job["children_done"] == "1" and job["children_failed"] == "1"
     failures = json.loads(open_result(zips.settings, job).read("failures.json"))
     assert failures["failed"][0]["name"] == "flaky.tif" and failures["failed"][0]["failure_type"] == "system"
+
+
+def test_flat_layout_mirrors_the_archive_and_never_collides():
+    layout = FlatLayout(("failures.json", "results.json", "log.txt"))
+    # a child that already wrote the kiosk's `{dir}/` keeps its path; one that wrote flat names gets `{dir}/`
+    assert layout.place("plate/A1/cells.tif", "plate/A1/cells_batch_0_feature_0.tif") == "plate/A1/cells_batch_0_feature_0.tif"
+    assert layout.place("plate/A2/cells.tif", "cells_batch_0_feature_0.tif") == "plate/A2/cells_batch_0_feature_0.tif"
+    # per-job files not named after the input get `{name}_`; names made safe by a consumer still count as named
+    assert layout.place("plate/A2/cells.tif", "results.json") == "plate/A2/cells_results.json"
+    assert layout.place("my cells (1).png", "my_cells_1_feature_0.tif") == "my_cells_1_feature_0.tif"
+    # a name the parent's own files hold already moves under the input's file name
+    assert layout.place("results.tif", "results.json") == "results.tif/results.json"
+    # the same stem twice in one folder: the later child's files go under its input's file name
+    assert layout.place("plate/A2/cells.png", "cells_batch_0_feature_0.tif") == "plate/A2/cells.png/cells_batch_0_feature_0.tif"
+    assert layout.place("plate/A2/cells.png", "cells_batch_0_feature_0.tif") == "plate/A2/cells.png~2/cells_batch_0_feature_0.tif"
+    assert layout.place("log.png", "log.txt") == "log.png/log.txt"
+    assert layout.place("x.png", "../x.tif") != layout.place("x.png", "x.tif")

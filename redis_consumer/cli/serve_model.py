@@ -32,7 +32,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model-dir", default="", help="also serve the SavedModels in DIR (needs TensorFlow)")
     p.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
     p.add_argument("--gpu-base-ms", type=float, default=4.0, help="SimulatedGPU fixed time per batch in ms")
-    p.add_argument("--gpu-per-sample-ms", type=float, default=0.5, help="SimulatedGPU time per sample in ms")
+    p.add_argument("--gpu-per-sample-ms", type=float, default=0.0, help="SimulatedGPU time per sample in ms")
+    p.add_argument("--gpu-per-mpixel-ms", type=float, default=None,
+                   help="SimulatedGPU time per megapixel in ms (default 7.63: 0.5 ms per 256x256 tile)")
+    p.add_argument("--gpu-dtype", default="float32", choices=("float32", "float16", "uint16", "uint8"),
+                   help="the input (and output) dtype SimulatedGPU's metadata declares")
     p.add_argument("--gpu-tile", type=int, default=256, help="SimulatedGPU input tile size (0: any size)")
     p.add_argument("--simulate-gpu", action="store_true",
                    help="the DeepCell models also hold the SimulatedGPU for its time per batch (benchmarks)")
@@ -63,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not 0.0 <= args.fail_rate <= 1.0:
         raise ConfigError(f"--fail-rate must be between 0 and 1, got {args.fail_rate}")
+    from ..tfserving.models import DEFAULT_GPU_MS_PER_MPIXEL
+
+    per_mpixel = DEFAULT_GPU_MS_PER_MPIXEL if args.gpu_per_mpixel_ms is None else args.gpu_per_mpixel_ms
     models = builtin_models(args.gpu_base_ms / 1000.0, args.gpu_per_sample_ms / 1000.0, args.gpu_tile,
-                            simulate_gpu=args.simulate_gpu)
+                            simulate_gpu=args.simulate_gpu, gpu_per_mpixel=per_mpixel / 1000.0,
+                            gpu_dtype=args.gpu_dtype)
     if args.list_models:
         print(describe(models))
         return 0

@@ -164,6 +164,7 @@ class TensorFlowServingConsumer(Consumer):
                 image = self.load(path, fields)
             self.log_job(f"loaded image {image.shape[1]}x{image.shape[2]}, {image.shape[0]} frame(s), "
                          f"{image.shape[3]} channel(s), {image.dtype}")
+        retries = getattr(self.tf, "retries", 0)
         with self.stage("predict"):
             metadata = self.tf.get_metadata(model, wire_version(version), deadline=self.check_deadline())
             self.check_against_model(image, metadata, model, version)
@@ -172,6 +173,8 @@ class TensorFlowServingConsumer(Consumer):
             with self._step("model"):
                 prediction = self.predict(batch, model, version)
             self.check_prediction(prediction, batch, model, version)
+        # the kiosk's name for TF Serving retries during this job (kiosk-client reads it)
+        predict_retries = max(0, int(getattr(self.tf, "retries", 0)) - int(retries))
         with self.stage("postprocess"):
             with self._step("postprocess"):
                 result = self.postprocess(prediction, image, fields)
@@ -196,7 +199,8 @@ class TensorFlowServingConsumer(Consumer):
 
             key, url = self.storage.upload(zip_path, output_key(redis_hash), deadline=self.check_deadline())
         # `total_jobs` is what the kiosk's own consumers report alongside the output
-        return {"output_url": url, "output_file_name": key, "total_jobs": 1, **result.hash_fields}
+        return {"output_url": url, "output_file_name": key, "total_jobs": 1, "predict_retries": predict_retries,
+                **result.hash_fields}
 
     def write_zip(self, zip_path: str, files: list[str], summary: Mapping[str, Any]) -> str:
         """The result zip: the saved files, results.json and the job's log as log.txt."""

@@ -167,6 +167,7 @@ class Caller:
         observe(method, code.name, time.monotonic() - started)
         self.classify(code, details, model, version)
         self.backoff_or_raise(code, details, attempt, deadline_at, model, waited=timeout)
+        self.retries = getattr(self, "retries", 0) + 1  # read per job as `predict_retries`
 
     def call(self, method: str, request: bytes, *, model: str, version: Any,
              deadline_at: float | None = None) -> bytes:

@@ -6,12 +6,15 @@ DeepCell serving signatures, built on `models`) need not import each other.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .deepcell_models import deepcell_models
-from .models import Identity, Model, NuclearSegmentation, SimulatedGPU
+from .models import DEFAULT_GPU_MS_PER_MPIXEL, F32, Identity, Model, NuclearSegmentation, SimulatedGPU
 
 
-def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_tile: int = 256,
-                   simulate_gpu: bool = False) -> list[Model]:
+def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0, gpu_tile: int = 256,
+                   simulate_gpu: bool = False, gpu_per_mpixel: float = DEFAULT_GPU_MS_PER_MPIXEL / 1000.0,
+                   gpu_dtype: Any = F32) -> list[Model]:
     """Everything `serve-model` serves without TensorFlow.
 
     The DeepCell-signature models (`deepcell_models`: NuclearSegmentation:6, MultiplexSegmentation:9,
@@ -19,5 +22,5 @@ def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0005, gpu_
     still gets NuclearSegmentation:1 (the any-size `image` -> `probability` model). With
     `simulate_gpu` the DeepCell models also hold the SimulatedGPU for its time per batch.
     """
-    gpu = SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile)
+    gpu = SimulatedGPU(gpu_base, gpu_per_sample, gpu_tile, gpu_per_mpixel, gpu_dtype)
     return [Identity(), *deepcell_models(gpu if simulate_gpu else None), NuclearSegmentation(), gpu]

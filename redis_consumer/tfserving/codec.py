@@ -9,8 +9,10 @@ bool); varint fields (`int_val`, `int64_val`, `half_val`, ...) are decoded with 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -149,6 +151,11 @@ def _strings(a: np.ndarray) -> list[bytes]:
 
 def tensor_head(datatype: int, shape: Sequence[int]) -> bytes:
     """A TensorProto's leading `dtype` and `tensor_shape` fields (the values follow)."""
+    return _tensor_head(int(datatype), tuple(int(d) for d in shape))
+
+
+@lru_cache(maxsize=256)  # a worker sends the same few batch shapes over and over
+def _tensor_head(datatype: int, shape: tuple[int, ...]) -> bytes:
     return wire.tag(F_DTYPE, wire.VARINT) + wire.varint(datatype) + wire.len_field(F_SHAPE, shape_bytes(shape))
 
 
@@ -189,11 +196,18 @@ def tensor_bytes(arr: Any, *, form: str = "content", dtype: Any = None) -> bytes
 
 
 def parse_shape(buf, offset: int, length: int) -> tuple[int, ...]:
+    if length <= 64:  # replies repeat the same few shapes: skip the field walk
+        return _parse_shape(bytes(buf[offset:offset + length]))
+    return _parse_shape.__wrapped__(bytes(buf[offset:offset + length]))
+
+
+@lru_cache(maxsize=256)
+def _parse_shape(raw: bytes) -> tuple[int, ...]:
     dims = []
-    for number, wt, pos, size in wire.fields(buf, offset, offset + length):
+    for number, wt, pos, size in wire.fields(raw, 0, len(raw)):
         if number == 2 and wt == wire.LEN:
             value = 0
-            for n2, wt2, v2, _ in wire.fields(buf, pos, pos + size):
+            for n2, wt2, v2, _ in wire.fields(raw, pos, pos + size):
                 if n2 == 1 and wt2 == wire.VARINT:
                     value = v2 - (1 << 64) if v2 >= 1 << 63 else v2
             dims.append(value)
@@ -228,7 +242,7 @@ def decode_tensor(buf, offset: int = 0, length: int | None = None) -> np.ndarray
     if any(d < 0 for d in shape):
         raise CodecError(f"tensor has an unknown dimension in shape {shape}")
     dtype, field, layout = _TYPES[datatype]
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact Python ints (1 for a scalar's empty shape)
     if content is not None and datatype != DT_STRING:
         pos, size = content
         if size != count * dtype.itemsize:

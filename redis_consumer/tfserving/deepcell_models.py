@@ -70,7 +70,9 @@ class SignatureModel(Model):
         outputs = self.compute(inputs)
         if self.gpu is not None:
             first = next(iter(inputs.values()))
-            held = self.gpu.occupy(int(first.shape[0]) if first.ndim else 1)
+            batch = int(first.shape[0]) if first.ndim else 1
+            pixels = int(np.prod(first.shape[:3])) if first.ndim >= 3 else None  # per-pixel GPU cost
+            held = self.gpu.occupy(batch, pixels=pixels)
             with self._stats_lock:
                 self.busy_seconds += held
         return outputs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,13 @@ def parse_version(version: int | str | None) -> int | str | None:
 
 def model_spec_bytes(name: str, version: int | str | None = None, signature: str = "") -> bytes:
     """An encoded ModelSpec."""
+    if isinstance(version, (int, str, type(None))) and not isinstance(version, bool):
+        return _model_spec_bytes(name, version, signature)
+    return _model_spec_bytes.__wrapped__(name, version, signature)
+
+
+@lru_cache(maxsize=256)  # one worker talks to a handful of model versions
+def _model_spec_bytes(name: str, version: int | str | None, signature: str) -> bytes:
     out = wire.len_field(1, name.encode("utf-8"))
     version = parse_version(version)
     if isinstance(version, int):
@@ -94,8 +102,14 @@ def model_spec_bytes(name: str, version: int | str | None = None, signature: str
 
 
 def parse_model_spec(buf, offset: int, length: int) -> tuple[str, int | str | None, str]:
+    raw = bytes(buf[offset:offset + length])
+    return _parse_model_spec(raw) if length <= 512 else _parse_model_spec.__wrapped__(raw)
+
+
+@lru_cache(maxsize=256)
+def _parse_model_spec(buf: bytes) -> tuple[str, int | str | None, str]:
     name, version, signature = "", None, ""
-    for number, wt, pos, size in wire.fields(buf, offset, offset + length):
+    for number, wt, pos, size in wire.fields(buf, 0, len(buf)):
         if wt != wire.LEN:
             continue
         if number == 1:
@@ -131,20 +145,51 @@ def _tensor_map_chunks(map_field: int, tensors: Mapping[str, Any], form: str) ->
 
 def frame_predict_request(model: str, version: int | str | None, inputs: Mapping[str, Any], *,
                           signature: str = "", output_filter: Sequence[str] = ()) -> bytes:
-    """Serialized PredictRequest: header bytes plus each input's raw `tensor_content`."""
+    """Serialized PredictRequest: header bytes plus each input's raw `tensor_content`.
+
+    Big requests are written into a reused buffer from `wire.POOL` (warm pages, see BytesPool).
+    One plain numeric array (the common case) goes through a cached header: the framing then
+    costs a dict lookup, not a walk through every field.
+    """
+    if not output_filter and len(inputs) == 1:
+        (key, arr), = inputs.items()
+        if type(arr) is np.ndarray and arr.size and arr.flags.c_contiguous:
+            try:
+                head = _request_head(model, version, signature, key, arr.dtype, arr.shape)
+            except TypeError:  # an unhashable version or key: the general path below
+                head = None
+            if head is not None:
+                return wire.join_chunks([head, memoryview(arr.reshape(-1).view(np.uint8))], len(head) + arr.nbytes)
     chunks = [wire.len_field(1, model_spec_bytes(model, version, signature))]
     tensor_chunks = _tensor_map_chunks(2, inputs, "content")
     chunks.extend(tensor_chunks)
     for name in output_filter:
         chunks.append(wire.len_field(3, name.encode("utf-8")))
-    return b"".join(chunks)
+    return wire.join_chunks(chunks)
+
+
+@lru_cache(maxsize=256)
+def _request_head(model: str, version: Any, signature: str, key: str, dtype: np.dtype,
+                  shape: tuple[int, ...]) -> bytes | None:
+    """Everything of a one-input PredictRequest before the payload, or None (general path)."""
+    try:
+        datatype = codec.datatype_of(dtype)
+    except codec.CodecError:
+        return None
+    if datatype in (codec.DT_STRING, codec.DT_BFLOAT16) or codec._TYPES[datatype][0] != dtype:
+        return None  # strings, bfloat16 and big-endian arrays take the general path
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    tensor_head = codec.tensor_head(datatype, shape) + wire.len_prefix(codec.F_CONTENT, nbytes)
+    return (wire.len_field(1, model_spec_bytes(model, version, signature))
+            + _map_entry_head(2, key, len(tensor_head) + nbytes) + tensor_head)
 
 
 class RequestWriter:
-    """A PredictRequest laid out in one fresh `bytes`, with writable arrays where the inputs go.
+    """A PredictRequest laid out in one private `bytes`, with writable arrays where the inputs go.
 
     The caller fills `arrays[name]` (e.g. cuts tiles straight into it) and sends `finish()`:
-    the payload is written exactly once, with no join copy afterwards.
+    the payload is written exactly once, with no join copy afterwards. The `bytes` comes from
+    `wire.POOL`: a buffer of the same size whose earlier request nobody holds any more.
     """
 
     def __init__(self, model: str, version: int | str | None, specs: Mapping[str, tuple[Any, tuple[int, ...]]],
@@ -165,7 +210,7 @@ class RequestWriter:
             entry_head = _map_entry_head(2, name, len(tensor_head) + nbytes) + tensor_head
             layout.append((entry_head, (name, dt, tuple(shape), nbytes)))
             total += len(entry_head) + nbytes
-        self.data, buf = wire.fresh_bytes(total)
+        self.data, buf = wire.POOL.take(total)
         self.arrays: dict[str, np.ndarray] = {}
         pos = 0
         for head, spec in layout:
@@ -180,7 +225,8 @@ class RequestWriter:
     def finish(self) -> bytes:
         """The complete request; the arrays must not be written after this."""
         self.arrays = {}
-        return self.data
+        data, self.data = self.data, b""  # only the caller (then gRPC) holds it: reusable once sent
+        return data
 
 
 def frame_predict_response(model: str, version: int | str | None, outputs: Mapping[str, Any], *,
@@ -188,7 +234,7 @@ def frame_predict_response(model: str, version: int | str | None, outputs: Mappi
     """Serialized PredictResponse, in TF Serving's default repeated-field form or `content`."""
     chunks = _tensor_map_chunks(1, outputs, form)
     chunks.append(wire.len_field(2, model_spec_bytes(model, version, signature)))
-    return b"".join(chunks)
+    return wire.join_chunks(chunks)
 
 
 def _parse_tensor_map_entry(buf, pos: int, size: int) -> tuple[str, np.ndarray]:

@@ -4,7 +4,8 @@ The models with the DeepCell Kiosk's real serving signatures live in `deepcell_m
 `NuclearSegmentation` (version 1) is a deterministic stand-in for a trained network: local background
 subtraction, smoothing and a logistic on a robust noise estimate give a per-pixel foreground
 probability that separates bright blobs from background, for any image size. `SimulatedGPU` runs
-one batch at a time (one lock) for `a + b * batch` seconds, like one GPU, and counts busy time.
+one batch at a time (one lock) for `base + per_sample * batch + per_megapixel * pixels` seconds,
+like one GPU, and counts busy time.
 """
 
 from __future__ import annotations
@@ -137,31 +138,54 @@ def foreground_probability(image: np.ndarray, window: int = 41, sigma: float = 1
     return (0.5 * (1.0 + np.tanh(0.5 * np.clip(z, -60, 60)))).astype(np.float32)  # logistic
 
 
+#: SimulatedGPU's default cost per megapixel: 0.5 ms per 256x256 tile, what it used to charge per tile
+DEFAULT_GPU_MS_PER_MPIXEL = 0.5 / (256 * 256 / 1e6)
+
+
 class SimulatedGPU(Model):
-    """Identity that takes `base + per_sample * batch` seconds, one batch at a time."""
+    """Identity that holds one simulated GPU for `base + per_sample * batch + per_mpixel * Mpx`.
+
+    Charging per pixel (not per tile) keeps the figures honest across tile sizes: a 128x128
+    tile carries a quarter of a 256x256 tile's bytes and costs a quarter of its GPU time.
+    `dtype` is the input dtype the model's metadata declares (float32, or float16/uint16/uint8
+    for a model that takes narrower inputs; the tiler then sends fewer bytes); `out_dtype` is its
+    output's (default float32, like the DeepCell heads); the output holds the input's values.
+    """
 
     name = "SimulatedGPU"
     times_busy_itself = True
 
-    def __init__(self, base_seconds: float = 0.004, per_sample_seconds: float = 0.0005, tile: int = 256) -> None:
+    def __init__(self, base_seconds: float = 0.004, per_sample_seconds: float = 0.0, tile: int = 256,
+                 per_megapixel_seconds: float = DEFAULT_GPU_MS_PER_MPIXEL / 1000.0, dtype: Any = F32,
+                 out_dtype: Any = F32) -> None:
         super().__init__()
         self.base = base_seconds
         self.per_sample = per_sample_seconds
+        self.per_mpixel = per_megapixel_seconds
         self.tile = tile
+        self.dtype = np.dtype(dtype)
+        self.out_dtype = np.dtype(out_dtype)
         self._gpu = threading.Lock()
 
     def metadata(self) -> ModelMetadata:
         shape = (-1, self.tile, self.tile, 1) if self.tile else (-1, -1, -1, 1)
-        return ModelMetadata(self.name, self.version, {"image": TensorSpec(F32, shape)},
-                             {"output": TensorSpec(F32, shape)})
+        return ModelMetadata(self.name, self.version, {"image": TensorSpec(self.dtype, shape)},
+                             {"output": TensorSpec(self.out_dtype, shape)})
 
-    def occupy(self, batch: int) -> float:
-        """Hold the GPU for `base + per_sample * batch` seconds; returns the seconds held.
+    def service_seconds(self, batch: int, pixels: int | None = None) -> float:
+        """GPU time for `batch` samples of `pixels` pixels in all (default: batch full tiles)."""
+        if pixels is None:
+            side = self.tile or 256
+            pixels = batch * side * side
+        return self.base + self.per_sample * batch + self.per_mpixel * pixels / 1e6
+
+    def occupy(self, batch: int, pixels: int | None = None) -> float:
+        """Hold the GPU for `service_seconds(batch, pixels)`; returns the seconds held.
 
         Other models may share this GPU (`serve-model --simulate-gpu` gives the DeepCell models
         this one), so all their batches queue behind one lock like on one device.
         """
-        service = self.base + self.per_sample * batch
+        service = self.service_seconds(batch, pixels)
         with self._gpu:
             start = time.perf_counter()
             end = start + service
@@ -174,10 +198,12 @@ class SimulatedGPU(Model):
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = inputs["image"]
-        held = self.occupy(images.shape[0] if images.ndim else 1)
+        batch = images.shape[0] if images.ndim else 1
+        pixels = int(np.prod(images.shape[:3])) if images.ndim >= 3 else None
+        held = self.occupy(batch, pixels)
         with self._stats_lock:
             self.busy_seconds += held
-        return {"output": images}
+        return {"output": images.astype(self.out_dtype, copy=False)}
 
 
 class SavedModel(Model):

@@ -346,19 +346,7 @@ def load_image(
     check_limits(header, limits, name)
     if header.dtype.kind not in "uifb":
         raise UserError(f"The image {quote(name)} has pixel type {header.dtype}; use integer or floating-point pixels.")
-    try:
-        data = _decode(path, header)
-    except UserError:
-        raise
-    except MemoryError:
-        raise UserError(f"The image {quote(name)} is too large to load.") from None
-    except Exception as exc:
-        raise UserError(f"The file {quote(name)} is corrupt or truncated and its pixels could not be read.") from exc
-    if data.size != math.prod(header.shape):
-        raise UserError(f"The file {quote(name)} is corrupt or truncated: its pixel data does not match its header.")
-    data = data.reshape(header.shape)
-    if data.dtype == bool:
-        data = data.astype(np.uint8)
+    data = decode_pixels(path, header, name)
     image = select_channels(to_fhwc(data, header.axes), channels, name)
     check_finite(image, name)
     return image

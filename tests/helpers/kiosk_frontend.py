@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -51,7 +51,7 @@ def js_string(value: Any) -> str:
 
 def js_iso_now() -> str:
     """`new Date().toISOString()`: millisecond precision and a `Z` suffix."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
@@ -140,6 +140,14 @@ class KioskFrontend:
         body = {"modelName": name, "modelVersion": version, "dataLabel": label, "uploadedName": uploaded_name,
                 "preprocessFunction": "", "postprocessFunction": ""}
         return self.predict(job_type, image_name, None, None, body)
+
+    def predict_as_kiosk_client_upload(self, job_type: str, upload: Upload, model: str = "",
+                                       upload_prefix: str = "uploads") -> str:
+        """kiosk-client after its own POST /api/upload: `filepath = relpath(uploadedName, prefix)`
+        becomes imageName and `join(prefix, filepath)` uploadedName (KC job.py:394-402, 255-282),
+        so a GCS md5 key round-trips and an S3 location URL turns into `uploads/../https:/...`."""
+        filepath = os.path.relpath(upload.uploaded_name, upload_prefix)
+        return self.predict_as_kiosk_client(job_type, filepath, os.path.join(upload_prefix, filepath), model)
 
     # -- what the page and kiosk-client read back -----------------------------------------------
     def poll(self, key: str) -> dict[str, str | None]:

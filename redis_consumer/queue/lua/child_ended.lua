@@ -9,10 +9,13 @@ local function child_ended(k, field, now)
   local parent = redis.call('HGET', k, 'parent')
   local pq = redis.call('HGET', k, 'parent_queue')
   if not parent or not pq or parent == '' or pq == '' then return end
-  redis.call('HINCRBY', parent, field, 1)
+  -- a producer may name any key as `parent`: count only into a hash, and treat a counter that
+  -- is not an integer as 0 (an error here would stop the script that ends this child)
+  if redis.call('TYPE', parent)['ok'] ~= 'hash' then return end
+  if type(redis.pcall('HINCRBY', parent, field, 1)) ~= 'number' then redis.call('HSET', parent, field, 1) end
   local total = tonumber(redis.call('HGET', parent, 'children_total') or '-1')
-  local ended = tonumber(redis.call('HGET', parent, 'children_done') or '0')
-              + tonumber(redis.call('HGET', parent, 'children_failed') or '0')
+  local ended = (tonumber(redis.call('HGET', parent, 'children_done') or '0') or 0)
+              + (tonumber(redis.call('HGET', parent, 'children_failed') or '0') or 0)
   if total and total > 0 then
     redis.call('HSET', parent, 'progress', math.floor(100 * ended / total))
     if ended == total and redis.call('HGET', parent, 'status') == 'waiting' then

@@ -41,6 +41,12 @@ if type(attempts) ~= 'number' or attempts < 1 then
   redis.call('HSET', job, 'attempts', 1)
   attempts = 1
 end
+-- the fan-in counters are the broker's: a producer's non-integer value there would make every
+-- script that counts children fail on this job, so it is dropped (the broker writes integers)
+local counters = redis.call('HMGET', job, 'children_total', 'children_done', 'children_failed')
+for i, name in ipairs({'children_total', 'children_done', 'children_failed'}) do
+  if counters[i] and not string.match(counters[i], '^%d+$') then redis.call('HDEL', job, name) end
+end
 if attempts > tonumber(ARGV[4]) then
   -- used up before this claim (workers died on it and handed it back without the reaper)
   redis.call('HINCRBY', job, 'attempts', -1)

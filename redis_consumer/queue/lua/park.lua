@@ -1,5 +1,6 @@
 -- Park a zip parent until its children end (fan-out): status waiting, claim dropped, off our
--- processing list. If every child already ended, the parent goes straight back onto its queue,
+-- processing list, `progress` = the share of children already ended (0 on a first fan-out).
+-- If every child already ended, the parent goes straight back onto its queue,
 -- so no completion is ever missed.
 -- KEYS[1] job hash
 -- KEYS[2] processing list   processing-{queue}:{consumer_id}
@@ -18,8 +19,11 @@ local total = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'status', 'waiting', 'children_total', total, unpack(ARGV, 4))
 redis.call('HDEL', KEYS[1], 'claim')
 redis.call('LREM', KEYS[2], 0, KEYS[1])
-local ended = tonumber(redis.call('HGET', KEYS[1], 'children_done') or '0')
-            + tonumber(redis.call('HGET', KEYS[1], 'children_failed') or '0')
+local ended = (tonumber(redis.call('HGET', KEYS[1], 'children_done') or '0') or 0)
+            + (tonumber(redis.call('HGET', KEYS[1], 'children_failed') or '0') or 0)
+if total > 0 then
+  redis.call('HSET', KEYS[1], 'progress', math.floor(100 * math.min(ended, total) / total))
+end
 if ended >= total then
   redis.call('HSET', KEYS[1], 'queued_at', ARGV[3])
   redis.call('RPUSH', KEYS[3], KEYS[1])

@@ -1,0 +1,68 @@
+"""utils/overlay: the ISA-L-framed palette PNG decodes (PIL) to exactly the indexed pixels."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from redis_consumer.utils import overlay
+
+
+def _decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()  # PIL checks chunk CRCs and inflates IDAT here
+    return image
+
+
+def _scene(h: int = 300, w: int = 410) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    plane = rng.random((h, w), dtype=np.float32)
+    labels = np.zeros((h, w), np.int32)
+    labels[20:80, 30:120] = 1
+    labels[150:260, 200:400] = 2
+    return plane, labels
+
+
+def test_save_png_is_a_valid_palette_png_with_the_overlay_pixels(tmp_path):
+    plane, labels = _scene()
+    path = overlay.save_png(str(tmp_path / "o.png"), plane, labels)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    image = _decode(data)
+    assert image.mode == "P" and image.size == (410, 300)
+    assert np.array_equal(np.asarray(image), overlay.indexed(plane, labels))
+    assert np.array_equal(np.asarray(image.convert("RGB")), overlay.render(plane, labels))
+    # every chunk's CRC is right (PIL is lenient about some chunks; check them all ourselves)
+    pos = 8
+    kinds = []
+    while pos < len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        assert int.from_bytes(data[pos + 8 + length:pos + 12 + length], "big") == zlib.crc32(kind + body)
+        kinds.append(kind)
+        pos += 12 + length
+    assert kinds == [b"IHDR", b"PLTE", b"IDAT", b"IEND"]
+
+
+def test_png_bytes_refuses_what_a_palette_png_cannot_hold():
+    with pytest.raises(ValueError, match="uint8"):
+        overlay.png_bytes(np.zeros((4, 4), np.uint16), overlay._PALETTE)
+    with pytest.raises(ValueError, match="pixel"):
+        overlay.png_bytes(np.zeros((0, 4), np.uint8), overlay._PALETTE)
+    with pytest.raises(ValueError, match="palette"):
+        overlay.png_bytes(np.zeros((4, 4), np.uint8), [1, 2])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_any_index_image_round_trips_through_pil(h, w, seed, level):
+    index = np.random.default_rng(seed).integers(0, overlay.OUTLINE_INDEX + 1, (h, w), dtype=np.uint8)
+    image = _decode(overlay.png_bytes(index, overlay._PALETTE, level=level))
+    assert image.size == (w, h)
+    assert np.array_equal(np.asarray(image), index)
