@@ -9,6 +9,12 @@ model would return for it; then, timed with time.process_time, the worker's own 
 and the baseline: one `scipy.ndimage.label` of the thresholded P(spot) plane.
 Also reports the recovery (within 1 px) so a fast-but-wrong change shows.
 
+`consumer_cpu_ms_per_megapixel` (unless --no-consumer): the whole `polaris` consumer path, one
+job through `redis_consumer.testing.run_job` (fakeredis, a file:// bucket) against the dev model
+server over gRPC in its own process, so this process's CPU is the worker's: load, normalise,
+tile, gRPC encode/decode, untile, points, CSV, overlay, zip; `none` (spots only) and
+`cell culture` (plus nuclear segmentation of a second channel at POLARIS_SCALE).
+
 Usage: `python bench/bench_spots.py [--quick] [--size N] [--spots K] [--repeats R]`; prints one JSON object.
 """
 
@@ -50,6 +56,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=None, help="image side (default 2048, quick 1024)")
     parser.add_argument("--spots", type=int, default=None, help="spots (default 1 per 1000 px^2)")
     parser.add_argument("--repeats", type=int, default=None, help="runs to take the median of (default 5, quick 2)")
+    parser.add_argument("--no-consumer", dest="consumer", action="store_false",
+                        help="skip the whole-consumer measurement (no dev model server)")
     args = parser.parse_args()
     size = args.size or (1024 if args.quick else 2048)
     n_spots = args.spots or size * size // 1000
@@ -89,8 +97,41 @@ def main() -> int:
         "spots_found": len(points),
         "recovered_within_1px": round(float(np.mean(distance <= 1.0)) if len(points) else 0.0, 4),
     }
+    if args.consumer:
+        result.update(consumer_cpu(image, labels, truth, megapixels, repeats))
     print(json.dumps(result))
     return 0
+
+
+def consumer_cpu(image: np.ndarray, labels: np.ndarray, truth: np.ndarray, megapixels: float,
+                 repeats: int) -> dict:
+    """CPU ms per megapixel of whole polaris jobs (this process only; the model server is another)."""
+    import io
+
+    import tifffile
+
+    from redis_consumer.consumers.polaris import PolarisConsumer
+    from redis_consumer.testing import ModelServer, run_job
+
+    nuclei = np.where(labels > 0, 1000.0, 100.0).astype(np.float32)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.stack([image, nuclei], axis=-1))
+    data = buf.getvalue()
+    out: dict[str, float] = {}
+    found = 0
+    with ModelServer() as server:
+        for kind, channels in (("none", "0"), ("cell culture", "0,1")):
+            times = []
+            for _ in range(max(1, repeats)):
+                start = time.process_time()
+                run = run_job(PolarisConsumer, {"channels": channels, "segmentation_type": kind},
+                              inputs={"spots.tif": data}, model_server=server.address)
+                times.append(time.process_time() - start)
+                if run.status != "done":
+                    raise SystemExit(f"polaris job failed: {run.hash.get('reason')}")
+                found = int(run.hash["spot_count"])
+            out[kind] = round(1000 * statistics.median(times) / megapixels, 1)
+    return {"consumer_cpu_ms_per_megapixel": out, "consumer_spots_found": found}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,12 @@ the numpy reference models. Reported per frame, CPU time (time.process_time) of:
 and the baselines: one `scipy.ndimage.label` of the frame's foreground, and one
 `scipy.optimize.linear_sum_assignment` of a random matrix the size of that frame's cost matrix.
 
+`consumer_cpu_ms_per_frame` (unless --no-consumer): the whole `caliban` consumer path on the
+same movie as a TIFF, one job through `redis_consumer.testing.run_job` against the dev model
+server over gRPC in its own process (this process's CPU is the worker's: load, per-frame nuclear
+segmentation pre/post-processing, features, gRPC, assignment, TIFF/.trk/lineage/PNG, zip), and
+`trk_input` for a .trk with labels (tracking only, no segmentation).
+
 Usage: `python bench/bench_tracking.py [--quick] [--frames N] [--grid G] [--repeats R]`; prints one JSON object.
 """
 
@@ -92,6 +98,8 @@ def main() -> int:
     parser.add_argument("--grid", type=int, default=5, help="grid x grid nuclei (default 5 -> 25 cells)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=None, help="runs to take the median of (default 5, quick 2)")
+    parser.add_argument("--no-consumer", dest="consumer", action="store_false",
+                        help="skip the whole-consumer measurement (no dev model server)")
     args = parser.parse_args()
     frames = args.frames or (20 if args.quick else 60)
     repeats = args.repeats or (2 if args.quick else 5)
@@ -103,6 +111,7 @@ def main() -> int:
         leave=args.grid - 1,
         leave_frame=frames // 3,
         seed=1,
+        split=1.2,  # daughters a segmentation model can tell apart (the consumer segments the frames)
     )
     rng = np.random.default_rng(0)
     runs, base = [], []
@@ -134,8 +143,38 @@ def main() -> int:
         / max(result["baseline_cpu_ms_per_frame"]["linear_sum_assignment"], 1e-9),
         1,
     )
+    if args.consumer:
+        result["consumer_cpu_ms_per_frame"] = consumer_cpu(movie, max(1, repeats // 2))
     print(json.dumps(result))
     return 0
+
+
+def consumer_cpu(movie, repeats: int) -> dict[str, float]:
+    """CPU ms per frame of whole caliban jobs (this process only; the model server is another)."""
+    import io
+
+    import tifffile
+
+    from redis_consumer.consumers.caliban import CalibanConsumer
+    from redis_consumer.deepcell.tracking import trk
+    from redis_consumer.testing import ModelServer, run_job
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, movie.X)
+    inputs = {"tiff_input": {"movie.tif": buf.getvalue()},
+              "trk_input": {"movie.trk": trk.save_trk({}, movie.X[..., None], movie.y[..., None].astype(np.int32))}}
+    out = {}
+    with ModelServer() as server:
+        for kind, files in inputs.items():
+            times = []
+            for _ in range(repeats):
+                start = time.process_time()
+                run = run_job(CalibanConsumer, {}, inputs=files, model_server=server.address)
+                times.append(time.process_time() - start)
+                if run.status != "done":
+                    raise SystemExit(f"caliban job failed: {run.hash.get('reason')}")
+            out[kind] = round(1000 * statistics.median(times) / len(movie.X), 2)
+    return out
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ class Settings(SettingsBase):
     PHASE_MODEL = Setting("PHASE_MODEL", str, "PhaseCytoSegmentation:0",
         "Kiosk segmentation: model for the phase channel slot 2 (KRC settings.py:135).", check=_model)
     SEGMENTATION_QUEUE = Setting("SEGMENTATION_QUEUE", str, "segmentation",
-        "Queue that tracking (caliban) jobs push their frames to for segmentation "
-        "(KRC settings.py:86 defaults to `predict`; kiosk-console sets `segmentation`).")
+        "Kiosk name for the queue its caliban jobs push their frames to (KRC settings.py:86 defaults to "
+        "`predict`; kiosk-console sets `segmentation`); accepted, unused: caliban segments its frames in-process.")
     MESMER_MODEL = Setting("MESMER_MODEL", str, "MultiplexSegmentation:9",
         "Mesmer (multiplex) whole-cell/nuclear model (KRC settings.py:121-122).",
         aliases=("MULTIPLEX_MODEL",), check=_model)
@@ -134,13 +134,16 @@ class Settings(SettingsBase):
         "Polaris spot probability threshold (KRC settings.py:127).", check=_probability)
     POLARIS_CLIP = Setting("POLARIS_CLIP", bool, False,
         "Polaris: clip intensities to percentiles before normalising (KRC settings.py:128).")
+    POLARIS_SCALE = Setting("POLARIS_SCALE", float, 0.38,
+        "Polaris: resize factor for the segmentation of its nuclear/cytoplasm channels (KRC settings.py:129).",
+        check=lambda v: None if 0.1 <= v <= 10.0 else "a number from 0.1 to 10")
     CALIBAN_MODEL = Setting("CALIBAN_MODEL", str, "NuclearTrackingInf:6",
         "Caliban tracking inference model (KRC settings.py:95-96).", aliases=("TRACKING_MODEL",), check=_model)
     NEIGHBORHOOD_ENCODER = Setting("NEIGHBORHOOD_ENCODER", str, "NuclearTrackingNE:6",
         "Caliban neighborhood-encoder model (KRC settings.py:97).", check=_model)
     TRACKING_SEGMENT_MODEL = Setting("TRACKING_SEGMENT_MODEL", str, "",
-        "Model that segments a tracking job's frames; empty: the frames go to SEGMENTATION_QUEUE and "
-        "use NUCLEAR_MODEL, as kiosk 0.9+ does (the kiosk tutorial's name, KRC settings.py:141 at "
+        "Model that segments a tracking job's frames (in-process, NuclearSegmentation application); empty: "
+        "NUCLEAR_MODEL, as kiosk 0.9+ does (the kiosk tutorial's name, KRC settings.py:141 at "
         "f6707fa^, default `panoptic:3` then).", check=_model)
     MAX_DISTANCE = Setting("MAX_DISTANCE", int, 50,
         "Caliban: largest distance in pixels a cell may move between frames (KRC settings.py:100).", minimum=1)

@@ -54,8 +54,8 @@ def frontend_submit(rds, bucket, queue, name, data):
     (bucket / "uploads" / name).write_bytes(data)
     key = f"{queue}:{name}:{uuid.uuid4().hex}"
     now = datetime.now(UTC).replace(tzinfo=None).isoformat()  # the frontend writes naive UTC
-    fields = {"input_file_name": f"uploads/{name}", "original_name": name, "model_name": "NuclearSegmentation",
-              "model_version": "1", "status": "new", "created_at": now, "updated_at": now, "url": "",
+    fields = {"input_file_name": f"uploads/{name}", "original_name": name, "model_name": "",  # the page sends ''
+              "model_version": "", "status": "new", "created_at": now, "updated_at": now, "url": "",
               "identity_upload": "kiosk-frontend-abc", "channels": "", "dimension_order": "", "scale": "",
               "label": ""}
     assert set(fields) == set(KIOSK_FIELDS)
@@ -104,5 +104,9 @@ def test_kiosk_image_and_zip_jobs_end_done_with_the_fields_the_kiosk_reads(rds, 
     image = rds.hgetall(image_key)
     for field in ("predict_time", "postprocess_time"):
         assert float(image[field]) >= 0
+    assert float(image["prediction_time"]) == float(image["predict_time"]) and image["predict_retries"] == "0"
+    with zipfile.ZipFile(image["output_url"][len("file://"):]) as zf:  # NUCLEAR_MODEL, kiosk-named float32
+        labels = tifffile.imread(io.BytesIO(zf.read("cells_batch_0_feature_0.tif")))
+    assert labels.dtype == np.float32 and labels.shape == (128, 128) and len(np.unique(labels)) == 5 + 1
     assert rds.hget(zip_key, "total_jobs") == "2"
     assert rds.llen("segmentation") == 0 and rds.llen("segmentation-zip") == 0

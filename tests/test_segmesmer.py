@@ -385,3 +385,10 @@ def test_zip_child_results_sit_in_the_archive_folder_with_kiosk_names(server):
     assert {"plate/well A/cells_batch_0_feature_0.tif", "plate/well A/cells_labels.tif", "results.json",
             "log.txt"} <= set(run.files)
     assert_found(truth, read_tif(run, "plate/well A/cells_batch_0_feature_0.tif"))
+
+
+def test_a_scale_that_would_blow_the_image_up_past_the_limit_is_refused():
+    _truth, image = nuclei(0)
+    run = run_job(SegmentationConsumer, {"dimension_order": "XY", "scale": "10"}, inputs={"cells.tif": tiff_bytes(image)},
+                  tf=LocalTF(), settings={"MAX_IMAGE_HEIGHT": 256, "MAX_IMAGE_WIDTH": 256})
+    assert run.status == "failed" and "use a smaller scale" in run.hash["reason"], run.hash

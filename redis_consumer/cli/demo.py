@@ -2,7 +2,8 @@
 
 Starts a private Redis, the dev model server and three workers (segmentation, zip, mesmer),
 submits synthetic nuclei images, one zip of them and two-channel cell images (mesmer) exactly as
-`submit` does, waits with a progress
+`submit` does, plus one polaris job (an image of spots) and one caliban job (a short movie with a
+division) on their own workers (`--no-kiosk-jobs` skips them), waits with a progress
 bar, validates every result zip and prints throughput, latency and per-stage times. Exits 0 only
 if every job is done with a valid zip; always stops what it started (also on Ctrl-C / SIGTERM).
 """
@@ -41,6 +42,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=110.0, metavar="SECONDS", help="give up after this long (default 110)")
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic images")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-kiosk-jobs", dest="kiosk_jobs", action="store_false",
+                   help="skip the polaris (spots) and caliban (tracking) jobs on QUEUE-polaris / QUEUE-caliban")
     p.set_defaults(func=run)
 
 
@@ -123,6 +126,7 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
         services.start_worker("worker-mesmer", f"{queue}-mesmer", "mesmer", bucket)
     if zip_made:
         services.start_worker("worker-zip", queue, "zip", bucket)
+    kiosk_inputs = _kiosk_start(args, out, queue, services, bucket)
     for note in services.notes:
         _say(note)
     _say(f"Bucket: {bucket}")
@@ -133,8 +137,10 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
                          {"channels": "0,1", "compartment": "both"})
     _say(f"submitted {len(keys)} job(s) to {queue!r}" + (f", {queue}-zip" if zip_made else "")
          + (f", {queue}-mesmer" if cells else ""))
+    kiosk_keys = _kiosk_submit(client, storage, kiosk_inputs, queue)
     left = max(5.0, args.timeout - (started - t0))
-    final = wait_for_jobs(client, keys, timeout=left, bar=ProgressBar(len(keys)), check=services.check_alive)
+    final = wait_for_jobs(client, keys + list(kiosk_keys.values()), timeout=left,
+                          bar=ProgressBar(len(keys) + len(kiosk_keys)), check=services.check_alive)
     wall = time.monotonic() - started
     pending = [k for k, s in final.items() if s not in (*FINAL_STATUSES, "missing")]
     if pending:
@@ -157,19 +163,63 @@ def _run(args: Any, out: Path, queue: str, model_name: str, model_version: str, 
     data["logs"] = str(services.log_dir)
     if pairs:
         data["montage"] = str(report.montage(pairs, out / "montage.png"))
+    kiosk_ok = _kiosk_report(client, kiosk_keys, storage, out, data)
     (out / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
 
     if args.json:
         print(json.dumps(data, indent=2))
     else:
         print(report.render(data))
+        for kind, job in data.get("kiosk_jobs", {}).items():
+            numbers = ", ".join(f"{k.replace('_count', 's')} {v}" for k, v in job.items() if k.endswith("_count"))
+            print(f"{kind}: {job['status']}" + (f" ({numbers})" if numbers else ""))
         print(f"\nresult zips: {data['results']}\nmontage:     {data.get('montage', '-')}\n"
               f"worker logs: {data['logs']}\nsummary:     {out / 'summary.json'}")
     problems = [j for j in result.jobs if not (j.status == "done" and j.zip_ok)]
     for job in problems[:10]:
         _say(f"problem: {job.key}: {job.zip_problem or job.status}")
-    if result.ok:
+    if result.ok and kiosk_ok:
         _say(f"demo OK: {data['done']} jobs done, every result zip valid")
         return 0
     _say(f"demo FAILED: {len(problems)} job(s) not done with a valid zip")
     return 1
+
+
+# -- the kiosk's polaris and caliban jobs (redis_consumer/demo/kiosk_jobs.py) -----------------------
+def _kiosk_start(args: Any, out: Path, queue: str, services: Any, bucket: str) -> dict[str, Path]:
+    """Inputs and workers of the polaris and caliban jobs ({} with --no-kiosk-jobs)."""
+    if not args.kiosk_jobs:
+        return {}
+    from ..demo import images, kiosk_jobs
+
+    made = images.write_kiosk_inputs(out / "inputs" / "kiosk", seed=args.seed + 3, size=min(args.size, 512))
+    kiosk_jobs.start_workers(services, queue, bucket)
+    return made
+
+
+def _kiosk_submit(client: Any, storage: Any, inputs: dict[str, Path], queue: str) -> dict[str, str]:
+    from ..demo import kiosk_jobs
+
+    keys = kiosk_jobs.submit(client, storage, inputs, queue) if inputs else {}
+    if keys:
+        _say(f"submitted a polaris job to {queue}-polaris and a caliban job to {queue}-caliban")
+    return keys
+
+
+def _kiosk_report(client: Any, keys: dict[str, str], storage: Any, out: Path, data: dict[str, Any]) -> bool:
+    """Check the two jobs' zips, add their pictures to the montage; True when both are fine."""
+    if not keys:
+        return True
+    from ..demo import kiosk_jobs
+
+    records = kiosk_jobs.check(client, keys, storage, out / "results" / "kiosk")
+    data["kiosk_jobs"] = kiosk_jobs.summary(records)
+    montage = kiosk_jobs.add_to_montage(out / "montage.png", kiosk_jobs.pictures(records))
+    if montage.exists():
+        data["montage"] = str(montage)
+    ok = all(r.status == "done" and r.zip_ok for r in records)
+    data["ok"] = bool(data.get("ok")) and ok
+    for record in records:
+        if not (record.status == "done" and record.zip_ok):
+            _say(f"problem: {record.key}: {record.zip_problem or record.status}")
+    return ok

@@ -27,7 +27,13 @@ from ..deepcell.pipeline import run_application
 from ..deepcell.resize import resize_input, resize_labels, scaled_shape
 from ..errors import UserError
 from ..tfserving import calls
-from .tfserving_consumer import STORED_SUFFIXES, TensorFlowServingConsumer, _jsonable, parse_model, wire_version
+from .tfserving_consumer import (
+    STORED_SUFFIXES,
+    TensorFlowServingConsumer,
+    _jsonable,
+    parse_model,
+    wire_version,
+)
 
 __all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
 
@@ -230,9 +236,17 @@ class DeepCellConsumer(TensorFlowServingConsumer):
     def _run(self, spec: AppSpec, image: np.ndarray, model_in: ModelInput, predict: Callable,
              image_mpp: float, overrides: Any, compartment: str | None, wall: dict) -> np.ndarray:
         tile = model_in.tile
-        common = dict(tile_shape=tile, batch_size=self.app_batch_size, overrides=overrides,
-                      compartment=compartment, timings=wall, timer=_stopwatch)
+        common = {"tile_shape": tile, "batch_size": self.app_batch_size, "overrides": overrides,
+                  "compartment": compartment, "timings": wall, "timer": _stopwatch}
         scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        limit = 4 * int(self.settings.MAX_IMAGE_HEIGHT) * int(self.settings.MAX_IMAGE_WIDTH)
+        if scaled[0] * scaled[1] > limit:  # a 2048x2048 image at scale 10 would need ~1.7 GB per channel
+            raise UserError(f"The job's scale {image_mpp / spec.model_mpp:g} would make the image {scaled[0]}x"
+                            f"{scaled[1]} pixels for the model, more than 4x MAX_IMAGE_HEIGHT x MAX_IMAGE_WIDTH; "
+                            "use a smaller scale.")
+        if min(scaled) < 1:
+            raise UserError(f"The job's scale {image_mpp / spec.model_mpp:g} shrinks the "
+                            f"{image.shape[1]}x{image.shape[2]} image to nothing; use a larger scale.")
         if tuple(scaled) != tuple(image.shape[1:3]):
             self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
         short = [scaled[i] < tile[i] for i in (0, 1)]
@@ -355,7 +369,7 @@ def _add(wall: dict, stage: str, start: tuple[float, float]) -> None:
 
 def _count(labels: np.ndarray) -> list[int]:
     """Objects per batch item of (B, X, Y) labels (labels are sequential per item)."""
-    return [int(len(np.unique(item[item > 0]))) for item in np.asarray(labels)]
+    return [len(np.unique(item[item > 0])) for item in np.asarray(labels)]
 
 
 def _shape_text(shape: Sequence[int]) -> str:

@@ -21,6 +21,10 @@ BUILTIN: dict[str, str] = {
     "mesmer": "redis_consumer.consumers.mesmer:MesmerConsumer",
     "multiplex": "redis_consumer.consumers.mesmer:MesmerConsumer",
     "zip": "redis_consumer.consumers.zip_consumer:ZipConsumer",
+    "polaris": "redis_consumer.consumers.polaris:PolarisConsumer",
+    "spot": "redis_consumer.consumers.polaris:SpotConsumer",
+    "caliban": "redis_consumer.consumers.caliban:CalibanConsumer",
+    "tracking": "redis_consumer.consumers.caliban:CalibanConsumer",
 }
 
 

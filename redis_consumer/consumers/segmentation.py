@@ -23,7 +23,13 @@ import numpy as np
 from ..deepcell.apps import CytoplasmSegmentation, NuclearSegmentation
 from ..storage import output_key
 from ..utils import image_io, tempdirs
-from ..utils.kiosk_layout import SLOT_NAMES, load_for_kiosk, parse_label, parse_scale, parse_segmentation_channels
+from ..utils.kiosk_layout import (
+    SLOT_NAMES,
+    load_for_kiosk,
+    parse_label,
+    parse_scale,
+    parse_segmentation_channels,
+)
 from ..utils.labels import compact_dtype
 from .base import Job
 from .deepcell_base import DeepCellConsumer, kiosk_name

@@ -147,8 +147,8 @@ def _round(value: float | None) -> float | None:
 
 def render(data: dict[str, Any]) -> str:
     rows = [
-        ("jobs done / failed", f"{data['done']} / {data['failed']}  ({data['image_jobs']} images, "
-                                f"{data.get('mesmer_jobs', 0)} of them mesmer, {data['zip_jobs']} zip)"),
+        ("jobs done / failed", (f"{data['done']} / {data['failed']}  ({data['image_jobs']} images, "
+                                f"{data.get('mesmer_jobs', 0)} of them mesmer, {data['zip_jobs']} zip)")),
         ("valid result zips", f"{data['valid_zips']} / {data['jobs']}"),
         ("wall time", human_seconds(data["wall_seconds"])),
         ("throughput", f"{data['images_per_second']} images/s" if data["images_per_second"] else "-"),

@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from .deepcell_models import deepcell_models
-from .models import DEFAULT_GPU_MS_PER_MPIXEL, F32, Identity, Model, NuclearSegmentation, SimulatedGPU
+from .models import (
+    DEFAULT_GPU_MS_PER_MPIXEL,
+    F32,
+    Identity,
+    Model,
+    NuclearSegmentation,
+    SimulatedGPU,
+)
 
 
 def builtin_models(gpu_base: float = 0.004, gpu_per_sample: float = 0.0, gpu_tile: int = 256,

@@ -82,11 +82,13 @@ def nuclei_movie(
     leave: int | None = None,
     leave_frame: int = 4,
     seed: int = 0,
+    split: float = 0.75,
 ) -> Movie:
     """`grid` x `grid` nuclei 36 px apart drifting together (a slow loop of a few px plus per-cell
     jitter). `divide` = [(nucleus, frame)]: that nucleus is replaced at `frame` by two of half its
     area, side by side, moving apart slowly. `leave`: that nucleus runs right at 12 px/frame so its
-    last (partly clipped) frame is `leave_frame`.
+    last (partly clipped) frame is `leave_frame`. `split`: each daughter starts `split` x radius
+    from the parent's centre (0.75: touching halves; ~1.2 leaves a gap a segmentation model sees).
     """
     rng = np.random.default_rng(seed)
     spacing = 36.0
@@ -123,7 +125,7 @@ def nuclei_movie(
                 next_ident += 1
                 d_frames = list(range(t0, n_frames))
                 d_centres = [
-                    base + drift(t, k) + np.array([0.0, side * (radius * 0.75 + 0.6 * (t - t0))]) for t in d_frames
+                    base + drift(t, k) + np.array([0.0, side * (radius * split + 0.6 * (t - t0))]) for t in d_frames
                 ]
                 nuclei[ident] = Nucleus(ident, d_frames, d_centres, radius / np.sqrt(2), parent=k)
                 nuclei[k].children.append(ident)
