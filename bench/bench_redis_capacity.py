@@ -183,7 +183,7 @@ def main() -> int:
     result: dict = {}
     try:
         base = worker_env(REDIS_URL=server.url, LOG_LEVEL="WARNING")
-        base.update(HEARTBEAT_INTERVAL="5", HEARTBEAT_TTL="30", EMPTY_QUEUE_TIMEOUT="5")  # production defaults
+        base.update(HEARTBEAT_INTERVAL="2", HEARTBEAT_TTL="6", EMPTY_QUEUE_TIMEOUT="5")  # production defaults
         noop_env = {**base, "QUEUE": "cap-noop", "CONSUMER_TYPE": "noop"}
         counted = run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"}, workdir, idle)
         result["noop"] = _merge(counted, run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"},

@@ -24,6 +24,21 @@ class TransientError(RedisConsumerError):
     """Infrastructure trouble that may pass (server unavailable, 5xx, timeouts): retried."""
 
 
+class ServingUnavailable(TransientError):
+    """The model server could not be reached at all (connection refused, no endpoint, channel
+    down), as opposed to a server that answered with an error. Not the job's fault: the worker
+    hands the job back to the queue head without counting the attempt and stops claiming until
+    the server answers again (a GPU node scaling from zero takes minutes). Raised by
+    `tfserving.calls`; defined here so the runner needs no gRPC import.
+    """
+
+    def __init__(self, message: str, *, model: str = "", version: object = None, target: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+        self.version = version
+        self.target = target
+
+
 class JobTimeout(BaseException):
     """The job ran past its deadline (`JOB_TIMEOUT`).
 

@@ -36,6 +36,10 @@ class Middleware:
     def heartbeat(self, queue: str, ok: bool) -> None:
         """A heartbeat was attempted."""
 
+    def model_wait(self, queue: str, reason: str | None, seconds: float) -> None:
+        """The worker is not claiming because its model server is unreachable (`reason`), or has
+        stopped waiting (`reason` None); `seconds` waited since the previous call."""
+
 
 class MiddlewareChain(Middleware):
     """Calls every middleware in order, isolating their failures."""
@@ -75,3 +79,6 @@ class MiddlewareChain(Middleware):
 
     def heartbeat(self, queue, ok):
         self._call("heartbeat", queue, ok)
+
+    def model_wait(self, queue, reason, seconds):
+        self._call("model_wait", queue, reason, seconds)

@@ -2,8 +2,9 @@
 
 The worker (and the plug-in kit) hands every claim to `JobRunner.run`; it builds the `Job`, calls
 the consumer, turns what happened into exactly one fenced write (done, failed, retried,
-dead-lettered, parked) or none (lost), and emits the job's middleware events. Consumers only
-return result fields or raise.
+dead-lettered, parked, released) or none (lost), and emits the job's middleware events. Consumers
+only return result fields or raise. A job whose model server could not be reached at all
+(`ServingUnavailable`) is released to the queue head uncounted: the worker then waits for the server.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 
 import redis
 
-from .errors import ClaimLost, JobTimeout, TransientError, UserError, one_sentence
+from .errors import (
+    ClaimLost,
+    JobTimeout,
+    ServingUnavailable,
+    TransientError,
+    UserError,
+    one_sentence,
+)
 from .job import Job, timeout_reason
 from .logs import scrub
 from .middleware import Middleware, MiddlewareChain
@@ -39,6 +47,7 @@ class Outcome(_Word):
     PARKED = "parked"  # a zip parent waiting for its children
     LOST = "lost"  # another worker owns the job now, or it vanished: nothing written
     SKIPPED = "skipped"  # nothing to run (missing, final, not a hash)
+    UNAVAILABLE = "unavailable"  # TF Serving unreachable: back to the queue head, attempt not counted
 
 
 class JobRunner:
@@ -53,6 +62,8 @@ class JobRunner:
         self.middleware = middleware or MiddlewareChain()
         self.queue = broker.queue
         self._secrets = settings.secret_values()
+        #: The `ServingUnavailable` of the last claim that ended `UNAVAILABLE` (the worker waits on it).
+        self.unavailable: ServingUnavailable | None = None
 
     def run(self, claimed: ClaimResult) -> Outcome:
         """The outcome of one claim (the consumer runs only for `ok`)."""
@@ -76,6 +87,8 @@ class JobRunner:
             except UserError as exc:
                 return self._end(job, Status.FAILED, {"reason": self._sentence(exc),
                                                       "failure_type": FailureType.USER}, started)
+            except ServingUnavailable as exc:
+                return self._hand_back(job, exc)
             except TransientError as exc:
                 return self._retry(job, str(exc), started)
             if job.lost is not None:  # the consumer swallowed the ClaimLost
@@ -101,7 +114,7 @@ class JobRunner:
                                 "submit jobs with status 'new'.")
             self.consumer.validate(job.key, job.fields)
             return _result_fields(self.consumer.consume(job), job.parked)
-        except (UserError, ClaimLost, TransientError, redis.RedisError):
+        except (UserError, ClaimLost, TransientError, redis.RedisError):  # incl. ServingUnavailable
             raise
         except Exception as exc:
             log.exception("%s unexpected error", job.key)
@@ -138,6 +151,20 @@ class JobRunner:
             self.middleware.job_finished(self.queue, job.key, str(Status.FAILED), str(FailureType.SYSTEM),
                                          job.timing_fields(started))
         return outcome
+
+    def _hand_back(self, job: Job, exc: ServingUnavailable) -> Outcome:
+        """The model server was unreachable: not the job's fault, so its attempt is given back."""
+        reason = self._sentence(exc)
+        job.log(f"{reason}; back to the queue, attempt not counted", logging.WARNING)
+        self._flush(job)
+        if job.lost is not None:
+            return self._lost(job, job.lost)
+        result = self.broker.release(job.claim, f"waiting for the model server: {reason}")
+        if result != "released":
+            return self._lost(job, ClaimLost(job.key, vanished=result == "vanished"))
+        self.unavailable = exc
+        self.middleware.job_requeued(self.queue, job.key, "released")
+        return Outcome.UNAVAILABLE
 
     def _lost(self, job: Job, exc: ClaimLost, finished: bool = False) -> Outcome:
         if exc.vanished:

@@ -5,6 +5,9 @@ supervisor thread (heartbeat, reaper, job deadline, shutdown grace), then loop o
 claim (`BLMOVE`, no sleep-polling). SIGTERM stops claiming; the job in hand gets
 `SHUTDOWN_GRACE` seconds to finish, else it is handed back to the queue head; exit code is 0.
 Redis outages are waited out with capped, jittered backoff: a worker never crash-loops on a blip.
+So is a TF Serving that cannot be reached (scaling from zero, restarting): the job that found it
+so goes back to the queue head uncounted, and the worker stops claiming (/readyz says why) and
+probes the server until it answers; heartbeats go on meanwhile.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import redis
 
 from .consumers.base import Consumer
-from .errors import JobTimeout
+from .errors import JobTimeout, ServingUnavailable
 from .job import timeout_reason
 from .middleware import Middleware, MiddlewareChain
 from .queue.broker import Broker, Claim
@@ -92,7 +95,13 @@ class Worker:
         self.shutdown_deadline: float | None = None
         self.last_heartbeat_ok: float = 0.0
         self.last_heartbeat_attempt: float = 0.0
+        #: After our own heartbeats failed, no reaping before this (monotonic): see `_beat_and_reap`.
+        self._reap_not_before: float = 0.0
+        self._beat_failed = False
+        self._recover_pending: bool | None = None  # a failed `_recover_own_list` (its `uncount`) to redo
         self.jobs_processed = 0
+        #: Why the worker is not claiming (TF Serving unreachable), or None: /readyz and the metric read it.
+        self.model_wait: str | None = None
         self._blocking = False
         self._master_moved = False
         self._main_thread_id = threading.get_ident()
@@ -113,7 +122,10 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     outcome = self._step()
-                    if outcome in (Outcome.REQUEUED, Outcome.DEAD):
+                    if outcome is Outcome.UNAVAILABLE:
+                        self._wait_for_model(self.runner.unavailable)
+                        backoff.reset()
+                    elif outcome in (Outcome.REQUEUED, Outcome.DEAD):
                         self.stopping.wait(backoff.next())
                     elif outcome is not None:
                         backoff.reset()
@@ -151,6 +163,8 @@ class Worker:
             self._master_moved = False
             self._reset_connections()
             self._recover_own_list(uncount=True)
+        if self._recover_pending is not None:  # the last try hit Redis still down (e.g. loading)
+            self._recover_own_list(uncount=self._recover_pending)
         claimed = self.broker.claim_next(self.settings.EMPTY_QUEUE_TIMEOUT, self.settings.JOB_TIMEOUT,
                                          waiting=self._waiting)
         if claimed is None:
@@ -186,19 +200,60 @@ class Worker:
                 self._recover_own_list()
                 return True
             except _REDIS_DOWN as exc:
+                self._beat_failed = True  # the supervisor holds its first reap back (see _beat_and_reap)
                 delay = backoff.next()
                 log.warning("waiting for redis (%s); retrying in %.2fs", type(exc).__name__, delay)
                 self.stopping.wait(delay)
         return False
 
+    def _wait_for_model(self, cause: ServingUnavailable | None) -> None:
+        """Claim nothing until the model server answers: probe it with capped, jittered backoff
+        (the probe itself waits up to 2 s for the channel), so claiming resumes within seconds of
+        the server coming up. The supervisor keeps heartbeating, so the reaper leaves us alone."""
+        reason = str(cause) if cause is not None else "TensorFlow Serving is unreachable"
+        model = getattr(cause, "model", "") or ""
+        version = getattr(cause, "version", None)
+        tf = self.services.tf
+        probe = getattr(tf, "probe", None)
+        self.model_wait = reason
+        started = last = time.monotonic()
+        log.warning("not claiming until TensorFlow Serving answers: %s", reason)
+        self.middleware.model_wait(self.queue, reason, 0.0)
+        backoff = Backoff(base=0.25, cap=2.0)
+        try:
+            if probe is None or not model:  # a stand-in client that cannot be probed: one pause
+                self.stopping.wait(1.0)
+            while not self.stopping.is_set() and probe is not None and model:
+                try:
+                    state, detail = probe(model, version, timeout=min(2.0, float(self.settings.GRPC_TIMEOUT)))
+                except Exception:  # noqa: BLE001 - a probe bug must not park the worker forever
+                    log.exception("TF Serving probe failed; claiming again")
+                    break
+                now = time.monotonic()
+                self.middleware.model_wait(self.queue, reason, now - last)
+                last = now
+                if state == "up":
+                    break
+                if detail and detail != self.model_wait:
+                    self.model_wait = detail
+                self.stopping.wait(backoff.next())
+        finally:
+            self.model_wait = None
+            self.middleware.model_wait(self.queue, None, time.monotonic() - last)
+        if not self.stopping.is_set():
+            log.info("TensorFlow Serving answers again after %.1fs; claiming", time.monotonic() - started)
+
     def _recover_own_list(self, uncount: bool = False) -> None:
         """Keys in our processing list that we do not hold (a lost BLMOVE reply) go back."""
         try:
             moved = self.broker.release_all(uncount)
+            self._recover_pending = None
             if moved:
                 log.info("returned %d unclaimed job(s) from %s to the queue", moved, self.broker.processing_key)
         except _REDIS_DOWN:
-            pass
+            # tried again before the next claim: a key left in our list would wait there forever
+            # (we are alive, so no reaper takes it)
+            self._recover_pending = bool(uncount or self._recover_pending)
 
     def _reset_connections(self) -> None:
         for client in {id(self.redis): self.redis, id(self.blocking_redis): self.blocking_redis}.values():
@@ -289,9 +344,22 @@ class Worker:
         except _REDIS_DOWN as exc:
             log.warning("heartbeat failed (%s)", type(exc).__name__)
             self.middleware.heartbeat(self.queue, False)
+            self._beat_failed = True
+            return
+        if self._beat_failed:
+            # Redis was out of reach (restart, failover): every worker's score may have lapsed
+            # meanwhile. The others beat again within one interval of reaching it (plus one socket
+            # timeout for an attempt in flight); reaping before then would take live workers for
+            # dead, so a short HEARTBEAT_TTL stays safe through outages longer than it.
+            self._beat_failed = False
+            self._reap_not_before = self.last_heartbeat_ok + interval + float(self.settings.REDIS_TIMEOUT)
+        if time.monotonic() < self._reap_not_before:
             return
         try:
-            reaped = self.supervisor_broker.reap(lock_ms=int(interval * 1000))
+            # the lock lapses a little before our next attempt: held for a whole interval, it was
+            # often still ours when we came back (timer drift), so a lone reaper ran every other
+            # interval and a dead worker's job waited TTL + 2 intervals instead of TTL + 1
+            reaped = self.supervisor_broker.reap(lock_ms=int(interval * 800))
         except _REDIS_DOWN as exc:
             log.warning("reaper failed (%s)", type(exc).__name__)
             return

@@ -72,3 +72,20 @@ class SwallowingConsumer(RecordingConsumer):
                 time.sleep(0.01)
             except Exception:  # noqa: BLE001, S110 - the point of the test
                 pass
+
+
+class IdentityModelConsumer(Consumer):
+    """Sends a small image through the TF client's `predict` (model `model_name`, default
+    Identity:1) and returns its sum: the least a model consumer does, independent of the real ones."""
+
+    name = "identity-model"
+    uses_tfserving = True
+
+    def consume(self, job):
+        import numpy as np
+
+        model = job.fields.get("model_name") or "Identity"
+        version = int(job.fields.get("model_version") or 1)
+        image = np.full((1, 8, 8, 1), 2.0, np.float32)
+        out = self.services.tf.predict(model, version, {"image": image}, deadline=self.check_deadline())
+        return {"output_url": f"identity:{float(np.sum(out['output'])):g}"}

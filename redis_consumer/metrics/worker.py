@@ -78,6 +78,12 @@ class WorkerMetrics(Middleware):
                                   ["queue", "method", "code"], registry=r)
         self.grpc_latency = Histogram(f"{p}_grpc_call_duration_seconds", "Latency of gRPC calls to TF Serving.",
                                       ["queue", "method"], buckets=GRPC_BUCKETS, registry=r)
+        self.waiting_for_model = Gauge(f"{p}_waiting_for_model",
+                                       "1 while this worker does not claim because TF Serving is unreachable.",
+                                       ["queue"], registry=r)
+        self.model_wait_seconds = Counter(f"{p}_model_wait_seconds",
+                                          "Seconds spent not claiming while TF Serving was unreachable.",
+                                          ["queue"], registry=r)
         self.queue = ""
         self._grpc_registered = False
 
@@ -85,6 +91,8 @@ class WorkerMetrics(Middleware):
     def worker_started(self, worker: Any) -> None:
         self.bind(worker.queue, getattr(worker.consumer, "name", type(worker.consumer).__name__))
         self.in_progress.labels(worker.queue).set_function(lambda: 1.0 if worker.current is not None else 0.0)
+        self.waiting_for_model.labels(worker.queue).set_function(
+            lambda: 1.0 if getattr(worker, "model_wait", None) else 0.0)
         if uses_tfserving(worker.consumer) or "redis_consumer.tfserving.client" in sys.modules:
             self.register_grpc_observer()
 
@@ -105,6 +113,8 @@ class WorkerMetrics(Middleware):
         self.recovered.labels(queue)
         self.dead_lettered.labels(queue)
         self.in_progress.labels(queue).set(0)
+        self.waiting_for_model.labels(queue).set(0)
+        self.model_wait_seconds.labels(queue)
 
     def job_claimed(self, queue: str, key: str, wait_seconds: float | None) -> None:
         self.claimed.labels(queue).inc()
@@ -132,6 +142,11 @@ class WorkerMetrics(Middleware):
         self.heartbeats.labels(queue, "ok" if ok else "error").inc()
         if ok:
             self.last_heartbeat.labels(queue).set(time.time())
+
+    def model_wait(self, queue: str, reason: str | None, seconds: float) -> None:
+        # the gauge reads the worker's own state (set_function in worker_started)
+        if seconds > 0:
+            self.model_wait_seconds.labels(queue).inc(seconds)
 
     # -- gRPC ----------------------------------------------------------------------------------
     def observe_grpc(self, method: str, code: str, seconds: float) -> None:
@@ -196,6 +211,9 @@ class HealthChecks:
         """Ready when not shutting down, Redis answers PING and (if used) TF Serving is up."""
         if self.worker.stopping.is_set():
             return False, "shutting down\n"
+        waiting = getattr(self.worker, "model_wait", None)
+        if waiting:
+            return False, f"waiting for TensorFlow Serving, not claiming: {waiting}\n"
         try:
             self.worker.redis.ping()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready

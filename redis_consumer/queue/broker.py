@@ -261,11 +261,15 @@ class Broker(FanOut):
         return int(self._park(keys=[job.key, self.processing_key, self.queue],
                               args=[job.token, children_total, data["updated_at"], *_flatten(data)]))
 
-    def release(self, job: Claim) -> str:
-        """Shutdown: give the job back to the queue head without counting the attempt."""
+    def release(self, job: Claim, reason: str = "") -> str:
+        """Fenced: give the job back to the queue head without counting the attempt (shutdown, or
+        TF Serving unreachable; `reason` then becomes `last_error`).
+
+        'released' | 'stale' | 'final' | 'vanished'.
+        """
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
-            args=[job.token, "release", self.max_attempts, now_iso(), "", self.expire_time],
+            args=[job.token, "release", self.max_attempts, now_iso(), reason, self.expire_time],
         )
 
     def retry(self, job: Claim, reason: str) -> str:

@@ -110,6 +110,7 @@ def stream_batches(client: Caller, model: str, version: Any, total: int,
     pending: deque[_InFlight] = deque()
     cursor = 0
     waited: dict[tuple[int, int], float] = {}  # batch -> deadline of its last unanswered attempt
+    began = time.monotonic()  # a server that went down after this may have been crashed by our data
 
     def submit(lo: int, hi: int, attempt: int) -> None:
         timeout = client.timeout_for(deadline_at, waited.get((lo, hi)), model)
@@ -134,7 +135,8 @@ def stream_batches(client: Caller, model: str, version: Any, total: int,
                 reply = item.future.result()
             except grpc.RpcError as exc:
                 try:
-                    client.failed(exc, PREDICT, item.started, item.attempt, deadline_at, model, version, item.timeout)
+                    client.failed(exc, PREDICT, item.started, item.attempt, deadline_at, model, version, item.timeout,
+                                  began)
                 except BatchTooLarge as too_large:
                     _split(client, model, item, too_large.limit, todo)
                     continue

@@ -5,6 +5,11 @@ imports the other. Every attempt's deadline is min(GRPC_TIMEOUT, time left for t
 (UNAVAILABLE, DEADLINE_EXCEEDED) use capped exponential backoff with full jitter, bounded by
 MAX_RETRY and the job's deadline. A server that accepts the connection but never answers ends as
 "TensorFlow Serving at HOST:PORT did not answer within N s", not as a stuck worker.
+UNAVAILABLE retries that run out while the channel is down and was already down when the call
+(or pipelined stream) began raise `ServingUnavailable` (server down or scaling from zero: the
+worker waits for it) rather than a counted system error. An UNAVAILABLE from a connected server
+(overloaded, failing) stays a `TransientError`, and so does a server that went down during the
+call: the job may have crashed it, so its attempt counts and a poison input ends dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from typing import Any
 
 import grpc
 
-from ..errors import JobTimeout, TransientError, UserError, one_sentence, quote
+from ..errors import (
+    JobTimeout,
+    ServingUnavailable,
+    TransientError,
+    UserError,
+    one_sentence,
+    quote,
+)
 from ..utils.backoff import full_jitter
 
 log = logging.getLogger(__name__)
@@ -100,6 +112,23 @@ class Caller:
     def _callable(self, method: str) -> Any:  # pragma: no cover - provided by the client
         raise NotImplementedError
 
+    def down_since_before(self, began: float) -> bool:
+        """Whether the channel is down now and has been since before `began` (monotonic), i.e.
+        this call never had a server to talk to (the client asks gRPC; unknown counts as no)."""
+        return False
+
+    def loading(self, model: str, version: Any = None, timeout: float = 2.0) -> bool:
+        """Whether the server is still loading the model (the client asks GetModelStatus)."""
+        return False
+
+    def unreachable(self, code: grpc.StatusCode, model: str, version: Any, began: float | None) -> None:
+        """Raise `ServingUnavailable` when an UNAVAILABLE call that began at `began` gave up and
+        the channel has been down all along."""
+        if code == grpc.StatusCode.UNAVAILABLE and began is not None and self.down_since_before(began):
+            raise ServingUnavailable(one_sentence(
+                f"TensorFlow Serving at {self.target} is unreachable (UNAVAILABLE) for model {quote(model)}"),
+                model=model, version=version, target=self.target)
+
     def batch_size(self, model: str) -> int:
         return self.max_batch.get(model, int(self.settings.TF_MAX_BATCH_SIZE))
 
@@ -141,10 +170,12 @@ class Caller:
         raise TransientError(one_sentence(f"TensorFlow Serving failed for {what}: {code.name} {details}"))
 
     def backoff_or_raise(self, code: grpc.StatusCode, details: str, attempt: int, deadline_at: float | None,
-                         model: str, waited: float | None = None) -> None:
+                         model: str, waited: float | None = None, version: Any = None,
+                         began: float | None = None) -> None:
         """Sleep before retry `attempt` + 1, or raise when retries or time are used up."""
         unanswered = code == grpc.StatusCode.DEADLINE_EXCEEDED and waited is not None
         if attempt >= self.settings.MAX_RETRY:
+            self.unreachable(code, model, version, began)
             if unanswered:
                 raise TransientError(self.no_answer(waited, model))
             raise TransientError(one_sentence(
@@ -152,6 +183,7 @@ class Caller:
                 f"for model {quote(model)}: {details}"))
         delay = full_jitter(attempt, self.settings.GRPC_BACKOFF, self.settings.RETRY_BACKOFF_CAP)
         if deadline_at is not None and time.monotonic() + delay >= deadline_at - reserve(deadline_at - time.monotonic()):
+            self.unreachable(code, model, version, began)
             if unanswered:
                 raise JobTimeout(self.no_answer(waited, model))
             raise JobTimeout(one_sentence(
@@ -160,13 +192,23 @@ class Caller:
         time.sleep(delay)
 
     def failed(self, exc: grpc.RpcError, method: str, started: float, attempt: int,
-               deadline_at: float | None, model: str, version: Any, timeout: float | None = None) -> None:
+               deadline_at: float | None, model: str, version: Any, timeout: float | None = None,
+               began: float | None = None) -> None:
         """After a failed attempt: record it, raise its error (BatchTooLarge for a refused batch),
-        or sleep and return when attempt + 1 is worth making. `timeout`: that attempt's deadline."""
+        or sleep and return when attempt + 1 is worth making. `timeout`: that attempt's deadline;
+        `began`: when the call (or stream) made its first attempt."""
         code, details = status(exc)
         observe(method, code.name, time.monotonic() - started)
+        if code == grpc.StatusCode.NOT_FOUND and method != GET_MODEL_STATUS:
+            # a rollout still loading the model is waited for; a name no version answers to fails
+            left = 2.0 if deadline_at is None else max(0.0, min(2.0, (deadline_at - time.monotonic()) / 2))
+            if left > 0 and self.loading(model, version, left):
+                raise ServingUnavailable(one_sentence(
+                    f"TensorFlow Serving at {self.target} is still loading model {quote(model)} version {version}"),
+                    model=model, version=version, target=self.target)
         self.classify(code, details, model, version)
-        self.backoff_or_raise(code, details, attempt, deadline_at, model, waited=timeout)
+        self.backoff_or_raise(code, details, attempt, deadline_at, model, waited=timeout, version=version,
+                              began=began)
         self.retries = getattr(self, "retries", 0) + 1  # read per job as `predict_retries`
 
     def call(self, method: str, request: bytes, *, model: str, version: Any,
@@ -175,13 +217,14 @@ class Caller:
         check_model(model, version)
         attempt = 0
         waited: float | None = None
+        began = time.monotonic()
         while True:
             timeout = self.timeout_for(deadline_at, waited, model)
             start = time.monotonic()
             try:
                 reply = self._callable(method)(request, timeout=timeout)
             except grpc.RpcError as exc:
-                self.failed(exc, method, start, attempt, deadline_at, model, version, timeout)
+                self.failed(exc, method, start, attempt, deadline_at, model, version, timeout, began)
                 waited = timeout if status(exc)[0] == grpc.StatusCode.DEADLINE_EXCEEDED else None
                 attempt += 1
                 continue

@@ -45,7 +45,14 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.enable_retries", 0),  # we retry ourselves, bounded by the job's deadline
+    # reconnect soon after a server comes back (gRPC's default backoff grows to 120 s, which would
+    # keep a worker waiting minutes after a scaled-from-zero TF Serving is up)
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
+
+#: Answers of `probe`: the server serves the model / cannot be reached / is loading it.
+UP, DOWN, LOADING = "up", "down", "loading"
 
 
 class TFServingClient(Caller):
@@ -63,6 +70,8 @@ class TFServingClient(Caller):
         self._callables: dict[str, Any] = {}
         self._metadata: dict[tuple[str, str], tuple[float, ModelMetadata]] = {}
         self.max_batch: dict[str, int] = {}
+        self._state: grpc.ChannelConnectivity | None = None  # the channel's last connectivity state
+        self._left_ready_at: float | None = None  # monotonic time it last stopped being READY
 
     # ----- channel -----
     def channel(self) -> grpc.Channel:
@@ -75,6 +84,8 @@ class TFServingClient(Caller):
                     self._channel = grpc.insecure_channel(self.target, options=CHANNEL_OPTIONS)
                     self._callables = {}
                     self._pid = pid
+                    self._state = self._left_ready_at = None
+                    self._channel.subscribe(self._on_state, try_to_connect=False)
         return self._channel
 
     def _callable(self, method: str):
@@ -84,9 +95,15 @@ class TFServingClient(Caller):
             fn = self._callables[method] = channel.unary_unary(method)  # bytes in, bytes out
         return fn
 
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        if self._state == grpc.ChannelConnectivity.READY and state != grpc.ChannelConnectivity.READY:
+            self._left_ready_at = time.monotonic()
+        self._state = state
+
     def close(self) -> None:
         with self._lock:
             if self._channel is not None and self._pid == os.getpid():
+                self._channel.unsubscribe(self._on_state)
                 self._channel.close()
             self._channel = None
             self._callables = {}
@@ -98,6 +115,44 @@ class TFServingClient(Caller):
             return True
         except grpc.FutureTimeoutError:
             return False
+
+    def down_since_before(self, began: float) -> bool:
+        """Whether the channel is not connected now and stopped being READY before `began` (or
+        never was): from gRPC's connectivity callbacks, without waiting, since `calls` asks when
+        UNAVAILABLE retries ran out, maybe with milliseconds of the job's time left."""
+        if self._state == grpc.ChannelConnectivity.READY:
+            return False
+        return self._left_ready_at is None or self._left_ready_at <= began
+
+    def probe(self, model: str, version: int | str | None = None, timeout: float = 2.0) -> tuple[str, str]:
+        """One cheap health probe for a waiting worker: GetModelMetadata, no retries, waiting up to
+        `timeout` s for the channel to connect. (UP, "") when the server answers anything but
+        UNAVAILABLE/DEADLINE_EXCEEDED (a wrong model name then fails its jobs as usual), (DOWN,
+        why) when it cannot be reached, (LOADING, why) when it is up but still loading the model."""
+        request = messages.metadata_request_bytes(model, version)
+        start = time.monotonic()
+        try:
+            self._callable(GET_MODEL_METADATA)(request, timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            code = status(exc)[0]
+            observe(GET_MODEL_METADATA, code.name, time.monotonic() - start)
+            if code in RETRYABLE:
+                return DOWN, one_sentence(f"TensorFlow Serving at {self.target} is unreachable ({code.name})")
+            if code == grpc.StatusCode.NOT_FOUND and self.loading(model, version, timeout):
+                return LOADING, one_sentence(f"TensorFlow Serving at {self.target} is still loading model "
+                                             f"{quote(model)} version {version}")
+            return UP, ""
+        observe(GET_MODEL_METADATA, "OK", time.monotonic() - start)
+        return UP, ""
+
+    def loading(self, model: str, version: int | str | None = None, timeout: float = 2.0) -> bool:
+        """Whether GetModelStatus says the model (that version, or any when None) is still coming
+        up (START/LOADING) and none is AVAILABLE: a rollout, not a wrong name."""
+        try:
+            states = {s["state"] for s in self.model_status(model, version, timeout)}
+        except Exception:  # noqa: BLE001 - unknown model, no ModelService, unreachable: not loading
+            return False
+        return bool(states & {"START", "LOADING"}) and "AVAILABLE" not in states
 
     # ----- metadata -----
     def get_metadata(self, model: str, version: int | str | None = None, *,

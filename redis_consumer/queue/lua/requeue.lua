@@ -1,4 +1,5 @@
--- Give a claimed job back: mode `release` (shutdown: to the queue head, the attempt not counted)
+-- Give a claimed job back: mode `release` (shutdown, or TF Serving unreachable: to the queue
+-- head, undoing the claim's HINCRBY of `attempts`, so the attempt is not counted)
 -- or `retry` (system error: to the queue tail, or failed and dead-lettered once attempts are
 -- used up; a dead-lettered zip child is counted by its parent).
 -- KEYS[1] job hash
@@ -9,7 +10,7 @@
 -- ARGV[2] mode              release | retry
 -- ARGV[3] max_attempts
 -- ARGV[4] now               ISO-8601 UTC
--- ARGV[5] reason            `last_error` on a requeue, `reason` when dead-lettered
+-- ARGV[5] reason            `last_error` on a requeue or a release ('' = none), `reason` when dead-lettered
 -- ARGV[6] expire_seconds    TTL of a dead-lettered job
 -- Reply: released | requeued | dead | stale (another claim) | final (already ended) | vanished
 --#include child_ended.lua
@@ -28,6 +29,7 @@ redis.call('HDEL', KEYS[1], 'claim')
 if ARGV[2] == 'release' then
   redis.call('HINCRBY', KEYS[1], 'attempts', -1)
   redis.call('HSET', KEYS[1], 'status', 'new', 'updated_at', ARGV[4], 'queued_at', ARGV[4])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[5]) end
   redis.call('RPUSH', KEYS[3], KEYS[1])
   return 'released'
 end
