@@ -448,3 +448,18 @@ def test_normalized_distance_shortcut_matches_find_boundaries():
     for erode in (0, 1):
         np.testing.assert_array_equal(normalized_distance(labels, erode=erode, touching=False),
                                       normalized_distance(labels, erode=erode, touching=True))
+
+
+def test_dev_server_serves_every_model_the_kiosk_profile_names():
+    """helm/environments/kiosk.yaml (kiosk-console's versions) must work against the dev server."""
+    from pathlib import Path
+
+    import yaml
+
+    from redis_consumer.tfserving.catalog import builtin_models
+
+    profile = yaml.safe_load((Path(__file__).resolve().parents[1] / "helm/environments/kiosk.yaml").read_text())
+    wanted = {value for release in profile["consumers"].values() for value in (release.get("models") or {}).values()}
+    served = {f"{m.name}:{m.version}" for m in builtin_models()}
+    assert wanted, "the kiosk profile names no models"
+    assert wanted <= served, f"not served by the dev server: {sorted(wanted - served)}"

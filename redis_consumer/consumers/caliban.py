@@ -117,7 +117,7 @@ class CalibanConsumer(DeepCellConsumer):
                 f"frame(s); total {time.perf_counter() - started:.2f}s")
         return {"output_url": url, "output_file_name": key, "total_jobs": 1,
                 "track_count": summary["track_count"], "division_count": summary["division_count"],
-                **self.kiosk_hash_fields(job)}
+                **self.stage_fields(), **self.kiosk_hash_fields(job)}
 
     # -- inputs -----------------------------------------------------------------------------
     def _check_frames(self, n_frames: int, name: str) -> None:

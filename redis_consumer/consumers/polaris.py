@@ -165,7 +165,7 @@ class PolarisConsumer(DeepCellConsumer):
         job.log(f"{summary['spot_count']} spot(s) in {len(coords)} image(s) with {settings.POLARIS_MODEL}; "
                 f"total {time.perf_counter() - started:.2f}s")
         return {"output_url": url, "output_file_name": key, "total_jobs": 1, "spot_count": summary["spot_count"],
-                **self.kiosk_hash_fields(job)}
+                **self.stage_fields(), **self.kiosk_hash_fields(job)}
 
     # -- spots ------------------------------------------------------------------------------
     def detect_spots(self, planes: np.ndarray, job: Job) -> list[np.ndarray]:

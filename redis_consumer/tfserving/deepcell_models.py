@@ -205,7 +205,18 @@ FACTORIES: list[Callable[[], Model]] = [
     NeighborhoodEncoder,
     TrackingInference,
     ScaleDetection,
+    # the versions kiosk-console deploys (KCON conf/helmfile.d/0230:88-92, 0250:95-96, 0280:83), so
+    # helm/environments/kiosk.yaml's model settings are served by the dev server too
+    lambda: DeepCellSegmentation("NuclearSegmentation", 75),
+    lambda: _versioned(NeighborhoodEncoder, 75),
+    lambda: _versioned(TrackingInference, 75),
+    lambda: _versioned(SpotDetection, 7),
 ]
+
+
+def _versioned(cls: Callable[..., Model], version: int) -> Model:
+    """Another served version of the same synthetic model."""
+    return cls(version=version)
 
 
 def deepcell_models(gpu: SimulatedGPU | None = None) -> list[Model]:
