@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from redis_consumer.consumers.base import Consumer
+from tests.consumers_for_tests import OwnRedisClient
 
 BUCKET = "chaos-bucket"
 QUEUE = "chaos"
@@ -27,7 +28,7 @@ QUEUE = "chaos"
 
 # --- the consumer the workers run (`CONSUMER_TYPE=bench.chaos_cluster:ChaosConsumer`) ---
 
-class ChaosConsumer(Consumer):
+class ChaosConsumer(OwnRedisClient, Consumer):
     """A small but complete pipeline: S3 download, a timed "predict", deterministic S3 upload.
 
     Counts its executions in `chaos:executions:{key}` (at-least-once is allowed; the harness
@@ -37,16 +38,6 @@ class ChaosConsumer(Consumer):
 
     name = "chaos"
     required_fields = ("input_file_name",)
-    _recorder = None
-
-    @property
-    def redis(self):
-        """The harness's own client for its counters (a consumer is given no Redis client)."""
-        if self._recorder is None:
-            from redis_consumer.queue import connect
-
-            self._recorder = connect(self.settings)
-        return self._recorder
 
     def _consume(self, redis_hash: str) -> dict[str, Any]:
         import hashlib

@@ -15,20 +15,25 @@ from redis_consumer.consumers import Consumer, TransientError, UserError
 from redis_consumer.queue import connect
 
 
-class RecordingConsumer(Consumer):
+class OwnRedisClient:
+    """Mixin for test and bench consumers that keep counters in Redis: their own client, opened on
+    first use (a consumer is given no Redis client by the worker)."""
+
+    _recorder = None
+
+    @property
+    def redis(self):
+        if self._recorder is None:
+            self._recorder = connect(self.settings)
+        return self._recorder
+
+
+class RecordingConsumer(OwnRedisClient, Consumer):
     """Records the order of jobs and how often each ran; honours a few hash fields:
     `sleep` (seconds), `sleep_attempts` (only sleep while attempts <= this), `poison` (SIGKILL self),
     `user_error` (raise UserError), `transient` (raise TransientError), `crash` (raise ValueError)."""
 
     name = "recording"
-    _recorder = None
-
-    @property
-    def redis(self):
-        """The test's own client for its counters (not the worker's)."""
-        if self._recorder is None:
-            self._recorder = connect(self.settings)
-        return self._recorder
 
     def _consume(self, redis_hash):
         fields = self.job.fields
