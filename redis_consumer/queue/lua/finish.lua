@@ -15,13 +15,13 @@
 -- Reply: 1 finished now, 2 already finished by this claim (idempotent replay),
 --        0 stale (another claim owns the job), -1 vanished (no such hash)
 --#include child_ended.lua
-local claim = redis.call('HGET', KEYS[1], 'claim')
-if claim ~= ARGV[1] then
+local cur = redis.call('HMGET', KEYS[1], 'claim', 'status')
+if cur[1] ~= ARGV[1] then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
   return 0
 end
-local status = redis.call('HGET', KEYS[1], 'status')
+local status = cur[2]
 if status == 'done' or status == 'failed' then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   return 2
@@ -33,12 +33,16 @@ redis.call('EXPIRE', KEYS[1], expire)
 redis.call('LREM', KEYS[2], 0, KEYS[1])
 redis.call('INCR', KEYS[3])
 local cap = tonumber(ARGV[4])
-if #ARGV > 6 + nfields and cap > 0 then
-  redis.call('RPUSH', KEYS[4], unpack(ARGV, 7 + nfields))
-  redis.call('LTRIM', KEYS[4], -cap, -1)
-end
-if cap > 0 and redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('EXPIRE', KEYS[4], expire)
+if cap > 0 then
+  if #ARGV > 6 + nfields then
+    -- the list exists after the push; trim only when it outgrew the cap
+    if redis.call('RPUSH', KEYS[4], unpack(ARGV, 7 + nfields)) > cap then
+      redis.call('LTRIM', KEYS[4], -cap, -1)
+    end
+    redis.call('EXPIRE', KEYS[4], expire)
+  elseif redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('EXPIRE', KEYS[4], expire)
+  end
 end
 if ARGV[3] == 'done' then
   child_ended(KEYS[1], 'children_done', ARGV[5])
