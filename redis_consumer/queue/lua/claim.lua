@@ -65,7 +65,7 @@ if attempts > tonumber(ARGV[4]) then
     'updated_at', ARGV[3], 'finished_at', ARGV[3])
   redis.call('EXPIRE', job, tonumber(ARGV[7]))
   redis.call('LPUSH', KEYS[3], job)
-  child_ended(job, 'children_failed', ARGV[3])
+  child_ended(job, 'children_failed', ARGV[3], {f['parent'], f['parent_queue']})
   return {'dead', status, attempts - 1, {}, job}
 end
 local set = {status = 'started', claim = ARGV[1], updated_by = ARGV[2], identity_started = ARGV[2],

@@ -15,7 +15,7 @@
 -- Reply: 1 finished now, 2 already finished by this claim (idempotent replay),
 --        0 stale (another claim owns the job), -1 vanished (no such hash)
 --#include child_ended.lua
-local cur = redis.call('HMGET', KEYS[1], 'claim', 'status')
+local cur = redis.call('HMGET', KEYS[1], 'claim', 'status', 'parent', 'parent_queue')
 if cur[1] ~= ARGV[1] then
   redis.call('LREM', KEYS[2], 0, KEYS[1])
   if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -39,14 +39,17 @@ if cap > 0 then
     if redis.call('RPUSH', KEYS[4], unpack(ARGV, 7 + nfields)) > cap then
       redis.call('LTRIM', KEYS[4], -cap, -1)
     end
-    redis.call('EXPIRE', KEYS[4], expire)
-  elseif redis.call('EXISTS', KEYS[4]) == 1 then
-    redis.call('EXPIRE', KEYS[4], expire)
   end
+  redis.call('EXPIRE', KEYS[4], expire)  -- a no-op when the job has no log list
+end
+-- the parent link as read above, unless the result fields just rewrote it
+local link = {cur[3], cur[4]}
+for i = 7, 6 + nfields, 2 do
+  if ARGV[i] == 'parent' or ARGV[i] == 'parent_queue' then link = nil end
 end
 if ARGV[3] == 'done' then
-  child_ended(KEYS[1], 'children_done', ARGV[5])
+  child_ended(KEYS[1], 'children_done', ARGV[5], link)
 else
-  child_ended(KEYS[1], 'children_failed', ARGV[5])
+  child_ended(KEYS[1], 'children_failed', ARGV[5], link)
 end
 return 1
