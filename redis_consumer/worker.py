@@ -84,6 +84,7 @@ class Worker:
             "log_lines": settings.JOB_LOG_LINES,
         }
         self.broker = Broker(self.redis, queue, self.consumer_id, blocking_client=self.blocking_redis, **broker_options)
+        self.broker.prefetch = self._may_prefetch  # the next claim rides on each job's final write
         self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
         # the consumer gets services, never a Redis client (the TF client caches model metadata in it)
         self.services = Services(settings, storage=storage, cache=self.redis)
@@ -180,6 +181,11 @@ class Worker:
             yield
         finally:
             self._blocking = False
+
+    def _may_prefetch(self) -> bool:
+        """May a job's final write claim the next job in the same round trip? Only while this
+        worker would claim next anyway (not stopping); a held claim goes back on shutdown."""
+        return not self.stopping.is_set()
 
     def _start_warm_up(self) -> threading.Thread | None:
         """Run the consumer's `warm_up()` in a thread; it never fails the worker."""
