@@ -159,6 +159,9 @@ def _bucket(kind: str, base: dict[str, str], workdir: Path, data: bytes):
         return {**base, **s3.env(), "STORAGE_BUCKET": "s3://bench-bucket"}, s3.cleanup
     from tests.helpers.gcs_server import GCSServer
 
+    # the emulator is installed beside this interpreter (the dev venv)
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+
     gcs = GCSServer(bucket="bench-bucket").start()
     import urllib.parse
     import urllib.request
