@@ -104,3 +104,28 @@ def test_no_prefetch_when_the_worker_stops(rds):
     first = b.claim_next(0.1)
     b.finish(first.job, "done", {})
     assert rds.hget("q:b", "status") == "new" and rds.lrange("q", 0, -1) == ["q:b"]
+
+
+def test_prefetch_through_the_combined_step_reports_a_bad_next_key(rds):
+    make_job(rds, "q:a")
+    rds.set("q:str", "x")
+    rds.lpush("q", "q:str")
+    b = broker(rds)
+    b.prefetch = lambda: True
+    first = b.claim_next(0.1)
+    assert b.finish(first.job, "done", {}, log_lines=["bye"]) == 1
+    assert rds.hget("q:a", "status") == "done" and rds.lrange(keys.job_log("q:a"), 0, -1) == ["bye"]
+    nxt = b.claim_next(0.1)
+    assert nxt.outcome == "wrongtype" and nxt.key == "q:str" and rds.lrange(keys.dead("q"), 0, -1) == ["q:str"]
+    assert rds.llen(b.processing_key) == 0
+
+
+def test_prefetch_keeps_fencing_a_stale_finish(rds):
+    make_job(rds, "q:a")
+    make_job(rds, "q:b")
+    b = broker(rds)
+    b.prefetch = lambda: True
+    first = b.claim_next(0.1)
+    rds.hset("q:a", "claim", "someone-else")
+    assert b.finish(first.job, "done", {}) == 0 and rds.hget("q:a", "status") == "started"
+    assert b.claim_next(0.1).key == "q:b"

@@ -16,7 +16,6 @@ from typing import Any
 
 import redis
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError
 
 from ..utils.timestamps import now_iso
 from . import keys
@@ -152,7 +151,7 @@ class Broker(FanOut):
         self._prefetched: ClaimResult | None = None
         self._job_timeout = float("inf")
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
-                     "enqueue", "fanout", "set_children", "expire_children"):
+                     "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
             setattr(self, f"_{name}", Script(client, name))
 
     # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
@@ -276,24 +275,16 @@ class Broker(FanOut):
         return int(self._finish(keys=key_list, args=args))
 
     def _finish_and_claim(self, finish_keys: list[Any], finish_args: list[Any]) -> int:
-        """The final write and the next claim in one round trip (two scripts, one pipeline)."""
+        """The final write and the next claim in one script call (`finish_claim.lua`)."""
         claim_keys, claim_args = self._claim_args("")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *finish_args)
-        pipe.execute_command("EVALSHA", self._claim.sha, len(claim_keys), *claim_keys, *claim_args,
-                             **{NEVER_DECODE: True})
-        finished, claimed = pipe.execute(raise_on_error=False)
-        if isinstance(claimed, BaseException):
-            if not isinstance(claimed, NoScriptError):
-                self._give_back_quietly()  # a failed step may have moved a key into our list
+        finished, claimed = self._finish_claim(keys=[*claim_keys, *finish_keys], args=[*claim_args, *finish_args],
+                                               raw=True)
+        if not claimed:  # the claim step failed: whatever it moved into our list goes back
+            self._give_back_quietly()
         else:
             result = self._claim_result(claimed, claim_args, self._job_timeout)
             if result is not None:
                 self._prefetched = result
-        if isinstance(finished, NoScriptError):  # after a Redis restart: sent once with EVAL
-            return int(self._finish(keys=finish_keys, args=finish_args))
-        if isinstance(finished, BaseException):
-            raise finished
         return int(finished)
 
     def _give_back_quietly(self) -> None:
