@@ -146,7 +146,8 @@ class Job:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run one stage: its status shows in the hash, its duration lands in `{name}_time`.
+        """Run one stage: its status shows in the hash, its duration lands in `{name}_time`
+        with the job's next write (the next stage's status, an update, a flush or the final write).
 
         Known stages: download, preprocess, predict, postprocess, save, upload. Any other name
         is timed and logged but leaves `status` alone (a status is one of `Status`).
