@@ -324,7 +324,11 @@ class Broker(FanOut):
         """
         held, self._prefetched = self._prefetched, None
         if held is not None and held.job is not None:
-            self.release(held.job)
+            try:
+                self.release(held.job)
+            except (redis.RedisError, OSError):
+                self._prefetched = held  # still ours: handed back at the next recovery
+                raise
         return int(self._release_all(keys=[self.processing_key, self.queue],
                                      args=[self.consumer_id if uncount else "", now_iso()]))
 
