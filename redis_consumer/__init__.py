@@ -5,3 +5,7 @@ Kept import-light on purpose: a worker must start in well under a second, so not
 """
 
 __version__ = "0.1.0"
+
+from ._lazy_redis import defer_redis_asyncio as _defer_redis_asyncio
+
+_defer_redis_asyncio()  # before anything imports redis (see _lazy_redis)

@@ -47,6 +47,9 @@ class Job:
         #: Every log line of this run (for the result zip's log.txt), stamped and scrubbed.
         self.lines: list[str] = []
         self._pending: list[str] = []
+        #: Fields waiting for the next write (a stage's duration rides on the next stage's status
+        #: write, or on the final write): one fenced round trip per stage instead of two.
+        self._pending_fields: dict[str, Any] = {}
         #: Seconds spent per stage.
         self.timings: dict[str, float] = {}
         self.parked = False
@@ -114,6 +117,8 @@ class Job:
         lines: list[str] = []
         if with_log:
             lines, self._pending = self._pending, []
+        if self._pending_fields:
+            fields, self._pending_fields = {**self._pending_fields, **fields}, {}
         if not fields and not lines:
             return
         written = self._broker.update(self.claim, fields, lines)
@@ -122,13 +127,18 @@ class Job:
             raise self.lost
 
     def flush(self) -> None:
-        """Push buffered log lines to Redis now (stages do this at their ends)."""
-        if self._pending and self.lost is None:
+        """Push buffered log lines (and a finished stage's duration) to Redis now."""
+        if (self._pending or self._pending_fields) and self.lost is None:
             self.update({})
 
     def take_pending(self) -> list[str]:
         lines, self._pending = self._pending, []
         return lines
+
+    def take_pending_fields(self) -> dict[str, Any]:
+        """Fields not written yet (the last stage's duration): the final write carries them."""
+        fields, self._pending_fields = self._pending_fields, {}
+        return fields
 
     def progress(self, percent: float) -> None:
         """Report 0-100 progress."""
@@ -136,7 +146,8 @@ class Job:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run one stage: its status shows in the hash, its duration lands in `{name}_time`.
+        """Run one stage: its status shows in the hash, its duration lands in `{name}_time`
+        with the job's next write (the next stage's status, an update, a flush or the final write).
 
         Known stages: download, preprocess, predict, postprocess, save, upload. Any other name
         is timed and logged but leaves `status` alone (a status is one of `Status`).
@@ -144,8 +155,9 @@ class Job:
         status, time_field = STAGES.get(name, (None, f"{name}_time"))
         self.check_deadline()
         self.log(f"stage {name} started")
-        # log lines wait for the stage's end: one log write per stage, not two
-        self._write({"status": status} if status is not None else {}, with_log=False)
+        # one fenced write per stage: its status, with the previous stage's duration and log lines
+        # (the last stage's ride on the final write, or on the next update/flush)
+        self._write({"status": status} if status is not None else {}, with_log=True)
         start = time.perf_counter()
         try:
             yield
@@ -153,7 +165,7 @@ class Job:
             elapsed = time.perf_counter() - start
             self.timings[name] = self.timings.get(name, 0.0) + elapsed
         self.log(f"stage {name} finished in {elapsed:.3f}s")
-        self.update({time_field: round(self.timings[name], 6)})
+        self._pending_fields[time_field] = round(self.timings[name], 6)
 
     def timing_fields(self, started: float) -> dict[str, float]:
         """Stage durations plus `total` since `started` (perf_counter)."""

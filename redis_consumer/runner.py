@@ -125,7 +125,7 @@ class JobRunner:
     # -- outcomes ---------------------------------------------------------------------------
     def _end(self, job: Job, status: Status, extra: Mapping[str, Any], started: float) -> Outcome:
         timings = job.timing_fields(started)
-        fields = {"total_time": timings["total"], **kiosk_aliases(timings), **extra}
+        fields = {**job.take_pending_fields(), "total_time": timings["total"], **kiosk_aliases(timings), **extra}
         if status == Status.FAILED:
             fields.setdefault("failure_type", FailureType.USER)
         job.log(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))

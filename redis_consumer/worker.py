@@ -38,6 +38,9 @@ from .utils.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
+#: Longest the first claim waits for the consumer's warm-up (it goes on in the background after).
+WARM_UP_SECONDS = 10.0
+
 
 #: What the loop and the supervisor wait out: any Redis error or a broken connection.
 _REDIS_DOWN = (redis.RedisError, *RETRYABLE)
@@ -84,6 +87,7 @@ class Worker:
             "log_lines": settings.JOB_LOG_LINES,
         }
         self.broker = Broker(self.redis, queue, self.consumer_id, blocking_client=self.blocking_redis, **broker_options)
+        self.broker.prefetch = self._may_prefetch  # the next claim rides on each job's final write
         self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
         # the consumer gets services, never a Redis client (the TF client caches model metadata in it)
         self.services = Services(settings, storage=storage, cache=self.redis)
@@ -113,10 +117,12 @@ class Worker:
         """Serve the queue until SIGTERM/SIGINT; returns the process exit code (0)."""
         self._install_signals()
         log.info("worker %s serving queue %r with %s", self.consumer_id, self.queue, type(self.consumer).__name__)
+        warm_up = self._start_warm_up()  # overlaps the Redis connection and the first heartbeat
         try:
             if not self._wait_for_redis():
                 return 0
             self._supervisor.start()
+            self._await_warm_up(warm_up)
             self.middleware.worker_started(self)
             backoff = Backoff(base=0.2, cap=self.settings.RETRY_BACKOFF_CAP)
             while not self.stopping.is_set():
@@ -189,6 +195,39 @@ class Worker:
             yield
         finally:
             self._blocking = False
+
+    def _may_prefetch(self) -> bool:
+        """May a job's final write claim the next job in the same round trip? Only while this
+        worker would claim next anyway (not stopping); a held claim goes back on shutdown."""
+        return not self.stopping.is_set()
+
+    def _start_warm_up(self) -> threading.Thread | None:
+        """Run the consumer's `warm_up()` in a thread; it never fails the worker."""
+        hook = getattr(self.consumer, "warm_up", None)
+        if hook is None:
+            return None
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                hook()
+                log.debug("warm-up done in %.3fs", time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - the first job pays for whatever was not warmed
+                log.warning("consumer warm-up failed; continuing without it", exc_info=True)
+
+        thread = threading.Thread(target=run, name="warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def _await_warm_up(self, thread: threading.Thread | None) -> None:
+        """Before the first claim: wait for the warm-up, at most WARM_UP_SECONDS (heartbeats go on)."""
+        if thread is None:
+            return
+        deadline = time.monotonic() + WARM_UP_SECONDS
+        while thread.is_alive() and not self.stopping.is_set() and time.monotonic() < deadline:
+            thread.join(0.05)
+        if thread.is_alive() and not self.stopping.is_set():
+            log.warning("consumer warm-up still running after %gs; claiming anyway", WARM_UP_SECONDS)
 
     def _wait_for_redis(self) -> bool:
         """Heartbeat until Redis answers (or we are told to stop)."""

@@ -58,7 +58,22 @@ class Consumer:
     def storage(self, client: Any) -> None:
         self.services.storage = client
 
+    #: Modules the first job imports lazily: `warm_up` imports them before the first claim.
+    warm_modules: tuple[str, ...] = ()
+
     # -- the contract -----------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Prepare what the first job needs (imports, clients, channels) before the first claim.
+
+        The worker calls it once, in a thread, bounded in time, after its first heartbeat; an
+        exception is logged and ignored (the first job then pays for whatever was not warmed).
+        Extend in subclasses; the default imports `warm_modules`.
+        """
+        import importlib
+
+        for name in self.warm_modules:
+            importlib.import_module(name)
+
     def validate(self, redis_hash: str, fields: Mapping[str, str]) -> None:
         """Reject jobs this consumer cannot process (raise `UserError`). Extend in subclasses."""
         missing = [name for name in self.required_fields if not fields.get(name)]

@@ -44,6 +44,8 @@ class SegmentationConsumer(DeepCellConsumer):
     """Kiosk segmentation: NuclearSegmentation / CytoplasmSegmentation per `channels` slot."""
 
     name = "segmentation"
+    warm_modules = (*DeepCellConsumer.warm_modules, "redis_consumer.consumers.threshold_segmentation",
+                    "redis_consumer.utils.overlay")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,6 +60,10 @@ class SegmentationConsumer(DeepCellConsumer):
             name, version = self.model_for(fields)
             models[0] = f"{name}:{version}"
         return models
+
+    def warm_models(self) -> list[str]:
+        """Slot 0's model (NUCLEAR_MODEL): what a job naming no model runs first."""
+        return self.slot_models({})[:1]
 
     def is_threshold_model(self, model: str) -> bool:
         """True for a single-output model without fixed tiles: the old demo model's signature."""

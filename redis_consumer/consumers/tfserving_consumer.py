@@ -10,6 +10,7 @@ through lazily created clients, so importing this module stays cheap.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import zipfile
@@ -23,6 +24,9 @@ import numpy as np
 from ..errors import UserError
 from ..utils import image_io, tempdirs
 from .base import Consumer, Job
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,6 +61,10 @@ class TensorFlowServingConsumer(Consumer):
     required_fields = ("input_file_name",)
     #: Default `NAME:VERSION` when the job names no model; None means the SEGMENTATION_MODEL setting.
     default_model: str | None = None
+    #: What a first job imports lazily (image decoding, the TF Serving client and its messages).
+    warm_modules = ("tifffile", "redis_consumer.tfserving.client", "redis_consumer.tfserving.tiling")
+    #: Seconds the warm-up waits for one model's metadata (a slow server must not hold the worker).
+    warm_up_rpc_timeout = 2.0
     #: Compression of the result zip: TIFF labels and PNGs compress well at a cheap level.
     zip_compresslevel = 1
 
@@ -83,6 +91,24 @@ class TensorFlowServingConsumer(Consumer):
                 return parse_model(name)
             return name, (str(fields.get("model_version") or "").strip() or "1")
         return parse_model(self.default_model or self.settings.SEGMENTATION_MODEL)
+
+    def warm_models(self) -> list[str]:
+        """`NAME:VERSION` of the models whose metadata the warm-up fetches (the default model)."""
+        name, version = self.model_for({})
+        return [f"{name}:{version}"]
+
+    def warm_up(self) -> None:
+        """Imports, the bucket client, the gRPC channel and the default models' metadata (cached
+        for the first job), so the first job pays none of them."""
+        super().warm_up()
+        _ = self.services.storage
+        self.tf.channel()
+        for model in self.warm_models():
+            name, version = parse_model(model)
+            try:
+                self.tf.get_metadata(name, wire_version(version), deadline=self.warm_up_rpc_timeout)
+            except Exception as exc:  # noqa: BLE001 - the first job asks again (and reports it)
+                log.info("warm-up: metadata of %s:%s not fetched (%s)", name, version, type(exc).__name__)
 
     # -- hooks for subclasses --------------------------------------------------------------
     def load(self, path: str, fields: Mapping[str, str]) -> np.ndarray:

@@ -142,8 +142,16 @@ class Broker(FanOut):
         self.processing_key = keys.processing(queue, consumer_id)
         self.consumers_key = keys.consumers(queue)
         self.dead_key = keys.dead(queue)
+        #: the last claim left the queue empty: the next claim blocks (BLMOVE) at once instead of
+        #: first trying a claim step that would find nothing (one script call less per job)
+        self._queue_empty = False
+        #: Set by the worker: asked at each `finish`, True lets it claim the next job in the same
+        #: round trip (never while stopping). The claim waits in `_prefetched` for `claim_next`.
+        self.prefetch: Callable[[], bool] | None = None
+        self._prefetched: ClaimResult | None = None
+        self._job_timeout = float("inf")
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
-                     "enqueue", "fanout", "set_children", "expire_children"):
+                     "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
             setattr(self, f"_{name}", Script(client, name))
 
     # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
@@ -159,9 +167,14 @@ class Broker(FanOut):
         `waiting()` is entered around the blocking wait (the worker uses it to let SIGTERM break
         out of an idle wait). None when nothing arrived in time.
         """
-        claimed = self._claim_step("", job_timeout)
-        if claimed is not None:
+        self._job_timeout = job_timeout
+        if self._prefetched is not None:
+            claimed, self._prefetched = self._prefetched, None
             return claimed
+        if not self._queue_empty:
+            claimed = self._claim_step("", job_timeout)
+            if claimed is not None:
+                return claimed
         with (waiting or nullcontext)():
             key = self._pop_raw(timeout)
         if key is None:
@@ -195,17 +208,21 @@ class Broker(FanOut):
         """Move and claim the oldest waiting key in one step; None if the queue is empty."""
         return self._claim_step("", job_timeout)
 
+    def _claim_args(self, key: str | bytes) -> tuple[list[Any], list[Any]]:
+        token, stamp = secrets.token_hex(8), now_iso()
+        return ([self.queue, self.processing_key, self.dead_key],
+                [token, self.consumer_id, stamp, self.max_attempts, key, DEAD_REASON.format(n=self.max_attempts),
+                 self.expire_time])
+
     def _claim_step(self, key: str | bytes, job_timeout: float) -> ClaimResult | None:
-        token = secrets.token_hex(8)
-        stamp = now_iso()
-        reply = self._claim(
-            keys=[self.queue, self.processing_key, self.dead_key],
-            args=[token, self.consumer_id, stamp, self.max_attempts, key,
-                  DEAD_REASON.format(n=self.max_attempts), self.expire_time],
-            raw=True,
-        )
-        outcome, detail, attempts, flat, raw_key = reply
+        claim_keys, args = self._claim_args(key)
+        return self._claim_result(self._claim(keys=claim_keys, args=args, raw=True), args, job_timeout)
+
+    def _claim_result(self, reply: Any, args: list[Any], job_timeout: float) -> ClaimResult | None:
+        token, stamp = args[0], args[2]
+        outcome, detail, attempts, flat, raw_key = reply[:5]
         outcome = _text(outcome)
+        self._queue_empty = outcome == "empty" or (len(reply) > 5 and int(reply[5]) == 0)
         if outcome == "empty":
             return None
         try:
@@ -253,7 +270,28 @@ class Broker(FanOut):
         flat = _flatten(data)
         lines = list(log_lines or [])
         args = [job.token, self.expire_time, str(status), self.log_lines, stamp, len(flat), *flat, *lines]
+        if self.prefetch is not None and self._prefetched is None and self.prefetch():
+            return self._finish_and_claim(key_list, args)
         return int(self._finish(keys=key_list, args=args))
+
+    def _finish_and_claim(self, finish_keys: list[Any], finish_args: list[Any]) -> int:
+        """The final write and the next claim in one script call (`finish_claim.lua`)."""
+        claim_keys, claim_args = self._claim_args("")
+        finished, claimed = self._finish_claim(keys=[*claim_keys, *finish_keys], args=[*claim_args, *finish_args],
+                                               raw=True)
+        if not claimed:  # the claim step failed: whatever it moved into our list goes back
+            self._give_back_quietly()
+        else:
+            result = self._claim_result(claimed, claim_args, self._job_timeout)
+            if result is not None:
+                self._prefetched = result
+        return int(finished)
+
+    def _give_back_quietly(self) -> None:
+        try:
+            self.release_all()
+        except redis.RedisError:
+            pass  # the worker's recovery moves it back later
 
     def park(self, job: Claim, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
         """Fenced: `status=waiting` until `children_total` children end (zip fan-in); 0 stale, -1 vanished."""
@@ -286,7 +324,15 @@ class Broker(FanOut):
         """Move every key left in our processing list back to the queue head.
 
         `uncount`: a Redis outage cut our job short, so a job we had claimed gets its attempt back.
+        A claim made ahead (`prefetch`) and not run yet goes back without counting its attempt.
         """
+        held, self._prefetched = self._prefetched, None
+        if held is not None and held.job is not None:
+            try:
+                self.release(held.job)
+            except (redis.RedisError, OSError):
+                self._prefetched = held  # still ours: handed back at the next recovery
+                raise
         return int(self._release_all(keys=[self.processing_key, self.queue],
                                      args=[self.consumer_id if uncount else "", now_iso()]))
 

@@ -26,12 +26,19 @@ _INCLUDE = "--#include "
 
 @functools.cache
 def source(name: str) -> str:
-    """The text of `lua/{name}.lua` with its includes expanded."""
+    """The text of `lua/{name}.lua` with its includes expanded (each helper once per script)."""
+    return _expand(name, set())
+
+
+def _expand(name: str, seen: set[str]) -> str:
+    seen.add(name)
     text = resources.files(__package__).joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
     lines = []
     for line in text.splitlines():
         if line.startswith(_INCLUDE):
-            lines.append(source(line[len(_INCLUDE):].strip().removesuffix(".lua")))
+            helper = line[len(_INCLUDE):].strip().removesuffix(".lua")
+            if helper not in seen:
+                lines.append(_expand(helper, seen).rstrip("\n"))
         else:
             lines.append(line)
     return "\n".join(lines) + "\n"

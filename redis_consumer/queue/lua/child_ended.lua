@@ -4,10 +4,11 @@
 -- the last child to end puts the waiting parent back on its queue. A dead-lettered child still
 -- counts, so a parent never waits forever.
 -- child_ended(k, field, now): k = child key, field = 'children_done' | 'children_failed',
--- now = ISO-8601 timestamp written as the parent's `queued_at`.
-local function child_ended(k, field, now)
-  local parent = redis.call('HGET', k, 'parent')
-  local pq = redis.call('HGET', k, 'parent_queue')
+-- now = ISO-8601 timestamp written as the parent's `queued_at`; link = optional {parent,
+-- parent_queue} already read by the caller (saves reading them again).
+local function child_ended(k, field, now, link)
+  link = link or redis.call('HMGET', k, 'parent', 'parent_queue')
+  local parent, pq = link[1], link[2]
   if not parent or not pq or parent == '' or pq == '' then return end
   -- a producer may name any key as `parent`: count only into a hash, and treat a counter that
   -- is not an integer as 0 (an error here would stop the script that ends this child)

@@ -10,8 +10,7 @@
 -- ARGV[5 .. 4+n]            field1, value1, ...
 -- ARGV[5+n ..]              log lines
 -- Reply: 1 written, 0 stale (another claim owns the job), -1 vanished (no such hash)
-local claim = redis.call('HGET', KEYS[1], 'claim')
-if claim ~= ARGV[1] then
+if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
   if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
   return 0
 end
@@ -21,8 +20,9 @@ if n > 0 then
 end
 local cap = tonumber(ARGV[2])
 if #ARGV > 4 + n and cap > 0 then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, 5 + n))
-  redis.call('LTRIM', KEYS[2], -cap, -1)
+  if redis.call('RPUSH', KEYS[2], unpack(ARGV, 5 + n)) > cap then  -- trim only when over the cap
+    redis.call('LTRIM', KEYS[2], -cap, -1)
+  end
   redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 end
 return 1
