@@ -28,10 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from redis_consumer.utils.timestamps import parse_iso  # noqa: E402
-from tests.helpers.chaos_procs import submit, worker_env  # noqa: E402
-from tests.helpers.net import wait_until  # noqa: E402
-from tests.helpers.redis_server import RedisServer  # noqa: E402
+from redis_consumer.utils.timestamps import parse_iso
+from tests.helpers.chaos_procs import submit, worker_env
+from tests.helpers.net import wait_until
+from tests.helpers.redis_server import RedisServer
 
 TARGETS = {"file": 0.4, "s3": 0.6, "gs": 0.6}
 TARGET_RSS_MB = 80
@@ -61,24 +61,23 @@ def one_sample(r, env: dict[str, str], queue: str) -> dict:
     """Start a worker with one job waiting; seconds to its `done` and its idle RSS."""
     key = submit(r, queue, f"{queue}:cells.tif:{uuid.uuid4().hex}", input_file_name=INPUT, original_name="cells.tif",
                  model_name="NuclearSegmentation", model_version="1")
-    log = tempfile.TemporaryFile()
-    started = time.time()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with tempfile.TemporaryFile() as log:
+        started = time.time()
+        proc = subprocess.Popen([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: r.hget(key, "status") in ("done", "failed"), 60, interval=0.005, message="first job")
-        except AssertionError:
-            pass
-        status, finished = r.hget(key, "status"), r.hget(key, "finished_at")
-        time.sleep(1.0)
-        rss = _rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.seek(0)
-        tail = log.read()[-1500:].decode("utf-8", "replace")
-        log.close()
+            try:
+                wait_until(lambda: r.hget(key, "status") in ("done", "failed"), 60, interval=0.005, message="first job")
+            except AssertionError:
+                pass
+            status, finished = r.hget(key, "status"), r.hget(key, "finished_at")
+            time.sleep(1.0)
+            rss = _rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            log.seek(0)
+            tail = log.read()[-1500:].decode("utf-8", "replace")
     if status != "done":
         raise RuntimeError(f"first job {status}: {r.hget(key, 'reason')} {tail}")
     return {"first_result_s": parse_iso(finished).timestamp() - started, "idle_rss_mb": rss}

@@ -39,7 +39,7 @@ def defer_redis_asyncio() -> bool:
     lock = threading.RLock()
     state = {"loaded": False}
 
-    def __getattr__(name: str):  # noqa: N807 - the PEP 562 hook
+    def __getattr__(name: str):
         with lock:
             if not state["loaded"]:
                 state["loaded"] = True

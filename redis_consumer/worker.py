@@ -212,7 +212,7 @@ class Worker:
             try:
                 hook()
                 log.debug("warm-up done in %.3fs", time.perf_counter() - started)
-            except Exception:  # noqa: BLE001 - the first job pays for whatever was not warmed
+            except Exception:
                 log.warning("consumer warm-up failed; continuing without it", exc_info=True)
 
         thread = threading.Thread(target=run, name="warm-up", daemon=True)
@@ -265,7 +265,7 @@ class Worker:
             while not self.stopping.is_set() and probe is not None and model:
                 try:
                     state, detail = probe(model, version, timeout=min(2.0, float(self.settings.GRPC_TIMEOUT)))
-                except Exception:  # noqa: BLE001 - a probe bug must not park the worker forever
+                except Exception:
                     log.exception("TF Serving probe failed; claiming again")
                     break
                 now = time.monotonic()

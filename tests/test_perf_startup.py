@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_triang_equals_scipy_for_every_size():
-    for size in range(0, 520):
+    for size in range(520):
         assert np.array_equal(_triang(size), windows.triang(size)), size
 
 

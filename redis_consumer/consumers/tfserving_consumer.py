@@ -25,7 +25,6 @@ from ..errors import UserError
 from ..utils import image_io, tempdirs
 from .base import Consumer, Job
 
-
 log = logging.getLogger(__name__)
 
 
