@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.exposure import equalize_adapthist, rescale_intensity
 
-import redis_consumer.deepcell.clahe as clahe
+from redis_consumer.deepcell import clahe
 from redis_consumer.deepcell.clahe import equalize_adapthist_fast
 from tests.deepcell_synthetic import touching_nuclei
 

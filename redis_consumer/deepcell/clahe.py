@@ -21,7 +21,6 @@ integer grey level, final rescale) but:
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
