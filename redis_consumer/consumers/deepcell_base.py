@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,11 +27,11 @@ from ..deepcell.resize import resize_input, resize_labels, scaled_shape
 from ..errors import UserError
 from ..tfserving import calls
 from .tfserving_consumer import (
-    STORED_SUFFIXES,
     TensorFlowServingConsumer,
     _jsonable,
     parse_model,
     wire_version,
+    write_members,
 )
 
 __all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
@@ -334,17 +333,17 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         `self.timings["zip"]` / `cpu_timings["zip"]` and in the results.json written after it.
         """
         wall, cpu = time.perf_counter(), time.process_time()
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=self.zip_compresslevel) as zf:
-            for path in files:
-                arcname = os.path.relpath(path, outdir).replace(os.sep, "/")
-                packed = path.lower().endswith(STORED_SUFFIXES)
-                zf.write(path, arcname, zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
-            self.timings["zip"] = round(self.timings.get("zip", 0.0) + time.perf_counter() - wall, 6)
-            self.cpu_timings["zip"] = round(self.cpu_timings.get("zip", 0.0) + time.process_time() - cpu, 6)
+        before = self.timings.get("zip", 0.0), self.cpu_timings.get("zip", 0.0)
+
+        def timed() -> None:  # idempotent: the ZIP64 fallback calls it again
+            self.timings["zip"] = round(before[0] + time.perf_counter() - wall, 6)
+            self.cpu_timings["zip"] = round(before[1] + time.process_time() - cpu, 6)
             summary["timings"], summary["cpu_timings"] = dict(self.timings), dict(self.cpu_timings)
-            zf.writestr("results.json", json.dumps(summary, indent=2, default=_jsonable))
-            zf.writestr("log.txt", "\n".join(self.job_log) + "\n")
-        return zip_path
+
+        members = [(os.path.relpath(p, outdir).replace(os.sep, "/"), p) for p in files]
+        return write_members(zip_path, members, lambda: [
+            ("results.json", json.dumps(summary, indent=2, default=_jsonable)),
+            ("log.txt", "\n".join(self.job_log) + "\n")], level=self.zip_compresslevel, after_files=timed)
 
     def stage_fields(self) -> dict[str, float]:
         """`preprocess_time` (resize, normalise, tile) and `postprocess_time` (untile, deep
