@@ -19,6 +19,7 @@ tests/test_deepcell_tiling.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -250,7 +251,7 @@ def _cells(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, in
     """[a, b) pieces of [lo, hi) each covered by one set of spans, with those spans' indices."""
     edges = sorted({lo, hi, *(e for span in spans for e in span if lo < e < hi)})
     cells = []
-    for a, b in zip(edges, edges[1:]):
+    for a, b in itertools.pairwise(edges):
         cover = [i for i, (s, e) in enumerate(spans) if s <= a and b <= e]
         cells.append((a, b, cover))
     return cells
