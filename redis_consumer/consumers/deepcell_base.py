@@ -323,10 +323,12 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         from ..utils.labels import normalize
 
         with self._step("png"):
-            shown = normalize(np.asarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+            # contiguous copies first: a channel of (X, Y, C) is strided, and every pass over it was slow
+            plane = np.ascontiguousarray(plane, dtype=np.float32)
+            shown = normalize(plane[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
             path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
             os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
-            overlay.save_png(path, shown, np.asarray(labels_xy), clipped=True)
+            overlay.save_png(path, shown, np.ascontiguousarray(labels_xy), clipped=True)
         return path
 
     def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],

@@ -48,11 +48,14 @@ def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndar
     out = np.zeros_like(image)
     for b in range(image.shape[0]):
         for c in range(image.shape[-1]):
-            plane = image[b, ..., c]
+            plane = np.ascontiguousarray(image[b, ..., c])  # one strided read, then contiguous passes
             nonzero = plane[plane != 0]
             if nonzero.size:
-                ceiling = np.percentile(nonzero, percentile)
-                out[b, ..., c] = np.where(plane > ceiling, ceiling, plane)
+                # the same percentile, partitioning our private copy instead of another one
+                ceiling = np.percentile(nonzero, percentile, overwrite_input=True)
+                target = out[b, ..., c]
+                target[...] = plane
+                target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
     return out
 
 
