@@ -34,7 +34,7 @@ from .tfserving_consumer import (
     write_members,
 )
 
-__all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "kiosk_name", "kiosk_tiff_names"]
+__all__ = ["APP_STAGES", "DeepCellConsumer", "ModelInput", "count_objects", "kiosk_name", "kiosk_tiff_names"]
 
 #: Stage names of `self.timings` / `self.cpu_timings`, in pipeline order: `run_app`'s, then the
 #: result files' (`tiff`, `png`) and the zip's.
@@ -389,8 +389,21 @@ def _add(wall: dict, stage: str, start: tuple[float, float]) -> None:
 
 
 def _count(labels: np.ndarray) -> list[int]:
-    """Objects per batch item of (B, X, Y) labels (labels are sequential per item)."""
-    return [len(np.unique(item[item > 0])) for item in np.asarray(labels)]
+    """Objects per batch item of (B, X, Y) labels."""
+    return [count_objects(item) for item in np.asarray(labels)]
+
+
+def count_objects(labels: np.ndarray) -> int:
+    """Distinct positive labels: `len(np.unique(labels[labels > 0]))` by a bincount (no sort of the
+    foreground, ~10x less CPU) when the labels are non-negative integers of modest size."""
+    labels = np.asarray(labels)
+    if labels.size == 0:
+        return 0
+    if labels.dtype.kind in "iu":
+        top, low = int(labels.max()), int(labels.min())
+        if low >= 0 and top <= 4 * labels.size + 65536:
+            return int(np.count_nonzero(np.bincount(labels.ravel(), minlength=1)[1:]))
+    return len(np.unique(labels[labels > 0]))
 
 
 def _shape_text(shape: Sequence[int]) -> str:
