@@ -399,10 +399,11 @@ def count_objects(labels: np.ndarray) -> int:
     labels = np.asarray(labels)
     if labels.size == 0:
         return 0
-    if labels.dtype.kind in "iu":
-        top, low = int(labels.max()), int(labels.min())
-        if low >= 0 and top <= 4 * labels.size + 65536:
+    if labels.dtype.kind in "iu" and int(labels.max()) <= 4 * labels.size + 65536:
+        try:
             return int(np.count_nonzero(np.bincount(labels.ravel(), minlength=1)[1:]))
+        except ValueError:  # negative labels: bincount refuses them
+            pass
     return len(np.unique(labels[labels > 0]))
 
 
