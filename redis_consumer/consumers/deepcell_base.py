@@ -142,6 +142,7 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         self.timings, self.cpu_timings = {}, {}
         self.predict_retries = 0
         self.apps_run: list[dict[str, Any]] = []
+        self._count_memo: dict[tuple, tuple[np.ndarray, list[int]]] = {}
 
     # -- the model --------------------------------------------------------------------------
     def model_input(self, model: str, version: str) -> ModelInput:
@@ -331,10 +332,25 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             overlay.save_png(path, shown, np.ascontiguousarray(labels_xy), clipped=True)
         return path
 
+    def object_counts(self, labels_by_compartment: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
+        """Objects per batch item of each compartment's (B, X, Y) labels, counted once per job."""
+        memo = self.__dict__.setdefault("_count_memo", {})
+        out = {}
+        for c, lab in labels_by_compartment.items():
+            arr = np.asarray(lab)
+            key = (c, arr.__array_interface__["data"][0], arr.shape, arr.strides)
+            if key not in memo:
+                memo[key] = (arr, _count(arr))  # the array is held so its address stays its own
+            out[c] = memo[key][1]
+        return out
+
     def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],
                         **extra: Any) -> dict[str, Any]:
-        """results.json body: counts per compartment (total and per batch), apps run, timings."""
-        counts = {c: _count(lab) for c, lab in labels_by_compartment.items()}
+        """results.json body: counts per compartment (total and per batch), apps run, timings.
+
+        Object counts are remembered per labels array (`object_counts`), so a consumer that
+        logged them already does not count again."""
+        counts = self.object_counts(labels_by_compartment)
         return {
             "job": job_key,
             "original_name": fields.get("original_name") or fields.get("input_file_name"),
@@ -402,7 +418,7 @@ def count_objects(labels: np.ndarray) -> int:
     if labels.dtype.kind in "iu" and int(labels.max()) <= 4 * labels.size + 65536:
         try:
             return int(np.count_nonzero(np.bincount(labels.ravel(), minlength=1)[1:]))
-        except ValueError:  # negative labels: bincount refuses them
+        except (ValueError, TypeError):  # negative (or uint64) labels: bincount refuses them
             pass
     return len(np.unique(labels[labels > 0]))
 

@@ -26,7 +26,7 @@ from ..storage import output_key
 from ..utils import image_io, tempdirs
 from ..utils.kiosk_layout import load_kiosk_image, parse_mesmer_channels, parse_scale
 from .base import Job
-from .deepcell_base import DeepCellConsumer, count_objects, kiosk_name
+from .deepcell_base import DeepCellConsumer, kiosk_name
 
 COMPARTMENTS = ("whole-cell", "nuclear", "both")
 
@@ -102,8 +102,7 @@ class MesmerConsumer(DeepCellConsumer):
                                   overrides=self.overrides)
         names = list(Mesmer.select(compartment))
         by_compartment = {c: labels[..., k] for k, c in enumerate(names)}
-        job.log("found " + ", ".join(f"{int(sum(count_objects(b) for b in v))} {c}"
-                                     for c, v in by_compartment.items()))
+        job.log("found " + ", ".join(f"{int(sum(n))} {c}" for c, n in self.object_counts(by_compartment).items()))
         outdir = os.path.join(workdir, "out")
         prefix = os.path.join(folder, name) if folder else name
         with job.stage("save"):

@@ -32,7 +32,7 @@ from ..utils.kiosk_layout import (
 )
 from ..utils.labels import compact_dtype
 from .base import Job
-from .deepcell_base import DeepCellConsumer, count_objects, kiosk_name
+from .deepcell_base import DeepCellConsumer, kiosk_name
 from .tfserving_consumer import parse_model, wire_version
 
 #: Per slot: the setting naming its model and the application it runs (KRC settings.py:132-142).
@@ -116,7 +116,7 @@ class SegmentationConsumer(DeepCellConsumer):
                 job.progress(10 + 80 * (done + 1) / len(slots))
         labels = np.concatenate(outputs, axis=-1)  # (B, X, Y, filled slots), slot order
         counts = {SLOT_NAMES[s]: labels[..., k] for k, s in enumerate(slots)}
-        job.log("found " + ", ".join(f"{int(sum(count_objects(b) for b in v))} {c}" for c, v in counts.items()))
+        job.log("found " + ", ".join(f"{int(sum(n))} {c}" for c, n in self.object_counts(counts).items()))
         outdir = os.path.join(workdir, "out")
         prefix = os.path.join(folder, name) if folder else name
         with job.stage("save"):
