@@ -72,3 +72,18 @@ def test_identical_on_arbitrary_sizes(h, w, k, seed):
 def test_rejects_non_2d():
     with pytest.raises(ValueError):
         equalize_adapthist_fast(np.zeros((4, 4, 2), np.float32))
+
+
+def test_unit_uint16_is_img_as_uint_of_the_rescale():
+    from skimage.util import img_as_uint
+
+    from redis_consumer.deepcell.preprocess import _unit_uint16
+
+    rng = np.random.default_rng(8)
+    for image in (rng.gamma(2.0, 300.0, (120, 77)), rng.normal(0, 1, (50, 50)), rng.random((40, 60)) * 1e-30,
+                  rng.normal(1e6, 1, (64, 64)), -rng.gamma(1.0, 1e4, (33, 17)), rng.integers(0, 3, (20, 20))):
+        plane = image.astype(np.float32)
+        expected = img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))
+        np.testing.assert_array_equal(_unit_uint16(plane), expected)
+        np.testing.assert_array_equal(_unit_uint16(np.asfortranarray(plane)), expected)
+        _assert_same(expected)  # and CLAHE of that uint16 is skimage's too

@@ -128,10 +128,15 @@ def clahe_grey(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nb
 
 
 def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01,
-                            nbins: int = 256) -> np.ndarray:
-    """`skimage.exposure.equalize_adapthist` for a 2-D float image in [0, 1] (or uint16), same output."""
+                            nbins: int = 256, float_dtype: type | None = None) -> np.ndarray:
+    """`skimage.exposure.equalize_adapthist` for a 2-D float image in [0, 1] (or uint16), same output.
+
+    `float_dtype` names the result's dtype (skimage: float32 for float16/32 input, else float64):
+    pass np.float32 with the uint16 that `img_as_uint` made of a float32 image to get that image's
+    result."""
     grey = clahe_grey(image, kernel_size, clip_limit, nbins)
-    float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
+    if float_dtype is None:
+        float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
     lo, hi = int(grey.min()), int(grey.max())
     levels = np.arange(0, hi + 1).astype(float_dtype)
     rescaled = rescale_intensity(levels, in_range=(float(lo), float(hi)))
