@@ -104,9 +104,9 @@ def mesmer_preprocess(
 ) -> np.ndarray:
     """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128)."""
     _check_rank(image)
-    out = np.array(image, copy=True)
+    out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
     if normalize:
         out = histogram_normalization(out, kernel_size=kernel_size)
-    return out
+    return np.array(image, copy=True) if out is image else out
