@@ -185,3 +185,14 @@ def test_tiny_images_still_label(cells):
         out = run_application(NuclearSegmentation, np.ones(shape, np.float32), fake_nuclear,
                               tile_shape=(64, 64))
         assert out.shape == shape and out.dtype == np.int32
+
+
+def test_count_objects_is_the_unique_count():
+    from redis_consumer.consumers.deepcell_base import count_objects
+
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 50, (100, 100)), np.zeros((3, 3), int), rng.integers(-3, 5, (10, 10)),
+             rng.integers(0, 2**40, (10, 10)), rng.integers(0, 9, (5, 5)).astype(np.uint8),
+             np.array([[0, 7, 7, 2**20]], np.int32), np.zeros((0, 4), int), rng.random((4, 4))]
+    for labels in cases:
+        assert count_objects(labels) == len(np.unique(labels[labels > 0]))

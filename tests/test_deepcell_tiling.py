@@ -123,3 +123,22 @@ def test_identity_round_trip_property(batch, x, y, channels, tile, pad_mode):
     back = untile(tiles, info)
     assert back.shape == image.shape and back.dtype == np.float32
     np.testing.assert_allclose(back, image, rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("shape,tile", [((1, 1024, 1024, 1), 256), ((2, 300, 517, 3), 128), ((1, 1000, 1001, 2), 256),
+                                        ((1, 256, 700, 1), 256), ((3, 97, 130, 1), 64), ((1, 520, 520, 1), 512),
+                                        ((1, 64, 64, 1), 32), ((1, 40, 300, 1), 32)])
+@pytest.mark.parametrize("exact", [True, False])
+def test_cell_untile_is_the_float64_canvas_bit_for_bit(shape, tile, exact):
+    """untile (cells, no canvas) against untile_canvas (the reference), bytewise: -0.0 too."""
+    from redis_consumer.deepcell.tiling import tile_image, untile, untile_canvas
+
+    rng = np.random.default_rng(sum(shape) + tile)
+    tiles, info = tile_image(rng.normal(size=shape).astype(np.float32), (tile, tile))
+    tiles = tiles * np.float32(1.3) - np.float32(0.2)
+    tiles[0, :3, :3] = -0.0
+    tiles[-1] = np.where(tiles[-1] < 0, np.float32(-0.0), tiles[-1])
+    for head in (tiles, tiles[..., :1], tiles.astype(np.float64)):
+        want, got = untile_canvas(head, info, exact=exact), untile(head, info, exact=exact)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()

@@ -102,8 +102,7 @@ class MesmerConsumer(DeepCellConsumer):
                                   overrides=self.overrides)
         names = list(Mesmer.select(compartment))
         by_compartment = {c: labels[..., k] for k, c in enumerate(names)}
-        job.log("found " + ", ".join(f"{int(sum(len(np.unique(b[b > 0])) for b in v))} {c}"
-                                     for c, v in by_compartment.items()))
+        job.log("found " + ", ".join(f"{int(sum(n))} {c}" for c, n in self.object_counts(by_compartment).items()))
         outdir = os.path.join(workdir, "out")
         prefix = os.path.join(folder, name) if folder else name
         with job.stage("save"):

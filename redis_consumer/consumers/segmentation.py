@@ -122,7 +122,7 @@ class SegmentationConsumer(DeepCellConsumer):
                 job.progress(10 + 80 * (done + 1) / len(slots))
         labels = np.concatenate(outputs, axis=-1)  # (B, X, Y, filled slots), slot order
         counts = {SLOT_NAMES[s]: labels[..., k] for k, s in enumerate(slots)}
-        job.log("found " + ", ".join(f"{int(sum(len(np.unique(b[b > 0])) for b in v))} {c}" for c, v in counts.items()))
+        job.log("found " + ", ".join(f"{int(sum(n))} {c}" for c, n in self.object_counts(counts).items()))
         outdir = os.path.join(workdir, "out")
         prefix = os.path.join(folder, name) if folder else name
         with job.stage("save"):

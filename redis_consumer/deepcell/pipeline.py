@@ -53,17 +53,28 @@ def predict_in_batches(tiles: np.ndarray, predict_tiles: PredictTiles, batch_siz
     for start in range(0, tiles.shape[0], batch_size):
         batch = np.ascontiguousarray(tiles[start:start + batch_size])
         outputs = _as_list(predict_tiles(batch))
+        if start == 0 and batch.shape[0] == tiles.shape[0]:  # one call: its outputs are the heads
+            _check_outputs(outputs, batch)
+            # no second copy of the (for Mesmer ~50 MB) heads into fresh pages; the same values
+            return [o.astype(tiles.dtype, copy=False) for o in outputs]
         if not heads:
             heads = [np.zeros((tiles.shape[0],) + o.shape[1:], dtype=tiles.dtype) for o in outputs]
         if len(outputs) != len(heads):
             raise ValueError(f"the model returned {len(outputs)} outputs, earlier {len(heads)}")
         for store, out in zip(heads, outputs):
-            if (out.ndim != 4 or out.shape[0] != batch.shape[0] or out.shape[1:3] != batch.shape[1:3]
-                    or out.shape[1:] != store.shape[1:]):
+            if out.shape[1:] != store.shape[1:]:
                 raise ValueError(f"model output of shape {out.shape} does not match its input tiles "
                                  f"of shape {batch.shape}")
+            _check_outputs([out], batch)
             store[start:start + batch.shape[0]] = out
     return heads
+
+
+def _check_outputs(outputs: list[np.ndarray], batch: np.ndarray) -> None:
+    for out in outputs:
+        if out.ndim != 4 or out.shape[0] != batch.shape[0] or out.shape[1:3] != batch.shape[1:3]:
+            raise ValueError(f"model output of shape {out.shape} does not match its input tiles "
+                             f"of shape {batch.shape}")
 
 
 def run_application(

@@ -9,7 +9,9 @@ L65-101, percentile_threshold L104-132), deepcell-tf `deepcell/applications/mesm
 from __future__ import annotations
 
 import numpy as np
-from skimage.exposure import equalize_adapthist, rescale_intensity
+from skimage.exposure import rescale_intensity
+
+from redis_consumer.deepcell.clahe import equalize_adapthist_fast
 
 
 def _check_rank(image: np.ndarray) -> None:
@@ -21,7 +23,8 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     """CLAHE per (batch, channel) after rescaling to [0, 1]; a constant plane becomes zeros.
 
     kernel_size None keeps skimage's default (1/8 of each image dimension), clip_limit 0.01 and
-    256 bins, as the toolbox does. Returns float32.
+    256 bins, as the toolbox does. Returns float32. The CLAHE is `clahe.equalize_adapthist_fast`,
+    bit-identical to skimage's `equalize_adapthist` at ~1/3 of its CPU.
     """
     _check_rank(image)
     out = image.astype(np.float32)  # always a copy, like the toolbox's astype
@@ -31,9 +34,23 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
             if (plane == plane.flat[0]).all():
                 plane[...] = 0
                 continue
-            scaled = rescale_intensity(plane, out_range=(0.0, 1.0))
-            plane[...] = equalize_adapthist(scaled, kernel_size=kernel_size)
+            plane[...] = equalize_adapthist_fast(_unit_uint16(plane), kernel_size=kernel_size, float_dtype=np.float32)
     return out
+
+
+def _unit_uint16(plane: np.ndarray) -> np.ndarray:
+    """`img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))` of a float32 plane, the
+    same values in four passes instead of ten (the two steps' float32 arithmetic, without the
+    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion."""
+    lo, hi = float(plane.min()), float(plane.max())
+    if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return rescale_intensity(plane, out_range=(0.0, 1.0))
+    unit = np.subtract(plane, np.float32(lo))
+    unit /= np.float32(hi - lo)  # rescale_intensity: (image - imin) / (imax - imin) in float32
+    unit *= np.float32(65535)  # img_as_uint: multiply by 65535 in float32, round half to even
+    np.rint(unit, out=unit)
+    np.clip(unit, 0, 65535, out=unit)
+    return unit.astype(np.uint16)
 
 
 def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndarray:
@@ -45,11 +62,14 @@ def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndar
     out = np.zeros_like(image)
     for b in range(image.shape[0]):
         for c in range(image.shape[-1]):
-            plane = image[b, ..., c]
+            plane = np.ascontiguousarray(image[b, ..., c])  # one strided read, then contiguous passes
             nonzero = plane[plane != 0]
             if nonzero.size:
-                ceiling = np.percentile(nonzero, percentile)
-                out[b, ..., c] = np.where(plane > ceiling, ceiling, plane)
+                # the same percentile, partitioning our private copy instead of another one
+                ceiling = np.percentile(nonzero, percentile, overwrite_input=True)
+                target = out[b, ..., c]
+                target[...] = plane
+                target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
     return out
 
 
@@ -84,9 +104,9 @@ def mesmer_preprocess(
 ) -> np.ndarray:
     """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128)."""
     _check_rank(image)
-    out = np.array(image, copy=True)
+    out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
     if normalize:
         out = histogram_normalization(out, kernel_size=kernel_size)
-    return out
+    return np.array(image, copy=True) if out is image else out

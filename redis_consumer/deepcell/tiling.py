@@ -19,6 +19,7 @@ tests/test_deepcell_tiling.py.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -189,15 +190,97 @@ def _cached_window(tile_size, overlap_x, overlap_y, power, exact) -> np.ndarray:
 def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) -> np.ndarray:
     """Put one head's (N, Tx, Ty, K) tiles back into a (B, X, Y, K) image of the tiles' dtype.
 
-    `exact=False` reproduces the toolbox's max-scaled window (see the module docstring)."""
+    `exact=False` reproduces the toolbox's max-scaled window (see the module docstring).
+
+    The result is `untile_canvas`'s bit for bit, computed without its float64 canvas: the image
+    is cut into cells covered by one fixed set of tiles; a cell one tile covers with weight one
+    is that tile (plus 0.0, as the canvas adds it), any other cell sums its tiles' float64
+    products in tile order, as the canvas does. Pad cells are never computed. ~2x less CPU.
+    """
+    if info.small:
+        (xl, xh), (yl, yh) = info.pad_x, info.pad_y
+        return tiles[:, xl:(-xh or None), yl:(-yh or None), :]
+    grid = _grid(info, tiles.shape[0])
+    if grid is None or tiles.dtype.kind != "f" or not _blends(info):
+        return untile_canvas(tiles, info, power, exact)
+    xs, ys = grid
+    b, px, py = info.padded_shape
+    (xl, xh), (yl, yh) = info.pad_x, info.pad_y
+    out = np.empty((b, px - xl - xh, py - yl - yh, tiles.shape[-1]), dtype=tiles.dtype)
+    ny = len(ys)
+    # reused float64 buffers for the blended cells (fresh ones would page-fault on every cell)
+    scratch = np.empty((2, info.tile_size[0] * info.tile_size[1] * tiles.shape[-1]), dtype=np.float64)
+    for ax, bx, cover_x in _cells(xs, xl, px - xh):
+        for ay, by, cover_y in _cells(ys, yl, py - yh):
+            for bi in range(b):
+                target = out[bi, ax - xl:bx - xl, ay - yl:by - yl]
+                order = [bi * len(xs) * ny + ix * ny + iy for ix in cover_x for iy in cover_y]
+                pieces = []
+                for n in order:
+                    (x0, _), (y0, _) = info.x_spans[n], info.y_spans[n]
+                    window = _cached_window(info.tile_size, info.overlaps_x[n], info.overlaps_y[n], power, exact)
+                    pieces.append((tiles[n, ax - x0:bx - x0, ay - y0:by - y0],
+                                   window[ax - x0:bx - x0, ay - y0:by - y0]))
+                if len(pieces) == 1 and _all_ones(*pieces[0][1].shape[:2], pieces[0][1]):
+                    np.add(pieces[0][0], 0.0, out=target)  # 0.0 + tile x 1.0, as on the canvas
+                    continue
+                size = target.size
+                acc = scratch[0, :size].reshape(target.shape)
+                term = scratch[1, :size].reshape(target.shape)
+                np.multiply(pieces[0][0], pieces[0][1], out=acc)
+                acc += 0.0  # the canvas starts at 0.0 (so -0.0 becomes 0.0 there too)
+                for tile, window in pieces[1:]:
+                    np.multiply(tile, window, out=term)
+                    acc += term
+                target[...] = acc
+    return out
+
+
+def _all_ones(h: int, w: int, window: np.ndarray) -> bool:
+    return bool(h and w and window[0, 0, 0] == 1.0 and (window == 1.0).all())
+
+
+def _blends(info: Tiling) -> bool:
+    (tx, ty), (_, px, py) = info.tile_size, info.padded_shape
+    return MIN_TILE_SIZE <= tx < px and MIN_TILE_SIZE <= ty < py and info.stride_ratio >= MIN_STRIDE_RATIO
+
+
+def _grid(info: Tiling, n: int) -> tuple[list, list] | None:
+    """The distinct x and y spans when the tiles are the full batch x rows x columns grid in
+    that order (as tile_image cuts them), else None."""
+    xs = list(dict.fromkeys(info.x_spans))
+    ys = list(dict.fromkeys(info.y_spans))
+    b = info.padded_shape[0]
+    if n != b * len(xs) * len(ys) or len(info.batches) != n:
+        return None
+    for i in range(n):
+        bi, rest = divmod(i, len(xs) * len(ys))
+        ix, iy = divmod(rest, len(ys))
+        if info.batches[i] != bi or info.x_spans[i] != xs[ix] or info.y_spans[i] != ys[iy]:
+            return None
+    return xs, ys
+
+
+def _cells(spans: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int, list[int]]]:
+    """[a, b) pieces of [lo, hi) each covered by one set of spans, with those spans' indices."""
+    edges = sorted({lo, hi, *(e for span in spans for e in span if lo < e < hi)})
+    cells = []
+    for a, b in itertools.pairwise(edges):
+        cover = [i for i, (s, e) in enumerate(spans) if s <= a and b <= e]
+        cells.append((a, b, cover))
+    return cells
+
+
+def untile_canvas(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) -> np.ndarray:
+    """The reference untiling: a float64 canvas the tiles are added into (or, without blending,
+    copied, the last tile winning), cast to the tiles' dtype and cropped."""
     if info.small:
         (xl, xh), (yl, yh) = info.pad_x, info.pad_y
         return tiles[:, xl:(-xh or None), yl:(-yh or None), :]
     b, px, py = info.padded_shape
     tx, ty = info.tile_size
     canvas = np.zeros((b, px, py, tiles.shape[-1]), dtype=np.float64)
-    blend = (MIN_TILE_SIZE <= tx < px and MIN_TILE_SIZE <= ty < py
-             and info.stride_ratio >= MIN_STRIDE_RATIO)
+    blend = _blends(info)
     scratch = np.empty((tx, ty, tiles.shape[-1]), dtype=np.float64)
     for tile, bi, (x0, x1), (y0, y1), ox, oy in zip(
             tiles, info.batches, info.x_spans, info.y_spans, info.overlaps_x, info.overlaps_y):

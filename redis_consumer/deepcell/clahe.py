@@ -1,0 +1,143 @@
+"""CLAHE with output identical to scikit-image's `equalize_adapthist`, at ~1/3 of its CPU.
+
+Why: the DeepCell applications normalise every channel with `skimage.exposure.equalize_adapthist`
+(deepcell-toolbox `deepcell_toolbox/processing.py:65-101`), and at ~100 ms per megapixel it was
+the largest CPU cost of a segmentation or mesmer job outside the watershed. This module performs
+the same arithmetic (skimage 0.26 `skimage/exposure/_adapthist.py`: 14-bit grey levels, `nbins`
+bins of `1 + 2**14 // nbins` levels, per-region histograms clipped by skimage's own
+`clip_histogram`/`map_histogram`, bilinear mapping accumulated in float32, truncation to the
+integer grey level, final rescale) but:
+
+- every per-pixel value-to-value step (float -> uint16 -> 14-bit grey -> bin, and the final
+  grey -> [0, 1] rescale) is one lookup table built by running skimage's own function on the
+  distinct values, so the image is walked once instead of five times;
+- all region histograms come from one `np.bincount` instead of `apply_along_axis`;
+- the bilinear mapping is computed only for the image (skimage also maps the reflect padding
+  and crops it afterwards), one band of rows at a time so the float64 temporaries stay in cache,
+  with the same per-term float64 product, float32 rounding and summation order as skimage, so
+  the result is bit-identical. tests/test_deepcell_clahe.py asserts equality against
+  `equalize_adapthist` on random, synthetic and odd-sized images.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from skimage.exposure import rescale_intensity
+from skimage.exposure._adapthist import clip_histogram, map_histogram
+from skimage.util import img_as_uint
+
+NR_OF_GRAY = 2**14  # skimage's grey levels inside CLAHE
+_BAND_PIXELS = 1 << 16  # rows per band: ~64 K pixels, so the float64 temporaries fit in L2
+_WEIGHT_CACHE_BYTES = 8 << 20  # keep the per-phase weights when they take at most this
+
+
+def _bands(h: int, p0: int, k0: int, band: int):
+    """(r0, r1) row ranges of at most `band` rows, none crossing a processing-block boundary."""
+    r0 = 0
+    while r0 < h:
+        block_end = ((r0 + p0) // k0 + 1) * k0 - p0
+        r1 = min(h, block_end, r0 + band)
+        yield r0, r1
+        r0 = r1
+
+
+def _kernel(shape: tuple[int, int], kernel_size) -> tuple[int, int]:
+    if kernel_size is None:
+        return tuple(max(s // 8, 1) for s in shape)  # type: ignore[return-value]
+    if isinstance(kernel_size, numbers.Number):
+        return (int(kernel_size),) * 2  # type: ignore[return-value]
+    if len(kernel_size) != 2:
+        raise ValueError(f"Incorrect value of `kernel_size`: {kernel_size}")
+    return tuple(int(k) for k in kernel_size)  # type: ignore[return-value]
+
+
+def _bins(image: np.ndarray, nbins: int) -> np.ndarray:
+    """Per pixel: the histogram bin skimage assigns (img_as_uint, rescale to 14 bits, round, // bin)."""
+    u16 = img_as_uint(image)
+    lo, hi = int(u16.min()), int(u16.max())
+    levels = np.arange(lo, hi + 1, dtype=np.uint16)
+    grey = np.round(rescale_intensity(levels, in_range=(float(lo), float(hi)),
+                                      out_range=(0, NR_OF_GRAY - 1))).astype(np.uint16)
+    bin_of = np.zeros(hi + 1, dtype=np.uint8 if nbins <= 256 else np.intp)
+    bin_of[lo:] = grey // (1 + NR_OF_GRAY // nbins)
+    return bin_of[u16]
+
+
+def _region_maps(bins: np.ndarray, kernel: tuple[int, int], nbins: int, clip_limit: float) -> np.ndarray:
+    """skimage's clipped, equalised grey-level map of every contextual region, edge-padded by one."""
+    (k0, k1), (h, w) = kernel, bins.shape
+    pad = [(k // 2, (k - s % k) % k + int(np.ceil(k / 2.0))) for k, s in zip(kernel, (h, w))]
+    padded = np.pad(bins, pad, mode="reflect")
+    n0, n1 = padded.shape[0] // k0 - 1, padded.shape[1] // k1 - 1
+    regions = padded[k0 // 2:k0 // 2 + n0 * k0, k1 // 2:k1 // 2 + n1 * k1].reshape(n0, k0, n1, k1)
+    region_id = (np.arange(n0).reshape(n0, 1, 1, 1) * n1 + np.arange(n1).reshape(1, 1, n1, 1)) * nbins
+    hist = np.bincount((regions + region_id).ravel(), minlength=n0 * n1 * nbins).reshape(n0 * n1, nbins)
+    elements = k0 * k1
+    clim = int(np.clip(clip_limit * elements, 1, None)) if clip_limit > 0.0 else elements
+    for row in hist:
+        clip_histogram(row, clim)
+    maps = map_histogram(hist, 0, NR_OF_GRAY - 1, elements).reshape(n0, n1, nbins)
+    return np.pad(maps, [(1, 1), (1, 1), (0, 0)], mode="edge")
+
+
+def clahe_grey(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nbins: int = 256) -> np.ndarray:
+    """skimage's `_clahe` result (uint16 grey levels, before its final rescale) for a 2-D image."""
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
+    kernel = _kernel(image.shape, kernel_size)
+    bins = _bins(image, nbins)
+    maps = _region_maps(bins, kernel, nbins, clip_limit)
+    (k0, k1), (h, w) = kernel, image.shape
+    p0, p1 = k0 // 2, k1 // 2
+    m1 = maps.shape[1] - 1  # processing blocks per row of the padded image
+    # per column of the image: its processing block and its weight along x (skimage: x / k1)
+    col = np.arange(w) + p1
+    col_block, fx = col // k1, (col % k1) / k1
+    wx = (1 - fx, fx)
+    tables = [np.ascontiguousarray(maps[e0:e0 + maps.shape[0] - 1, e1:e1 + m1], dtype=np.float64).ravel()
+              for e0 in (0, 1) for e1 in (0, 1)]
+    edges = ((0, 0), (0, 1), (1, 0), (1, 1))
+    # each term's weight, skimage's np.prod([x weight, y weight]), for every row phase in a block
+    # when that is small enough to keep (else per band)
+    phase = (np.arange(k0) / k0)[:, None]
+    keep = 4 * k0 * w * 8 <= _WEIGHT_CACHE_BYTES
+    weights = [wx[e1] * (1 - phase, phase)[e0] for e0, e1 in edges] if keep else None
+    out = np.empty((h, w), dtype=np.uint16)
+    band = max(1, min(h, _BAND_PIXELS // max(w, 1)))
+    for r0, r1 in _bands(h, p0, k0, band):
+        block = (r0 + p0) // k0
+        ph0, ph1 = (r0 + p0) % k0, (r1 - 1 + p0) % k0 + 1
+        idx = np.add(bins[r0:r1], ((block * m1 + col_block) * nbins)[None, :], dtype=np.intp)
+        acc = None
+        for e, (e0, e1) in enumerate(edges):
+            if weights is not None:
+                weight = weights[e][ph0:ph1]
+            else:
+                fy = phase[ph0:ph1]
+                weight = wx[e1] * (1 - fy, fy)[e0]
+            term = tables[e][idx]
+            term *= weight  # map value * weight in float64, then rounded to float32, as skimage does
+            if acc is None:
+                acc = term.astype(np.float32)
+            else:
+                acc += term.astype(np.float32)
+        out[r0:r1] = acc  # float32 -> uint16 truncates, as skimage's astype does
+    return out
+
+
+def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01,
+                            nbins: int = 256, float_dtype: type | None = None) -> np.ndarray:
+    """`skimage.exposure.equalize_adapthist` for a 2-D float image in [0, 1] (or uint16), same output.
+
+    `float_dtype` names the result's dtype (skimage: float32 for float16/32 input, else float64):
+    pass np.float32 with the uint16 that `img_as_uint` made of a float32 image to get that image's
+    result."""
+    grey = clahe_grey(image, kernel_size, clip_limit, nbins)
+    if float_dtype is None:
+        float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
+    lo, hi = int(grey.min()), int(grey.max())
+    levels = np.arange(0, hi + 1).astype(float_dtype)
+    rescaled = rescale_intensity(levels, in_range=(float(lo), float(hi)))
+    return rescaled[grey]

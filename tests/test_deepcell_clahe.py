@@ -1,0 +1,89 @@
+"""The fast CLAHE against scikit-image's equalize_adapthist (the reference the DeepCell apps run)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage.exposure import equalize_adapthist, rescale_intensity
+
+from redis_consumer.deepcell import clahe
+from redis_consumer.deepcell.clahe import equalize_adapthist_fast
+from tests.deepcell_synthetic import touching_nuclei
+
+
+def _assert_same(plane: np.ndarray, **kwargs) -> None:
+    expected = equalize_adapthist(plane, **kwargs)
+    got = equalize_adapthist_fast(plane, **kwargs)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def _scaled(image: np.ndarray) -> np.ndarray:
+    return rescale_intensity(image.astype(np.float32), out_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize("shape,kernel_size", [
+    ((512, 512), None), ((512, 512), 128), ((90, 70), None), ((90, 70), 16), ((90, 70), 128),
+    ((333, 517), None), ((200, 300), (17, 33)), ((1000, 37), None), ((7, 5), None), ((2, 2), None),
+    ((1, 1), None), ((64, 64), 1), ((129, 257), 64),
+])
+def test_identical_to_skimage_on_random_images(shape, kernel_size):
+    rng = np.random.default_rng(hash(shape) % 2**32)
+    for image in (rng.gamma(2.0, 300.0, shape), rng.normal(400, 40, shape), rng.integers(0, 4, shape)):
+        _assert_same(_scaled(image), kernel_size=kernel_size)
+
+
+def test_identical_on_synthetic_nuclei_float64_and_uint16():
+    labels = touching_nuclei()[0]
+    noise = np.random.default_rng(5).normal(300, 30, labels.shape)
+    image = np.clip(noise + 2500 * (labels > 0) + 40 * (labels % 7), 0, None)  # nuclei on a noisy ground
+    _assert_same(_scaled(image))
+    _assert_same(rescale_intensity(image.astype(np.float64), out_range=(0.0, 1.0)))
+    _assert_same((image.astype(np.float64) / image.max() * 65535).astype(np.uint16), kernel_size=24)
+
+
+@pytest.mark.parametrize("clip_limit,nbins", [(0.0, 256), (0.05, 128), (0.001, 64), (1.0, 256)])
+def test_identical_for_other_clip_limits_and_bins(clip_limit, nbins):
+    image = np.random.default_rng(3).gamma(1.5, 500.0, (150, 190))
+    image[40:90, 60:120] += 5000  # a bright block: histograms that clip hard
+    _assert_same(_scaled(image), clip_limit=clip_limit, nbins=nbins)
+
+
+def test_band_and_weight_fallbacks_are_identical(monkeypatch):
+    image = _scaled(np.random.default_rng(4).gamma(2.0, 300.0, (301, 203)))
+    expected = equalize_adapthist(image, kernel_size=40)
+    monkeypatch.setattr(clahe, "_BAND_PIXELS", 500)  # bands of 2 rows, many per block
+    monkeypatch.setattr(clahe, "_WEIGHT_CACHE_BYTES", 0)  # weights computed per band
+    np.testing.assert_array_equal(equalize_adapthist_fast(image, kernel_size=40), expected)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 80), w=st.integers(1, 80), k=st.one_of(st.none(), st.integers(1, 40)),
+       seed=st.integers(0, 2**31 - 1))
+def test_identical_on_arbitrary_sizes(h, w, k, seed):
+    image = np.random.default_rng(seed).gamma(2.0, 300.0, (h, w))
+    if np.ptp(image) == 0:
+        return
+    _assert_same(_scaled(image), kernel_size=k)
+
+
+def test_rejects_non_2d():
+    with pytest.raises(ValueError):
+        equalize_adapthist_fast(np.zeros((4, 4, 2), np.float32))
+
+
+def test_unit_uint16_is_img_as_uint_of_the_rescale():
+    from skimage.util import img_as_uint
+
+    from redis_consumer.deepcell.preprocess import _unit_uint16
+
+    rng = np.random.default_rng(8)
+    for image in (rng.gamma(2.0, 300.0, (120, 77)), rng.normal(0, 1, (50, 50)), rng.random((40, 60)) * 1e-30,
+                  rng.normal(1e6, 1, (64, 64)), -rng.gamma(1.0, 1e4, (33, 17)), rng.integers(0, 3, (20, 20))):
+        plane = image.astype(np.float32)
+        expected = img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))
+        np.testing.assert_array_equal(_unit_uint16(plane), expected)
+        np.testing.assert_array_equal(_unit_uint16(np.asfortranarray(plane)), expected)
+        _assert_same(expected)  # and CLAHE of that uint16 is skimage's too
