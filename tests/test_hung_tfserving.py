@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from redis_consumer.tfserving.protos import rcserving_pb2 as pb
 from tests.helpers.chaos_procs import WorkerProcess, submit, worker_env
 from tests.helpers.net import free_port, wait_final
 
@@ -60,6 +61,7 @@ class SleepingGrpc:
     def __init__(self) -> None:
         self.released = threading.Event()
         self.calls = 0
+        self.models: list[str] = []  # `name:version` of each call, in order
         self.port = free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         owner = self
@@ -68,6 +70,7 @@ class SleepingGrpc:
             def service(self, details):
                 def sleep_forever(request, context):
                     owner.calls += 1
+                    owner.models.append(_model_of(details.method, request))
                     owner.released.wait(120)
                     context.abort(grpc.StatusCode.UNAVAILABLE, "released")
 
@@ -80,6 +83,13 @@ class SleepingGrpc:
     def stop(self) -> None:
         self.released.set()
         self.server.stop(0)
+
+
+def _model_of(method: str, request: bytes) -> str:
+    """`name:version` a Predict or GetModelMetadata request asks for (both carry model_spec = 1)."""
+    message = pb.PredictRequest if method.endswith("/Predict") else pb.GetModelMetadataRequest
+    spec = message.FromString(request).model_spec
+    return f"{spec.name}:{spec.version.value}"
 
 
 @pytest.fixture(params=["silent-socket", "sleeping-grpc-server"])
@@ -121,7 +131,9 @@ def test_an_unanswering_model_server_fails_the_job_saying_so(redis_server, tmp_p
         assert took < 30  # ended by the gRPC deadlines, long before JOB_TIMEOUT (not a speed assertion)
         assert worker.alive(), worker.log_path.read_text()[-2000:]
         if isinstance(hung, SleepingGrpc):
-            assert hung.calls == 2  # the first call and MAX_RETRY=1 retry, each carrying its deadline
+            # the job's first call and MAX_RETRY=1 retry, each carrying its deadline (the worker's
+            # warm-up before its first claim asks for the default model, NUCLEAR_MODEL, on its own)
+            assert hung.models.count("NuclearSegmentation:1") == 2, hung.models
         second = wait_final(client, _job(client), timeout=60)  # the same worker serves the next job
         assert second["status"] == "failed" and "did not answer" in second["reason"]
         assert worker.alive()
