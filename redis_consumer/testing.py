@@ -16,6 +16,7 @@ object (`tf=`, e.g. `LocalTF()`). JOB_TIMEOUT is enforced only where the consume
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -208,6 +210,11 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def _remove_file(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
 class ModelServer:
     """The dev model server (`redis-consumer serve-model`) as a subprocess on a free port.
 
@@ -222,6 +229,8 @@ class ModelServer:
         self.proc: subprocess.Popen | None = None
         fd, self.log_path = tempfile.mkstemp(prefix="rc-model-server-", suffix=".log")
         os.close(fd)
+        # the log is read while the object lives (also after stop()); removed with it, or at exit
+        weakref.finalize(self, _remove_file, self.log_path)
 
     @property
     def address(self) -> str:
