@@ -95,6 +95,24 @@ class TFServingClient(Caller):
             fn = self._callables[method] = channel.unary_unary(method)  # bytes in, bytes out
         return fn
 
+    def pause_watch(self) -> None:
+        """Before a fork: stop gRPC's connectivity-polling thread (a fork while it is inside gRPC
+        skips gRPC's fork handlers and can hang the child's first call); it exits within 0.2 s."""
+        channel = self._channel
+        if channel is None or self._pid != os.getpid():
+            return
+        channel.unsubscribe(self._on_state)
+        state = getattr(channel, "_connectivity_state", None)  # grpc's own poller flag, if present
+        deadline = time.monotonic() + 0.5
+        while getattr(state, "polling", False) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def resume_watch(self) -> None:
+        """After a fork, in the parent: watch the channel's connectivity again."""
+        channel = self._channel
+        if channel is not None and self._pid == os.getpid():
+            channel.subscribe(self._on_state, try_to_connect=False)
+
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         if self._state == grpc.ChannelConnectivity.READY and state != grpc.ChannelConnectivity.READY:
             self._left_ready_at = time.monotonic()
@@ -258,6 +276,19 @@ class TFServingClient(Caller):
 
 _CLIENTS: dict[tuple[str, int], TFServingClient] = {}
 _CLIENTS_LOCK = threading.Lock()
+
+
+def _before_fork() -> None:
+    for client in list(_CLIENTS.values()):
+        client.pause_watch()
+
+
+def _after_fork_in_parent() -> None:
+    for client in list(_CLIENTS.values()):
+        client.resume_watch()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 def get_client(settings: Any, redis_client: Any = None) -> TFServingClient:
