@@ -7,6 +7,7 @@ count of each image is returned for the summary (the segmentation should find ro
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +45,19 @@ def nuclei_image(rng: np.random.Generator, size: int = 256, count: int | None = 
 
 def write_images(folder: Path, n: int, seed: int = 7, size: int = 256, prefix: str = "nuclei") -> dict[Path, int]:
     """`n` TIFF files in `folder`; returns path -> true nucleus count."""
+    return _write_tiffs(folder, n, seed, size, prefix, nuclei_image)
+
+
+def _write_tiffs(folder: Path, n: int, seed: int, size: int, prefix: str,
+                 make: Callable[[np.random.Generator, int], tuple[np.ndarray, int]]) -> dict[Path, int]:
+    """`n` TIFFs `{prefix}_NN.tif` drawn by `make(rng, size)`; returns path -> true object count."""
     import tifffile
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     made: dict[Path, int] = {}
     for i in range(n):
-        data, count = nuclei_image(rng, size)
+        data, count = make(rng, size)
         path = folder / f"{prefix}_{i:02d}.tif"
         tifffile.imwrite(path, data)
         made[path] = count
@@ -73,17 +80,7 @@ def cells_image(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, 
 
 def write_cells(folder: Path, n: int, seed: int = 7, size: int = 256, prefix: str = "tissue") -> dict[Path, int]:
     """`n` two-channel (H, W, 2) TIFFs for mesmer jobs; returns path -> true cell count."""
-    import tifffile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    made: dict[Path, int] = {}
-    for i in range(n):
-        data, count = cells_image(rng, size)
-        path = folder / f"{prefix}_{i:02d}.tif"
-        tifffile.imwrite(path, data)
-        made[path] = count
-    return made
+    return _write_tiffs(folder, n, seed, size, prefix, cells_image)
 
 
 def write_zip(path: Path, images: list[Path]) -> Path:
