@@ -73,13 +73,9 @@ class CalibanConsumer(DeepCellConsumer):
                             f"not {quote(os.path.basename(shown))}; upload the movie as a multi-page TIFF.")
 
     def consume(self, job: Job) -> dict[str, Any]:
-        self.begin_job()
-        self.validate(job.key, job.fields)
-        workdir = tempdirs.make("rc-job-")
-        try:
+        self.begin_job()  # the runner has validated the job just before this call
+        with tempdirs.scratch() as workdir:
             return self._caliban(job, workdir)
-        finally:
-            tempdirs.remove_later(workdir)
 
     # -- the flow ---------------------------------------------------------------------------
     def _caliban(self, job: Job, workdir: str) -> dict[str, Any]:

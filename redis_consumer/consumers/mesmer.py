@@ -74,11 +74,8 @@ class MesmerConsumer(DeepCellConsumer):
 
     def consume(self, job: Job) -> dict[str, Any]:
         self.begin_job()
-        workdir = tempdirs.make("rc-job-")
-        try:
+        with tempdirs.scratch() as workdir:
             return self._run_job(job, workdir)
-        finally:
-            tempdirs.remove_later(workdir)
 
     def _run_job(self, job: Job, workdir: str) -> dict[str, Any]:
         fields = job.fields

@@ -108,11 +108,8 @@ class PolarisConsumer(DeepCellConsumer):
 
     def consume(self, job: Job) -> dict[str, Any]:
         self.begin_job()
-        workdir = tempdirs.make("rc-job-")
-        try:
+        with tempdirs.scratch() as workdir:
             return self._polaris(job, workdir)
-        finally:
-            tempdirs.remove_later(workdir)
 
     # -- the flow ---------------------------------------------------------------------------
     def _polaris(self, job: Job, workdir: str) -> dict[str, Any]:

@@ -81,11 +81,8 @@ class SegmentationConsumer(DeepCellConsumer):
         models = self.slot_models(fields)
         if (fields.get("model_name") or "").strip() and self.is_threshold_model(models[0]):
             return self._threshold(job)
-        workdir = tempdirs.make("rc-job-")
-        try:
+        with tempdirs.scratch() as workdir:
             return self._consume_kiosk(job, fields, models, workdir)
-        finally:
-            tempdirs.remove_later(workdir)
 
     def _threshold(self, job: Job) -> dict[str, Any]:
         from .threshold_segmentation import ThresholdSegmentation

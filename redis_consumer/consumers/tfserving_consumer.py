@@ -173,11 +173,8 @@ class TensorFlowServingConsumer(Consumer):
         redis_hash, fields = job.key, job.fields
         self.timings, self.cpu_timings = {}, {}
         model, version = self.model_for(fields)
-        workdir = tempdirs.make("rc-job-")
-        try:
+        with tempdirs.scratch() as workdir:
             return self.run_pipeline(redis_hash, fields, model, version, workdir)
-        finally:
-            tempdirs.remove_later(workdir)
 
     def run_pipeline(self, redis_hash: str, fields: Mapping[str, str], model: str, version: str,
                      workdir: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ container restart the new worker often has the dead one's pid.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import logging
 import os
@@ -24,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,16 @@ def remove_later(path: str) -> None:
             _THREAD.start()
     _PENDING.put(path)
 
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "rc-job-") -> Iterator[str]:
+    """A job's scratch folder (`make`) for the length of a `with` block, then `remove_later`."""
+    path = make(prefix)
+    try:
+        yield path
+    finally:
+        remove_later(path)
 
 def sweep(root: str | None = None, min_age: float = 3600.0) -> list[str]:
     """Remove scratch folders in `root` (default TMPDIR) left by workers that are gone.
