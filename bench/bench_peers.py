@@ -489,6 +489,14 @@ def throughput(system: System, jobs: int) -> dict:
                                          if v - calls0.get(k, 0) > jobs * 0.05), key=lambda kv: -kv[1])[:8])}
 
 
+def ours_liveness_settings() -> dict[str, float]:
+    """The heartbeat settings our workers run with here: the defaults, unless this environment sets them."""
+    from redis_consumer.settings import Settings
+
+    s = Settings.from_env({k: v for k, v in os.environ.items() if k.startswith("HEARTBEAT_")})
+    return {"HEARTBEAT_INTERVAL": s.HEARTBEAT_INTERVAL, "HEARTBEAT_TTL": s.HEARTBEAT_TTL}
+
+
 def kill_recovery(systems: list[System], cap: float) -> dict:
     """All systems at once: start a sleeper job, SIGKILL its worker, start a fresh one, time the re-run."""
     r = systems[0].r
@@ -541,7 +549,8 @@ def main() -> int:
     server = RedisServer(appendonly=False).start()
     r = server.client(decode_responses=False)
     result: dict = {"bench": "peers", "quick": args.quick, "jobs": jobs, "pickup_samples": samples,
-                    "redelivery_setting_s": REDELIVERY_S, "kill_cap_s": cap, "systems": {}}
+                    "redelivery_setting_s": REDELIVERY_S, "kill_cap_s": cap, "systems": {},
+                    "ours_settings": ours_liveness_settings()}
     try:
         for name in names:
             system = System(name, server.port, r)
