@@ -5,8 +5,12 @@ prints one JSON object on stdout; this runner collects them with their wall time
 then renders a Markdown table that puts each headline figure beside the baseline measured in the
 same run (see `report.HEADLINES`) followed by every figure each benchmark printed.
 
-Usage: `python bench/run_all.py [--quick] [--only NAME ...] [--skip NAME ...] [--timeout S]`
+Usage: `python bench/run_all.py [--quick] [--only NAME ...] [--skip NAME ...] [--timeout S] [--list]`
 (`make bench` runs it without `--quick`). Exit code 1 when any benchmark failed to produce JSON.
+Each benchmark is bounded: at `--timeout` its whole process group gets SIGTERM (the benchmarks
+clean up their servers on it), then SIGKILL, and the run goes on with the next one. Every entry
+of results.json records its own mode and finish time, so figures kept from an earlier `--only`
+run say so in the report.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -56,18 +61,27 @@ def last_json_object(text: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+#: Seconds a timed-out benchmark's process group gets between SIGTERM and SIGKILL.
+GRACE_S = 20.0
+
+
 def run_one(path: Path, quick: bool, timeout: float) -> dict:
+    """Run one benchmark in its own process group, at most `timeout` s; its JSON, time and exit code."""
     cmd = [sys.executable, str(path)] + (["--quick"] if quick else [])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        code, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        code, out, err = None, _text(exc.stdout), _text(exc.stderr) + f"\ntimed out after {timeout:g}s"
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out, err = _stop_group(proc)
+        err = (err or "") + f"\ntimed out after {timeout:g}s"
     seconds = round(time.monotonic() - start, 1)
     data = last_json_object(out or "")
-    entry = {"script": str(path.relative_to(ROOT)), "exit_code": code, "seconds": seconds, "ok": data is not None}
+    entry = {"script": str(path.relative_to(ROOT)), "mode": "quick" if quick else "full",
+             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_code": proc.returncode,
+             "seconds": seconds, "ok": data is not None}
     if data is not None:
         entry["data"] = data
     else:
@@ -75,10 +89,18 @@ def run_one(path: Path, quick: bool, timeout: float) -> dict:
     return entry
 
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
+def _stop_group(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGTERM the benchmark's process group (servers, workers it started), SIGKILL after GRACE_S."""
+    for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.communicate(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return "", ""
 
 
 def machine() -> dict:
@@ -97,10 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", default=[],
                    help="run only these (e.g. queue chaos); the others' figures in results.json are kept")
     p.add_argument("--skip", nargs="*", default=[], help="skip these")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 300 quick, 1800 full)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 300 quick, 900 full)")
     p.add_argument("--out", default=str(BENCH), help="directory for results.json and results.md")
+    p.add_argument("--list", action="store_true", help="print the benchmarks this would run, then exit")
     args = p.parse_args(argv)
-    timeout = args.timeout or (300.0 if args.quick else 1800.0)
+    timeout = args.timeout or (300.0 if args.quick else 900.0)
+    if args.list:
+        names = [bench_name(path) for path in discover()]
+        print("\n".join(n for n in names if (not args.only or n in args.only) and n not in args.skip))
+        return 0
 
     results: dict[str, dict] = {}
     for path in discover():
@@ -131,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(render_markdown(doc))
     if out.resolve() == BENCH.resolve() and not args.quick:
         update_readme(BENCH.parent / "README.md", doc)  # the README shows the latest full run
+    ran = [name for name in results if not args.only or name in args.only]
+    print(f"[bench] {len(ran)} benchmarks in {sum(results[n]['seconds'] for n in ran):,.0f} s", file=sys.stderr)
     print(json.dumps({name: r["ok"] for name, r in results.items()}))
     return 0 if all(r["ok"] for r in results.values()) else 1
 
