@@ -235,7 +235,8 @@ def render_markdown(doc: dict) -> str:
     lines += ["## Runs", "", f"{len(results)} benchmarks, {total:,.0f} s in all.", "",
               "| Benchmark | Mode | OK | Seconds | Exit code | Finished |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {entry_mode(r)} | {'yes' if r.get('ok') else '**no**'} | "
+        state = ("yes" if r.get("ok") else "**no**") + (", **timed out**" if r.get("timed_out") else "")
+        lines.append(f"| {name} | {entry_mode(r)} | {state} | "
                      f"{fmt(r.get('seconds'))} | {r.get('exit_code')} | {r.get('finished_at', '?')} |")
     for name, r in results.items():
         lines += ["", f"## {name}", "", f"`{r.get('script', '')}`", ""]

@@ -72,16 +72,21 @@ def run_one(path: Path, quick: bool, timeout: float) -> dict:
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        timed_out = True
         out, err = _stop_group(proc)
         err = (err or "") + f"\ntimed out after {timeout:g}s"
     seconds = round(time.monotonic() - start, 1)
     data = last_json_object(out or "")
-    entry = {"script": str(path.relative_to(ROOT)), "mode": "quick" if quick else "full",
+    script = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    entry = {"script": str(script), "mode": "quick" if quick else "full",
              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "exit_code": proc.returncode,
              "seconds": seconds, "ok": data is not None}
+    if timed_out:  # figures printed before the timeout are kept, flagged
+        entry["timed_out"] = True
     if data is not None:
         entry["data"] = data
     else:

@@ -150,3 +150,29 @@ def test_stage_table_puts_each_stage_beside_its_floor():
     md = report.render_markdown(doc(consumer_cpu={"deepcell": {"segmentation": kind, "mesmer": kind}}))
     assert "| pre | memcpy_image | 4.00 | 0.5 | 8.00 | 4.00 | 0.5 | 8.00 |" in md
     assert "| **all but the deep watershed** | target <= 25 | **20.00** |  |  | **20.00** |  |  |" in md
+
+
+def test_a_benchmark_past_its_timeout_is_stopped_with_everything_it_started(tmp_path):
+    """run_all bounds each benchmark: at the timeout its whole process group goes, children included."""
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    script = tmp_path / "bench_hang.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(child.pid))\n"
+        "print('{\"partial\": 1}', flush=True)\n"
+        "time.sleep(600)\n")
+    start = time.monotonic()
+    entry = run_all.run_one(script, quick=True, timeout=3)
+    assert time.monotonic() - start < 3 + run_all.GRACE_S
+    assert entry["exit_code"] is not None and entry["exit_code"] < 0  # killed by a signal
+    assert entry["timed_out"] and entry["mode"] == "quick" and entry["data"] == {"partial": 1}
+    stat = Path(f"/proc/{int(pidfile.read_text())}/stat")
+    for _ in range(50):  # gone, or a zombie waiting for whoever adopted it to reap it
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the benchmark's child ({stat}) outlived the timeout")
