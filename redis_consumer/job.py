@@ -4,15 +4,25 @@ Fields, attempts and deadline come from the claim; `stage()`, `progress()`, `log
 `update()` write back through the broker's fenced steps, so a worker that lost its claim (or
 whose job vanished) writes nothing more: `update()` raises `ClaimLost` and the worker drops the
 job. Storage and the TF Serving client are in `job.services`.
+
+Stage statuses and progress are coalesced: each one waits up to `status_interval` seconds
+(STATUS_MIN_INTERVAL) and changes within that window share one write, made by the next write
+of the job (an update, a flush, the final write) or, once due, by the worker's supervisor thread
+(`write_due`). A short job thus makes no status write besides its claim and its final write, a
+long stage still shows in the hash within the interval, and the kiosk page polling every 3 s
+sees the same statuses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+import redis
 
 from .errors import ClaimLost, JobTimeout
 from .logs import scrub
@@ -38,7 +48,8 @@ class Job:
     """One claimed job, as a consumer works on it."""
 
     def __init__(self, claim: Claim, broker: Broker, services: Services, *, job_timeout: float = float("inf"),
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), status_interval: float = 0.0,
+                 on_deferred: Callable[[], None] | None = None) -> None:
         self.claim = claim
         self.services = services
         self._broker = broker
@@ -54,6 +65,15 @@ class Job:
         self.timings: dict[str, float] = {}
         self.parked = False
         self.lost: ClaimLost | None = None
+        #: Status/progress changes wait up to this long for a write to share (0: written at once).
+        self._status_interval = status_interval
+        #: Told when a deferred change first waits (the worker wakes its supervisor thread).
+        self._on_deferred = on_deferred
+        #: `time.monotonic()` by which the deferred status/progress must be written, or None.
+        self.due: float | None = None
+        #: Writes of this job go out one at a time (the supervisor thread may make the due one).
+        self._lock = threading.Lock()
+        self._closed = False
 
     # -- what the job is --------------------------------------------------------------------
     @property
@@ -105,26 +125,82 @@ class Job:
         log.log(level, "%s %s", self.key, message, extra={"job": self.key, "queue": self.queue})
         stamped = f"{now_iso()} {scrub(message, self._secrets)}"
         self.lines.append(stamped)
-        self._pending.append(stamped)
+        with self._lock:  # the supervisor thread may be taking the pending lines for a due write
+            self._pending.append(stamped)
 
     def update(self, fields: Mapping[str, Any]) -> None:
         """Write fields into the job hash (and pending log lines), only while our claim holds."""
         self._write(fields, with_log=True)
 
     def _write(self, fields: Mapping[str, Any], with_log: bool) -> None:
-        if self.lost is not None:
-            raise self.lost
+        with self._lock:
+            if self.lost is not None:
+                raise self.lost
+            self._write_locked(self._broker, fields, with_log)
+
+    def _write_locked(self, broker: Broker, fields: Mapping[str, Any], with_log: bool) -> None:
         lines: list[str] = []
         if with_log:
             lines, self._pending = self._pending, []
         if self._pending_fields:
             fields, self._pending_fields = {**self._pending_fields, **fields}, {}
+        self.due = None
         if not fields and not lines:
             return
-        written = self._broker.update(self.claim, fields, lines)
+        written = broker.update(self.claim, fields, lines)
         if written <= 0:
             self.lost = ClaimLost(self.key, vanished=written < 0)
             raise self.lost
+
+    def _defer(self, fields: Mapping[str, Any]) -> None:
+        """A status/progress change: written with the next write, or by `write_due` once due."""
+        if self._status_interval <= 0:
+            self._write(fields, with_log=True)
+            return
+        with self._lock:
+            if self.lost is not None:
+                raise self.lost
+            self._pending_fields.update(fields)
+            first = self.due is None
+            if first:
+                self.due = time.monotonic() + self._status_interval
+        if first and self._on_deferred is not None:
+            self._on_deferred()
+
+    def write_due(self, broker: Broker, now: float | None = None) -> bool:
+        """Write the deferred status/progress (with pending log lines) if due; called from the
+        worker's supervisor thread with its own broker. Never waits for a write in progress and
+        never raises: a lost claim shows at the job's next write. True when something was written."""
+        due = self.due
+        if due is None or (now if now is not None else time.monotonic()) < due:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False  # the job is writing right now: that write carries the change
+        try:
+            if self._closed or self.lost is not None or self.due is None:
+                return False
+            self._write_locked(broker, {}, with_log=True)
+            return True
+        except ClaimLost:
+            return False
+        except (redis.RedisError, OSError) as exc:
+            self.due = time.monotonic() + max(self._status_interval, 1.0)  # tried again later
+            log.warning("%s status not written (%s); retrying", self.key, type(exc).__name__)
+            return False
+        finally:
+            self._lock.release()
+
+    def close(self) -> tuple[dict[str, Any], list[str]]:
+        """No more writes from here on: the fields and log lines still pending, for the final
+        write (a deferred status or progress is dropped: the final write sets both)."""
+        with self._lock:
+            self._closed = True
+            self.due = None
+            fields, self._pending_fields = self._pending_fields, {}
+            lines, self._pending = self._pending, []
+        fields.pop("status", None)
+        fields.pop("progress", None)
+        return fields, lines
 
     def flush(self) -> None:
         """Push buffered log lines (and a finished stage's duration) to Redis now."""
@@ -132,22 +208,24 @@ class Job:
             self.update({})
 
     def take_pending(self) -> list[str]:
-        lines, self._pending = self._pending, []
+        with self._lock:
+            lines, self._pending = self._pending, []
         return lines
 
     def take_pending_fields(self) -> dict[str, Any]:
         """Fields not written yet (the last stage's duration): the final write carries them."""
-        fields, self._pending_fields = self._pending_fields, {}
+        with self._lock:
+            fields, self._pending_fields = self._pending_fields, {}
         return fields
 
     def progress(self, percent: float) -> None:
-        """Report 0-100 progress."""
-        self.update({"progress": int(max(0, min(100, percent)))})
+        """Report 0-100 progress (coalesced like stage statuses)."""
+        self._defer({"progress": int(max(0, min(100, percent)))})
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Run one stage: its status shows in the hash, its duration lands in `{name}_time`
-        with the job's next write (the next stage's status, an update, a flush or the final write).
+        """Run one stage: its status shows in the hash (within STATUS_MIN_INTERVAL, see the module
+        docstring), its duration lands in `{name}_time` with the job's next write.
 
         Known stages: download, preprocess, predict, postprocess, save, upload. Any other name
         is timed and logged but leaves `status` alone (a status is one of `Status`).
@@ -155,9 +233,9 @@ class Job:
         status, time_field = STAGES.get(name, (None, f"{name}_time"))
         self.check_deadline()
         self.log(f"stage {name} started")
-        # one fenced write per stage: its status, with the previous stage's duration and log lines
-        # (the last stage's ride on the final write, or on the next update/flush)
-        self._write({"status": status} if status is not None else {}, with_log=True)
+        # the status waits for a write to share (with the previous stage's duration and log lines)
+        if status is not None:
+            self._defer({"status": status})
         start = time.perf_counter()
         try:
             yield
@@ -165,7 +243,8 @@ class Job:
             elapsed = time.perf_counter() - start
             self.timings[name] = self.timings.get(name, 0.0) + elapsed
         self.log(f"stage {name} finished in {elapsed:.3f}s")
-        self._pending_fields[time_field] = round(self.timings[name], 6)
+        with self._lock:
+            self._pending_fields[time_field] = round(self.timings[name], 6)
 
     def timing_fields(self, started: float) -> dict[str, float]:
         """Stage durations plus `total` since `started` (perf_counter)."""

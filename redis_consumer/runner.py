@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -64,15 +64,21 @@ class JobRunner:
         self._secrets = settings.secret_values()
         #: The `ServingUnavailable` of the last claim that ended `UNAVAILABLE` (the worker waits on it).
         self.unavailable: ServingUnavailable | None = None
+        #: The job running now (the worker's supervisor writes its deferred status when due).
+        self.job: Job | None = None
+        #: STATUS_MIN_INTERVAL; `on_deferred` is called when a job's status change starts waiting.
+        self.status_interval = float(getattr(settings, "STATUS_MIN_INTERVAL", 0.0))
+        self.on_deferred: Callable[[], None] | None = None
 
     def run(self, claimed: ClaimResult) -> Outcome:
         """The outcome of one claim (the consumer runs only for `ok`)."""
         if claimed.outcome != "ok" or claimed.job is None:
             return self._not_run(claimed)
         job = Job(claimed.job, self.broker, self.services, job_timeout=self.settings.JOB_TIMEOUT,
-                  secrets=self._secrets)
+                  secrets=self._secrets, status_interval=self.status_interval, on_deferred=self.on_deferred)
         started = time.perf_counter()
         self.consumer.job = job
+        self.job = job
         try:
             self.middleware.job_claimed(self.queue, job.key, age_seconds(job.fields.get("created_at")))
             job.log(f"claimed by {self.broker.consumer_id} (attempt {job.attempts})")
@@ -100,6 +106,8 @@ class JobRunner:
             return self._end(job, Status.DONE, result, started)
         finally:
             self.consumer.job = None
+            self.job = None
+            job.close()  # a deferred status is never written after the job's outcome
 
     # -- the consumer's part ----------------------------------------------------------------
     def _consume(self, job: Job) -> dict[str, Any]:
@@ -125,11 +133,12 @@ class JobRunner:
     # -- outcomes ---------------------------------------------------------------------------
     def _end(self, job: Job, status: Status, extra: Mapping[str, Any], started: float) -> Outcome:
         timings = job.timing_fields(started)
-        fields = {**job.take_pending_fields(), "total_time": timings["total"], **kiosk_aliases(timings), **extra}
+        job.log(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
+        pending, lines = job.close()
+        fields = {**pending, "total_time": timings["total"], **kiosk_aliases(timings), **extra}
         if status == Status.FAILED:
             fields.setdefault("failure_type", FailureType.USER)
-        job.log(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
-        written = self.broker.finish(job.claim, status, fields, log_lines=job.take_pending())
+        written = self.broker.finish(job.claim, status, fields, log_lines=lines)
         if written <= 0:
             return self._lost(job, ClaimLost(job.key, vanished=written < 0), finished=True)
         failure = fields.get("failure_type")

@@ -93,6 +93,7 @@ class Worker:
         self.services = Services(settings, storage=storage, cache=self.redis)
         self.consumer = consumer_cls(settings, self.services)
         self.runner = JobRunner(settings, self.broker, self.consumer, self.services, self.middleware)
+        self.runner.on_deferred = self._wake_supervisor  # a job's deferred status is due soon
         self.queue = queue
         self.stopping = threading.Event()
         self.current: Claim | None = None
@@ -360,15 +361,29 @@ class Worker:
                 hard = job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0)
                 if now >= hard:
                     self._abandon_stuck_job(job)
+            status_due = self._write_due_status(now)
             if self.stopping.is_set() and job is None:
                 return
-            wake_at = [next_beat]
+            wake_at = [next_beat] if status_due is None else [next_beat, status_due]
             if job is not None:
                 wake_at.append(job.deadline if timed_out != job.token else job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0))
                 if self.shutdown_deadline is not None:
                     wake_at.append(self.shutdown_deadline)
             self._wake.wait(max(0.01, min(wake_at) - time.monotonic()))
             self._wake.clear()
+
+    def _wake_supervisor(self) -> None:
+        self._wake.set()
+
+    def _write_due_status(self, now: float) -> float | None:
+        """The running job's deferred stage status/progress, once due (STATUS_MIN_INTERVAL);
+        returns when to look again, or None."""
+        running = self.runner.job
+        if running is None or running.due is None:
+            return None
+        if now >= running.due:
+            running.write_due(self.supervisor_broker, now)
+        return running.due
 
     def _beat_and_reap(self, interval: float) -> None:
         self.last_heartbeat_attempt = time.monotonic()
