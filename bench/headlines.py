@@ -78,7 +78,7 @@ HEADLINES: list[Row] = [
         "bare grpcio bytes echo of the same payload, same server process",
         "<= {target_round_trip_vs_grpc_echo:g}x baseline"),
     # --- feeding one (simulated, per-pixel cost) GPU
-    Row("GPU busy at per-pixel cost, 256x256 float32 tiles, one worker, best malloc setting ({best_malloc}) + "
+    Row("GPU busy at per-pixel cost, 256x256 float32 tiles, one worker, shipped malloc setting ({shipped_malloc}) + "
         "buffer pool", "gpu", "busy_256_float32", "busy_256_float32_baseline", "fraction",
         "default malloc, no buffer pool, same run", ">= {target_busy:g}"),
     Row("GPU busy at per-pixel cost, 512x512 float32 tiles, one worker, same setting", "gpu", "busy_512_float32",
@@ -87,6 +87,9 @@ HEADLINES: list[Row] = [
         "busy_256_float32", "fraction", "float32 inputs, same settings"),
     Row("Images/s into one GPU, 2048x2048 in 256x256 float32 tiles, one worker", "gpu", "images_per_s_256_float32",
         "images_per_s_256_float32_baseline", "images/s", "default malloc, no buffer pool, same run"),
+    Row("GPU busy at per-pixel cost, 256x256 float32 tiles, two workers, shipped malloc setting", "gpu",
+        "busy_256_float32_two_workers", "busy_256_float32", "fraction", "one worker, same settings, same run",
+        ">= {target_busy:g}"),
     Row("Worker processes per GPU for busy >= 0.9 (256x256)", "gpu", "workers_per_gpu_256", None, "processes"),
     # --- CPU of the pipelines users run (consumer_cpu: whole jobs; deepcell: the library path)
     Row("Segmentation job CPU per MP outside the deep watershed ({deepcell.image}, SimulatedGPU server)",

@@ -183,6 +183,8 @@ def test_every_release_lints_with_its_values(helm, rendered):
     ["--set-string", "settings.HEARTBEAT_INTERVALL=5"],  # a misspelt worker setting
     ["--set-string", "settings.SHUTDOWN_GRACE=120"],  # chart-owned: would desync terminationGracePeriodSeconds
     ["--set-string", "settings.REDIS_PASSWORD=hunter2"],  # secrets belong in credentials, not plain values
+    ["--set-string", "malloc.MALLOC_ARENA_MAX=two"],  # glibc would read it as 0
+    ["--set-string", "malloc.MALLOC_MMAP_THRESHOLD=1"],  # without glibc's trailing underscore: ignored by it
 ])
 def test_bad_values_fail_lint(helm, bad):
     proc = run([helm, "lint", "--strict", str(HELM_DIR / "redis-consumer"), *bad], check=False)
@@ -352,6 +354,31 @@ def test_worker_pods_are_locked_down_and_probed(rendered):
         assert env_vars["HOSTNAME"] is None  # from the pod name (fieldRef)
         assert by_kind(docs, "PodDisruptionBudget")
         assert by_kind(docs, "ServiceMonitor") and by_kind(docs, "PrometheusRule")
+
+
+def _shipped_malloc() -> dict[str, str]:
+    """The glibc malloc settings the image sets (Dockerfile ENV), checked against the variant
+    bench/bench_gpu.py measures as the shipped one."""
+    import importlib.util
+
+    found = dict(re.findall(r"\b(MALLOC_[A-Z_]+)=([0-9]+)", (ROOT / "Dockerfile").read_text()))
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "bench_gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert found and found == bench.MALLOC[bench.SHIPPED]
+    return found
+
+
+def test_workers_get_the_malloc_settings_the_image_ships(rendered, helm, tmp_path):
+    env, _, releases = rendered
+    shipped = _shipped_malloc()
+    for name in consumer_releases(env):
+        container = by_kind(releases[name][2], "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+        assert {k: v for k, v in env_of(container).items() if k.startswith("MALLOC_")} == shipped
+    docs = helm_template(helm, "nomalloc", "redis-consumer", {"malloc": {"MALLOC_ARENA_MAX": None}}, tmp_path)
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if "exporter" not in d["metadata"]["name"]]
+    got = {k for k in env_of(deployment["spec"]["template"]["spec"]["containers"][0]) if k.startswith("MALLOC_")}
+    assert got == set(shipped) - {"MALLOC_ARENA_MAX"}  # null: glibc's own default
 
 
 def test_exporter_release_exports_every_queue(rendered):

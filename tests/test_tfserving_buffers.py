@@ -78,6 +78,32 @@ def test_simulated_gpu_charges_per_pixel_and_per_batch():
     assert gpu.service_seconds(32) == pytest.approx(t256)  # callers that pass no size: full tiles
 
 
+def test_simulated_gpu_runs_batches_one_after_another_and_charges_their_service_time():
+    import threading
+    import time
+
+    gpu = SimulatedGPU(base_seconds=0.05, per_megapixel_seconds=0.0, tile=0)
+    ends, held = [], []
+    go = threading.Barrier(4)  # three batches and this thread
+
+    def batch():
+        go.wait()
+        held.append(gpu.occupy(1))
+        ends.append(time.perf_counter())
+
+    threads = [threading.Thread(target=batch) for _ in range(3)]
+    for t in threads:
+        t.start()
+    go.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    assert held == [pytest.approx(0.05)] * 3  # busy time is the service, not the time spent queued
+    ends.sort()  # one at a time: each ends at least one service after the one before
+    assert ends[0] - start >= 0.05 - 1e-3 and ends[1] - ends[0] >= 0.05 - 1e-3 and ends[2] - ends[1] >= 0.05 - 1e-3
+    assert gpu._free_at - start >= 0.15 - 1e-3 and ends[2] >= gpu._free_at  # booked back to back on one timeline
+
+
 class _Recording(SimulatedGPU):
     def run(self, inputs):
         self.seen = inputs["image"].dtype

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import codec, wire
+from . import codec, layouts, wire
 
 SIGNATURE_DEF_MAP_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 DEFAULT_SIGNATURE = "serving_default"
@@ -159,7 +159,7 @@ def frame_predict_request(model: str, version: int | str | None, inputs: Mapping
             except TypeError:  # an unhashable version or key: the general path below
                 head = None
             if head is not None:
-                return wire.join_chunks([head, memoryview(arr.reshape(-1).view(np.uint8))], len(head) + arr.nbytes)
+                return _join_head(head, arr)
     chunks = [wire.len_field(1, model_spec_bytes(model, version, signature))]
     tensor_chunks = _tensor_map_chunks(2, inputs, "content")
     chunks.extend(tensor_chunks)
@@ -168,10 +168,23 @@ def frame_predict_request(model: str, version: int | str | None, inputs: Mapping
     return wire.join_chunks(chunks)
 
 
+def _join_head(head: tuple[bytes, np.ndarray], arr: np.ndarray) -> bytes:
+    """`head` then `arr`'s raw bytes in one `bytes` (pooled when big): one copy of the payload."""
+    raw, head_u8 = head
+    total = len(raw) + arr.nbytes
+    if total < wire.POOL.min_size:
+        return b"".join((raw, memoryview(arr.reshape(-1).view(np.uint8))))
+    data, view = wire.POOL.take(total)
+    view[:len(raw)] = head_u8
+    view[len(raw):] = arr.reshape(-1).view(np.uint8)
+    return data
+
+
 @lru_cache(maxsize=256)
 def _request_head(model: str, version: Any, signature: str, key: str, dtype: np.dtype,
-                  shape: tuple[int, ...]) -> bytes | None:
-    """Everything of a one-input PredictRequest before the payload, or None (general path)."""
+                  shape: tuple[int, ...]) -> tuple[bytes, np.ndarray] | None:
+    """Everything of a one-input PredictRequest before the payload (as bytes and as a uint8
+    array to copy from), or None (general path)."""
     try:
         datatype = codec.datatype_of(dtype)
     except codec.CodecError:
@@ -180,8 +193,9 @@ def _request_head(model: str, version: Any, signature: str, key: str, dtype: np.
         return None  # strings, bfloat16 and big-endian arrays take the general path
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     tensor_head = codec.tensor_head(datatype, shape) + wire.len_prefix(codec.F_CONTENT, nbytes)
-    return (wire.len_field(1, model_spec_bytes(model, version, signature))
+    head = (wire.len_field(1, model_spec_bytes(model, version, signature))
             + _map_entry_head(2, key, len(tensor_head) + nbytes) + tensor_head)
+    return head, np.frombuffer(head, dtype=np.uint8)
 
 
 class RequestWriter:
@@ -275,7 +289,13 @@ def parse_predict_request(buf) -> PredictRequestView:
 
 
 def parse_predict_response(buf) -> tuple[dict[str, np.ndarray], tuple[str, int | str | None, str]]:
-    """Decode a PredictResponse: (outputs as read-only views where possible, model spec)."""
+    """Decode a PredictResponse: (outputs as read-only views where possible, model spec).
+
+    A reply laid out like an earlier one (same outputs, shapes and spec) is read from that
+    layout without walking its fields (`layouts`)."""
+    known = layouts.read(buf)
+    if known is not None:
+        return known
     outputs: dict[str, np.ndarray] = {}
     spec: tuple[str, int | str | None, str] = ("", None, "")
     for number, wt, pos, size in wire.fields(buf):
@@ -286,6 +306,7 @@ def parse_predict_response(buf) -> tuple[dict[str, np.ndarray], tuple[str, int |
             outputs[key] = value
         elif number == 2:
             spec = parse_model_spec(buf, pos, size)
+    layouts.learn(buf, outputs, spec)
     return outputs, spec
 
 

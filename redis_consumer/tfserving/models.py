@@ -4,8 +4,8 @@ The models with the DeepCell Kiosk's real serving signatures live in `deepcell_m
 `NuclearSegmentation` (version 1) is a deterministic stand-in for a trained network: local background
 subtraction, smoothing and a logistic on a robust noise estimate give a per-pixel foreground
 probability that separates bright blobs from background, for any image size. `SimulatedGPU` runs
-one batch at a time (one lock) for `base + per_sample * batch + per_megapixel * pixels` seconds,
-like one GPU, and counts busy time.
+one batch at a time for `base + per_sample * batch + per_megapixel * pixels` seconds, queued
+like on one GPU, and counts busy time.
 """
 
 from __future__ import annotations
@@ -165,7 +165,8 @@ class SimulatedGPU(Model):
         self.tile = tile
         self.dtype = np.dtype(dtype)
         self.out_dtype = np.dtype(out_dtype)
-        self._gpu = threading.Lock()
+        self._gpu = threading.Lock()  # guards the booking of the device's timeline
+        self._free_at = 0.0  # perf_counter time the last booked batch ends
 
     def metadata(self) -> ModelMetadata:
         shape = (-1, self.tile, self.tile, 1) if self.tile else (-1, -1, -1, 1)
@@ -180,21 +181,25 @@ class SimulatedGPU(Model):
         return self.base + self.per_sample * batch + self.per_mpixel * pixels / 1e6
 
     def occupy(self, batch: int, pixels: int | None = None) -> float:
-        """Hold the GPU for `service_seconds(batch, pixels)`; returns the seconds held.
+        """Run one batch on the simulated device; returns its service seconds (the busy time).
 
-        Other models may share this GPU (`serve-model --simulate-gpu` gives the DeepCell models
-        this one), so all their batches queue behind one lock like on one device.
+        Like a GPU's stream, the device takes batches in arrival order and starts each the moment
+        the one before it ends: the batch is booked at `max(now, end of the last booking)` and
+        this thread sleeps until its end. The start does not wait for this Python thread to be
+        scheduled (or to get the GIL) after the previous batch, which a real device never does
+        either; only the reply goes out when the thread wakes. Other models may share this GPU
+        (`serve-model --simulate-gpu` gives the DeepCell models this one), so all their batches
+        queue on one timeline like on one device.
         """
         service = self.service_seconds(batch, pixels)
         with self._gpu:
-            start = time.perf_counter()
-            end = start + service
-            while True:  # sleep() can wake early; the GPU is busy for the whole service time
-                left = end - time.perf_counter()
-                if left <= 0:
-                    break
-                time.sleep(left)
-            return time.perf_counter() - start
+            start = max(time.perf_counter(), self._free_at)
+            end = self._free_at = start + service
+        while True:  # sleep() can wake early; the batch is done at `end`
+            left = end - time.perf_counter()
+            if left <= 0:
+                return service
+            time.sleep(left)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = inputs["image"]

@@ -8,6 +8,7 @@ back. Everything here follows the public wire-format spec (tags, varints, length
 from __future__ import annotations
 
 from collections.abc import Iterator
+from sys import getrefcount as _getrefcount
 
 import numpy as np
 
@@ -190,7 +191,7 @@ class BytesPool:
         import threading
 
         self.min_size, self.per_size, self.max_bytes = min_size, per_size, max_bytes
-        self._free: dict[int, list[bytes]] = {}
+        self._free: dict[int, list[_Entry]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -201,18 +202,18 @@ class BytesPool:
             return fresh_bytes(size)
         with self._lock:
             for entry in self._free.get(size, ()):
-                if _holders(entry) == entry[2]:  # only the pool holds the bytes and its view
+                if _holders(entry) == entry.idle:  # only the pool holds the bytes and its view
                     self.hits += 1
-                    _forget_hash(entry[0])
-                    return entry[0], entry[1]
+                    entry.hash_word.value = -1  # a reused buffer never carries its old contents' hash
+                    return entry.data, entry.view
             self.misses += 1
-            entry = list(fresh_bytes(size))  # [bytes, view]; no other names may hold them here
+            entry = _Entry(*fresh_bytes(size))  # no other names may hold the bytes or view here
             bucket = self._free.setdefault(size, [])
             if len(bucket) < self.per_size and self._bytes + size <= self.max_bytes:
-                entry.append(_holders(entry))  # reference counts when nobody else holds them
+                entry.idle = _holders(entry)  # reference counts when nobody else holds them
                 bucket.append(entry)
                 self._bytes += size
-            return entry[0], entry[1]
+            return entry.data, entry.view
 
     def clear(self) -> None:
         with self._lock:
@@ -220,22 +221,25 @@ class BytesPool:
             self._bytes = 0
 
 
-def _holders(entry: list) -> tuple[int, int, int]:
+class _Entry:
+    """One pooled buffer: the bytes, its writable view, their idle reference counts, and the
+    bytes object's cached-hash word (`ob_shash`, just before its characters) as a ctypes value."""
+
+    __slots__ = ("data", "hash_word", "idle", "view")
+
+    def __init__(self, data: bytes, view: np.ndarray) -> None:
+        import ctypes
+
+        self.data, self.view, self.idle = data, view, (0, 0, 0)
+        # from_address keeps no reference, so the counts stay the pool's alone
+        self.hash_word = ctypes.c_ssize_t.from_address(_capi()[1](data) - ctypes.sizeof(ctypes.c_ssize_t))
+
+
+def _holders(entry: _Entry) -> tuple[int, int, int]:
     """Reference counts of a pooled bytes object, its view and the view's base (a caller's
     slice or reshape of the view references the view itself)."""
-    import sys
-
-    view = entry[1]
-    return sys.getrefcount(entry[0]), sys.getrefcount(view), sys.getrefcount(view.base)
-
-
-def _forget_hash(data: bytes) -> None:
-    """Reset the hash CPython caches in a bytes object (`ob_shash`, the word just before its
-    characters), so a reused buffer never carries its previous contents' hash."""
-    import ctypes
-
-    _, address, _ = _capi()
-    ctypes.c_ssize_t.from_address(address(data) - ctypes.sizeof(ctypes.c_ssize_t)).value = -1
+    view = entry.view
+    return _getrefcount(entry.data), _getrefcount(view), _getrefcount(view.base)
 
 
 def _writable_view(data: bytes) -> np.ndarray:
