@@ -12,7 +12,9 @@ claim. Measured on a cold segmentation worker (2 shared cores, bench/bench_colds
   which the worker never calls: deferred (~80 ms of CPU, ~16 MB), see `_lazy_modules`.
 - The cyclic garbage collector re-walks every object the imports created, again and again:
   paused during start-up (~12 % of its CPU), then the start-up objects are frozen (`gc.freeze`,
-  so later collections skip them) and collection resumes.
+  so later collections skip them: a full one drops from ~11 ms to ~0 here) and collection
+  resumes. The price is the few hundred cyclic objects the imports left unreachable (~450 here,
+  tens of KB), kept once for the life of the process.
 """
 
 from __future__ import annotations
