@@ -10,6 +10,11 @@ worker's VmRSS one second after that job, with the queue empty. Repeated for a f
 (moto server) and a gs:// (GCS emulator) bucket; medians reported beside the same-run baseline of
 a bare `python -c pass` (its wall time and RSS). Targets: <= 0.4 s (file://), <= 0.6 s (s3://,
 gs://), idle RSS <= 80 MB. Prints one JSON object.
+
+The job names the dev server's demo model (`NuclearSegmentation:1`, the threshold path). Beside
+it, `file_deepcell` is the same measure for a job naming no model, as the kiosk sends them: the
+worker's NUCLEAR_MODEL (`NuclearSegmentation:6`, fixed tiles) through the DeepCell application
+and the deep watershed (informational, no target: that job also imports scikit-image).
 """
 
 from __future__ import annotations
@@ -57,10 +62,15 @@ def _image_bytes() -> bytes:
     return buf.getvalue()
 
 
-def one_sample(r, env: dict[str, str], queue: str) -> dict:
+#: Per figure: (bucket kind, the job's model_name, model_version); '' = the worker's NUCLEAR_MODEL.
+FIGURES = {"file": ("file", "NuclearSegmentation", "1"), "s3": ("s3", "NuclearSegmentation", "1"),
+           "gs": ("gs", "NuclearSegmentation", "1"), "file_deepcell": ("file", "", "")}
+
+
+def one_sample(r, env: dict[str, str], queue: str, model: tuple[str, str] = ("NuclearSegmentation", "1")) -> dict:
     """Start a worker with one job waiting; seconds to its `done` and its idle RSS."""
     key = submit(r, queue, f"{queue}:cells.tif:{uuid.uuid4().hex}", input_file_name=INPUT, original_name="cells.tif",
-                 model_name="NuclearSegmentation", model_version="1")
+                 model_name=model[0], model_version=model[1])
     with tempfile.TemporaryFile() as log:
         started = time.time()
         proc = subprocess.Popen([sys.executable, str(ROOT / "consume_redis_events.py")], env=env, cwd=ROOT,
@@ -97,7 +107,7 @@ def python_baseline(repeat: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", default=["file", "s3", "gs"])
+    ap.add_argument("--only", nargs="*", default=list(FIGURES), choices=list(FIGURES))
     args = ap.parse_args()
     repeat = 3 if args.quick else 5
     from tests.helpers.model_server import ModelServer
@@ -115,27 +125,29 @@ def main() -> int:
                           OUTPUT_URL_MODE="key", EMPTY_QUEUE_TIMEOUT="5", HEARTBEAT_INTERVAL="5",
                           HEARTBEAT_TTL="30")
         for kind in args.only:
+            bucket, *job_model = FIGURES[kind]
             try:
-                env, cleanup = _bucket(kind, base, workdir, data)
+                env, cleanup = _bucket(bucket, base, workdir, data)
             except Exception as exc:  # noqa: BLE001 - a missing emulator must not hide the other figures
                 result[kind] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
             try:
-                env["QUEUE"] = queue = f"cold-{kind}"
-                samples = [one_sample(r, env, queue) for _ in range(repeat)]
+                env["QUEUE"] = queue = f"cold-{kind}".replace("_", "-")
+                samples = [one_sample(r, env, queue, tuple(job_model)) for _ in range(repeat)]
             finally:
                 cleanup()
             first = statistics.median(s["first_result_s"] for s in samples)
             rss = statistics.median(s["idle_rss_mb"] for s in samples)
             result[kind] = {"first_result_s": round(first, 4), "first_result_min_s": round(min(
-                s["first_result_s"] for s in samples), 4), "idle_rss_mb": round(rss, 1),
-                "pass": first <= TARGETS[kind] and rss <= TARGET_RSS_MB}
+                s["first_result_s"] for s in samples), 4), "idle_rss_mb": round(rss, 1)}
+            if kind in TARGETS:
+                result[kind]["pass"] = first <= TARGETS[kind] and rss <= TARGET_RSS_MB
     finally:
         model.stop()
         server.cleanup()
     result["first_result_s"] = result.get("file", {}).get("first_result_s")
     result["idle_rss_mb"] = result.get("file", {}).get("idle_rss_mb")
-    result["pass"] = all(result[k].get("pass") for k in args.only if k in result)
+    result["pass"] = all(result[k].get("pass") for k in args.only if k in result and k in TARGETS)
     print(json.dumps(result))
     return 0
 

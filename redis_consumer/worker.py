@@ -25,6 +25,7 @@ from typing import Any
 
 import redis
 
+from . import startup
 from .consumers.base import Consumer
 from .errors import JobTimeout, ServingUnavailable
 from .job import timeout_reason
@@ -203,9 +204,11 @@ class Worker:
         return not self.stopping.is_set()
 
     def _start_warm_up(self) -> threading.Thread | None:
-        """Run the consumer's `warm_up()` in a thread; it never fails the worker."""
+        """Run the consumer's `warm_up()` in a thread; it never fails the worker. When it ends,
+        start-up is over (`startup.startup_done`: the GC the entry point paused resumes)."""
         hook = getattr(self.consumer, "warm_up", None)
         if hook is None:
+            startup.startup_done()
             return None
 
         def run() -> None:
@@ -215,6 +218,8 @@ class Worker:
                 log.debug("warm-up done in %.3fs", time.perf_counter() - started)
             except Exception:
                 log.warning("consumer warm-up failed; continuing without it", exc_info=True)
+            finally:
+                startup.startup_done()
 
         thread = threading.Thread(target=run, name="warm-up", daemon=True)
         thread.start()
@@ -229,6 +234,7 @@ class Worker:
             thread.join(0.05)
         if thread.is_alive() and not self.stopping.is_set():
             log.warning("consumer warm-up still running after %gs; claiming anyway", WARM_UP_SECONDS)
+        startup.startup_done()  # (done already unless the warm-up is still running)
 
     def _wait_for_redis(self) -> bool:
         """Heartbeat until Redis answers (or we are told to stop)."""

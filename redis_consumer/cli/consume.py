@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Any
 
+from .. import startup
 from ..errors import ConfigError
 from ..settings import Settings
 
@@ -74,6 +75,14 @@ def run(environ: dict[str, str] | None = None) -> int:
     """Parse settings (exit 2 on a bad value), configure logs, serve until SIGTERM."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_during_startup)
+    startup.prepare_process()  # before numpy or scipy is imported (see redis_consumer/startup.py)
+    try:
+        return _serve(environ)
+    finally:
+        startup.startup_done()  # the worker did it after its warm-up; here for the early exits
+
+
+def _serve(environ: dict[str, str] | None) -> int:
     try:
         settings = Settings.from_env(environ)
     except ConfigError as exc:

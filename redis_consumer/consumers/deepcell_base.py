@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from ..deepcell.apps import AppSpec
-from ..deepcell.pipeline import run_application
 from ..deepcell.resize import resize_input, resize_labels, scaled_shape
 from ..errors import UserError
 from ..tfserving import calls
@@ -117,6 +116,11 @@ class DeepCellConsumer(TensorFlowServingConsumer):
     #: pipelines them in batches of TF_MAX_BATCH_SIZE (the kiosk sends min(32, model batch)
     #: per blocking RPC, KRC segmentation_consumer.py:198, grpc_clients.py:345-364).
     app_batch_size = 1 << 30
+    #: What running an application imports (scipy, scikit-image: ~0.2 s, ~40 MB), warmed before
+    #: the first claim by the job types whose every job runs one.
+    app_modules = ("scipy.ndimage", "redis_consumer.deepcell.pipeline", "redis_consumer.deepcell.preprocess",
+                   "redis_consumer.utils.overlay")
+    warm_modules = (*TensorFlowServingConsumer.warm_modules, *app_modules)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -255,6 +259,9 @@ class DeepCellConsumer(TensorFlowServingConsumer):
 
     def _run(self, spec: AppSpec, image: np.ndarray, model_in: ModelInput, predict: Callable,
              image_mpp: float, overrides: Any, compartment: str | None, wall: dict) -> np.ndarray:
+        # the pipeline imports the deep watershed (scipy, scikit-image): only jobs that run one pay
+        from ..deepcell.pipeline import run_application
+
         tile = model_in.tile
         common = {"tile_shape": tile, "batch_size": self.app_batch_size, "overrides": overrides,
                   "compartment": compartment, "timings": wall, "timer": _stopwatch}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
@@ -97,17 +98,31 @@ class TensorFlowServingConsumer(Consumer):
         return [f"{name}:{version}"]
 
     def warm_up(self) -> None:
-        """Imports, the bucket client, the gRPC channel and the default models' metadata (cached
-        for the first job), so the first job pays none of them."""
-        super().warm_up()
-        _ = self.services.storage
-        self.tf.channel()
-        for model in self.warm_models():
-            name, version = parse_model(model)
-            try:
-                self.tf.get_metadata(name, wire_version(version), deadline=self.warm_up_rpc_timeout)
-            except Exception as exc:  # noqa: BLE001 - the first job asks again (and reports it)
-                log.info("warm-up: metadata of %s:%s not fetched (%s)", name, version, type(exc).__name__)
+        """The gRPC channel and the default models' metadata (cached for the first job), the
+        imports and the bucket client, so the first job pays none of them.
+
+        The metadata calls run in a thread of their own, started first: they mostly wait on the
+        network (the channel's connect, the server's reply) while this thread imports.
+        """
+        fetch = threading.Thread(target=self._warm_metadata, name="warm-up-metadata", daemon=True)
+        fetch.start()
+        try:
+            super().warm_up()
+            _ = self.services.storage
+        finally:
+            fetch.join()  # bounded: warm_up_rpc_timeout per model
+
+    def _warm_metadata(self) -> None:
+        try:
+            self.tf.channel()
+            for model in self.warm_models():
+                name, version = parse_model(model)
+                try:
+                    self.tf.get_metadata(name, wire_version(version), deadline=self.warm_up_rpc_timeout)
+                except Exception as exc:  # noqa: BLE001 - the first job asks again (and reports it)
+                    log.info("warm-up: metadata of %s:%s not fetched (%s)", name, version, type(exc).__name__)
+        except Exception:  # no client at all: the first job reports it
+            log.warning("warm-up: no TF Serving client", exc_info=True)
 
     # -- hooks for subclasses --------------------------------------------------------------
     def load(self, path: str, fields: Mapping[str, str]) -> np.ndarray:

@@ -11,6 +11,7 @@ kwargs; 'both' = whole-cell then nuclear).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,16 +19,39 @@ from typing import Any
 
 import numpy as np
 
-from redis_consumer.deepcell.preprocess import (
-    histogram_normalization,
-    mesmer_preprocess,
-)
-from redis_consumer.deepcell.watershed import deep_watershed
-
-POSTPROCESS_PARAMETERS = frozenset(
-    name for name in inspect.signature(deep_watershed).parameters if name not in {"outputs", "deprecated"}
-)
 _COMPARTMENT_GROUPS = {"both": ("whole-cell", "nuclear")}
+
+
+# The specs name their steps through these two wrappers, and the parameter names are read from
+# deep_watershed's signature on first need, so importing the specs imports neither scikit-image
+# (preprocess) nor scipy (watershed): a worker loads them with its first application run.
+def histogram_normalization(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """`preprocess.histogram_normalization`, imported on first call."""
+    from redis_consumer.deepcell.preprocess import histogram_normalization as run
+
+    return run(image, **kwargs)
+
+
+def mesmer_preprocess(image: np.ndarray, **kwargs: Any) -> np.ndarray:
+    """`preprocess.mesmer_preprocess`, imported on first call."""
+    from redis_consumer.deepcell.preprocess import mesmer_preprocess as run
+
+    return run(image, **kwargs)
+
+
+@functools.cache
+def postprocess_parameters() -> frozenset[str]:
+    """The keyword parameters of `deep_watershed` an override may set."""
+    from redis_consumer.deepcell.watershed import deep_watershed
+
+    return frozenset(name for name in inspect.signature(deep_watershed).parameters
+                     if name not in {"outputs", "deprecated"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "POSTPROCESS_PARAMETERS":  # the former module constant, still importable
+        return postprocess_parameters()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _all_heads(heads: Sequence[np.ndarray]) -> dict[str, list[np.ndarray]]:
@@ -93,8 +117,9 @@ class AppSpec:
 
 
 def _check_parameter(name: str) -> None:
-    if name not in POSTPROCESS_PARAMETERS:
-        raise ValueError(f"unknown postprocess parameter {name!r}; known: {sorted(POSTPROCESS_PARAMETERS)}")
+    known = postprocess_parameters()
+    if name not in known:
+        raise ValueError(f"unknown postprocess parameter {name!r}; known: {sorted(known)}")
 
 
 _SEGMENTATION_KWARGS = {

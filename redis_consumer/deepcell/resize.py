@@ -16,7 +16,6 @@ The rescale rule is deepcell-tf `deepcell/applications/application.py:104-126` (
 from __future__ import annotations
 
 import numpy as np
-from skimage import transform
 
 
 def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,6 +59,10 @@ def resize(data: np.ndarray, shape: tuple[int, int], labeled_image: bool = False
     batch, _, _, channels = data.shape
     out = np.empty((batch, shape[0], shape[1], channels), dtype=data.dtype)
     if channels > 1:
+        from skimage import (
+            transform,  # only multi-channel resizes need it (~0.2 s to import)
+        )
+
         for b in range(batch):
             out[b] = transform.resize(
                 data[b], shape + (channels,), mode="constant", preserve_range=True,
