@@ -12,6 +12,7 @@ import numpy as np
 from skimage.exposure import rescale_intensity
 
 from redis_consumer.deepcell.clahe import equalize_adapthist_fast
+from redis_consumer.utils import quantiles
 
 
 def _check_rank(image: np.ndarray) -> None:
@@ -27,22 +28,33 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     bit-identical to skimage's `equalize_adapthist` at ~1/3 of its CPU.
     """
     _check_rank(image)
-    out = image.astype(np.float32)  # always a copy, like the toolbox's astype
+    return _histogram_normalization(image.astype(np.float32), kernel_size)  # always a copy, like the toolbox
+
+
+def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -> np.ndarray:
+    """histogram_normalization of a float32 array the caller gives away: rewritten in place.
+
+    Each (batch, channel) plane is read once into a contiguous copy (a channel of (B, X, Y, C)
+    is strided, and every pass over it was slow) and its result written back once."""
     for b in range(out.shape[0]):
         for c in range(out.shape[-1]):
-            plane = out[b, ..., c]
-            if (plane == plane.flat[0]).all():
-                plane[...] = 0
+            target = out[b, ..., c]
+            plane = np.ascontiguousarray(target) if out.shape[-1] > 1 else target
+            lo, hi = plane.min(), plane.max()
+            if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
+                target[...] = 0
                 continue
-            plane[...] = equalize_adapthist_fast(_unit_uint16(plane), kernel_size=kernel_size, float_dtype=np.float32)
+            unit = _unit_uint16(plane, (float(lo), float(hi)))
+            target[...] = equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32)
     return out
 
 
-def _unit_uint16(plane: np.ndarray) -> np.ndarray:
+def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
     """`img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))` of a float32 plane, the
     same values in four passes instead of ten (the two steps' float32 arithmetic, without the
-    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion."""
-    lo, hi = float(plane.min()), float(plane.max())
+    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion.
+    `bounds` is the plane's (min, max) when the caller has it."""
+    lo, hi = bounds if bounds is not None else (float(plane.min()), float(plane.max()))
     if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return rescale_intensity(plane, out_range=(0.0, 1.0))
     unit = np.subtract(plane, np.float32(lo))
@@ -56,7 +68,8 @@ def _unit_uint16(plane: np.ndarray) -> np.ndarray:
 def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndarray:
     """Clip each (batch, channel) plane at the given percentile of its non-zero pixels.
 
-    An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like).
+    An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like). The
+    percentile is `np.percentile`'s value by one partition (`utils.quantiles`).
     """
     _check_rank(image)
     out = np.zeros_like(image)
@@ -66,10 +79,13 @@ def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndar
             nonzero = plane[plane != 0]
             if nonzero.size:
                 # the same percentile, partitioning our private copy instead of another one
-                ceiling = np.percentile(nonzero, percentile, overwrite_input=True)
+                ceiling = quantiles.percentile(nonzero, percentile, overwrite_input=True)
                 target = out[b, ..., c]
-                target[...] = plane
-                target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+                if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
+                    np.minimum(plane, ceiling, out=target)
+                else:
+                    target[...] = plane
+                    target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
     return out
 
 
@@ -108,5 +124,9 @@ def mesmer_preprocess(
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
     if normalize:
-        out = histogram_normalization(out, kernel_size=kernel_size)
+        if out is image or out.dtype != np.float32:
+            out = histogram_normalization(out, kernel_size=kernel_size)
+        else:  # the threshold's fresh float32 result: normalised in place instead of copied again
+            _check_rank(out)
+            out = _histogram_normalization(out, kernel_size)
     return np.array(image, copy=True) if out is image else out
