@@ -143,6 +143,9 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         self.predict_retries = 0
         self.apps_run: list[dict[str, Any]] = []
         self._count_memo: dict[tuple, tuple[np.ndarray, list[int]]] = {}
+        #: Result files kept in memory, by the path they would have on disk: the zip deflates them
+        #: from here (no write and read back of ~4 MB TIFFs per image).
+        self.memory_files: dict[str, Any] = {}
 
     # -- the model --------------------------------------------------------------------------
     def model_input(self, model: str, version: str) -> ModelInput:
@@ -299,23 +302,31 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         `{name}_feature_{k}.tif`, each (B, X, Y) ((1, H, W) for one image). `name` may hold a
         `{dir}/` prefix (zip children); the folder is created. Returns the paths written.
         """
-        import tifffile
-
         labels = np.asarray(labels_bxyk)
         if labels.ndim != 4:
             raise ValueError(f"expected (B, X, Y, K) labels, got shape {labels.shape}")
         b, _, _, k = labels.shape
         names = kiosk_tiff_names(name, kind, b, k)
         paths = [os.path.join(outdir, n) for n in names]
-        os.makedirs(os.path.dirname(paths[0]) or outdir, exist_ok=True)
         if kind == "segmentation":
             planes = (labels[i, ..., c] for i in range(b) for c in range(k))
         else:
             planes = (labels[..., c] for c in range(k))
         with self._step("tiff"):
             for path, plane in zip(paths, planes):
-                tifffile.imwrite(path, np.ascontiguousarray(plane, dtype=np.float32))
+                self.tiff_member(path, np.ascontiguousarray(plane, dtype=np.float32))
         return paths
+
+    def tiff_member(self, path: str, array: np.ndarray) -> str:
+        """`tifffile.imwrite(path, array)`'s bytes, kept in `memory_files` for the result zip."""
+        import io
+
+        import tifffile
+
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, array)
+        self.memory_files[path] = buffer.getbuffer()
+        return path
 
     def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,
                      compartment: str) -> str:
@@ -328,8 +339,7 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             plane = np.ascontiguousarray(plane, dtype=np.float32)
             shown = normalize(plane[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
             path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
-            os.makedirs(os.path.dirname(path) or outdir, exist_ok=True)
-            overlay.save_png(path, shown, np.ascontiguousarray(labels_xy), clipped=True)
+            self.memory_files[path] = overlay.overlay_png(shown, np.ascontiguousarray(labels_xy), clipped=True)
         return path
 
     def object_counts(self, labels_by_compartment: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
@@ -365,7 +375,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
 
     def write_result_zip(self, zip_path: str, outdir: str, files: Iterable[str], summary: dict[str, Any]) -> str:
         """The result zip: `files` (entry names relative to `outdir`, as the kiosk zips them,
-        KRC utils.py:191-227), then results.json and log.txt LAST.
+        KRC utils.py:191-227), then results.json and log.txt LAST. A path in `memory_files` is
+        zipped from there, any other is read from disk.
 
         The zip step is timed by measuring the writing of `files` (the bulk); that time goes in
         `self.timings["zip"]` / `cpu_timings["zip"]` and in the results.json written after it.
@@ -378,10 +389,14 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             self.cpu_timings["zip"] = round(before[1] + time.process_time() - cpu, 6)
             summary["timings"], summary["cpu_timings"] = dict(self.timings), dict(self.cpu_timings)
 
-        members = [(os.path.relpath(p, outdir).replace(os.sep, "/"), p) for p in files]
-        return write_members(zip_path, members, lambda: [
-            ("results.json", json.dumps(summary, indent=2, default=_jsonable)),
-            ("log.txt", "\n".join(self.job_log) + "\n")], level=self.zip_compresslevel, after_files=timed)
+        memory = self.__dict__.get("memory_files", {})
+        members = [(os.path.relpath(p, outdir).replace(os.sep, "/"), memory.get(p, p)) for p in files]
+        try:
+            return write_members(zip_path, members, lambda: [
+                ("results.json", json.dumps(summary, indent=2, default=_jsonable)),
+                ("log.txt", "\n".join(self.job_log) + "\n")], level=self.zip_compresslevel, after_files=timed)
+        finally:
+            memory.clear()
 
     def stage_fields(self) -> dict[str, float]:
         """`preprocess_time` (resize, normalise, tile) and `postprocess_time` (untile, deep

@@ -93,7 +93,9 @@ class MesmerConsumer(DeepCellConsumer):
             job.log(f"loaded {'x'.join(map(str, raw.shape))} as {image.shape[0]} batch(es) of "
                     f"{image.shape[1]}x{image.shape[2]}; nuclear channel {nuclear}, membrane {membrane}; "
                     f"dim_order {dim_order}")
-        pair = np.stack([image[..., nuclear], image[..., membrane]], axis=-1)
+        # (B, H, W, 2) float32 in one pass (the kiosk stacks, then the application casts: the same values)
+        pair = np.empty(image.shape[:3] + (2,), dtype=np.float32)
+        pair[..., 0], pair[..., 1] = image[..., nuclear], image[..., membrane]
         with job.stage("predict"):
             labels = self.run_app(Mesmer, pair, model, scale=scale, compartment=compartment,
                                   overrides=self.overrides)

@@ -203,6 +203,8 @@ def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) 
     grid = _grid(info, tiles.shape[0])
     if grid is None or tiles.dtype.kind != "f" or not _blends(info):
         return untile_canvas(tiles, info, power, exact)
+    if not tiles.flags.c_contiguous:  # one channel of a multi-channel head: one gather, not strided reads per cell
+        tiles = np.ascontiguousarray(tiles)
     xs, ys = grid
     b, px, py = info.padded_shape
     (xl, xh), (yl, yh) = info.pad_x, info.pad_y

@@ -77,9 +77,14 @@ def png_bytes(index: np.ndarray, palette: list[int] | bytes, level: int = 1) -> 
                      _chunk(b"IDAT", isal_zlib.compress(rows, level, 15)), _chunk(b"IEND", b"")))
 
 
+def overlay_png(plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> bytes:
+    """The overlay PNG's bytes (what `save_png` writes)."""
+    return png_bytes(np.ascontiguousarray(indexed(plane01, labels, clipped)), _PALETTE)
+
+
 def save_png(path: str, plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> str:
     """Write the overlay PNG."""
-    data = png_bytes(np.ascontiguousarray(indexed(plane01, labels, clipped)), _PALETTE)
+    data = overlay_png(plane01, labels, clipped)
     with open(path, "wb") as fh:
         fh.write(data)
     return path
