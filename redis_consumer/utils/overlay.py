@@ -52,7 +52,8 @@ def render(plane01: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">L", len(data)) + kind + data + struct.pack(">L", zlib.crc32(data, zlib.crc32(kind)))
+    # ISA-L's CRC-32 is zlib's (the same polynomial and value) at a fraction of its CPU on the IDAT
+    return struct.pack(">L", len(data)) + kind + data + struct.pack(">L", isal_zlib.crc32(data, zlib.crc32(kind)))
 
 
 def png_bytes(index: np.ndarray, palette: list[int] | bytes, level: int = 1) -> bytes:
