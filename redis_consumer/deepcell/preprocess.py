@@ -45,7 +45,7 @@ def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -
                 target[...] = 0
                 continue
             unit = _unit_uint16(plane, (float(lo), float(hi)))
-            target[...] = equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32)
+            equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
     return out
 
 
