@@ -112,3 +112,20 @@ def test_clip_histograms_is_skimage_clip_histogram_per_row(clip_limit):
     expected = np.array([clip_histogram(row.copy(), clip_limit) for row in hist])
     got = clahe.clip_histograms(hist.copy(), clip_limit)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_clip_histograms_on_random_bins_and_limits_including_second_passes(monkeypatch):
+    from skimage.exposure._adapthist import clip_histogram
+
+    second_passes = []
+    spread = clahe._spread_remainder
+    monkeypatch.setattr(clahe, "_spread_remainder", lambda *a: (second_passes.append(1), spread(*a)))
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        nbins = int(rng.choice([8, 16, 64, 256]))
+        hist = (rng.integers(0, 3, (20, nbins)) * rng.integers(0, int(rng.choice([10, 100, 3000])), (20, nbins)))
+        hist[:5] = rng.poisson(rng.uniform(0.5, 50), (5, nbins))
+        limit = int(rng.integers(1, 200))
+        expected = np.array([clip_histogram(row.copy(), limit) for row in hist.astype(np.int64)])
+        np.testing.assert_array_equal(clahe.clip_histograms(hist.astype(np.int64), limit), expected)
+    assert second_passes  # rows that needed skimage's second round were among them

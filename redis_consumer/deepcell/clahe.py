@@ -103,9 +103,36 @@ def clip_histograms(hist: np.ndarray, clip_limit: int) -> np.ndarray:
     mid = (hist >= upper) & (hist < clip_limit)
     n_excess += np.where(mid, hist - clip_limit, 0).sum(axis=1)
     hist[mid] = clip_limit
-    for r in np.flatnonzero(n_excess > 0):
-        _spread_remainder(hist[r], clip_limit, n_excess[r])
+    rows = np.flatnonzero(n_excess > 0)
+    if rows.size:
+        _spread_in_step(hist, clip_limit, rows, n_excess[rows])
     return hist
+
+
+def _spread_in_step(hist: np.ndarray, clip_limit: int, rows: np.ndarray, n_excess: np.ndarray) -> None:
+    """`_spread_remainder` for many rows at once: its first pass over start offsets runs for
+    every row together (row r at start s adds one to the bins under the limit at s, s + step_r,
+    ...), a row leaving when its excess is placed; a row that finishes the pass with excess left
+    continues alone in `_spread_remainder` (the next pass, as skimage's while loop would)."""
+    size = hist.shape[1]
+    cols = np.arange(size)
+    block = hist[rows]
+    left = n_excess.copy()
+    active = np.arange(rows.size)
+    for start in range(size):
+        sub = block[active]
+        under = sub < clip_limit
+        step = np.maximum(1, under.sum(axis=1) // left[active])
+        hit = under & (cols >= start) & ((cols - start) % step[:, None] == 0)
+        block[active] = sub + hit
+        left[active] -= hit.sum(axis=1)
+        active = active[left[active] > 0]
+        if not active.size:
+            break
+    hist[rows] = block
+    for i in active:  # a whole pass and still excess: skimage goes round again (or stops if nothing moved)
+        if left[i] != n_excess[i]:
+            _spread_remainder(hist[rows[i]], clip_limit, left[i])
 
 
 def _spread_remainder(row: np.ndarray, clip_limit: int, n_excess: Any) -> None:
