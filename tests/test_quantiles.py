@@ -62,3 +62,17 @@ def test_special_values_and_other_dtypes_like_numpy(values):
     with np.errstate(invalid="ignore"):
         for q in (0.0, 40.0, 99.9, 100.0):
             assert _same(percentile(values.copy(), q), np.percentile(values, q)), q
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_percentiles_of_a_tuple_equal_numpy(dtype):
+    from redis_consumer.utils.quantiles import percentiles
+
+    rng = np.random.default_rng(2)
+    for trial in range(300):
+        n = int(rng.integers(1, 70000 if trial % 50 == 0 else 3000))
+        values = (rng.gamma(2.0, 300.0, n) if trial % 2 else rng.integers(0, 30, n)).astype(dtype)
+        qs = (1.0, 99.9) if trial % 3 else (float(rng.uniform(0, 100)), 0.0, 100, 50.0)
+        expected = np.percentile(values, qs)
+        got = percentiles(values, qs)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), (trial, qs, got, expected)

@@ -330,16 +330,16 @@ class DeepCellConsumer(TensorFlowServingConsumer):
 
     def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,
                      compartment: str) -> str:
-        """`{name}_{compartment}_overlay.png`: outlines of `labels_xy` over `plane` (any range)."""
+        """`{name}_{compartment}_overlay.png`: outlines of `labels_xy` over `plane` (any range,
+        normalised as `utils.labels.normalize` does), kept in `memory_files` for the result zip."""
         from ..utils import overlay
-        from ..utils.labels import normalize
 
         with self._step("png"):
             # contiguous copies first: a channel of (X, Y, C) is strided, and every pass over it was slow
-            plane = np.ascontiguousarray(plane, dtype=np.float32)
-            shown = normalize(plane[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+            levels = overlay.grey_levels(np.ascontiguousarray(plane))
+            index = overlay.indexed_levels(levels, np.ascontiguousarray(labels_xy))
             path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
-            self.memory_files[path] = overlay.overlay_png(shown, np.ascontiguousarray(labels_xy), clipped=True)
+            self.memory_files[path] = overlay.png_bytes(index, overlay.PALETTE)
         return path
 
     def object_counts(self, labels_by_compartment: Mapping[str, np.ndarray]) -> dict[str, list[int]]:

@@ -107,7 +107,7 @@ class MesmerConsumer(DeepCellConsumer):
         with job.stage("save"):
             files = self.save_kiosk_tiffs(labels, outdir, prefix, "mesmer")
             for k, comp in enumerate(names):
-                plane = pair[0, ..., 1 if comp == "whole-cell" else 0]
+                plane = image[0, ..., membrane if comp == "whole-cell" else nuclear]  # stored dtype: see grey_levels
                 files.append(self.save_overlay(plane, labels[0, ..., k], outdir, prefix, comp))
             summary = self.results_summary(
                 job.key, fields, by_compartment, input_shape=list(raw.shape), dim_order=dim_order,

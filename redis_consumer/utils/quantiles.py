@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["percentile"]
+__all__ = ["percentile", "percentiles"]
 
 
 def percentile(values: np.ndarray, q: float, *, overwrite_input: bool = False) -> np.floating:
@@ -23,7 +23,23 @@ def percentile(values: np.ndarray, q: float, *, overwrite_input: bool = False) -
     if (arr.ndim != 1 or arr.dtype not in (np.float32, np.float64) or type(q) not in (int, float)
             or not 0 <= q <= 100 or arr.size == 0):
         return np.percentile(arr, q, overwrite_input=overwrite_input)
+    return _one(arr if overwrite_input else arr.copy(), q, arr.dtype.type)
+
+
+def percentiles(values: np.ndarray, qs: tuple[float, ...], *, overwrite_input: bool = False) -> np.ndarray:
+    """`np.percentile(values, qs)` for a 1-D array and a tuple of Python numbers: float64 values
+    (numpy interpolates a sequence of q in float64), one partition per q."""
+    arr = np.asarray(values)
+    if (arr.ndim != 1 or arr.dtype not in (np.float32, np.float64) or not isinstance(qs, tuple) or not qs
+            or any(type(q) not in (int, float) or not 0 <= q <= 100 for q in qs) or arr.size == 0):
+        return np.percentile(arr, qs, overwrite_input=overwrite_input)
     work = arr if overwrite_input else arr.copy()
+    return np.array([_one(work, q, np.float64) for q in qs])
+
+
+def _one(work: np.ndarray, q: float, result: type) -> np.floating:
+    """One percentile of `work` (reordered), interpolated as numpy does for a `result` dtype:
+    the array's own for a scalar q, float64 (after a float32 difference) for a sequence."""
     n = work.size
     virtual = (n - 1) * np.true_divide(q, 100)  # numpy's 'linear' virtual index, float64
     if virtual >= n - 1:  # numpy interpolates the maximum with itself (index -1 twice)
@@ -35,8 +51,10 @@ def percentile(values: np.ndarray, q: float, *, overwrite_input: bool = False) -
         a, b = work[below], work[below + 1:].min()
         t = float(virtual - np.floor(virtual))
     if np.isnan(a) or np.isnan(b):  # NaN sorts last; numpy answers NaN its own way
-        return np.percentile(work, q, overwrite_input=True)
-    diff = b - a
+        return result(np.percentile(work, q))
+    diff = b - a  # in the array's dtype, as numpy's _lerp takes it
+    if result is np.float64:
+        a, b, diff = np.float64(a), np.float64(b), np.float64(diff)
     if t >= 0.5:
-        return arr.dtype.type(b - diff * (1 - t))
-    return arr.dtype.type(a + diff * t)
+        return result(b - diff * (1 - t))
+    return result(a + diff * t)
