@@ -435,7 +435,7 @@ def count_objects(labels: np.ndarray) -> int:
         top = int(labels.max())
         if top <= 4 * labels.size + 65536 and int(labels.min()) >= 0:
             seen = np.zeros(top + 1, dtype=bool)
-            seen[labels] = True
+            seen[np.ascontiguousarray(labels)] = True  # a compartment of (B, X, Y, K) is strided: copy once
             return int(np.count_nonzero(seen[1:]))
     return len(np.unique(labels[labels > 0]))
 

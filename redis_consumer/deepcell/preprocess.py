@@ -39,14 +39,18 @@ def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -
     for b in range(out.shape[0]):
         for c in range(out.shape[-1]):
             target = out[b, ..., c]
-            plane = np.ascontiguousarray(target) if out.shape[-1] > 1 else target
-            lo, hi = plane.min(), plane.max()
-            if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
-                target[...] = 0
-                continue
-            unit = _unit_uint16(plane, (float(lo), float(hi)))
-            equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
+            _normalise_plane(np.ascontiguousarray(target) if out.shape[-1] > 1 else target, kernel_size, target)
     return out
+
+
+def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target: np.ndarray) -> None:
+    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself."""
+    lo, hi = plane.min(), plane.max()
+    if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
+        target[...] = 0
+        return
+    unit = _unit_uint16(plane, (float(lo), float(hi)))
+    equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
 
 
 def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
@@ -75,18 +79,25 @@ def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndar
     out = np.zeros_like(image)
     for b in range(image.shape[0]):
         for c in range(image.shape[-1]):
-            plane = np.ascontiguousarray(image[b, ..., c])  # one strided read, then contiguous passes
-            nonzero = plane[plane != 0]
-            if nonzero.size:
-                # the same percentile, partitioning our private copy instead of another one
-                ceiling = quantiles.percentile(nonzero, percentile, overwrite_input=True)
-                target = out[b, ..., c]
-                if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
-                    np.minimum(plane, ceiling, out=target)
-                else:
-                    target[...] = plane
-                    target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+            plane = np.array(image[b, ..., c], copy=True)  # one strided read, then contiguous passes
+            if _clip_plane(plane, percentile):
+                out[b, ..., c] = plane
     return out
+
+
+def _clip_plane(plane: np.ndarray, percentile: float) -> bool:
+    """percentile_threshold of one private contiguous plane, in place; False (plane untouched)
+    when it has no non-zero pixel (the toolbox's result is then zeros)."""
+    nonzero = plane[plane != 0]
+    if not nonzero.size:
+        return False
+    # the same percentile, partitioning our private copy of the non-zero pixels
+    ceiling = quantiles.percentile(nonzero, percentile, overwrite_input=True)
+    if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
+        np.minimum(plane, ceiling, out=plane)
+    else:
+        plane[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+    return True
 
 
 def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
@@ -118,8 +129,21 @@ def mesmer_preprocess(
     normalize: bool = True,
     kernel_size: int = 128,
 ) -> np.ndarray:
-    """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128)."""
+    """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128).
+
+    For a float32 image (what the pipeline feeds) both steps run per plane on one contiguous
+    copy, written into the result once: the same values as the two steps one after the other."""
     _check_rank(image)
+    if threshold and normalize and image.dtype == np.float32:
+        out = np.empty(image.shape, dtype=np.float32)
+        for b in range(image.shape[0]):
+            for c in range(image.shape[-1]):
+                plane = np.array(image[b, ..., c], copy=True)
+                if not _clip_plane(plane, percentile):
+                    plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
+                _normalise_plane(plane, kernel_size, plane)
+                out[b, ..., c] = plane
+        return out
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
