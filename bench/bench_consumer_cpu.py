@@ -12,12 +12,12 @@ The threshold path above runs on jobs naming `Identity:1` (a single-head, any-si
 `segmentation`'s threshold fallback). `--deepcell` (on by default; `--no-deepcell` skips it) then
 runs the kiosk job types on the DeepCell path against the dev server with `--simulate-gpu`
 (256x256 tiles): `segmentation` (NuclearSegmentation:6, channels `0,`) and `mesmer`
-(MultiplexSegmentation:9, compartment `both`), reporting CPU ms per megapixel per stage (pre =
-resize + normalise + tile, predict_client = this process's CPU during predict (framing, grpcio's
-threads, parsing), untile, deep watershed, TIFF, PNG, zip, other = the rest of the job: claim,
-download, decode, Redis, upload) beside the same-run floor of each (one memcpy of the image, one
-ISA-L deflate of int32 labels, one `ndimage.label`), the CPU per MP outside the deep watershed
-against the 25 ms target, and images/s of one worker (sequential jobs, wall clock).
+(MultiplexSegmentation:9, compartment `both`), reporting CPU ms per megapixel per stage (pre,
+predict_client = the gRPC byte movement, untile, deep watershed, TIFF, PNG, zip, redis,
+download, decode, count, upload, other) beside the same-run floor of moving that stage's bytes
+once (a memcpy of the same bytes, an ISA-L deflate of them, or one `ndimage.label`; see
+bench/consumer_stages.py), the CPU per MP outside the deep watershed against the 25 ms target
+(and outside it and gRPC), and images/s of one worker (sequential jobs, wall clock).
 
 Usage: `python bench/bench_consumer_cpu.py [--quick] [--images N] [--no-deepcell | --deepcell-only]
 [--deepcell-images N] [--kinds segmentation,mesmer]`; prints one JSON object.
