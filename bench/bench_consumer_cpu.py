@@ -12,14 +12,15 @@ The threshold path above runs on jobs naming `Identity:1` (a single-head, any-si
 `segmentation`'s threshold fallback). `--deepcell` (on by default; `--no-deepcell` skips it) then
 runs the kiosk job types on the DeepCell path against the dev server with `--simulate-gpu`
 (256x256 tiles): `segmentation` (NuclearSegmentation:6, channels `0,`) and `mesmer`
-(MultiplexSegmentation:9, compartment `both`), reporting CPU ms per megapixel per stage (pre =
-resize + normalise + tile, predict_client = this process's CPU during predict (framing, grpcio's
-threads, parsing), untile, deep watershed, TIFF, PNG, zip, other = the rest of the job: claim,
-download, decode, Redis, upload) beside the same-run floor of each (one memcpy of the image, one
-ISA-L deflate of int32 labels, one `ndimage.label`), the CPU per MP outside the deep watershed
-against the 25 ms target, and images/s of one worker (sequential jobs, wall clock).
+(MultiplexSegmentation:9, compartment `both`), reporting CPU ms per megapixel per stage (pre,
+predict_client = the gRPC byte movement, untile, deep watershed, TIFF, PNG, zip, redis,
+download, decode, count, upload, other) beside the same-run floor of moving that stage's bytes
+once (a memcpy of the same bytes, an ISA-L deflate of them, or one `ndimage.label`; see
+bench/consumer_stages.py), the CPU per MP outside the deep watershed against the 25 ms target
+(and outside it and gRPC), and images/s of one worker (sequential jobs, wall clock).
 
-Usage: `python bench/bench_consumer_cpu.py [--quick] [--images N] [--no-deepcell]`; prints one JSON object.
+Usage: `python bench/bench_consumer_cpu.py [--quick] [--images N] [--no-deepcell | --deepcell-only]
+[--deepcell-images N] [--kinds segmentation,mesmer]`; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import consumer_stages
 import numpy as np
 import tifffile
 
@@ -67,6 +70,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--no-deepcell", dest="deepcell", action="store_false",
                         help="skip the segmentation/mesmer DeepCell-path figures")
+    parser.add_argument("--deepcell-only", action="store_true", help="only the DeepCell-path figures")
+    parser.add_argument("--deepcell-images", type=int, default=None, help="DeepCell jobs per kind (default 8, quick 3)")
+    parser.add_argument("--kinds", default="segmentation,mesmer", help="DeepCell job kinds to run")
     args = parser.parse_args()
     n = args.images or (8 if args.quick else 30)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -75,6 +81,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rc-bench-cpu-"))
     try:
         rds = redis_server.client()
+        if args.deepcell_only:
+            result = {"benchmark": "consumer_cpu", "quick": args.quick,
+                      "deepcell": deepcell_figures(rds, tmp, args.size, args.deepcell_images or (3 if args.quick else 8),
+                                                   tuple(args.kinds.split(",")))}
+            print(json.dumps(result))
+            return 0
         settings = settings_for(tmp, TF_PORT=model_server.port, SEGMENTATION_MODEL="Identity:1", JOB_LOG_LINES=50)
         harness = Harness(rds, settings, SegmentationConsumer)
         paths = []
@@ -122,23 +134,13 @@ def main() -> int:
             "meets_target": cpu_ms <= TARGET_MS,
         }
         if args.deepcell:
-            result["deepcell"] = deepcell_figures(rds, tmp, args.size, 3 if args.quick else 8)
+            result["deepcell"] = deepcell_figures(rds, tmp, args.size, args.deepcell_images or (3 if args.quick else 8),
+                                                  tuple(args.kinds.split(",")))
         print(json.dumps(result))
         return 0
     finally:
         model_server.stop()
         redis_server.cleanup()
-
-
-#: Reported stage -> the consumer's timing keys that make it up. `predict_client` is the CPU of
-#: the predict step in this process: request framing, grpcio's send/receive threads, reply parsing.
-DEEPCELL_STAGES = {"pre": ("resize", "pre", "tile"), "predict_client": ("predict",), "untile": ("untile",),
-                   "deep_watershed": ("postprocess",), "tiff": ("tiff",), "png": ("png",), "zip": ("zip",)}
-#: Which same-run floor each stage is shown beside.
-STAGE_FLOOR = {"pre": "memcpy_image", "predict_client": "memcpy_image", "untile": "memcpy_image",
-               "tiff": "memcpy_image", "png": "isal_deflate_labels", "zip": "isal_deflate_labels",
-               "deep_watershed": "ndimage_label", "other": "memcpy_image"}
-TARGET_OUTSIDE_WATERSHED_MS_PER_MP = 25.0
 
 
 def floors(size: int, labels: np.ndarray | None = None, repeat: int = 15) -> dict[str, float]:
@@ -183,63 +185,30 @@ def two_channel_image(size: int, seed: int) -> np.ndarray:
     return np.stack([nuclear, np.clip(membrane, 0, 65535).astype(np.uint16)], axis=-1)
 
 
-def deepcell_figures(rds, tmp: Path, size: int, n: int) -> dict:
-    """segmentation and mesmer on the DeepCell path, dev server with --simulate-gpu (256 tiles)."""
+def deepcell_figures(rds, tmp: Path, size: int, n: int, kinds: tuple[str, ...] = ("segmentation", "mesmer")) -> dict:
+    """segmentation and mesmer on the DeepCell path, dev server with --simulate-gpu (256 tiles),
+    per stage beside the same-run floor of each (bench/consumer_stages.py)."""
     server = ModelServer(simulate_gpu=True).start()
     out = {"server": "serve-model --simulate-gpu (SimulatedGPU 4 ms + 0.5 ms/tile per batch, 256x256 tiles)",
            "image": f"{size}x{size} uint16", "images": n}
-    floor = out["floors_cpu_ms_per_mp"] = floors(size)
+    out["floors_cpu_ms_per_mp"] = floors(size)
+    jobs = {"segmentation": (SegmentationConsumer, synthetic_image, {"channels": "0,", "dimension_order": "XY"}),
+            "mesmer": (MesmerConsumer, two_channel_image, {"channels": "0,1", "compartment": "both"})}
     try:
-        for kind, cls, make, fields in (
-                ("segmentation", SegmentationConsumer, synthetic_image, {"channels": "0,", "dimension_order": "XY"}),
-                ("mesmer", MesmerConsumer, two_channel_image, {"channels": "0,1", "compartment": "both"})):
+        for kind in kinds:
+            cls, make, fields = jobs[kind]
             settings = settings_for(tmp / kind, TF_PORT=server.port, JOB_LOG_LINES=50, QUEUE=f"bench-{kind}",
                                     MAX_IMAGE_HEIGHT=4096, MAX_IMAGE_WIDTH=4096)
             harness = Harness(rds, settings, cls)
             path = tmp / f"{kind}.tif"
-            tifffile.imwrite(path, make(size, 1))
-            submit(rds, settings, str(path), name=f"warm-{kind}.tif", **fields)
-            assert harness.run_one() == "done"
-            cpu_stages: dict[str, list[float]] = {}
-            cpu, wall, objects = [], [], []
-            started = time.perf_counter()
-            for i in range(n):
-                key = submit(rds, settings, str(path), name=f"{kind}{i}.tif", **fields)
-                c0, w0 = time.process_time(), time.perf_counter()
-                outcome = harness.run_one()
-                cpu.append(time.process_time() - c0)
-                wall.append(time.perf_counter() - w0)
-                job = rds.hgetall(key)
-                if outcome != "done":
-                    raise SystemExit(f"{kind} job ended {outcome}: {job.get('reason')}")
-                summary = json.loads(open_result(settings, job).read("results.json"))
-                objects.append(sum(summary["object_count"].values()))
-                for name, keys in DEEPCELL_STAGES.items():
-                    cpu_stages.setdefault(name, []).append(sum(summary["cpu_timings"].get(k, 0.0) for k in keys))
-            elapsed = time.perf_counter() - started
-            mp = size * size / 1e6
-            total = statistics.median(cpu) * 1000 / mp
-            per_stage = {k: round(statistics.median(v) * 1000 / mp, 1) for k, v in cpu_stages.items()}
-            # claim, download, TIFF decode, layout, Redis writes, results, upload: the job minus its stages
-            per_stage["other"] = round(total - sum(per_stage.values()), 1)
-            outside = total - per_stage["deep_watershed"]
-            out[kind] = {
-                "cpu_ms_per_mp_median": round(total, 1),
-                "stage_cpu_ms_per_mp_median": per_stage,
-                "stage_vs_floor": {k: {"cpu_ms_per_mp": v, "floor": STAGE_FLOOR[k],
-                                       "floor_ms_per_mp": floor[STAGE_FLOOR[k]],
-                                       "x_floor": round(v / max(floor[STAGE_FLOOR[k]], 1e-6), 1)}
-                                   for k, v in per_stage.items()},
-                "cpu_ms_per_mp_outside_watershed": round(outside, 1),
-                "target_outside_watershed_ms_per_mp": TARGET_OUTSIDE_WATERSHED_MS_PER_MP,
-                "meets_outside_watershed_target": outside <= TARGET_OUTSIDE_WATERSHED_MS_PER_MP,
-                "wall_ms_per_image_median": round(statistics.median(wall) * 1000, 1),
-                "images_per_second_per_worker": round(n / elapsed, 3),
-                "objects_per_image_median": statistics.median(objects),
-            }
+            image = make(size, 1)
+            tifffile.imwrite(path, image)
+            out[kind] = consumer_stages.run_kind(kind, rds, harness, settings, path,
+                                                 image if image.ndim == 3 else image[..., None], fields, n, size)
         out["server_stats"] = server.stats()
         out["note"] = ("images/s is bounded by the dev server computing its synthetic heads in numpy on the same "
-                       "cores, not by the SimulatedGPU hold; CPU per MP is this worker process only")
+                       "cores, not by the SimulatedGPU hold; CPU per MP is this worker process only; "
+                       "predict_client is the gRPC byte movement (redis_consumer/tfserving/)")
     finally:
         server.stop()
     return out

@@ -87,3 +87,45 @@ def test_unit_uint16_is_img_as_uint_of_the_rescale():
         np.testing.assert_array_equal(_unit_uint16(plane), expected)
         np.testing.assert_array_equal(_unit_uint16(np.asfortranarray(plane)), expected)
         _assert_same(expected)  # and CLAHE of that uint16 is skimage's too
+
+
+def test_out_receives_the_same_result_contiguous_or_strided():
+    image = _scaled(np.random.default_rng(6).gamma(2.0, 300.0, (97, 131)))
+    expected = equalize_adapthist(image, kernel_size=24)
+    flat = np.full(image.shape, np.nan, np.float32)
+    assert equalize_adapthist_fast(image, kernel_size=24, out=flat) is flat
+    np.testing.assert_array_equal(flat, expected)
+    stack = np.full(image.shape + (2,), np.nan, np.float32)
+    equalize_adapthist_fast(image, kernel_size=24, out=stack[..., 1])
+    np.testing.assert_array_equal(stack[..., 1], expected)
+    assert np.isnan(stack[..., 0]).all()
+
+
+@pytest.mark.parametrize("clip_limit", [1, 7, 163, 1000, 10_000])
+def test_clip_histograms_is_skimage_clip_histogram_per_row(clip_limit):
+    from skimage.exposure._adapthist import clip_histogram
+
+    rng = np.random.default_rng(clip_limit)
+    hist = np.concatenate([rng.poisson(rng.uniform(1, 400), (40, 256)),  # smooth rows
+                           rng.integers(0, 3, (10, 256)) * rng.integers(0, 3000, (10, 256)),  # spiky
+                           np.zeros((2, 256), np.int64), np.full((2, 256), 5000)]).astype(np.int64)
+    expected = np.array([clip_histogram(row.copy(), clip_limit) for row in hist])
+    got = clahe.clip_histograms(hist.copy(), clip_limit)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_clip_histograms_on_random_bins_and_limits_including_second_passes(monkeypatch):
+    from skimage.exposure._adapthist import clip_histogram
+
+    second_passes = []
+    spread = clahe._spread_remainder
+    monkeypatch.setattr(clahe, "_spread_remainder", lambda *a: (second_passes.append(1), spread(*a)))
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        nbins = int(rng.choice([8, 16, 64, 256]))
+        hist = (rng.integers(0, 3, (20, nbins)) * rng.integers(0, int(rng.choice([10, 100, 3000])), (20, nbins)))
+        hist[:5] = rng.poisson(rng.uniform(0.5, 50), (5, nbins))
+        limit = int(rng.integers(1, 200))
+        expected = np.array([clip_histogram(row.copy(), limit) for row in hist.astype(np.int64)])
+        np.testing.assert_array_equal(clahe.clip_histograms(hist.astype(np.int64), limit), expected)
+    assert second_passes  # rows that needed skimage's second round were among them

@@ -63,6 +63,18 @@ def test_mesmer_preprocess_is_threshold_then_clahe_128():
                                   percentile_threshold(image))
 
 
+def test_mesmer_preprocess_per_plane_equals_the_two_steps_on_odd_planes():
+    image = _image((3, 64, 50, 2), seed=4)
+    image[0, ..., 1] = 0.0  # no non-zero pixel: threshold zeros, then a constant plane
+    image[1, ..., 0] = -0.0  # the same with negative zeros
+    image[1, ..., 1] = 9.0  # constant non-zero plane
+    image[2, :5, :5, 0] = 0.0  # some zeros left out of the percentile
+    expected = histogram_normalization(percentile_threshold(image, 99.9), kernel_size=128)
+    got = mesmer_preprocess(image)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.signbit(got[1, ..., 0]).any()
+
+
 def test_min_max_normalize():
     image = _image()
     image[1, ..., 0] = 3

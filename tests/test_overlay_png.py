@@ -66,3 +66,31 @@ def test_any_index_image_round_trips_through_pil(h, w, seed, level):
     image = _decode(overlay.png_bytes(index, overlay._PALETTE, level=level))
     assert image.size == (w, h)
     assert np.array_equal(np.asarray(image), index)
+
+
+@pytest.mark.parametrize("dtype,shape,kind", [
+    (np.uint16, (1024, 1024), "camera"), (np.uint16, (333, 517), "sparse"), (np.uint8, (90, 70), "camera"),
+    (np.uint16, (64, 64), "constant"), (np.int16, (200, 150), "camera"), (np.uint16, (1, 1), "camera"),
+    (np.uint16, (700, 300), "bright"), (np.int16, (120, 90), "signed"),
+])
+def test_grey_levels_by_table_equal_the_per_pixel_normalisation(dtype, shape, kind):
+    from redis_consumer.utils.labels import normalize
+
+    rng = np.random.default_rng(sum(shape))
+    top = np.iinfo(dtype).max
+    if kind == "camera":
+        plane = np.clip(rng.normal(top * 0.1, top * 0.02, shape), 0, top)
+    elif kind == "sparse":
+        plane = np.where(rng.random(shape) < 0.02, top, 0)
+    elif kind == "bright":
+        plane = rng.integers(top - 40, top + 1, shape)
+    elif kind == "signed":
+        plane = rng.integers(-500, 500, shape)
+    else:
+        plane = np.full(shape, 7)
+    plane = plane.astype(dtype)
+    shown = normalize(plane.astype(np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
+    expected = overlay.indexed(shown, np.zeros(shape, np.int32), clipped=True)
+    np.testing.assert_array_equal(overlay.grey_levels(plane), expected)
+    # and a float plane takes the per-pixel path itself
+    np.testing.assert_array_equal(overlay.grey_levels(plane.astype(np.float32)), expected)

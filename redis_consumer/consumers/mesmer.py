@@ -93,7 +93,10 @@ class MesmerConsumer(DeepCellConsumer):
             job.log(f"loaded {'x'.join(map(str, raw.shape))} as {image.shape[0]} batch(es) of "
                     f"{image.shape[1]}x{image.shape[2]}; nuclear channel {nuclear}, membrane {membrane}; "
                     f"dim_order {dim_order}")
-        pair = np.stack([image[..., nuclear], image[..., membrane]], axis=-1)
+        # (B, H, W, 2) float32: the kiosk stacks, then the application casts (the same values); the
+        # usual two-channel image in (nuclear, membrane) order is one contiguous cast
+        chosen = image if (image.shape[-1], nuclear, membrane) == (2, 0, 1) else image[..., [nuclear, membrane]]
+        pair = chosen.astype(np.float32)
         with job.stage("predict"):
             labels = self.run_app(Mesmer, pair, model, scale=scale, compartment=compartment,
                                   overrides=self.overrides)
@@ -105,7 +108,7 @@ class MesmerConsumer(DeepCellConsumer):
         with job.stage("save"):
             files = self.save_kiosk_tiffs(labels, outdir, prefix, "mesmer")
             for k, comp in enumerate(names):
-                plane = pair[0, ..., 1 if comp == "whole-cell" else 0]
+                plane = image[0, ..., membrane if comp == "whole-cell" else nuclear]  # stored dtype: see grey_levels
                 files.append(self.save_overlay(plane, labels[0, ..., k], outdir, prefix, comp))
             summary = self.results_summary(
                 job.key, fields, by_compartment, input_shape=list(raw.shape), dim_order=dim_order,

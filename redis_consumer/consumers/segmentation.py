@@ -129,11 +129,8 @@ class SegmentationConsumer(DeepCellConsumer):
             files = self.save_kiosk_tiffs(labels, outdir, prefix, "segmentation")
             restored = compact_dtype(layout.restore(labels))
             labels_path = os.path.join(outdir, f"{prefix}_labels.tif")
-            import tifffile
-
             with self._step("tiff"):
-                tifffile.imwrite(labels_path, restored)
-            files.append(labels_path)
+                files.append(self.tiff_member(labels_path, restored))
             for k, slot in enumerate(slots):
                 files.append(self.save_overlay(image[0, ..., slots[slot]], labels[0, ..., k], outdir, prefix,
                                                SLOT_NAMES[slot]))

@@ -247,9 +247,9 @@ class TensorFlowServingConsumer(Consumer):
             ("log.txt", "\n".join(self.job_log) + "\n")], level=self.zip_compresslevel)
 
 
-def write_members(zip_path: str, files: list[tuple[str, str]], tail: Any, level: int = 1,
+def write_members(zip_path: str, files: list[tuple[str, Any]], tail: Any, level: int = 1,
                   after_files: Any = None) -> str:
-    """A result zip of `files` ((entry name, path) pairs) then `tail()`'s (name, text) members.
+    """A result zip of `files` ((entry name, path or bytes-like) pairs) then `tail()`'s (name, text) members.
 
     Deflated by ISA-L (`utils.fast_zip`, ~10x less CPU than zipfile's zlib at level 1) and
     stored for already-compressed suffixes; `after_files()` runs between the two parts (the
@@ -260,8 +260,12 @@ def write_members(zip_path: str, files: list[tuple[str, str]], tail: Any, level:
 
     try:
         with FastZipWriter(zip_path, level=max(0, min(3, int(level)))) as zf:
-            for arcname, path in files:
-                zf.write(path, arcname, compress=not path.lower().endswith(STORED_SUFFIXES))
+            for arcname, source in files:
+                packed = arcname.lower().endswith(STORED_SUFFIXES)
+                if isinstance(source, str):
+                    zf.write(source, arcname, compress=not packed)
+                else:  # a member built in memory
+                    zf.writestr(arcname, source, compress=not packed)
             if after_files is not None:
                 after_files()
             for name, text in tail():
@@ -270,9 +274,13 @@ def write_members(zip_path: str, files: list[tuple[str, str]], tail: Any, level:
     except ZipTooLarge:
         pass
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
-        for arcname, path in files:
-            packed = path.lower().endswith(STORED_SUFFIXES)  # already compressed: store as is
-            zf.write(path, arcname, zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED)
+        for arcname, source in files:
+            packed = arcname.lower().endswith(STORED_SUFFIXES)  # already compressed: store as is
+            method = zipfile.ZIP_STORED if packed else zipfile.ZIP_DEFLATED
+            if isinstance(source, str):
+                zf.write(source, arcname, method)
+            else:
+                zf.writestr(arcname, bytes(source), method)
         if after_files is not None:
             after_files()
         for name, text in tail():

@@ -22,10 +22,11 @@ integer grey level, final rescale) but:
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import numpy as np
 from skimage.exposure import rescale_intensity
-from skimage.exposure._adapthist import clip_histogram, map_histogram
+from skimage.exposure._adapthist import map_histogram
 from skimage.util import img_as_uint
 
 NR_OF_GRAY = 2**14  # skimage's grey levels inside CLAHE
@@ -72,14 +73,84 @@ def _region_maps(bins: np.ndarray, kernel: tuple[int, int], nbins: int, clip_lim
     padded = np.pad(bins, pad, mode="reflect")
     n0, n1 = padded.shape[0] // k0 - 1, padded.shape[1] // k1 - 1
     regions = padded[k0 // 2:k0 // 2 + n0 * k0, k1 // 2:k1 // 2 + n1 * k1].reshape(n0, k0, n1, k1)
-    region_id = (np.arange(n0).reshape(n0, 1, 1, 1) * n1 + np.arange(n1).reshape(1, 1, n1, 1)) * nbins
-    hist = np.bincount((regions + region_id).ravel(), minlength=n0 * n1 * nbins).reshape(n0 * n1, nbins)
+    # bin + region x nbins in the narrowest integer that holds it (uint16 for 1024 px at kernel 128)
+    index_type = np.promote_types(np.min_scalar_type(n0 * n1 * nbins - 1), bins.dtype)
+    region_id = ((np.arange(n0).reshape(n0, 1, 1, 1) * n1 + np.arange(n1).reshape(1, 1, n1, 1)) * nbins)
+    combined = np.add(regions, region_id.astype(index_type), dtype=index_type)
+    hist = np.bincount(combined.ravel(), minlength=n0 * n1 * nbins).reshape(n0 * n1, nbins)
     elements = k0 * k1
     clim = int(np.clip(clip_limit * elements, 1, None)) if clip_limit > 0.0 else elements
-    for row in hist:
-        clip_histogram(row, clim)
+    clip_histograms(hist, clim)
     maps = map_histogram(hist, 0, NR_OF_GRAY - 1, elements).reshape(n0, n1, nbins)
     return np.pad(maps, [(1, 1), (1, 1), (0, 0)], mode="edge")
+
+
+def clip_histograms(hist: np.ndarray, clip_limit: int) -> np.ndarray:
+    """skimage's `clip_histogram` applied to every row of an (R, nbins) integer array, in place.
+
+    The clip and the even spread of the excess over the bins below the limit are done for all
+    rows at once (the same integer arithmetic, row by row); only a row with excess left after
+    that (bins below the limit take one more, at a stride, as skimage does) goes through
+    `_spread_remainder`. tests/test_deepcell_clahe.py compares rows with skimage's function."""
+    size = hist.shape[1]
+    n_excess = np.where(hist > clip_limit, hist - clip_limit, 0).sum(axis=1)
+    np.minimum(hist, clip_limit, out=hist)
+    bin_incr = n_excess // size
+    upper = (clip_limit - bin_incr)[:, None]
+    low = hist < upper
+    n_excess -= low.sum(axis=1) * bin_incr
+    hist += low * bin_incr[:, None]
+    mid = (hist >= upper) & (hist < clip_limit)
+    n_excess += np.where(mid, hist - clip_limit, 0).sum(axis=1)
+    hist[mid] = clip_limit
+    rows = np.flatnonzero(n_excess > 0)
+    if rows.size:
+        _spread_in_step(hist, clip_limit, rows, n_excess[rows])
+    return hist
+
+
+def _spread_in_step(hist: np.ndarray, clip_limit: int, rows: np.ndarray, n_excess: np.ndarray) -> None:
+    """`_spread_remainder` for many rows at once: its first pass over start offsets runs for
+    every row together (row r at start s adds one to the bins under the limit at s, s + step_r,
+    ...), a row leaving when its excess is placed; a row that finishes the pass with excess left
+    continues alone in `_spread_remainder` (the next pass, as skimage's while loop would)."""
+    size = hist.shape[1]
+    cols = np.arange(size)
+    block = hist[rows]
+    left = n_excess.copy()
+    active = np.arange(rows.size)
+    for start in range(size):
+        sub = block[active]
+        under = sub < clip_limit
+        step = np.maximum(1, under.sum(axis=1) // left[active])
+        hit = under & (cols >= start) & ((cols - start) % step[:, None] == 0)
+        block[active] = sub + hit
+        left[active] -= hit.sum(axis=1)
+        active = active[left[active] > 0]
+        if not active.size:
+            break
+    hist[rows] = block
+    for i in active:  # a whole pass and still excess: skimage goes round again (or stops if nothing moved)
+        if left[i] != n_excess[i]:
+            _spread_remainder(hist[rows[i]], clip_limit, left[i])
+
+
+def _spread_remainder(row: np.ndarray, clip_limit: int, n_excess: Any) -> None:
+    """The last part of skimage's clip_histogram for one row: passes over start offsets, each
+    adding one to every `step`-th bin still under the limit, until no excess is left or a
+    whole pass places nothing."""
+    while n_excess > 0:
+        left_before = n_excess
+        for start in range(row.size):
+            under = row < clip_limit
+            step = max(1, np.count_nonzero(under) // n_excess)
+            hit = under[start::step]
+            row[start::step][hit] += 1
+            n_excess -= np.count_nonzero(hit)
+            if n_excess <= 0:
+                break
+        if left_before == n_excess:
+            break
 
 
 def clahe_grey(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nbins: int = 256) -> np.ndarray:
@@ -128,16 +199,23 @@ def clahe_grey(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nb
 
 
 def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01,
-                            nbins: int = 256, float_dtype: type | None = None) -> np.ndarray:
+                            nbins: int = 256, float_dtype: type | None = None,
+                            out: np.ndarray | None = None) -> np.ndarray:
     """`skimage.exposure.equalize_adapthist` for a 2-D float image in [0, 1] (or uint16), same output.
 
     `float_dtype` names the result's dtype (skimage: float32 for float16/32 input, else float64):
     pass np.float32 with the uint16 that `img_as_uint` made of a float32 image to get that image's
-    result."""
+    result. `out` (of the image's shape, that dtype) receives the result instead of a new array."""
     grey = clahe_grey(image, kernel_size, clip_limit, nbins)
     if float_dtype is None:
         float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
     lo, hi = int(grey.min()), int(grey.max())
     levels = np.arange(0, hi + 1).astype(float_dtype)
     rescaled = rescale_intensity(levels, in_range=(float(lo), float(hi)))
-    return rescaled[grey]
+    if out is None:
+        return rescaled[grey]
+    if out.flags.c_contiguous:
+        np.take(rescaled, grey, out=out, mode="clip")  # every grey level is <= hi: clip never applies
+    else:
+        out[...] = rescaled[grey]
+    return out

@@ -12,6 +12,7 @@ import numpy as np
 from skimage.exposure import rescale_intensity
 
 from redis_consumer.deepcell.clahe import equalize_adapthist_fast
+from redis_consumer.utils import quantiles
 
 
 def _check_rank(image: np.ndarray) -> None:
@@ -27,22 +28,37 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     bit-identical to skimage's `equalize_adapthist` at ~1/3 of its CPU.
     """
     _check_rank(image)
-    out = image.astype(np.float32)  # always a copy, like the toolbox's astype
+    return _histogram_normalization(image.astype(np.float32), kernel_size)  # always a copy, like the toolbox
+
+
+def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -> np.ndarray:
+    """histogram_normalization of a float32 array the caller gives away: rewritten in place.
+
+    Each (batch, channel) plane is read once into a contiguous copy (a channel of (B, X, Y, C)
+    is strided, and every pass over it was slow) and its result written back once."""
     for b in range(out.shape[0]):
         for c in range(out.shape[-1]):
-            plane = out[b, ..., c]
-            if (plane == plane.flat[0]).all():
-                plane[...] = 0
-                continue
-            plane[...] = equalize_adapthist_fast(_unit_uint16(plane), kernel_size=kernel_size, float_dtype=np.float32)
+            target = out[b, ..., c]
+            _normalise_plane(np.ascontiguousarray(target) if out.shape[-1] > 1 else target, kernel_size, target)
     return out
 
 
-def _unit_uint16(plane: np.ndarray) -> np.ndarray:
+def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target: np.ndarray) -> None:
+    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself."""
+    lo, hi = plane.min(), plane.max()
+    if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
+        target[...] = 0
+        return
+    unit = _unit_uint16(plane, (float(lo), float(hi)))
+    equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
+
+
+def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
     """`img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))` of a float32 plane, the
     same values in four passes instead of ten (the two steps' float32 arithmetic, without the
-    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion."""
-    lo, hi = float(plane.min()), float(plane.max())
+    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion.
+    `bounds` is the plane's (min, max) when the caller has it."""
+    lo, hi = bounds if bounds is not None else (float(plane.min()), float(plane.max()))
     if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return rescale_intensity(plane, out_range=(0.0, 1.0))
     unit = np.subtract(plane, np.float32(lo))
@@ -56,21 +72,32 @@ def _unit_uint16(plane: np.ndarray) -> np.ndarray:
 def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndarray:
     """Clip each (batch, channel) plane at the given percentile of its non-zero pixels.
 
-    An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like).
+    An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like). The
+    percentile is `np.percentile`'s value by one partition (`utils.quantiles`).
     """
     _check_rank(image)
     out = np.zeros_like(image)
     for b in range(image.shape[0]):
         for c in range(image.shape[-1]):
-            plane = np.ascontiguousarray(image[b, ..., c])  # one strided read, then contiguous passes
-            nonzero = plane[plane != 0]
-            if nonzero.size:
-                # the same percentile, partitioning our private copy instead of another one
-                ceiling = np.percentile(nonzero, percentile, overwrite_input=True)
-                target = out[b, ..., c]
-                target[...] = plane
-                target[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+            plane = np.array(image[b, ..., c], copy=True)  # one strided read, then contiguous passes
+            if _clip_plane(plane, percentile):
+                out[b, ..., c] = plane
     return out
+
+
+def _clip_plane(plane: np.ndarray, percentile: float) -> bool:
+    """percentile_threshold of one private contiguous plane, in place; False (plane untouched)
+    when it has no non-zero pixel (the toolbox's result is then zeros)."""
+    nonzero = plane[plane != 0]
+    if not nonzero.size:
+        return False
+    # the same percentile, partitioning our private copy of the non-zero pixels
+    ceiling = quantiles.percentile(nonzero, percentile, overwrite_input=True)
+    if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
+        np.minimum(plane, ceiling, out=plane)
+    else:
+        plane[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+    return True
 
 
 def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
@@ -102,11 +129,28 @@ def mesmer_preprocess(
     normalize: bool = True,
     kernel_size: int = 128,
 ) -> np.ndarray:
-    """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128)."""
+    """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128).
+
+    For a float32 image (what the pipeline feeds) both steps run per plane on one contiguous
+    copy, written into the result once: the same values as the two steps one after the other."""
     _check_rank(image)
+    if threshold and normalize and image.dtype == np.float32:
+        out = np.empty(image.shape, dtype=np.float32)
+        for b in range(image.shape[0]):
+            for c in range(image.shape[-1]):
+                plane = np.array(image[b, ..., c], copy=True)
+                if not _clip_plane(plane, percentile):
+                    plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
+                _normalise_plane(plane, kernel_size, plane)
+                out[b, ..., c] = plane
+        return out
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
     if normalize:
-        out = histogram_normalization(out, kernel_size=kernel_size)
+        if out is image or out.dtype != np.float32:
+            out = histogram_normalization(out, kernel_size=kernel_size)
+        else:  # the threshold's fresh float32 result: normalised in place instead of copied again
+            _check_rank(out)
+            out = _histogram_normalization(out, kernel_size)
     return np.array(image, copy=True) if out is image else out

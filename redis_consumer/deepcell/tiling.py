@@ -91,7 +91,7 @@ def tile_image(image: np.ndarray, tile_shape: tuple[int, int], stride_ratio: flo
     sx, sy = _stride(tx, stride_ratio), _stride(ty, stride_ratio)
     nx, pad_x = _axis_plan(image.shape[1], tx, sx)
     ny, pad_y = _axis_plan(image.shape[2], ty, sy)
-    padded = np.pad(image, ((0, 0), pad_x, pad_y, (0, 0)), mode=pad_mode)
+    padded = np.pad(image, ((0, 0), pad_x, pad_y, (0, 0)), mode=pad_mode) if any(pad_x + pad_y) else image
     xs, oxs = _axis_tiles(nx, tx, sx, padded.shape[1])
     ys, oys = _axis_tiles(ny, ty, sy, padded.shape[2])
     info = Tiling(padded.shape[:3], (tx, ty), (sx, sy), stride_ratio, pad_x, pad_y)
@@ -203,6 +203,8 @@ def untile(tiles: np.ndarray, info: Tiling, power: int = 2, exact: bool = True) 
     grid = _grid(info, tiles.shape[0])
     if grid is None or tiles.dtype.kind != "f" or not _blends(info):
         return untile_canvas(tiles, info, power, exact)
+    if not tiles.flags.c_contiguous:  # one channel of a multi-channel head: one gather, not strided reads per cell
+        tiles = np.ascontiguousarray(tiles)
     xs, ys = grid
     b, px, py = info.padded_shape
     (xl, xh), (yl, yh) = info.pad_x, info.pad_y

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import quantiles
+
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.9) -> np.ndarray:
+def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.9,
+              bounds: tuple[float, float] | None = None) -> np.ndarray:
     """Per frame and channel, map the [low, high] percentiles to [0, 1] (float32, clipped).
 
-    Input is (frames, height, width, channels).
+    Input is (frames, height, width, channels). `bounds`, when given, are those percentiles
+    (np.percentile's values for a (low, high) pair), taken elsewhere.
     """
     out = np.empty(image.shape, dtype=np.float32)
     for f in range(image.shape[0]):
@@ -23,7 +27,8 @@ def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.9) -> np.nda
             plane = image[f, :, :, c]
             step = max(1, int(np.sqrt(plane.size / 65536)))
             sample = plane[::step, ::step].astype(np.float32, copy=False)
-            lo, hi = np.percentile(sample, (low, high))
+            lo, hi = quantiles.percentiles(sample.flatten(), (low, high), overwrite_input=True) \
+                if bounds is None else bounds  # np.percentile's values by one partition each
             if not np.isfinite(lo) or not np.isfinite(hi):
                 lo, hi = float(np.nanmin(sample)), float(np.nanmax(sample))
             scale = 1.0 / (hi - lo) if hi > lo else 0.0
