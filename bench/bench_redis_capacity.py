@@ -13,6 +13,10 @@ Per job: `commands_per_job` = commands the worker and producer send (round trips
 `commands_total_per_job` = those plus the commands run inside our Lua scripts,
 `redis_usec_per_job` = Redis main-thread CPU (commandstats usec) net of the idle worker's cost.
 Targets: <= 70 us per null job, segmentation <= 2x that (140 us).
+4. null jobs paced like the segmentation jobs (`noop_paced`: bench/paced_noop.py sleeps each job the
+   segmentation's mean wall time): Redis costs more per command when it wakes from idle between slow
+   jobs, so `segmentation_vs_noop_paced_redis_usec` is what the segmentation's own writes add at the
+   same pacing, beside `segmentation_vs_noop_redis_usec` against back-to-back null jobs.
 
 Model: seconds of Redis main thread per job = commands x overhead + sum(usec_per_call x calls),
 so jobs/s per Redis = 1 / that. Prints one JSON object.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -202,6 +207,16 @@ def main() -> int:
                                                   workdir, idle, inner_counts=counted.pop("_inner")))
         counted = _segmentation(r, base, n_seg, workdir, idle, None)
         result["segmentation"] = _merge(counted, _segmentation(r, base, n_seg, workdir, idle, counted.pop("_inner")))
+        # null jobs paced like the segmentation jobs (each sleeps their mean wall time): same claim/finish
+        # path, same idle gaps in Redis between jobs, none of the segmentation's own writes
+        pace = result["segmentation"]["wall_seconds"] / n_seg
+        paced_env = {**base, "QUEUE": "cap-paced", "CONSUMER_TYPE": "paced_noop:PacedNoopConsumer",
+                     "PYTHONPATH": os.pathsep.join((str(ROOT), str(ROOT / "bench")))}
+        paced_fields = {"input_file_name": "x.tif", "sleep_seconds": f"{pace:.4f}"}
+        counted = run_jobs(r, paced_env, "cap-paced", n_seg, paced_fields, workdir, idle)
+        result["noop_paced"] = _merge(counted, run_jobs(r, paced_env, "cap-paced", n_seg, paced_fields, workdir, idle,
+                                                        inner_counts=counted.pop("_inner")))
+        result["noop_paced"]["sleep_seconds"] = round(pace, 4)
         r.config_resetstat()
         rates = redis_benchmark(server.port, n_bench)
         simple = commandstats(r)
@@ -226,6 +241,9 @@ def main() -> int:
     result["targets"] = {"noop_redis_usec_per_job": 70, "segmentation_vs_noop": 2.0}
     if noop_us and seg_us:
         result["segmentation_vs_noop_redis_usec"] = round(seg_us / noop_us, 2)
+    paced_us = result.get("noop_paced", {}).get("redis_usec_per_job")
+    if paced_us and seg_us:
+        result["segmentation_vs_noop_paced_redis_usec"] = round(seg_us / paced_us, 2)
         result["meets_targets"] = noop_us <= 70 and seg_us <= 2 * 70
     print(json.dumps(result))
     return 0
