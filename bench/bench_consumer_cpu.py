@@ -163,16 +163,7 @@ def floors(size: int, labels: np.ndarray | None = None, repeat: int = 15) -> dic
             "isal_deflate_labels": lambda: isal_zlib.compress(labels, 1, -15),
             "ndimage_label": lambda: ndimage.label(mask)}
     mp = size * size / 1e6
-    out = {}
-    for name, job in jobs.items():
-        job()
-        times = []
-        for _ in range(repeat):
-            c0 = time.process_time()
-            job()
-            times.append(time.process_time() - c0)
-        out[name] = round(statistics.median(times) * 1000 / mp, 3)
-    return out
+    return {name: round(consumer_stages.median_cpu(job, repeat) * 1000 / mp, 3) for name, job in jobs.items()}
 
 
 def two_channel_image(size: int, seed: int) -> np.ndarray:

@@ -105,7 +105,7 @@ def meter_consumer(meter: CpuMeter, consumer: Any) -> None:
     meter.wrap(consumer, "object_counts", "count")
 
 
-def _median_cpu(job: Callable[[], Any], repeat: int) -> float:
+def median_cpu(job: Callable[[], Any], repeat: int) -> float:
     job()
     times = []
     for _ in range(repeat):
@@ -119,7 +119,7 @@ def floor_memcpy(nbytes: int, repeat: int = 9) -> float:
     """CPU seconds of one copy of `nbytes` into a warm buffer."""
     src = np.frombuffer(np.random.default_rng(0).bytes(max(int(nbytes), 1)), dtype=np.uint8)
     dst = np.empty_like(src)
-    return _median_cpu(lambda: np.copyto(dst, src), repeat)
+    return median_cpu(lambda: np.copyto(dst, src), repeat)
 
 
 def floor_deflate(data: bytes | np.ndarray, repeat: int = 9) -> float:
@@ -127,14 +127,14 @@ def floor_deflate(data: bytes | np.ndarray, repeat: int = 9) -> float:
     from isal import isal_zlib
 
     view = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
-    return _median_cpu(lambda: isal_zlib.compress(view, 1, -15), repeat)
+    return median_cpu(lambda: isal_zlib.compress(view, 1, -15), repeat)
 
 
 def floor_label(mask: np.ndarray, repeat: int = 9) -> float:
     """CPU seconds of one `scipy.ndimage.label` of `mask`."""
     from scipy import ndimage
 
-    return _median_cpu(lambda: ndimage.label(mask), repeat)
+    return median_cpu(lambda: ndimage.label(mask), repeat)
 
 
 def stage_floors(kind: str, image: np.ndarray, result_zip: Any, wire_bytes: int, heads_bytes: int) -> dict:
