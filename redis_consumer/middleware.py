@@ -13,6 +13,9 @@ from typing import Any
 class Middleware:
     """Base class: override the hooks you need."""
 
+    #: False when no hook would run (an empty chain): callers may skip building the arguments.
+    active = True
+
     def worker_started(self, worker: Any) -> None:
         """The worker is about to claim its first job."""
 
@@ -49,6 +52,10 @@ class MiddlewareChain(Middleware):
 
     def add(self, item: Middleware) -> None:
         self.items.append(item)
+
+    @property
+    def active(self) -> bool:  # type: ignore[override]
+        return bool(self.items)
 
     def _call(self, name: str, *args: Any) -> None:
         import logging
