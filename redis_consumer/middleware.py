@@ -6,6 +6,7 @@ hook is optional; a failing hook is logged and never breaks the job.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,8 +59,6 @@ class MiddlewareChain(Middleware):
         return bool(self.items)
 
     def _call(self, name: str, *args: Any) -> None:
-        import logging
-
         for item in self.items:
             try:
                 getattr(item, name)(*args)

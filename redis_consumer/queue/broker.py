@@ -111,6 +111,11 @@ def _text(raw: Any) -> str:
 
 def _decode_fields(flat: list[bytes]) -> tuple[dict[str, str], list[str]]:
     """HGETALL bytes -> text; the names of fields that are not UTF-8 come back separately."""
+    try:  # all UTF-8 (the rule): one pass
+        text = [raw.decode("utf-8") for raw in flat]
+        return dict(zip(text[::2], text[1::2])), []
+    except UnicodeDecodeError:
+        pass
     data: dict[str, str] = {}
     bad: list[str] = []
     for raw_name, raw_value in zip(flat[::2], flat[1::2]):
