@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from redis_consumer.consumers.base import Consumer
-from redis_consumer.queue.broker import Broker, _decode_fields
+from redis_consumer.queue.broker import Broker, Claim, _decode_fields
 from redis_consumer.settings import Settings
 from redis_consumer.utils.timestamps import now_iso, parse_iso
 from redis_consumer.worker import Worker
@@ -66,6 +66,28 @@ def test_script_calls_survive_killed_connections_and_a_flushed_script_cache(rds,
     rds.delete("consumers:q")
     assert broker.heartbeat() > 0  # the connection that carried the error reply is fine
     assert client.connection_pool._in_use_connections == set()  # every call gave its connection back
+
+
+class _Interrupt(BaseException):
+    """Stands for JobTimeout, delivered to the main thread at any instruction."""
+
+
+def test_an_interrupt_between_send_and_reply_never_leaves_a_stale_reply(rds, redis_server, monkeypatch):
+    client = redis_server.client()
+    broker = Broker(client, "q", "w1")
+    broker.heartbeat()
+    (conn,) = client.connection_pool._available_connections  # the one the next call takes
+    real = conn.read_response
+
+    def interrupted(*args, **kwargs):
+        monkeypatch.setattr(conn, "read_response", real)
+        raise _Interrupt()
+
+    monkeypatch.setattr(conn, "read_response", interrupted)
+    with pytest.raises(_Interrupt):
+        broker.heartbeat()  # sent; its reply (the server time) is never read
+    job = Claim(key="q:gone", token="t", attempts=1, previous_status="new")
+    assert broker.update(job, {"a": "1"}) == -1  # this call's own reply, not the heartbeat's
 
 
 def test_now_iso_reads_like_isoformat_and_never_goes_back():

@@ -30,7 +30,7 @@ try:  # what redis-py itself packs commands with when hiredis is installed (a de
 except ImportError:  # pragma: no cover - then the connection's own packer
     _pack = None
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _INCLUDE = "--#include "
@@ -100,5 +100,11 @@ class Script:
         except _RESEND:
             conn.disconnect()
             return _MISSED
+        except ResponseError:
+            raise  # the script's own error: its reply was read whole, the connection is fine
+        except BaseException:
+            # e.g. JobTimeout landing between the send and the read: no later call may read this reply
+            conn.disconnect()
+            raise
         finally:
             pool.release(conn)
