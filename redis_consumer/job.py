@@ -122,7 +122,8 @@ class Job:
     # -- writing back -----------------------------------------------------------------------
     def log(self, message: str, level: int = logging.INFO) -> None:
         """One line of the job's own story: process log, the Redis log list and the result zip."""
-        log.log(level, "%s %s", self.key, message, extra={"job": self.key, "queue": self.queue})
+        if log.isEnabledFor(level):
+            log.log(level, "%s %s", self.key, message, extra={"job": self.key, "queue": self.queue})
         stamped = f"{now_iso()} {scrub(message, self._secrets)}"
         self.lines.append(stamped)
         with self._lock:  # the supervisor thread may be taking the pending lines for a due write

@@ -88,8 +88,9 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     Linear in the length of `text`, however hostile (a 200 KB job field once took minutes in a
     backtracking regex while holding the GIL).
     """
-    text = _redact_signed_queries(text)
-    text = _redact_url_passwords(text)
+    if "://" in text:  # both redactions start at a URL's "://" (most log lines hold none)
+        text = _redact_signed_queries(text)
+        text = _redact_url_passwords(text)
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")

@@ -6,12 +6,16 @@ hook is optional; a failing hook is logged and never breaks the job.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 
 class Middleware:
     """Base class: override the hooks you need."""
+
+    #: False when no hook would run (an empty chain): callers may skip building the arguments.
+    active = True
 
     def worker_started(self, worker: Any) -> None:
         """The worker is about to claim its first job."""
@@ -50,9 +54,11 @@ class MiddlewareChain(Middleware):
     def add(self, item: Middleware) -> None:
         self.items.append(item)
 
-    def _call(self, name: str, *args: Any) -> None:
-        import logging
+    @property
+    def active(self) -> bool:  # type: ignore[override]
+        return bool(self.items)
 
+    def _call(self, name: str, *args: Any) -> None:
         for item in self.items:
             try:
                 getattr(item, name)(*args)

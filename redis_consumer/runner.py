@@ -80,7 +80,8 @@ class JobRunner:
         self.consumer.job = job
         self.job = job
         try:
-            self.middleware.job_claimed(self.queue, job.key, age_seconds(job.fields.get("created_at")))
+            if self.middleware.active:
+                self.middleware.job_claimed(self.queue, job.key, age_seconds(job.fields.get("created_at")))
             job.log(f"claimed by {self.broker.consumer_id} (attempt {job.attempts})")
             try:
                 result = self._consume(job)
@@ -141,9 +142,11 @@ class JobRunner:
         written = self.broker.finish(job.claim, status, fields, log_lines=lines)
         if written <= 0:
             return self._lost(job, ClaimLost(job.key, vanished=written < 0), finished=True)
-        failure = fields.get("failure_type")
-        self.middleware.job_finished(self.queue, job.key, str(status), str(failure) if failure else None, timings)
-        return Outcome(str(status))
+        if self.middleware.active:
+            failure = fields.get("failure_type")
+            self.middleware.job_finished(self.queue, job.key, str(status), str(failure) if failure else None,
+                                         timings)
+        return _END_OUTCOMES[status]
 
     def _retry(self, job: Job, reason: str, started: float) -> Outcome:
         reason = self._sentence(reason)
@@ -216,6 +219,10 @@ class JobRunner:
             pass
         except redis.RedisError as exc:  # the log line is not worth losing the outcome for
             log.warning("%s job log not written (%s)", job.key, type(exc).__name__)
+
+
+#: The outcome of each final status `_end` writes.
+_END_OUTCOMES = {Status.DONE: Outcome.DONE, Status.FAILED: Outcome.FAILED}
 
 
 def _result_fields(result: Any, parked: bool) -> dict[str, Any]:

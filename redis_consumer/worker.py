@@ -113,6 +113,9 @@ class Worker:
         self._main_thread_id = threading.get_ident()
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._wake = threading.Event()
+        #: `time.monotonic()` the supervisor sleeps until: a claim whose deadline comes earlier wakes
+        #: it (nothing else about a job's start or end needs it sooner, so most jobs never do)
+        self._sleep_until = float("-inf")
 
     # -- life --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -177,13 +180,16 @@ class Worker:
                                          waiting=self._waiting)
         if claimed is None:
             return None
-        self.current = claimed.job
+        self.current = job = claimed.job
+        if job is not None and job.deadline < self._sleep_until:
+            self._wake.set()  # its JOB_TIMEOUT runs out before the supervisor would look again
         try:
             outcome = self.runner.run(claimed)
         finally:
+            # no wake at the end: the supervisor wakes for shutdown (`_shutdown`, the signal) and
+            # a spurious wake at the ended job's deadline is harmless; a thread switch per job is not
             self.current = None
-            self._wake.set()
-        if claimed.job is not None:
+        if job is not None:
             self.jobs_processed += 1
         return outcome
 
@@ -375,7 +381,11 @@ class Worker:
                 wake_at.append(job.deadline if timed_out != job.token else job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0))
                 if self.shutdown_deadline is not None:
                     wake_at.append(self.shutdown_deadline)
-            self._wake.wait(max(0.01, min(wake_at) - time.monotonic()))
+            target = min(wake_at)
+            self._sleep_until = target
+            if self.current is not job:  # claimed meanwhile: it may not have seen `target` (see `_step`)
+                continue
+            self._wake.wait(max(0.01, target - time.monotonic()))
             self._wake.clear()
 
     def _wake_supervisor(self) -> None:

@@ -86,6 +86,15 @@ class WorkerMetrics(Middleware):
                                           ["queue"], registry=r)
         self.queue = ""
         self._grpc_registered = False
+        #: (metric, label values) -> its child: `labels()` takes a lock and builds a key per call,
+        #: and the per-job hooks would call it several times a job (labels are bounded, see above)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[(metric, values)] = metric.labels(*values)
+        return child
 
     # -- middleware hooks --------------------------------------------------------------------
     def worker_started(self, worker: Any) -> None:
@@ -117,19 +126,19 @@ class WorkerMetrics(Middleware):
         self.model_wait_seconds.labels(queue)
 
     def job_claimed(self, queue: str, key: str, wait_seconds: float | None) -> None:
-        self.claimed.labels(queue).inc()
+        self._child(self.claimed, queue).inc()
         if wait_seconds is not None:
-            self.wait.labels(queue).observe(wait_seconds)
+            self._child(self.wait, queue).observe(wait_seconds)
 
     def job_finished(
         self, queue: str, key: str, status: str, failure_type: str | None, timings: Mapping[str, float]
     ) -> None:
         status = status if status in FINAL else "other"
-        self.jobs.labels(queue, status).inc()
+        self._child(self.jobs, queue, status).inc()
         if status == "failed":
-            self.failures.labels(queue, failure_type if failure_type in ("user", "system") else "system").inc()
+            self._child(self.failures, queue, failure_type if failure_type in ("user", "system") else "system").inc()
         for stage, seconds in timings.items():
-            self.stage.labels(queue, stage).observe(seconds)
+            self._child(self.stage, queue, stage).observe(seconds)
 
     def job_requeued(self, queue: str, key: str, outcome: str) -> None:
         self.requeued.labels(queue, outcome if outcome in ("released", "requeued", "dead") else "other").inc()

@@ -7,6 +7,7 @@ passes the arguments and turns replies into Python values. It knows nothing abou
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,14 @@ DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
     "(crash or out-of-memory); check the input's size and content before resubmitting."
 )
+
+
+@functools.lru_cache(maxsize=8)
+def _dead_reason(max_attempts: int) -> str:
+    """`DEAD_REASON` for `max_attempts` (made once, not per claim)."""
+    return DEAD_REASON.format(n=max_attempts)
+
+
 BAD_KEY_REASON = "The job's key is not valid UTF-8 text; submit it again under a plain-text key."
 
 
@@ -72,6 +81,10 @@ class ClaimResult:
         return self.job
 
 
+#: Fields `finish` stamps itself unless the result fields name them.
+_FINISH_STAMPS = frozenset({"updated_at", "finished_at", "progress"})
+
+
 def _flatten(fields: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for name, value in fields.items():
@@ -98,6 +111,11 @@ def _text(raw: Any) -> str:
 
 def _decode_fields(flat: list[bytes]) -> tuple[dict[str, str], list[str]]:
     """HGETALL bytes -> text; the names of fields that are not UTF-8 come back separately."""
+    try:  # all UTF-8 (the rule): one pass
+        text = [raw.decode("utf-8") for raw in flat]
+        return dict(zip(text[::2], text[1::2])), []
+    except UnicodeDecodeError:
+        pass
     data: dict[str, str] = {}
     bad: list[str] = []
     for raw_name, raw_value in zip(flat[::2], flat[1::2]):
@@ -142,6 +160,7 @@ class Broker(FanOut):
         self.processing_key = keys.processing(queue, consumer_id)
         self.consumers_key = keys.consumers(queue)
         self.dead_key = keys.dead(queue)
+        self._completed_key = keys.completed_counter(queue)
         #: the last claim left the queue empty: the next claim blocks (BLMOVE) at once instead of
         #: first trying a claim step that would find nothing (one script call less per job)
         self._queue_empty = False
@@ -211,7 +230,7 @@ class Broker(FanOut):
     def _claim_args(self, key: str | bytes) -> tuple[list[Any], list[Any]]:
         token, stamp = secrets.token_hex(8), now_iso()
         return ([self.queue, self.processing_key, self.dead_key],
-                [token, self.consumer_id, stamp, self.max_attempts, key, DEAD_REASON.format(n=self.max_attempts),
+                [token, self.consumer_id, stamp, self.max_attempts, key, _dead_reason(self.max_attempts),
                  self.expire_time])
 
     def _claim_step(self, key: str | bytes, job_timeout: float) -> ClaimResult | None:
@@ -265,9 +284,13 @@ class Broker(FanOut):
         `parent_queue` in its hash) is counted by its parent in the same step.
         """
         stamp = now_iso()
-        data = {"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None, **fields}
-        key_list = [job.key, self.processing_key, keys.completed_counter(self.queue), keys.job_log(job.key)]
-        flat = _flatten(data)
+        if _FINISH_STAMPS.isdisjoint(fields):  # (the common case, without a dict merge)
+            flat = ["updated_at", stamp, "finished_at", stamp, *(("progress", "100") if status == "done" else ()),
+                    *_flatten(fields)]
+        else:  # the result fields override these (or drop them with None)
+            flat = _flatten({"updated_at": stamp, "finished_at": stamp,
+                             "progress": 100 if status == "done" else None, **fields})
+        key_list = [job.key, self.processing_key, self._completed_key, keys.job_log(job.key)]
         lines = list(log_lines or [])
         args = [job.token, self.expire_time, str(status), self.log_lines, stamp, len(flat), *flat, *lines]
         if self.prefetch is not None and self._prefetched is None and self.prefetch():
@@ -359,7 +382,7 @@ class Broker(FanOut):
         recovered, dead, reaped = self._reap(
             keys=[self.consumers_key, self.queue, self.dead_key],
             args=[keys.processing_prefix(self.queue), self.max_attempts, now_iso(),
-                  DEAD_REASON.format(n=self.max_attempts), self.expire_time],
+                  _dead_reason(self.max_attempts), self.expire_time],
         )
         return int(recovered), int(dead), int(reaped)
 

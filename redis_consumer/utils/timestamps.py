@@ -5,10 +5,20 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+#: (unix second, its "YYYY-MM-DDTHH:MM:SS"): `now_iso` formats the date part once a second.
+_SECOND: tuple[int, str] = (-1, "")
+
 
 def now_iso() -> str:
-    """Current time, e.g. `2026-11-21T21:30:00.123456+00:00`."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """Current time, e.g. `2026-11-21T21:30:00.123456+00:00` (what `datetime.isoformat` writes
+    with microseconds; the worker stamps several per job, so the date part is made once a second)."""
+    global _SECOND
+    micros = time.time_ns() // 1000
+    second, fraction = divmod(micros, 1_000_000)
+    cached = _SECOND
+    if cached[0] != second:
+        cached = _SECOND = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{fraction:06d}+00:00"
 
 
 def parse_iso(text: str) -> datetime:
