@@ -99,8 +99,9 @@ def run_archive(rds, bucket: Path, n: int, timeout: float) -> dict:
         "parent_done_after_last_child_s": round(parse_iso(parent["finished_at"]).timestamp() - last_child, 3),
         # where that time goes: the fan-in claim, merging the children's zips, uploading the result
         "parent_fan_in_claimed_after_last_child_s": round(parse_iso(parent["started_at"]).timestamp() - last_child, 3),
-        "parent_merge_s": float(parent.get("postprocess_time", 0) or 0),
-        "parent_upload_s": float(parent.get("upload_time", 0) or 0),
+        # the parent's own fan-in (merge the children's zips + upload): `cleanup_time`; its
+        # postprocess_time/upload_time are the children's, comma-joined as the kiosk writes them
+        "parent_fan_in_s": float(parent.get("cleanup_time", 0) or 0),
         "redis_commands": total,
         "redis_commands_per_child": round(total / n, 2),
         "commands_by_type": delta,
