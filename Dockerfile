@@ -33,11 +33,12 @@ RUN groupadd --system --gid "${UID}" app \
     && useradd --system --uid "${UID}" --gid app --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 COPY --from=build /opt/venv /opt/venv
 # glibc malloc tuned for large gRPC tensors: fewer mmap/munmap page faults on fresh buffers
-# (bench/bench_gpu.py SHIPPED: ~1.2x GPU busy and ~0.75x client CPU vs default malloc; docs/tfserving.md;
-# the chart sets the same values, tests/test_helm.py keeps them equal)
+# (bench/bench_gpu.py SHIPPED: ~1.1-1.2x GPU busy and ~0.75x client CPU vs default malloc; a 256 MiB mmap
+# threshold also keeps Mesmer's ~65 MB replies warm: ~0.87x its CPU outside the deep watershed vs 32 MiB;
+# docs/tfserving.md; the chart sets the same values, tests/test_helm.py keeps them equal)
 ENV PATH=/opt/venv/bin:$PATH \
-    MALLOC_MMAP_THRESHOLD_=33554432 \
-    MALLOC_TRIM_THRESHOLD_=268435456 \
+    MALLOC_MMAP_THRESHOLD_=268435456 \
+    MALLOC_TRIM_THRESHOLD_=536870912 \
     MALLOC_TOP_PAD_=67108864 \
     MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1 \
