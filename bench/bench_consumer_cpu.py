@@ -19,8 +19,11 @@ once (a memcpy of the same bytes, an ISA-L deflate of them, or one `ndimage.labe
 bench/consumer_stages.py), the CPU per MP outside the deep watershed against the 25 ms target
 (and outside it and gRPC), and images/s of one worker (sequential jobs, wall clock).
 
+The process re-executes itself under the glibc malloc settings the image and the chart ship
+(`--malloc shipped`, bench_gpu.SHIPPED; `--malloc default` for glibc's own), recorded as `malloc`.
+
 Usage: `python bench/bench_consumer_cpu.py [--quick] [--images N] [--no-deepcell | --deepcell-only]
-[--deepcell-images N] [--kinds segmentation,mesmer]`; prints one JSON object.
+[--deepcell-images N] [--kinds segmentation,mesmer] [--malloc shipped|default|VARIANT]`; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -63,6 +67,24 @@ def synthetic_image(size: int, seed: int) -> np.ndarray:
     return np.clip(img, 0, 65535).astype(np.uint16)
 
 
+def _run_under_malloc(name: str) -> str:
+    """Re-exec this process with the malloc variant's environment (glibc reads it at start only).
+
+    The image and the chart ship glibc malloc settings (bench_gpu.SHIPPED); a worker's CPU measured
+    without them would not be what a deployed worker spends."""
+    from bench_gpu import MALLOC, SHIPPED
+
+    variant = SHIPPED if name == "shipped" else name
+    if variant not in MALLOC:
+        raise SystemExit(f"--malloc must be 'shipped' or one of {', '.join(MALLOC)}")
+    wanted = MALLOC[variant]
+    names = {key for settings in MALLOC.values() for key in settings}
+    if any(os.environ.get(key) != wanted.get(key) for key in names):
+        env = {k: v for k, v in os.environ.items() if k not in names} | wanted
+        os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]], env)
+    return variant
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images (CI smoke run)")
@@ -73,7 +95,11 @@ def main() -> int:
     parser.add_argument("--deepcell-only", action="store_true", help="only the DeepCell-path figures")
     parser.add_argument("--deepcell-images", type=int, default=None, help="DeepCell jobs per kind (default 8, quick 3)")
     parser.add_argument("--kinds", default="segmentation,mesmer", help="DeepCell job kinds to run")
+    parser.add_argument("--malloc", default="shipped",
+                        help="glibc malloc variant of bench_gpu.MALLOC the worker runs under (default: the one the "
+                             "image and the chart ship; 'default' = glibc's own)")
     args = parser.parse_args()
+    malloc = _run_under_malloc(args.malloc)
     n = args.images or (8 if args.quick else 30)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     redis_server = RedisServer(appendonly=False).start()
@@ -82,7 +108,7 @@ def main() -> int:
     try:
         rds = redis_server.client()
         if args.deepcell_only:
-            result = {"benchmark": "consumer_cpu", "quick": args.quick,
+            result = {"benchmark": "consumer_cpu", "quick": args.quick, "malloc": malloc,
                       "deepcell": deepcell_figures(rds, tmp, args.size, args.deepcell_images or (3 if args.quick else 8),
                                                    tuple(args.kinds.split(",")))}
             print(json.dumps(result))
@@ -117,7 +143,7 @@ def main() -> int:
                 cpu_stages.setdefault(name, []).append(seconds * 1000)
         cpu_ms = statistics.median(cpu)
         result = {
-            "benchmark": "consumer_cpu",
+            "benchmark": "consumer_cpu", "malloc": malloc,
             "quick": args.quick,
             "image": f"{args.size}x{args.size} uint16, 1 channel",
             "model": "Identity:1 (dev server, gRPC)",
