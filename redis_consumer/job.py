@@ -208,17 +208,6 @@ class Job:
         if (self._pending or self._pending_fields) and self.lost is None:
             self.update({})
 
-    def take_pending(self) -> list[str]:
-        with self._lock:
-            lines, self._pending = self._pending, []
-        return lines
-
-    def take_pending_fields(self) -> dict[str, Any]:
-        """Fields not written yet (the last stage's duration): the final write carries them."""
-        with self._lock:
-            fields, self._pending_fields = self._pending_fields, {}
-        return fields
-
     def progress(self, percent: float) -> None:
         """Report 0-100 progress (coalesced like stage statuses)."""
         self._defer({"progress": int(max(0, min(100, percent)))})
