@@ -52,9 +52,9 @@ def test_save_png_is_a_valid_palette_png_with_the_overlay_pixels(tmp_path):
 
 def test_png_bytes_refuses_what_a_palette_png_cannot_hold():
     with pytest.raises(ValueError, match="uint8"):
-        overlay.png_bytes(np.zeros((4, 4), np.uint16), overlay._PALETTE)
+        overlay.png_bytes(np.zeros((4, 4), np.uint16), overlay.PALETTE)
     with pytest.raises(ValueError, match="pixel"):
-        overlay.png_bytes(np.zeros((0, 4), np.uint8), overlay._PALETTE)
+        overlay.png_bytes(np.zeros((0, 4), np.uint8), overlay.PALETTE)
     with pytest.raises(ValueError, match="palette"):
         overlay.png_bytes(np.zeros((4, 4), np.uint8), [1, 2])
 
@@ -63,7 +63,7 @@ def test_png_bytes_refuses_what_a_palette_png_cannot_hold():
 @given(st.integers(1, 70), st.integers(1, 70), st.integers(0, 2**32 - 1), st.integers(0, 3))
 def test_any_index_image_round_trips_through_pil(h, w, seed, level):
     index = np.random.default_rng(seed).integers(0, overlay.OUTLINE_INDEX + 1, (h, w), dtype=np.uint8)
-    image = _decode(overlay.png_bytes(index, overlay._PALETTE, level=level))
+    image = _decode(overlay.png_bytes(index, overlay.PALETTE, level=level))
     assert image.size == (w, h)
     assert np.array_equal(np.asarray(image), index)
 

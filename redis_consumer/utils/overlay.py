@@ -21,7 +21,7 @@ from . import quantiles
 OUTLINE_RGB = (255, 40, 40)
 GREY_LEVELS = 16
 OUTLINE_INDEX = GREY_LEVELS
-PALETTE = _PALETTE = [v for i in range(GREY_LEVELS) for v in (round(i * 255 / (GREY_LEVELS - 1)),) * 3] + list(OUTLINE_RGB)
+PALETTE = [v for i in range(GREY_LEVELS) for v in (round(i * 255 / (GREY_LEVELS - 1)),) * 3] + list(OUTLINE_RGB)
 
 
 def outlines(labels: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ def indexed_levels(levels: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def render(plane01: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) of what the PNG shows (for callers that want an array)."""
-    palette = np.asarray(_PALETTE, dtype=np.uint8).reshape(-1, 3)
+    palette = np.asarray(PALETTE, dtype=np.uint8).reshape(-1, 3)
     return palette[indexed(plane01, labels)]
 
 
@@ -112,14 +112,9 @@ def png_bytes(index: np.ndarray, palette: list[int] | bytes, level: int = 1) -> 
                      _chunk(b"IDAT", isal_zlib.compress(rows, level, 15)), _chunk(b"IEND", b"")))
 
 
-def overlay_png(plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> bytes:
-    """The overlay PNG's bytes (what `save_png` writes)."""
-    return png_bytes(np.ascontiguousarray(indexed(plane01, labels, clipped)), _PALETTE)
-
-
 def save_png(path: str, plane01: np.ndarray, labels: np.ndarray, clipped: bool = False) -> str:
     """Write the overlay PNG."""
-    data = overlay_png(plane01, labels, clipped)
+    data = png_bytes(np.ascontiguousarray(indexed(plane01, labels, clipped)), PALETTE)
     with open(path, "wb") as fh:
         fh.write(data)
     return path
