@@ -81,10 +81,6 @@ class ClaimResult:
         return self.job
 
 
-#: Fields `finish` stamps itself unless the result fields name them.
-_FINISH_STAMPS = frozenset({"updated_at", "finished_at", "progress"})
-
-
 def _flatten(fields: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     for name, value in fields.items():
@@ -284,12 +280,9 @@ class Broker(FanOut):
         `parent_queue` in its hash) is counted by its parent in the same step.
         """
         stamp = now_iso()
-        if _FINISH_STAMPS.isdisjoint(fields):  # (the common case, without a dict merge)
-            flat = ["updated_at", stamp, "finished_at", stamp, *(("progress", "100") if status == "done" else ()),
-                    *_flatten(fields)]
-        else:  # the result fields override these (or drop them with None)
-            flat = _flatten({"updated_at": stamp, "finished_at": stamp,
-                             "progress": 100 if status == "done" else None, **fields})
+        # the result fields may override these stamps (or drop them with None)
+        flat = _flatten({"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None,
+                         **fields})
         key_list = [job.key, self.processing_key, self._completed_key, keys.job_log(job.key)]
         lines = list(log_lines or [])
         args = [job.token, self.expire_time, str(status), self.log_lines, stamp, len(flat), *flat, *lines]
