@@ -147,10 +147,6 @@ def mesmer_preprocess(
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
-    if normalize:
-        if out is image or out.dtype != np.float32:
-            out = histogram_normalization(out, kernel_size=kernel_size)
-        else:  # the threshold's fresh float32 result: normalised in place instead of copied again
-            _check_rank(out)
-            out = _histogram_normalization(out, kernel_size)
+    if normalize:  # (a float32 threshold result only arises on the per-plane path above)
+        out = histogram_normalization(out, kernel_size=kernel_size)
     return np.array(image, copy=True) if out is image else out
