@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # redis-consumer worker image: no TensorFlow (the worker speaks gRPC to TensorFlow Serving),
-# no compilers in the final stage, runs as a non-root user.
+# no compilers in the final stage (the build stage has gcc for the package's C kernels), runs as a
+# non-root user.
 #
 #   docker build -t redis-consumer .
 #   docker run --rm -e REDIS_HOST=redis -e QUEUE=segmentation redis-consumer
@@ -14,9 +15,16 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
+# a C compiler for the package's own extension (redis_consumer/deepcell/_kernels.c: the CLAHE and
+# untile loops); this stage only, the runtime stage copies the built venv and has no compiler.
+# Versions are the base image's Debian release's (unpinned: its point releases replace them).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml setup.cfg consume_redis_events.py constraints.txt README* ./
+COPY pyproject.toml setup.cfg setup.py consume_redis_events.py constraints.txt README* ./
 COPY redis_consumer ./redis_consumer
 # the example plug-in ships in the image so the helmfile's `classify` release can run it
 COPY examples/classify ./examples/classify

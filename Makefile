@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: venv venv-tf test test-fast bench lint demo clean tools
 
-$(STAMP): setup.cfg pyproject.toml
+# the C kernels are compiled by this install: a change to their source rebuilds the venv step
+$(STAMP): setup.cfg pyproject.toml setup.py redis_consumer/deepcell/_kernels.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
@@ -50,3 +51,4 @@ tools:
 
 clean:
 	rm -rf $(VENV) .tools build dist *.egg-info .pytest_cache demo-output
+	find redis_consumer -name '*.so' -delete

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from redis_consumer.deepcell import _native
 from redis_consumer.deepcell.tiling import (
     spline_window,
     tile_image,
     tile_input,
     untile,
+    untile_canvas,
     window_2d,
 )
+
+
+@pytest.fixture(params=["C", "numpy"], autouse=True)
+def path(request, monkeypatch):
+    """Every test runs through the C blend (the install step built it) and the numpy cells."""
+    assert _native.kernels is not None, "redis_consumer.deepcell._kernels is not built (pip install -e .)"
+    if request.param == "numpy":
+        monkeypatch.setattr(_native, "kernels", None)
+    return request.param
 
 
 def _identity_round_trip(image, tile, pad_mode="constant"):
@@ -113,7 +124,7 @@ def test_multi_channel_heads_untile_per_channel():
 
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.integers(1, 3), x=st.integers(1, 260), y=st.integers(1, 260), channels=st.integers(1, 2),
        tile=st.sampled_from([(32, 32), (48, 64), (64, 64), (100, 100), (128, 96)]),
        pad_mode=st.sampled_from(["constant", "reflect"]))
@@ -142,3 +153,38 @@ def test_cell_untile_is_the_float64_canvas_bit_for_bit(shape, tile, exact):
         want, got = untile_canvas(head, info, exact=exact), untile(head, info, exact=exact)
         assert got.dtype == want.dtype and got.shape == want.shape
         assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+def _same_bytes(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+@pytest.mark.parametrize("shape,tile,ratio", [((1, 700, 650, 1), 256, 0.5), ((2, 333, 410, 2), 96, 0.6),
+                                              ((1, 300, 300, 4), 64, 0.9), ((1, 129, 1000, 3), 128, 1.0),
+                                              ((2, 100, 90, 1), 33, 0.75), ((1, 1024, 1024, 1), 256, 0.75)])
+def test_untile_equals_the_canvas_over_ratios_channels_and_views(shape, tile, ratio):
+    rng = np.random.default_rng(shape[1] * tile)
+    image = rng.normal(size=shape).astype(np.float32)
+    image[0, 0, 0], image[0, 0, 1] = np.inf, -np.inf  # non-finite values go through the same sums
+    image[0, 5, 5] = np.nan
+    tiles, info = tile_image(image, (tile, tile), stride_ratio=ratio)
+    wide = np.concatenate([tiles, tiles * np.float32(-3)], axis=-1)  # channel views of a wider head
+    for head in (tiles, wide[..., shape[-1]:], wide[..., ::2], tiles.astype(np.float64),
+                 np.asfortranarray(tiles)):
+        for exact in (True, False):
+            _same_bytes(untile(head, info, exact=exact), untile_canvas(head, info, exact=exact))
+
+
+def test_tiles_with_their_own_overlaps_untile_as_the_canvas():
+    """A Tiling whose per-tile overlaps are not its grid row's and column's (not one tile_image
+    makes) still untiles as the canvas does: each tile gets its own window."""
+    tiles, info = tile_image(np.random.default_rng(3).random((1, 300, 300, 1), dtype=np.float32), (128, 128))
+    info.overlaps_x[4] = (10, 20)
+    _same_bytes(untile(tiles, info), untile_canvas(tiles, info))
+
+
+def test_float16_tiles_untile_as_the_canvas():
+    tiles, info = tile_image(np.random.default_rng(4).random((1, 200, 210, 1), dtype=np.float32), (64, 64))
+    head = tiles.astype(np.float16)
+    _same_bytes(untile(head, info), untile_canvas(head, info))

@@ -101,6 +101,16 @@ def test_runtime_stage_is_lean_non_root_and_runs_the_worker(parsed):
     assert argv == ["redis-consumer", "consume"]
 
 
+def test_build_stage_alone_has_the_compiler_the_c_kernels_need(parsed):
+    """setup.py compiles redis_consumer/deepcell/_kernels.c: gcc and libc headers in the build
+    stage (slim images have neither), none in the runtime stage (checked above)."""
+    build_runs = " ".join(args for word, args in parsed["build"] if word == "RUN")
+    assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bgcc\b[^&]*\blibc6-dev\b", build_runs)
+    assert "rm -rf /var/lib/apt/lists/*" in build_runs
+    copies = " ".join(args for word, args in parsed["build"] if word == "COPY")
+    assert "setup.py" in copies.split() and "redis_consumer" in copies
+
+
 def test_dockerignore_lets_every_build_copy_through(parsed):
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
@@ -155,6 +165,10 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
                 target.mkdir(parents=True, exist_ok=True)
             for src in sources:
                 _copy_context(src, target)
+        elif word == "RUN" and args.startswith("apt-get "):
+            # the OS packages (the C compiler): this machine's own, not installed by a test
+            for tool in ("gcc", "cc"):
+                assert shutil.which(tool, path=env["PATH"]), f"{tool} missing: the build stage installs it"
         elif word == "RUN":
             command = args.replace("/opt/", f"{root}/opt/")
             proc = subprocess.run(["sh", "-ec", command], cwd=cwd, env=env, capture_output=True, text=True,
@@ -184,6 +198,8 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
         "assert redis_consumer.__file__.startswith(sys.prefix), redis_consumer.__file__\n"
         "assert {'segmentation', 'zip', 'classify'} <= set(registry.available()), registry.available()\n"
+        "from redis_consumer.deepcell import _native, _kernels\n"
+        "assert _native.kernels is _kernels and _kernels.__file__.startswith(sys.prefix), _kernels.__file__\n"
         "print('ok', registry.available())\n"
     )
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False,

@@ -1,0 +1,487 @@
+/* Per-pixel loops of the CLAHE and the untiling that numpy cannot do in one pass.
+ *
+ * Built by the package's install step (setup.py, -ffp-contract=off, no -ffast-math) so every
+ * multiply and add is one IEEE operation in the order written here, which is the order of the
+ * numpy code in clahe.py / tiling.py that these loops replace (their tests compare both paths).
+ * Arrays come in through the buffer protocol (no numpy build dependency); the Python wrappers
+ * in _native.py check shapes and dtypes before calling, these functions re-check what would
+ * make them read or write out of bounds.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static void buf_release(Buf *b) {
+    if (b->held) {
+        PyBuffer_Release(&b->view);
+        b->held = 0;
+    }
+}
+
+/* A buffer of `ndim` dimensions whose format is one of `formats` (single characters). */
+static int buf_get(PyObject *obj, Buf *b, int ndim, const char *formats, int writable, int contiguous,
+                   const char *name) {
+    int flags = (contiguous ? PyBUF_C_CONTIGUOUS : PyBUF_STRIDES) | PyBUF_FORMAT;
+    if (writable)
+        flags |= PyBUF_WRITABLE;
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0)
+        return -1;
+    b->held = 1;
+    const char *f = b->view.format ? b->view.format : "B";
+    if (*f == '=' || *f == '<' || *f == '@')
+        f++;
+    if (b->view.ndim != ndim || strlen(f) != 1 || !strchr(formats, *f)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d dimensions of format in '%s', got %d of '%s'", name,
+                     ndim, formats, b->view.ndim, f);
+        buf_release(b);
+        return -1;
+    }
+    return 0;
+}
+
+static char buf_format(const Buf *b) {
+    const char *f = b->view.format ? b->view.format : "B";
+    if (*f == '=' || *f == '<' || *f == '@')
+        f++;
+    return *f;
+}
+
+/* ---- CLAHE: skimage's bilinear mapping (skimage/exposure/_adapthist.py `_clahe`) ---------------
+ *
+ * For pixel (r, c) of the image, its processing block (r + k0/2) / k0 and phase (r + k0/2) % k0
+ * along rows (likewise columns), the y weight fy = phase / k0 and the x weight fx; each of the
+ * four neighbouring region maps m (edge (e0, e1), edge-padded maps) contributes
+ * float32(m * (wx * wy)) with wx in {1 - fx, fx}, wy in {1 - fy, fy}, the products in float64;
+ * the four terms are summed in float32 in edge order (0,0), (0,1), (1,0), (1,1) starting from
+ * zero, and the sum is truncated to the integer grey level. */
+static PyObject *clahe_map(PyObject *self, PyObject *args) {
+    PyObject *bins_obj, *maps_obj, *out_obj;
+    Py_ssize_t k0, k1;
+    if (!PyArg_ParseTuple(args, "OOnnO", &bins_obj, &maps_obj, &k0, &k1, &out_obj))
+        return NULL;
+    Buf bins = {0}, maps = {0}, out = {0};
+    if (buf_get(bins_obj, &bins, 2, "BH", 0, 1, "bins") < 0 || buf_get(maps_obj, &maps, 3, "d", 0, 1, "maps") < 0 ||
+        buf_get(out_obj, &out, 2, "H", 1, 1, "out") < 0)
+        goto fail;
+    const Py_ssize_t h = bins.view.shape[0], w = bins.view.shape[1];
+    const Py_ssize_t m0 = maps.view.shape[0], m1 = maps.view.shape[1], nbins = maps.view.shape[2];
+    if (out.view.shape[0] != h || out.view.shape[1] != w || k0 < 1 || k1 < 1 ||
+        m0 < (h - 1 + k0 / 2) / k0 + 2 || m1 < (w - 1 + k1 / 2) / k1 + 2) {
+        PyErr_SetString(PyExc_ValueError, "clahe_map: shapes do not fit the kernel");
+        goto fail;
+    }
+    const int wide = buf_format(&bins) == 'H';
+    const uint8_t *b8 = bins.view.buf;
+    const uint16_t *b16 = bins.view.buf;
+    const double *mp = maps.view.buf;
+    uint16_t *dst = out.view.buf;
+    unsigned lo = 0xFFFF, hi = 0;
+    int bad = 0;
+    double *wx0 = NULL, *wx1 = NULL;
+    Py_ssize_t *colbase = NULL;
+    if (w > 0) {
+        wx0 = PyMem_Malloc(sizeof(double) * w);
+        wx1 = PyMem_Malloc(sizeof(double) * w);
+        colbase = PyMem_Malloc(sizeof(Py_ssize_t) * w);
+        if (!wx0 || !wx1 || !colbase) {
+            PyMem_Free(wx0), PyMem_Free(wx1), PyMem_Free(colbase);
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const Py_ssize_t p0 = k0 / 2, p1 = k1 / 2;
+    for (Py_ssize_t c = 0; c < w; c++) {
+        const Py_ssize_t col = c + p1;
+        const double fx = (double)(col % k1) / (double)k1;
+        wx0[c] = 1.0 - fx;
+        wx1[c] = fx;
+        colbase[c] = (col / k1) * nbins;
+    }
+    for (Py_ssize_t r = 0; r < h && !bad; r++) {
+        const Py_ssize_t row = r + p0, block = row / k0;
+        const double fy = (double)(row % k0) / (double)k0, wy0 = 1.0 - fy, wy1 = fy;
+        const double *top = mp + block * m1 * nbins, *bottom = top + m1 * nbins;
+        uint16_t *o = dst + r * w;
+        for (Py_ssize_t c = 0; c < w; c++) {
+            const Py_ssize_t bin = wide ? b16[r * w + c] : b8[r * w + c];
+            if (bin >= nbins) {
+                bad = 1;
+                break;
+            }
+            const Py_ssize_t i = colbase[c] + bin;
+            const double a = wx0[c], b = wx1[c];
+            const double t00 = top[i] * (a * wy0), t01 = top[i + nbins] * (b * wy0);
+            const double t10 = bottom[i] * (a * wy1), t11 = bottom[i + nbins] * (b * wy1);
+            float acc = 0.0f;
+            acc += (float)t00;
+            acc += (float)t01;
+            acc += (float)t10;
+            acc += (float)t11;
+            const uint16_t g = (uint16_t)acc;
+            o[c] = g;
+            lo = g < lo ? g : lo;
+            hi = g > hi ? g : hi;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(wx0), PyMem_Free(wx1), PyMem_Free(colbase);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "clahe_map: a bin is out of range");
+        goto fail;
+    }
+    buf_release(&bins), buf_release(&maps), buf_release(&out);
+    return Py_BuildValue("II", h && w ? lo : 0u, hi);
+fail:
+    buf_release(&bins), buf_release(&maps), buf_release(&out);
+    return NULL;
+}
+
+/* out[i, j] = table[index[i, j]]: a contiguous uint16 index, a float table, a strided float out. */
+static PyObject *lookup(PyObject *self, PyObject *args) {
+    PyObject *index_obj, *table_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &index_obj, &table_obj, &out_obj))
+        return NULL;
+    Buf index = {0}, table = {0}, out = {0};
+    if (buf_get(index_obj, &index, 2, "H", 0, 1, "index") < 0 || buf_get(table_obj, &table, 1, "fd", 0, 1, "table") < 0 ||
+        buf_get(out_obj, &out, 2, "fd", 1, 0, "out") < 0)
+        goto fail;
+    const char f = buf_format(&table);
+    const Py_ssize_t h = index.view.shape[0], w = index.view.shape[1], n = table.view.shape[0];
+    if (buf_format(&out) != f || out.view.shape[0] != h || out.view.shape[1] != w) {
+        PyErr_SetString(PyExc_ValueError, "lookup: out does not match the index and table");
+        goto fail;
+    }
+    const uint16_t *src = index.view.buf;
+    const Py_ssize_t s0 = out.view.strides[0], s1 = out.view.strides[1];
+    char *base = out.view.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < h && !bad; i++) {
+        const uint16_t *row = src + i * w;
+        char *o = base + i * s0;
+        for (Py_ssize_t j = 0; j < w; j++) {
+            if (row[j] >= n) {
+                bad = 1;
+                break;
+            }
+        }
+        if (bad)
+            break;
+        if (f == 'f') {
+            const float *t = table.view.buf;
+            if (s1 == sizeof(float))
+                for (Py_ssize_t j = 0; j < w; j++)
+                    ((float *)o)[j] = t[row[j]];
+            else
+                for (Py_ssize_t j = 0; j < w; j++)
+                    *(float *)(o + j * s1) = t[row[j]];
+        } else {
+            const double *t = table.view.buf;
+            for (Py_ssize_t j = 0; j < w; j++)
+                *(double *)(o + j * s1) = t[row[j]];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "lookup: an index is out of range");
+        goto fail;
+    }
+    buf_release(&index), buf_release(&table), buf_release(&out);
+    Py_RETURN_NONE;
+fail:
+    buf_release(&index), buf_release(&table), buf_release(&out);
+    return NULL;
+}
+
+/* bins[i] = table[values[i]] for a contiguous uint16 image and a uint8 table (CLAHE's bin of
+ * each grey value); returns 0, or -1 when a value is past the table. */
+static PyObject *gather_u8(PyObject *self, PyObject *args) {
+    PyObject *values_obj, *table_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOO", &values_obj, &table_obj, &out_obj))
+        return NULL;
+    Buf values = {0}, table = {0}, out = {0};
+    if (buf_get(values_obj, &values, 2, "H", 0, 1, "values") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
+        buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
+        goto fail;
+    const Py_ssize_t n = values.view.len / 2, size = table.view.shape[0];
+    if (out.view.len != n) {
+        PyErr_SetString(PyExc_ValueError, "gather_u8: out does not match values");
+        goto fail;
+    }
+    const uint16_t *v = values.view.buf;
+    const uint8_t *t = table.view.buf;
+    uint8_t *o = out.view.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (v[i] >= size) {
+            bad = 1;
+            break;
+        }
+        o[i] = t[v[i]];
+    }
+    Py_END_ALLOW_THREADS
+    buf_release(&values), buf_release(&table), buf_release(&out);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "gather_u8: a value is past the table");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    buf_release(&values), buf_release(&table), buf_release(&out);
+    return NULL;
+}
+
+/* hist[i0 * n1 + i1, bin] += 1 for every pixel of contextual region (i0, i1): the k0 x k1 block
+ * of the (reflect-padded) uint8 bin image starting at (k0 / 2 + i0 * k0, k1 / 2 + i1 * k1);
+ * hist is (n0 * n1, nbins) int64, zeroed by the caller. np.bincount of the same index, in one pass. */
+static PyObject *region_hist(PyObject *self, PyObject *args) {
+    PyObject *bins_obj, *hist_obj;
+    Py_ssize_t k0, k1, n0, n1;
+    if (!PyArg_ParseTuple(args, "OnnnnO", &bins_obj, &k0, &k1, &n0, &n1, &hist_obj))
+        return NULL;
+    Buf bins = {0}, hist = {0};
+    if (buf_get(bins_obj, &bins, 2, "B", 0, 1, "bins") < 0 || buf_get(hist_obj, &hist, 2, "lq", 1, 1, "hist") < 0)
+        goto fail;
+    const Py_ssize_t h = bins.view.shape[0], w = bins.view.shape[1], nbins = hist.view.shape[1];
+    if (hist.view.itemsize != 8 || hist.view.shape[0] != n0 * n1 || k0 < 1 || k1 < 1 || n0 < 0 || n1 < 0 ||
+        k0 / 2 + n0 * k0 > h || k1 / 2 + n1 * k1 > w) {
+        PyErr_SetString(PyExc_ValueError, "region_hist: shapes do not fit");
+        goto fail;
+    }
+    const uint8_t *src = bins.view.buf;
+    int64_t *counts = hist.view.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i0 = 0; i0 < n0 && !bad; i0++)
+        for (Py_ssize_t r = k0 / 2 + i0 * k0; r < k0 / 2 + (i0 + 1) * k0 && !bad; r++) {
+            const uint8_t *row = src + r * w + k1 / 2;
+            for (Py_ssize_t i1 = 0; i1 < n1; i1++) {
+                int64_t *hrow = counts + (i0 * n1 + i1) * nbins;
+                const uint8_t *cell = row + i1 * k1;
+                for (Py_ssize_t c = 0; c < k1; c++) {
+                    if (cell[c] >= nbins) {
+                        bad = 1;
+                        break;
+                    }
+                    hrow[cell[c]]++;
+                }
+            }
+        }
+    Py_END_ALLOW_THREADS
+    buf_release(&bins), buf_release(&hist);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "region_hist: a bin is out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+fail:
+    buf_release(&bins), buf_release(&hist);
+    return NULL;
+}
+
+/* skimage's `clip_histogram` (skimage/exposure/_adapthist.py) on every row of an (R, nbins) int64
+ * array, in place: clip at the limit, spread the excess evenly over the bins (those under
+ * limit - increment take the increment, those between it and the limit are raised to the
+ * limit), then place what is left one at a time: passes over start offsets 0, 1, ..., each
+ * adding one to every step-th bin from the start that is under the limit, step being
+ * max(1, bins under the limit // excess left) at that start, until no excess is left (it may
+ * end below zero, as skimage's does) or a whole pass places nothing. */
+static void clip_row(int64_t *hist, Py_ssize_t size, int64_t limit) {
+    int64_t excess = 0;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (hist[i] > limit) {
+            excess += hist[i] - limit;
+            hist[i] = limit;
+        }
+    const int64_t incr = excess / size; /* excess >= 0: floor division as numpy's // */
+    const int64_t upper = limit - incr;
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (hist[i] < upper) {
+            excess -= incr;
+            hist[i] += incr;
+        }
+    for (Py_ssize_t i = 0; i < size; i++)
+        if (hist[i] >= upper && hist[i] < limit) {
+            excess += hist[i] - limit;
+            hist[i] = limit;
+        }
+    while (excess > 0) {
+        const int64_t before = excess;
+        for (Py_ssize_t start = 0; start < size; start++) {
+            int64_t under = 0;
+            for (Py_ssize_t i = 0; i < size; i++)
+                under += hist[i] < limit;
+            int64_t step = under / excess;
+            step = step < 1 ? 1 : step;
+            int64_t placed = 0;
+            for (Py_ssize_t i = start; i < size; i += step)
+                if (hist[i] < limit) {
+                    hist[i]++;
+                    placed++;
+                }
+            excess -= placed;
+            if (excess <= 0)
+                break;
+        }
+        if (before == excess)
+            break;
+    }
+}
+
+static PyObject *clip_histograms(PyObject *self, PyObject *args) {
+    PyObject *hist_obj;
+    long long limit;
+    if (!PyArg_ParseTuple(args, "OL", &hist_obj, &limit))
+        return NULL;
+    Buf hist = {0};
+    if (buf_get(hist_obj, &hist, 2, "lq", 1, 1, "hist") < 0)
+        return NULL;
+    if (hist.view.itemsize != 8) {
+        PyErr_SetString(PyExc_ValueError, "clip_histograms: int64 expected");
+        buf_release(&hist);
+        return NULL;
+    }
+    const Py_ssize_t rows = hist.view.shape[0], size = hist.view.shape[1];
+    int64_t *data = hist.view.buf;
+    if (size > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < rows; r++)
+            clip_row(data + r * size, size, (int64_t)limit);
+        Py_END_ALLOW_THREADS
+    }
+    buf_release(&hist);
+    Py_RETURN_NONE;
+}
+
+/* ---- untile: the float64 weighted sum of tiles (tiling.untile_canvas's arithmetic) -------------
+ *
+ * tiles (N, Tx, Ty, K), any strides, float32 or float64; the N tiles are the full
+ * batch x rows x columns grid in that order, row ix starting at x_starts[ix] and column iy at
+ * y_starts[iy] of the padded image. out (B, X, Y, K), C-contiguous, the tiles' dtype, is the
+ * padded image from (xl, yl) on. Each output value is
+ * (out dtype)(0.0 + t_1 * w_1 + t_2 * w_2 + ...) over the tiles covering it in tile order, each
+ * term float64(t) * (wx[ix][x] * wy[iy][y]) in float64: the canvas' sum, without the canvas. */
+static PyObject *untile_blend(PyObject *self, PyObject *args) {
+    PyObject *tiles_obj, *out_obj, *xs_obj, *ys_obj, *wx_obj, *wy_obj;
+    Py_ssize_t xl, yl;
+    if (!PyArg_ParseTuple(args, "OOOOOOnn", &tiles_obj, &out_obj, &xs_obj, &ys_obj, &wx_obj, &wy_obj, &xl, &yl))
+        return NULL;
+    Buf tiles = {0}, out = {0}, xs = {0}, ys = {0}, wx = {0}, wy = {0};
+    double *acc = NULL;
+    if (buf_get(tiles_obj, &tiles, 4, "fd", 0, 0, "tiles") < 0 || buf_get(out_obj, &out, 4, "fd", 1, 1, "out") < 0 ||
+        buf_get(xs_obj, &xs, 1, "lq", 0, 1, "x_starts") < 0 || buf_get(ys_obj, &ys, 1, "lq", 0, 1, "y_starts") < 0 ||
+        buf_get(wx_obj, &wx, 2, "d", 0, 1, "wx") < 0 || buf_get(wy_obj, &wy, 2, "d", 0, 1, "wy") < 0)
+        goto fail;
+    const char f = buf_format(&tiles);
+    const Py_ssize_t n = tiles.view.shape[0], tx = tiles.view.shape[1], ty = tiles.view.shape[2];
+    const Py_ssize_t k = tiles.view.shape[3];
+    const Py_ssize_t b = out.view.shape[0], ox = out.view.shape[1], oy = out.view.shape[2];
+    const Py_ssize_t nx = xs.view.shape[0], ny = ys.view.shape[0];
+    const int64_t *x0 = xs.view.buf, *y0 = ys.view.buf;
+    int ok = xs.view.itemsize == 8 && ys.view.itemsize == 8 && buf_format(&out) == f && out.view.shape[3] == k && n == b * nx * ny && wx.view.shape[0] == nx &&
+             wx.view.shape[1] == tx && wy.view.shape[0] == ny && wy.view.shape[1] == ty && xl >= 0 && yl >= 0;
+    for (Py_ssize_t i = 0; ok && i < nx; i++)
+        ok = x0[i] >= 0;
+    for (Py_ssize_t i = 0; ok && i < ny; i++)
+        ok = y0[i] >= 0;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "untile_blend: shapes do not fit");
+        goto fail;
+    }
+    if (ox * oy * k == 0 || b == 0)
+        goto done;
+    acc = PyMem_Malloc(sizeof(double) * oy * k);
+    if (!acc) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const Py_ssize_t sn = tiles.view.strides[0], sx = tiles.view.strides[1];
+    const Py_ssize_t sy = tiles.view.strides[2], sk = tiles.view.strides[3];
+    const double *wxp = wx.view.buf, *wyp = wy.view.buf;
+    const char *src = tiles.view.buf;
+    for (Py_ssize_t bi = 0; bi < b; bi++) {
+        for (Py_ssize_t x = 0; x < ox; x++) {
+            const Py_ssize_t px = x + xl;
+            for (Py_ssize_t i = 0; i < oy * k; i++)
+                acc[i] = 0.0;
+            for (Py_ssize_t ix = 0; ix < nx; ix++) {
+                const Py_ssize_t u = px - x0[ix];
+                if (u < 0 || u >= tx)
+                    continue;
+                const double wxv = wxp[ix * tx + u];
+                for (Py_ssize_t iy = 0; iy < ny; iy++) {
+                    /* output columns [ja, jb) lie in this tile: padded y0[iy] .. y0[iy] + ty */
+                    Py_ssize_t ja = y0[iy] - yl, jb = y0[iy] + ty - yl;
+                    ja = ja < 0 ? 0 : ja;
+                    jb = jb > oy ? oy : jb;
+                    if (ja >= jb)
+                        continue;
+                    const Py_ssize_t t0 = ja + yl - y0[iy];
+                    const double *wyr = wyp + iy * ty + t0;
+                    const char *row = src + (bi * nx * ny + ix * ny + iy) * sn + u * sx + t0 * sy;
+                    double *a = acc + ja * k;
+                    const Py_ssize_t len = jb - ja;
+                    if (f == 'f' && k == 1) {
+                        for (Py_ssize_t j = 0; j < len; j++) {
+                            const double wv = wxv * wyr[j];
+                            a[j] += (double)*(const float *)(row + j * sy) * wv;
+                        }
+                    } else {
+                        for (Py_ssize_t j = 0; j < len; j++) {
+                            const double wv = wxv * wyr[j];
+                            const char *p = row + j * sy;
+                            for (Py_ssize_t c = 0; c < k; c++) {
+                                const double t = f == 'f' ? (double)*(const float *)(p + c * sk)
+                                                          : *(const double *)(p + c * sk);
+                                a[j * k + c] += t * wv;
+                            }
+                        }
+                    }
+                }
+            }
+            char *o = (char *)out.view.buf + ((bi * ox + x) * oy * k) * out.view.itemsize;
+            if (f == 'f')
+                for (Py_ssize_t i = 0; i < oy * k; i++)
+                    ((float *)o)[i] = (float)acc[i];
+            else
+                memcpy(o, acc, sizeof(double) * oy * k);
+        }
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyMem_Free(acc);
+    buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
+    Py_RETURN_NONE;
+fail:
+    PyMem_Free(acc);
+    buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"clahe_map", clahe_map, METH_VARARGS,
+     "clahe_map(bins, maps, k0, k1, out) -> (min, max): skimage's bilinear CLAHE mapping into uint16 out."},
+    {"lookup", lookup, METH_VARARGS, "lookup(index, table, out): out[i, j] = table[index[i, j]]."},
+    {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16 -> uint8)."},
+    {"region_hist", region_hist, METH_VARARGS,
+     "region_hist(bins, k0, k1, n0, n1, hist): per-region bin counts added into int64 hist."},
+    {"clip_histograms", clip_histograms, METH_VARARGS,
+     "clip_histograms(hist, limit): skimage's clip_histogram on every row of int64 hist, in place."},
+    {"untile_blend", untile_blend, METH_VARARGS,
+     "untile_blend(tiles, out, x_starts, y_starts, wx, wy, xl, yl): the float64 weighted tile sum."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "CLAHE and untile per-pixel loops.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,83 @@
+"""The C kernels: built by the install step, and refusing arrays that do not fit instead of
+reading or writing past them (the numpy paths they replace are compared in the CLAHE and
+tiling tests)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+
+def test_the_install_step_built_the_extension():
+    kernels = importlib.import_module("redis_consumer.deepcell._kernels")
+    from redis_consumer.deepcell import _native
+
+    assert _native.kernels is kernels
+    assert {"clahe_map", "lookup", "gather_u8", "region_hist", "clip_histograms", "untile_blend"} <= set(dir(kernels))
+
+
+@pytest.fixture
+def k():
+    from redis_consumer.deepcell import _kernels
+
+    return _kernels
+
+
+def test_clahe_map_rejects_maps_too_small_bins_out_of_range_and_wrong_dtypes(k):
+    bins = np.zeros((64, 64), np.uint8)
+    out = np.empty((64, 64), np.uint16)
+    maps = np.zeros((10, 10, 4), np.float64)
+    assert k.clahe_map(bins, maps, 8, 8, out) == (0, 0)
+    with pytest.raises(ValueError, match="kernel"):
+        k.clahe_map(bins, np.zeros((3, 10, 4)), 8, 8, out)
+    with pytest.raises(ValueError, match="out of range"):
+        k.clahe_map(np.full((64, 64), 4, np.uint8), maps, 8, 8, out)
+    with pytest.raises(ValueError, match="format"):
+        k.clahe_map(bins.astype(np.int32), maps, 8, 8, out)
+    with pytest.raises(ValueError, match="kernel"):
+        k.clahe_map(bins, maps, 8, 8, np.empty((64, 63), np.uint16))
+    with pytest.raises(ValueError, match="kernel"):
+        k.clahe_map(bins, maps, 0, 8, out)
+    out.setflags(write=False)
+    with pytest.raises((BufferError, ValueError)):  # a read-only out is never written
+        k.clahe_map(bins, maps, 8, 8, out)
+
+
+def test_lookup_and_gathers_check_indices_and_shapes(k):
+    index = np.array([[0, 1], [2, 1]], np.uint16)
+    out = np.zeros((2, 2, 2), np.float32)
+    k.lookup(index, np.array([1.5, 2.5, 3.5], np.float32), out[..., 1])
+    assert out[..., 1].tolist() == [[1.5, 2.5], [3.5, 2.5]] and not out[..., 0].any()
+    with pytest.raises(ValueError, match="out of range"):
+        k.lookup(index, np.array([1.0, 2.0], np.float32), out[..., 1])
+    with pytest.raises(ValueError, match="match"):
+        k.lookup(index, np.array([1.0, 2.0, 3.0]), out[..., 1])  # float64 table, float32 out
+    bins = np.empty((2, 2), np.uint8)
+    k.gather_u8(index, np.array([7, 8, 9], np.uint8), bins)
+    assert bins.tolist() == [[7, 8], [9, 8]]
+    with pytest.raises(ValueError, match="past the table"):
+        k.gather_u8(index, np.array([7, 8], np.uint8), bins)
+    hist = np.zeros((4, 3), np.int64)
+    k.region_hist(np.array([[0, 1, 2, 2], [1, 1, 0, 2], [2, 2, 2, 2], [0, 0, 0, 1]], np.uint8), 2, 2, 1, 1, hist[:1])
+    assert hist[0].tolist() == [1, 1, 2] and not hist[1:].any()  # the region at (1, 1), one pixel each side
+    with pytest.raises(ValueError, match="fit"):
+        k.region_hist(np.zeros((4, 4), np.uint8), 2, 2, 2, 2, hist)
+
+
+def test_untile_blend_rejects_grids_that_do_not_fit(k):
+    tiles = np.ones((4, 8, 8, 1), np.float32)
+    out = np.empty((1, 12, 12, 1), np.float32)
+    starts = np.array([0, 4], np.int64)
+    wx = np.ones((2, 8))
+    k.untile_blend(tiles, out, starts, starts, wx, wx, 0, 0)
+    assert out[0, :4, :4].max() == 1 and out[0, 4:8, 4:8].min() == 4  # four tiles of weight one overlap there
+    with pytest.raises(ValueError, match="fit"):
+        k.untile_blend(tiles[:3], out, starts, starts, wx, wx, 0, 0)
+    with pytest.raises(ValueError, match="fit"):
+        k.untile_blend(tiles, out.astype(np.float64), starts, starts, wx, wx, 0, 0)
+    with pytest.raises(ValueError, match="fit"):
+        k.untile_blend(tiles, out, starts, starts, np.ones((2, 7)), wx, 0, 0)
+    with pytest.raises(ValueError, match="fit"):
+        k.untile_blend(tiles, out, np.array([0, -1], np.int64), starts, wx, wx, 0, 0)
