@@ -81,3 +81,28 @@ def test_untile_blend_rejects_grids_that_do_not_fit(k):
         k.untile_blend(tiles, out, starts, starts, np.ones((2, 7)), wx, 0, 0)
     with pytest.raises(ValueError, match="fit"):
         k.untile_blend(tiles, out, np.array([0, -1], np.int64), starts, wx, wx, 0, 0)
+
+
+def test_a_tree_without_the_extension_logs_one_warning_and_uses_numpy():
+    """Run from a source tree that was never built: one warning line, then the numpy paths
+    (which the CLAHE and tiling tests check against skimage and the canvas)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
+        "sys.modules['redis_consumer.deepcell._kernels'] = None  # as if no .so were there\n"
+        "import numpy as np\n"
+        "from redis_consumer.deepcell import _native, clahe, tiling\n"
+        "assert _native.kernels is None\n"
+        "print('grey', int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("WARNING redis_consumer.deepcell._native"), proc.stderr
+    assert "not built" in lines[0] and "pip install -e ." in lines[0]
+    from redis_consumer.deepcell import clahe
+
+    expected = int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum())
+    assert proc.stdout.split() == ["grey", str(expected)]
