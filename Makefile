@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: venv venv-tf test test-fast bench lint demo clean tools
 
 # the C kernels are compiled by this install: a change to their source rebuilds the venv step
-$(STAMP): setup.cfg pyproject.toml setup.py redis_consumer/deepcell/_kernels.c
+$(STAMP): setup.cfg pyproject.toml setup.py $(wildcard redis_consumer/deepcell/*.c redis_consumer/deepcell/*.h)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'

@@ -1,18 +1,20 @@
-"""The package's one C extension (metadata lives in setup.cfg).
+"""The package's C extensions (metadata lives in setup.cfg).
 
-redis_consumer/deepcell/_kernels.c holds the CLAHE mapping and untile blending loops; it is
-compiled without floating-point contraction so its results equal the numpy code it replaces
-bit for bit (see redis_consumer/deepcell/_native.py). A C compiler is needed at install time.
+redis_consumer/deepcell/_clahe_kernels.c and _untile_kernels.c hold the CLAHE mapping and
+untile blending loops; they are compiled without floating-point contraction so their results
+equal the numpy code they replace bit for bit (redis_consumer/deepcell/_native.py says why and
+what they save). A C compiler is needed at install time.
 """
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=c11"]
+HEADERS = ["redis_consumer/deepcell/_buffers.h"]
+
 setup(
     ext_modules=[
-        Extension(
-            "redis_consumer.deepcell._kernels",
-            sources=["redis_consumer/deepcell/_kernels.c"],
-            extra_compile_args=["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=c11"],
-        )
+        Extension(f"redis_consumer.deepcell._{name}_kernels", sources=[f"redis_consumer/deepcell/_{name}_kernels.c"],
+                  depends=HEADERS, extra_compile_args=FLAGS)
+        for name in ("clahe", "untile")
     ]
 )

@@ -17,9 +17,9 @@ from tests.deepcell_synthetic import touching_nuclei
 def path(request, monkeypatch):
     """Every test runs through the C kernels (the install step built them) and through the
     numpy fallback a source tree without the extension uses: both must be skimage's."""
-    assert _native.kernels is not None, "redis_consumer.deepcell._kernels is not built (pip install -e .)"
+    assert _native.clahe_kernels is not None, "redis_consumer.deepcell._clahe_kernels is not built (pip install -e .)"
     if request.param == "numpy":
-        monkeypatch.setattr(_native, "kernels", None)
+        monkeypatch.setattr(_native, "clahe_kernels", None)
     return request.param
 
 

@@ -21,9 +21,9 @@ from redis_consumer.deepcell.tiling import (
 @pytest.fixture(params=["C", "numpy"], autouse=True)
 def path(request, monkeypatch):
     """Every test runs through the C blend (the install step built it) and the numpy cells."""
-    assert _native.kernels is not None, "redis_consumer.deepcell._kernels is not built (pip install -e .)"
+    assert _native.untile_kernels is not None, "redis_consumer.deepcell._untile_kernels is not built (pip install -e .)"
     if request.param == "numpy":
-        monkeypatch.setattr(_native, "kernels", None)
+        monkeypatch.setattr(_native, "untile_kernels", None)
     return request.param
 
 

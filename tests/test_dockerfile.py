@@ -102,7 +102,7 @@ def test_runtime_stage_is_lean_non_root_and_runs_the_worker(parsed):
 
 
 def test_build_stage_alone_has_the_compiler_the_c_kernels_need(parsed):
-    """setup.py compiles redis_consumer/deepcell/_kernels.c: gcc and libc headers in the build
+    """setup.py compiles redis_consumer/deepcell/_*_kernels.c: gcc and libc headers in the build
     stage (slim images have neither), none in the runtime stage (checked above)."""
     build_runs = " ".join(args for word, args in parsed["build"] if word == "RUN")
     assert re.search(r"apt-get install -y --no-install-recommends [^&]*\bgcc\b[^&]*\blibc6-dev\b", build_runs)
@@ -198,8 +198,9 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
         "assert redis_consumer.__file__.startswith(sys.prefix), redis_consumer.__file__\n"
         "assert {'segmentation', 'zip', 'classify'} <= set(registry.available()), registry.available()\n"
-        "from redis_consumer.deepcell import _native, _kernels\n"
-        "assert _native.kernels is _kernels and _kernels.__file__.startswith(sys.prefix), _kernels.__file__\n"
+        "from redis_consumer.deepcell import _native, _clahe_kernels, _untile_kernels\n"
+        "for built, module in ((_native.clahe_kernels, _clahe_kernels), (_native.untile_kernels, _untile_kernels)):\n"
+        "    assert built is module and module.__file__.startswith(sys.prefix), module.__file__\n"
         "print('ok', registry.available())\n"
     )
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=False,

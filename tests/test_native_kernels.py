@@ -10,19 +10,25 @@ import numpy as np
 import pytest
 
 
-def test_the_install_step_built_the_extension():
-    kernels = importlib.import_module("redis_consumer.deepcell._kernels")
+def test_the_install_step_built_the_extensions():
     from redis_consumer.deepcell import _native
 
-    assert _native.kernels is kernels
-    assert {"clahe_map", "lookup", "gather_u8", "region_hist", "clip_histograms", "untile_blend"} <= set(dir(kernels))
+    clahe = importlib.import_module("redis_consumer.deepcell._clahe_kernels")
+    untile = importlib.import_module("redis_consumer.deepcell._untile_kernels")
+    assert _native.clahe_kernels is clahe and _native.untile_kernels is untile
+    assert {"clahe_map", "lookup", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
+    assert "untile_blend" in dir(untile)
 
 
 @pytest.fixture
 def k():
-    from redis_consumer.deepcell import _kernels
+    """Both extensions' functions under one name."""
+    from types import SimpleNamespace
 
-    return _kernels
+    from redis_consumer.deepcell import _clahe_kernels, _untile_kernels
+
+    return SimpleNamespace(**{name: getattr(module, name) for module in (_clahe_kernels, _untile_kernels)
+                              for name in dir(module) if not name.startswith("_")})
 
 
 def test_clahe_map_rejects_maps_too_small_bins_out_of_range_and_wrong_dtypes(k):
@@ -92,10 +98,11 @@ def test_a_tree_without_the_extension_logs_one_warning_and_uses_numpy():
     probe = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
-        "sys.modules['redis_consumer.deepcell._kernels'] = None  # as if no .so were there\n"
+        "sys.modules['redis_consumer.deepcell._clahe_kernels'] = None  # as if no .so were there\n"
+        "sys.modules['redis_consumer.deepcell._untile_kernels'] = None\n"
         "import numpy as np\n"
         "from redis_consumer.deepcell import _native, clahe, tiling\n"
-        "assert _native.kernels is None\n"
+        "assert _native.clahe_kernels is None and _native.untile_kernels is None\n"
         "print('grey', int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

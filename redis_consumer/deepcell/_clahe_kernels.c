@@ -1,56 +1,12 @@
-/* Per-pixel loops of the CLAHE and the untiling that numpy cannot do in one pass.
+/* CLAHE's per-pixel loops: the bilinear mapping, bins, region histograms, clip, rescale.
  *
  * Built by the package's install step (setup.py, -ffp-contract=off, no -ffast-math) so every
  * multiply and add is one IEEE operation in the order written here, which is the order of the
- * numpy code in clahe.py / tiling.py that these loops replace (their tests compare both paths).
- * Arrays come in through the buffer protocol (no numpy build dependency); the Python wrappers
- * in _native.py check shapes and dtypes before calling, these functions re-check what would
- * make them read or write out of bounds.
+ * numpy code in clahe.py that these loops replace (its tests compare both paths bit for bit).
+ * The Python callers check shapes and dtypes; these functions re-check what would make them
+ * read or write out of bounds (tests/test_native_kernels.py).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
-
-typedef struct {
-    Py_buffer view;
-    int held;
-} Buf;
-
-static void buf_release(Buf *b) {
-    if (b->held) {
-        PyBuffer_Release(&b->view);
-        b->held = 0;
-    }
-}
-
-/* A buffer of `ndim` dimensions whose format is one of `formats` (single characters). */
-static int buf_get(PyObject *obj, Buf *b, int ndim, const char *formats, int writable, int contiguous,
-                   const char *name) {
-    int flags = (contiguous ? PyBUF_C_CONTIGUOUS : PyBUF_STRIDES) | PyBUF_FORMAT;
-    if (writable)
-        flags |= PyBUF_WRITABLE;
-    if (PyObject_GetBuffer(obj, &b->view, flags) < 0)
-        return -1;
-    b->held = 1;
-    const char *f = b->view.format ? b->view.format : "B";
-    if (*f == '=' || *f == '<' || *f == '@')
-        f++;
-    if (b->view.ndim != ndim || strlen(f) != 1 || !strchr(formats, *f)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %d dimensions of format in '%s', got %d of '%s'", name,
-                     ndim, formats, b->view.ndim, f);
-        buf_release(b);
-        return -1;
-    }
-    return 0;
-}
-
-static char buf_format(const Buf *b) {
-    const char *f = b->view.format ? b->view.format : "B";
-    if (*f == '=' || *f == '<' || *f == '@')
-        f++;
-    return *f;
-}
+#include "_buffers.h"
 
 /* ---- CLAHE: skimage's bilinear mapping (skimage/exposure/_adapthist.py `_clahe`) ---------------
  *
@@ -378,112 +334,6 @@ static PyObject *clip_histograms(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* ---- untile: the float64 weighted sum of tiles (tiling.untile_canvas's arithmetic) -------------
- *
- * tiles (N, Tx, Ty, K), any strides, float32 or float64; the N tiles are the full
- * batch x rows x columns grid in that order, row ix starting at x_starts[ix] and column iy at
- * y_starts[iy] of the padded image. out (B, X, Y, K), C-contiguous, the tiles' dtype, is the
- * padded image from (xl, yl) on. Each output value is
- * (out dtype)(0.0 + t_1 * w_1 + t_2 * w_2 + ...) over the tiles covering it in tile order, each
- * term float64(t) * (wx[ix][x] * wy[iy][y]) in float64: the canvas' sum, without the canvas. */
-static PyObject *untile_blend(PyObject *self, PyObject *args) {
-    PyObject *tiles_obj, *out_obj, *xs_obj, *ys_obj, *wx_obj, *wy_obj;
-    Py_ssize_t xl, yl;
-    if (!PyArg_ParseTuple(args, "OOOOOOnn", &tiles_obj, &out_obj, &xs_obj, &ys_obj, &wx_obj, &wy_obj, &xl, &yl))
-        return NULL;
-    Buf tiles = {0}, out = {0}, xs = {0}, ys = {0}, wx = {0}, wy = {0};
-    double *acc = NULL;
-    if (buf_get(tiles_obj, &tiles, 4, "fd", 0, 0, "tiles") < 0 || buf_get(out_obj, &out, 4, "fd", 1, 1, "out") < 0 ||
-        buf_get(xs_obj, &xs, 1, "lq", 0, 1, "x_starts") < 0 || buf_get(ys_obj, &ys, 1, "lq", 0, 1, "y_starts") < 0 ||
-        buf_get(wx_obj, &wx, 2, "d", 0, 1, "wx") < 0 || buf_get(wy_obj, &wy, 2, "d", 0, 1, "wy") < 0)
-        goto fail;
-    const char f = buf_format(&tiles);
-    const Py_ssize_t n = tiles.view.shape[0], tx = tiles.view.shape[1], ty = tiles.view.shape[2];
-    const Py_ssize_t k = tiles.view.shape[3];
-    const Py_ssize_t b = out.view.shape[0], ox = out.view.shape[1], oy = out.view.shape[2];
-    const Py_ssize_t nx = xs.view.shape[0], ny = ys.view.shape[0];
-    const int64_t *x0 = xs.view.buf, *y0 = ys.view.buf;
-    int ok = xs.view.itemsize == 8 && ys.view.itemsize == 8 && buf_format(&out) == f && out.view.shape[3] == k && n == b * nx * ny && wx.view.shape[0] == nx &&
-             wx.view.shape[1] == tx && wy.view.shape[0] == ny && wy.view.shape[1] == ty && xl >= 0 && yl >= 0;
-    for (Py_ssize_t i = 0; ok && i < nx; i++)
-        ok = x0[i] >= 0;
-    for (Py_ssize_t i = 0; ok && i < ny; i++)
-        ok = y0[i] >= 0;
-    if (!ok) {
-        PyErr_SetString(PyExc_ValueError, "untile_blend: shapes do not fit");
-        goto fail;
-    }
-    if (ox * oy * k == 0 || b == 0)
-        goto done;
-    acc = PyMem_Malloc(sizeof(double) * oy * k);
-    if (!acc) {
-        PyErr_NoMemory();
-        goto fail;
-    }
-    Py_BEGIN_ALLOW_THREADS
-    const Py_ssize_t sn = tiles.view.strides[0], sx = tiles.view.strides[1];
-    const Py_ssize_t sy = tiles.view.strides[2], sk = tiles.view.strides[3];
-    const double *wxp = wx.view.buf, *wyp = wy.view.buf;
-    const char *src = tiles.view.buf;
-    for (Py_ssize_t bi = 0; bi < b; bi++) {
-        for (Py_ssize_t x = 0; x < ox; x++) {
-            const Py_ssize_t px = x + xl;
-            for (Py_ssize_t i = 0; i < oy * k; i++)
-                acc[i] = 0.0;
-            for (Py_ssize_t ix = 0; ix < nx; ix++) {
-                const Py_ssize_t u = px - x0[ix];
-                if (u < 0 || u >= tx)
-                    continue;
-                const double wxv = wxp[ix * tx + u];
-                for (Py_ssize_t iy = 0; iy < ny; iy++) {
-                    /* output columns [ja, jb) lie in this tile: padded y0[iy] .. y0[iy] + ty */
-                    Py_ssize_t ja = y0[iy] - yl, jb = y0[iy] + ty - yl;
-                    ja = ja < 0 ? 0 : ja;
-                    jb = jb > oy ? oy : jb;
-                    if (ja >= jb)
-                        continue;
-                    const Py_ssize_t t0 = ja + yl - y0[iy];
-                    const double *wyr = wyp + iy * ty + t0;
-                    const char *row = src + (bi * nx * ny + ix * ny + iy) * sn + u * sx + t0 * sy;
-                    double *a = acc + ja * k;
-                    const Py_ssize_t len = jb - ja;
-                    if (f == 'f' && k == 1) {
-                        for (Py_ssize_t j = 0; j < len; j++) {
-                            const double wv = wxv * wyr[j];
-                            a[j] += (double)*(const float *)(row + j * sy) * wv;
-                        }
-                    } else {
-                        for (Py_ssize_t j = 0; j < len; j++) {
-                            const double wv = wxv * wyr[j];
-                            const char *p = row + j * sy;
-                            for (Py_ssize_t c = 0; c < k; c++) {
-                                const double t = f == 'f' ? (double)*(const float *)(p + c * sk)
-                                                          : *(const double *)(p + c * sk);
-                                a[j * k + c] += t * wv;
-                            }
-                        }
-                    }
-                }
-            }
-            char *o = (char *)out.view.buf + ((bi * ox + x) * oy * k) * out.view.itemsize;
-            if (f == 'f')
-                for (Py_ssize_t i = 0; i < oy * k; i++)
-                    ((float *)o)[i] = (float)acc[i];
-            else
-                memcpy(o, acc, sizeof(double) * oy * k);
-        }
-    }
-    Py_END_ALLOW_THREADS
-done:
-    PyMem_Free(acc);
-    buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
-    Py_RETURN_NONE;
-fail:
-    PyMem_Free(acc);
-    buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
-    return NULL;
-}
-
 static PyMethodDef methods[] = {
     {"clahe_map", clahe_map, METH_VARARGS,
      "clahe_map(bins, maps, k0, k1, out) -> (min, max): skimage's bilinear CLAHE mapping into uint16 out."},
@@ -493,12 +343,10 @@ static PyMethodDef methods[] = {
      "region_hist(bins, k0, k1, n0, n1, hist): per-region bin counts added into int64 hist."},
     {"clip_histograms", clip_histograms, METH_VARARGS,
      "clip_histograms(hist, limit): skimage's clip_histogram on every row of int64 hist, in place."},
-    {"untile_blend", untile_blend, METH_VARARGS,
-     "untile_blend(tiles, out, x_starts, y_starts, wx, wy, xl, yl): the float64 weighted tile sum."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "CLAHE and untile per-pixel loops.", -1,
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_clahe_kernels", "CLAHE's per-pixel loops.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__clahe_kernels(void) { return PyModule_Create(&module); }
