@@ -64,6 +64,34 @@ def test_no_c_library_trim_no_proc_or_a_failing_trim_is_a_quiet_no_op():
     assert idle.trim is None
 
 
+def test_registered_caches_are_dropped_before_each_trim_and_a_failing_one_is_skipped(monkeypatch):
+    fake, order = _Fake(), []
+    monkeypatch.setattr(idle_memory, "_RELEASERS", [])
+
+    def broken() -> None:
+        order.append("broken")
+        raise RuntimeError("cannot")
+
+    idle_memory.register(broken)
+    idle_memory.register(lambda: order.append("cache"))
+    idle = IdleTrim(lambda: order.append("trim"), fake.resident)
+    assert idle.went_idle() and order == ["broken", "cache", "trim"]
+    assert not idle.went_idle() and len(order) == 3  # no growth: nothing dropped either
+
+
+def test_the_predict_buffer_pool_is_emptied_when_an_idle_worker_trims(monkeypatch):
+    from redis_consumer.tfserving import wire
+
+    assert wire.POOL.clear in idle_memory._RELEASERS  # registered when the module is imported
+    pool = wire.BytesPool()
+    monkeypatch.setattr(idle_memory, "_RELEASERS", [pool.clear])
+    pool.take(2 << 20)  # a request built and sent: nobody holds it any more
+    pool.take(2 << 20)
+    assert pool._bytes == 2 << 20 and pool.hits == 1  # kept warm for the next job
+    assert IdleTrim(lambda: None, _Fake().resident).went_idle()
+    assert pool._bytes == 0 and pool._free == {}
+
+
 _FREE_THEN_IDLE = """
 import json, sys
 import numpy as np
