@@ -8,18 +8,24 @@ are ~10 MB of a worker's RSS after one small kiosk job and far more after a larg
 `went_idle()` is called where the worker is about to block on an empty queue (the worker never
 gets there while a next job waits, so the busy path keeps its warm heap). If the resident set
 grew by `GROWTH_BYTES` since the last trim (one read of /proc/self/statm, ~10 µs: a worker of
-small jobs pays nothing more), it first drops what `register()`ed caches keep warm for the next
-job (the predict buffer pool, `tfserving.wire.POOL`: up to 512 MB, 8 MB after one small kiosk
-job), then calls `malloc_trim(0)`, which returns the free pages of every arena (1-4 ms here).
+small jobs pays nothing more), it first runs what was `register()`ed: the predict buffer pool
+kept warm for the next job (`tfserving.wire.POOL`, up to 512 MB) is emptied, and a DeepCell
+consumer drops the last job's labels (kept until the next job began: 4 MB after a 1024x1024
+kiosk job); then it calls `malloc_trim(0)`, which returns the free pages of every arena (1-4 ms
+here).
 The first job after an idle spell pays the page faults the busy path avoids. Anything but glibc
-on Linux (musl, macOS) makes the trim a no-op.
+on Linux (musl, macOS) makes the trim a no-op. Not returned: the top of glibc's second arena
+(MALLOC_ARENA_MAX=2; where gRPC's threads put the reply bytes), which malloc_trim leaves alone:
+in 2 of 7 runs after a 1024x1024 kiosk job it held ~28 MB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -27,13 +33,28 @@ log = logging.getLogger(__name__)
 #: Growth of the resident set since the last trim that makes the next idle moment trim.
 GROWTH_BYTES = 4 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-#: Called before each trim: caches that keep memory warm for a next job (see `register`).
+#: Called before each trim: what keeps memory for a next job or from the last one (`register`).
 _RELEASERS: list[Callable[[], object]] = []
 
 
 def register(release: Callable[[], object]) -> None:
-    """Have `release()` (drop a cache of buffers for the next job) run when an idle worker trims."""
-    _RELEASERS.append(release)
+    """Have `release()` (drop a cache, or the last job's leftovers) run when an idle worker trims.
+
+    A bound method is held weakly: registering keeps no consumer alive."""
+    if getattr(release, "__self__", None) is None:
+        _RELEASERS.append(release)
+        return
+    method = weakref.WeakMethod(release)  # type: ignore[arg-type]
+
+    def call() -> None:
+        bound = method()
+        if bound is None:
+            with contextlib.suppress(ValueError):
+                _RELEASERS.remove(call)
+        else:
+            bound()
+
+    _RELEASERS.append(call)
 
 
 def resident_bytes() -> int | None:
