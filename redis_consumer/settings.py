@@ -66,6 +66,7 @@ class Settings(SettingsBase):
     SHUTDOWN_GRACE = Setting("SHUTDOWN_GRACE", float, 20.0, "Seconds a SIGTERMed worker may spend finishing its job before requeueing it.", minimum=0.0)
     RETRY_BACKOFF_CAP = Setting("RETRY_BACKOFF_CAP", float, 30.0, "Cap in seconds of the exponential backoff between retries.", minimum=0.0)
     ALLOW_ROOT = Setting("ALLOW_ROOT", bool, False, "Let the worker run as root inside a container (refused by default).")
+    IDLE_MALLOC_TRIM = Setting("IDLE_MALLOC_TRIM", bool, True, "Return the heap jobs freed to the OS (glibc `malloc_trim`) when the worker finds its queue empty; a busy worker keeps it warm.")
     # --- redis ---
     REDIS_URL = Setting("REDIS_URL", str, "", "redis:// or rediss:// URL (password, TLS, db); overrides REDIS_HOST/REDIS_PORT.", secret=True)
     REDIS_HOST = Setting("REDIS_HOST", str, "127.0.0.1", "Redis or Sentinel host (the kiosk points it at Sentinel).")

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from . import startup
+from . import idle_memory, startup
 from .consumers.base import Consumer
 from .errors import JobTimeout, ServingUnavailable
 from .job import timeout_reason
@@ -196,6 +196,7 @@ class Worker:
     @contextlib.contextmanager
     def _waiting(self) -> Iterator[None]:
         """Around the idle blocking claim: SIGTERM may break out of it (nothing is held yet)."""
+        idle_memory.went_idle(self.settings.IDLE_MALLOC_TRIM)  # the queue ran dry: free heap back to the OS
         self._blocking = True
         try:
             if self.stopping.is_set():

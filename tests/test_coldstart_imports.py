@@ -65,6 +65,36 @@ def test_the_warm_up_imports_scipy_ndimage_but_not_the_deep_watershed_or_scipy_t
     assert [n for n in HEAVY + DEFERRED if got["loaded"][n]] == []
 
 
+#: Never imported by a kiosk job's preprocessing and deep watershed: scikit-image's morphology,
+#: feature and public watershed modules, and the scipy packages they import.
+NOT_FOR_KIOSK_JOBS = ("skimage.morphology", "skimage.feature", "skimage.segmentation._watershed",
+                      "skimage.segmentation.boundaries", "skimage.transform", "scipy.spatial", "scipy.sparse",
+                      "scipy.linalg", "numpy.ma")
+
+
+def test_a_kiosk_jobs_preprocessing_and_deep_watershed_import_neither_morphology_nor_scipy_tools(tmp_path):
+    # each application's own parameters (deepcell/apps.py) on heads of touching nuclei; the
+    # modules left out are ~23 MB of a worker's idle RSS (deepcell/flood.py)
+    code = _BUILD + f"""
+import numpy as np
+from redis_consumer.deepcell import apps
+from redis_consumer.deepcell.watershed import deep_watershed
+from tests.deepcell_synthetic import heads_from_truth, touching_nuclei
+truth, _, _ = touching_nuclei()
+inner, outer = (h[None, ..., None] for h in heads_from_truth(truth))
+apps.NuclearSegmentation.preprocess(outer)
+apps.Mesmer.preprocess(np.concatenate([outer, inner], axis=-1))
+counts = [int(deep_watershed([inner, outer], **spec.postprocess_kwargs(c)).max())
+          for spec in (apps.NuclearSegmentation, apps.Mesmer) for c in spec.postprocess]
+names = {NOT_FOR_KIOSK_JOBS + DEFERRED!r}
+print(json.dumps({{"counts": counts, "watershed": "redis_consumer.deepcell.watershed" in sys.modules,
+                  "loaded": [n for n in names if n in sys.modules and not _lazy_modules.deferred(n)]}}))
+"""
+    got = _run(code, tmp_path)
+    assert min(got["counts"]) > 0 and got["watershed"]  # the objects were found, by our deep watershed
+    assert got["loaded"] == []
+
+
 def test_an_operators_blas_threads_are_kept(tmp_path):
     assert _run(_report(), tmp_path, OPENBLAS_NUM_THREADS="3")["blas"] == "3"
 

@@ -148,6 +148,12 @@ def test_h_maxima_on_noisy_nuclei_heads_every_radius(radius, exact_only, monkeyp
                                       skimage_h_maxima(image, h, footprint=disk(radius)))
 
 
+def test_disk_equals_skimage():
+    for radius in range(41):
+        ours = hmaxima.disk(radius)
+        assert ours.dtype == disk(radius).dtype and np.array_equal(ours, disk(radius)), radius
+
+
 def test_h_maxima_edge_cases():
     flat = np.full((20, 20), 0.5, np.float32)
     assert not hmaxima.h_maxima(flat, 0.1, disk(3)).any()  # h > ptp: nothing

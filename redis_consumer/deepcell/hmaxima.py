@@ -20,12 +20,22 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import disk
-from skimage.morphology import h_maxima as _skimage_h_maxima
+
+
+def disk(radius: int) -> np.ndarray:
+    """skimage.morphology.disk(radius): uint8, 1 where x**2 + y**2 <= radius**2 (tests pin the equality).
+
+    Here so that the deep watershed's markers need nothing from skimage.morphology, whose import
+    costs a worker ~23 MB (see deepcell/flood.py)."""
+    offsets = np.arange(-radius, radius + 1)
+    return (offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2).astype(np.uint8)
 
 
 def _fallback(image, h, footprint):
-    return _skimage_h_maxima(image, h, footprint=footprint)
+    # rare: imported only when needed
+    from skimage.morphology import h_maxima as skimage_h_maxima
+
+    return skimage_h_maxima(image, h, footprint=footprint)
 
 
 def h_maxima(image: np.ndarray, h: float, footprint: np.ndarray) -> np.ndarray:

@@ -7,6 +7,11 @@ edge erosion, small-object removal, hole filling, relabel) and `deepcell_toolbox
 (erode_edges L41-65, fill_holes L660-687). The labels are identical to that path on the same
 heads (tests/deepcell_reference.py is the oracle); what is faster is how the h-maxima are found
 (redis_consumer/deepcell/hmaxima.py) and how small objects and hole candidates are counted.
+
+Only scikit-image's `label` and its watershed core (deepcell/flood.py) are imported with this
+module: what the applications' parameters never reach (peak_local_max, pixel expansion, edge
+erosion) imports its scikit-image function on first use, since skimage.feature, .morphology and
+.segmentation each import scipy.spatial, .sparse and .linalg (~23 MB of a worker's RSS).
 """
 
 from __future__ import annotations
@@ -15,12 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
 from skimage.measure import label as sk_label
-from skimage.morphology import dilation, disk, footprint_rectangle
-from skimage.segmentation import find_boundaries, watershed
 
-from redis_consumer.deepcell.hmaxima import h_maxima
+from redis_consumer.deepcell.flood import watershed
+from redis_consumer.deepcell.hmaxima import disk, h_maxima
 
 MAXIMA_ALGORITHMS = ("h_maxima", "peak_local_max")
 _DEPRECATED = {"min_distance": "radius", "distance_threshold": "interior_threshold",
@@ -29,6 +32,8 @@ _DEPRECATED = {"min_distance": "radius", "distance_threshold": "interior_thresho
 
 def erode_edges(labels: np.ndarray, width: int) -> np.ndarray:
     """Clear each object's inner boundary `width` times (toolbox erode_edges)."""
+    from skimage.segmentation import find_boundaries
+
     out = labels.copy()
     for _ in range(int(width)):
         out[find_boundaries(out, mode="inner")] = 0
@@ -161,9 +166,13 @@ def deep_watershed(
         maxima = ndi.gaussian_filter(maximas[i, ..., 0], maxima_smooth)
         interior = ndi.gaussian_filter(interiors[i, ..., 0], interior_smooth)
         if pixel_expansion:
+            from skimage.morphology import dilation, footprint_rectangle
+
             side = int(pixel_expansion) * 2 + 1
             interior = dilation(interior, footprint=footprint_rectangle((side, side)))
         if maxima_algorithm == "peak_local_max":
+            from skimage.feature import peak_local_max
+
             coords = peak_local_max(maxima, min_distance=radius, threshold_abs=maxima_threshold,
                                     exclude_border=exclude_border)
             peaks = np.zeros(maxima.shape, dtype=np.uint8)
@@ -171,8 +180,7 @@ def deep_watershed(
         else:
             peaks = h_maxima(maxima, maxima_threshold, footprint)
         markers = sk_label(peaks)
-        labels = watershed(-1 * interior, markers, mask=interior > interior_threshold,
-                           watershed_line=0)
+        labels = watershed(-1 * interior, markers, interior > interior_threshold)
         if label_erosion:
             labels = erode_edges(labels, label_erosion)
         if small_objects_threshold:

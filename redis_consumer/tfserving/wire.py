@@ -12,6 +12,8 @@ from sys import getrefcount as _getrefcount
 
 import numpy as np
 
+from redis_consumer import idle_memory
+
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
@@ -249,8 +251,10 @@ def _writable_view(data: bytes) -> np.ndarray:
     return np.ctypeslib.as_array(raw)
 
 
-#: The process's pool for predict requests (client) and replies (dev server).
+#: The process's pool for predict requests (client) and replies (dev server); an idle worker
+#: empties it before it hands freed heap back to the OS (redis_consumer/idle_memory.py).
 POOL = BytesPool()
+idle_memory.register(POOL.clear)
 
 
 def join_chunks(chunks: list, total: int | None = None, pool: BytesPool | None = POOL) -> bytes:
