@@ -159,6 +159,51 @@ def test_local_symlink_escape_rejected(tmp_path):
         client.download("link/secret.txt", str(tmp_path / "dl"))
 
 
+def test_read_only_download(backend, tmp_path):
+    """Same bytes and checks on every backend; a folder bucket links its file (no copy), and the
+    download keeps its bytes when the object is replaced or deleted."""
+    client = backend.client(MAX_INPUT_BYTES=1000, ALLOWED_INPUT_PREFIXES=("uploads/",))
+    client.upload(write(tmp_path / "a.bin", b"first"), "uploads/a.bin")
+    client.upload(write(tmp_path / "big.bin", b"x" * 2000), "uploads/big.bin")
+    client.upload(write(tmp_path / "p.bin", b"private"), "private/p.bin")
+    path = client.download("uploads/a.bin", str(tmp_path / "dl"), read_only=True)
+    assert Path(path).read_bytes() == b"first" and sorted(os.listdir(tmp_path / "dl")) == ["a.bin"]
+    if backend.kind == "local":
+        assert os.path.samefile(path, tmp_path / "bucket" / "uploads" / "a.bin")
+    client.upload(write(tmp_path / "b.bin", b"second"), "uploads/a.bin")
+    client.delete("uploads/a.bin")
+    assert Path(path).read_bytes() == b"first"
+    with pytest.raises(UserError, match="1000-byte limit"):
+        client.download("uploads/big.bin", str(tmp_path / "dl2"), read_only=True)
+    with pytest.raises(UserError, match="private/p.bin"):
+        client.download("private/p.bin", str(tmp_path / "dl2"), read_only=True)
+    with pytest.raises(UserError, match="does not exist"):
+        client.download("uploads/a.bin", str(tmp_path / "dl2"), read_only=True)
+    assert not (tmp_path / "dl2").exists() or os.listdir(tmp_path / "dl2") == []
+
+
+def test_local_read_only_download_copies_when_it_cannot_link(tmp_path, monkeypatch):
+    client = storage.get_client(f"file://{tmp_path / 'bucket'}", Settings.from_env({}))
+    client.upload(write(tmp_path / "a.bin", b"abc"), "uploads/a.bin")
+
+    def cross_device(src, dst, **kw):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", cross_device)  # TMPDIR on another file system than the bucket
+    path = client.download("uploads/a.bin", str(tmp_path / "dl"), read_only=True)
+    assert Path(path).read_bytes() == b"abc" and not os.path.samefile(path, tmp_path / "bucket" / "uploads" / "a.bin")
+    assert sorted(os.listdir(tmp_path / "dl")) == ["a.bin"]
+
+
+def test_local_read_only_download_refuses_escaping_links(tmp_path):
+    root = tmp_path / "bucket"
+    client = storage.get_client(f"file://{root}", Settings.from_env({}))
+    write(tmp_path / "outside" / "secret.txt", b"secret")
+    os.symlink(tmp_path / "outside", root / "link")
+    with pytest.raises(UserError, match="link/secret.txt"):
+        client.download("link/secret.txt", str(tmp_path / "dl"), read_only=True)
+
+
 def test_size_limit_checked_before_download(backend, tmp_path):
     client = backend.client(MAX_INPUT_BYTES=1000)
     client.upload(write(tmp_path / "big.bin", b"x" * 2000), "uploads/too-big.bin")

@@ -84,7 +84,8 @@ class MesmerConsumer(DeepCellConsumer):
         model = str(self.settings.MESMER_MODEL)  # the job's model fields are ignored, as in the kiosk
         compartment = self.compartment_of(fields)
         with job.stage("download"):
-            path = self.storage.download(fields["input_file_name"], workdir, deadline=job.check_deadline())
+            path = self.storage.download(fields["input_file_name"], workdir, deadline=job.check_deadline(),
+                                         read_only=True)
             raw = load_kiosk_image(path, image_io.Limits.from_settings(self.settings), name=shown_name)
             image, dim_order = mesmer_layout(raw, shown_name)
             nuclear, membrane = parse_mesmer_channels(fields.get("channels"), image.shape[-1], shown_name)

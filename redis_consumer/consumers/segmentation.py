@@ -102,7 +102,8 @@ class SegmentationConsumer(DeepCellConsumer):
         folder, name = kiosk_name(fields)
         shown_name = fields.get("original_name") or os.path.basename(fields.get("input_file_name", ""))
         with job.stage("download"):
-            path = self.storage.download(fields["input_file_name"], workdir, deadline=job.check_deadline())
+            path = self.storage.download(fields["input_file_name"], workdir, deadline=job.check_deadline(),
+                                         read_only=True)
             image, layout = load_for_kiosk(path, fields.get("dimension_order"),
                                            image_io.Limits.from_settings(self.settings), name=shown_name)
             slots = parse_segmentation_channels(fields.get("channels"), image.shape[-1], shown_name)

@@ -1,7 +1,7 @@
 """The one storage interface every backend implements, with the shared policy around it.
 
-Backends only move bytes (`_stat`, `_get`, `_put`, `_remove`, `_sign`, `_public`) and say what
-kind of failure an exception is (`_classify`). Everything that must behave the same on S3, GCS and
+Backends only move bytes (`_stat`, `_get`, `_put`, `_remove`, `_sign`, `_public`; optionally
+`_link`) and say what kind of failure an exception is (`_classify`). Everything that must behave the same on S3, GCS and
 local folders lives here: key confinement, allowed input prefixes, the size check before a
 download, atomic local writes, retries with capped backoff and full jitter, and error messages
 that name the key but never a credential or a signed URL.
@@ -86,13 +86,15 @@ class StorageClient(ABC):
     # ---- public interface ----
 
     def download(self, key: str, dest_dir: str, *, check_prefixes: bool = True,
-                 deadline: float | None = None) -> str:
+                 deadline: float | None = None, read_only: bool = False) -> str:
         """Stream the object `key` into `dest_dir` and return the local path.
 
         The key must be inside the bucket and under ALLOWED_INPUT_PREFIXES (pass
         `check_prefixes=False` for objects the workers wrote themselves, e.g. children's outputs);
         the object's size is checked against MAX_INPUT_BYTES before any byte is transferred.
         `deadline` (seconds left for the job) shortens the retry budget of every call like this.
+        `read_only=True` promises the caller never writes to the file: a folder bucket may then
+        hard-link its own file instead of copying it (`_link`).
         """
         give_up_at = self._give_up_at(deadline)
         rel = self._confine(key)
@@ -108,7 +110,8 @@ class StorageClient(ABC):
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
         os.close(fd)
         try:
-            self._call("downloading", rel, lambda: self._get(name, tmp), give_up_at)
+            self._call("downloading", rel, lambda: (read_only and self._link(name, tmp)) or self._get(name, tmp),
+                       give_up_at)
             self._check_size(rel, os.path.getsize(tmp))  # the object may have grown since the check
             os.replace(tmp, dest)
         finally:
@@ -216,6 +219,11 @@ class StorageClient(ABC):
     @abstractmethod
     def _get(self, name: str, dest_path: str) -> None:
         """Stream the object into `dest_path` (which exists and may be overwritten)."""
+
+    def _link(self, name: str, dest_path: str) -> bool:
+        """Put the object at `dest_path` without copying its bytes, for reading only; False when
+        this backend (or this pair of paths) cannot, and `_get` copies instead."""
+        return False
 
     @abstractmethod
     def _put(self, path: str, name: str) -> None:

@@ -1,8 +1,12 @@
 """A local folder as a bucket (`file:///dir`): the embedded default for laptops and tests.
 
-Copies stream through the kernel (`shutil.copyfile`), writes land atomically (temporary file then
-rename), and symlinks that lead outside the root are refused like `..` keys. There is no signing
-service for a folder, so signed and public URLs are plain `file://` URLs.
+Copies stream through the kernel (`shutil.copyfile`). A download its caller only reads
+(`read_only=True`: the consumers' inputs) is a hard link instead: no bytes move, where a 4 MB
+copy into fresh page-cache pages cost a mesmer job ~8 ms of CPU; across file systems it falls
+back to the copy. Writes land atomically (temporary file then rename), so a linked download keeps
+the bytes it had when the object is replaced. Symlinks that lead outside the root are refused like
+`..` keys. There is no signing service for a folder, so signed and public URLs are plain
+`file://` URLs.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ class LocalClient(StorageClient):
 
     def _get(self, name: str, dest_path: str) -> None:
         shutil.copyfile(self._path(name), dest_path)
+
+    def _link(self, name: str, dest_path: str) -> bool:
+        source = self._path(name)  # confined: a link inside the root is followed to its file, as a copy would
+        try:
+            os.unlink(dest_path)
+            os.link(source, dest_path)  # follows a symlink (linkat AT_SYMLINK_FOLLOW), like copyfile
+        except OSError:  # another file system, protected_hardlinks, a vanished object: copy (or fail) instead
+            return False
+        return True
 
     def _put(self, path: str, name: str) -> None:
         target = self._path(name)
