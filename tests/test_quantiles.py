@@ -76,3 +76,40 @@ def test_percentiles_of_a_tuple_equal_numpy(dtype):
         expected = np.percentile(values, qs)
         got = percentiles(values, qs)
         assert got.dtype == expected.dtype and np.array_equal(got, expected), (trial, qs, got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32])
+def test_count_percentiles_equal_numpy_of_the_float32_values(dtype):
+    from redis_consumer.utils.quantiles import count_percentiles
+
+    rng = np.random.default_rng(3)
+    top = min(np.iinfo(dtype).max, (1 << 24) - 1)
+    for trial in range(300):
+        n = int(rng.integers(1, 70000 if trial % 50 == 0 else 3000))
+        if trial % 3 == 0:
+            values = rng.integers(0, 30, n)  # heavy ties
+        elif trial % 3 == 1:
+            values = np.clip(rng.gamma(2.0, top / 40, n), 0, top)
+        else:
+            values = np.where(rng.random(n) < 0.01, top, rng.integers(0, 5, n))  # sparse bright pixels
+        values = values.astype(dtype)
+        qs = (1.0, 99.9) if trial % 3 else (float(rng.uniform(0, 100)), 0.0, 100, 50.0)
+        expected = np.percentile(values.astype(np.float32), qs)
+        got = count_percentiles(values, qs)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), (trial, qs, got, expected)
+
+
+@pytest.mark.parametrize("values", [
+    np.array([-3, 5, 9], dtype=np.int16), np.array([1 << 25, 7], dtype=np.int64), np.array([2.5, 1.0]),
+    np.array([], dtype=np.uint16),
+])
+def test_count_percentiles_hand_the_rest_to_the_float32_path(values):
+    from redis_consumer.utils.quantiles import count_percentiles
+
+    if values.size == 0:
+        with pytest.raises(IndexError):  # as np.percentile of an empty array
+            np.percentile(values.astype(np.float32), (1.0, 99.9))
+        with pytest.raises(IndexError):
+            count_percentiles(values, (1.0, 99.9))
+        return
+    assert np.array_equal(count_percentiles(values, (1.0, 99.9)), np.percentile(values.astype(np.float32), (1.0, 99.9)))

@@ -59,12 +59,14 @@ def grey_levels(plane: np.ndarray) -> np.ndarray:
     if not small_ints or (plane.dtype.kind == "i" and int(plane.min()) < 0):
         shown = normalize(np.ascontiguousarray(plane, dtype=np.float32)[np.newaxis, :, :, np.newaxis])[0, :, :, 0]
         return _grey(shown)
-    step = max(1, int(np.sqrt(plane.size / 65536)))  # normalize's sample and percentiles
-    lo, hi = quantiles.percentiles(plane[::step, ::step].astype(np.float32).ravel(), (1.0, 99.9), overwrite_input=True)
+    step = max(1, int(np.sqrt(plane.size / 65536)))  # normalize's sample and percentiles (of its float32 values)
+    lo, hi = quantiles.count_percentiles(plane[::step, ::step].ravel(), (1.0, 99.9))
     top = int(plane.max())
     values = np.arange(top + 1, dtype=np.float32)
     table = normalize(values[np.newaxis, np.newaxis, :, np.newaxis], bounds=(lo, hi))[0, 0, :, 0]
-    return _grey(table)[plane]
+    # every value indexes the table (0 <= value <= top): 'clip' then only skips take's bounds
+    # checks, half the CPU of the fancy index `table[plane]`, the same bytes
+    return np.take(_grey(table), plane, mode="clip")
 
 
 def _grey(plane01: np.ndarray) -> np.ndarray:
@@ -75,7 +77,7 @@ def _grey(plane01: np.ndarray) -> np.ndarray:
 
 def indexed_levels(levels: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Palette indices from `grey_levels` (rewritten in place): OUTLINE_INDEX on object edges."""
-    levels[outlines(labels)] = OUTLINE_INDEX
+    np.copyto(levels, OUTLINE_INDEX, where=outlines(labels))  # a masked copy: ~2/3 of a boolean-index store
     return levels
 
 

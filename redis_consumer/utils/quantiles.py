@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["percentile", "percentiles"]
+__all__ = ["count_percentiles", "percentile", "percentiles"]
 
 
 def percentile(values: np.ndarray, q: float, *, overwrite_input: bool = False) -> np.floating:
@@ -37,6 +37,40 @@ def percentiles(values: np.ndarray, qs: tuple[float, ...], *, overwrite_input: b
     return np.array([_one(work, q, np.float64) for q in qs])
 
 
+def count_percentiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """`np.percentile(values.astype(np.float32), qs)` for 1-D non-negative integers below 2**24
+    (microscope counts: exact in float32), from a histogram instead of partitions: the order
+    statistics numpy interpolates between are read off the cumulative counts (~0.1 ms for the
+    overlay's 65536-value sample, where converting and partitioning it took ~0.8 ms)."""
+    arr = np.asarray(values)
+    if (arr.ndim != 1 or arr.dtype.kind not in "iu" or arr.size == 0 or not isinstance(qs, tuple) or not qs
+            or any(type(q) not in (int, float) or not 0 <= q <= 100 for q in qs)
+            or int(arr.min()) < 0 or int(arr.max()) >= 1 << 24):
+        return percentiles(np.asarray(arr, dtype=np.float32), qs)
+    cumulative = np.cumsum(np.bincount(arr))  # cumulative[v]: how many values are <= v
+    n = arr.size
+    out = []
+    for q in qs:
+        virtual = (n - 1) * np.true_divide(q, 100)
+        if virtual >= n - 1:
+            out.append(np.float64(np.float32(cumulative.size - 1)))  # the maximum, as _one
+            continue
+        below = int(np.floor(virtual))
+        a, b = np.searchsorted(cumulative, (below + 1, below + 2))  # the (below)th and next smallest
+        out.append(_lerp(np.float32(a), np.float32(b), float(virtual - np.floor(virtual)), np.float64))
+    return np.array(out)
+
+
+def _lerp(a: np.floating, b: np.floating, t: float, result: type) -> np.floating:
+    """numpy's _lerp of two neighbouring order statistics, as `_one` applies it."""
+    diff = b - a  # in the array's dtype, as numpy's _lerp takes it
+    if result is np.float64:
+        a, b, diff = np.float64(a), np.float64(b), np.float64(diff)
+    if t >= 0.5:
+        return result(b - diff * (1 - t))
+    return result(a + diff * t)
+
+
 def _one(work: np.ndarray, q: float, result: type) -> np.floating:
     """One percentile of `work` (reordered), interpolated as numpy does for a `result` dtype:
     the array's own for a scalar q, float64 (after a float32 difference) for a sequence."""
@@ -52,9 +86,4 @@ def _one(work: np.ndarray, q: float, result: type) -> np.floating:
         t = float(virtual - np.floor(virtual))
     if np.isnan(a) or np.isnan(b):  # NaN sorts last; numpy answers NaN its own way
         return result(np.percentile(work, q))
-    diff = b - a  # in the array's dtype, as numpy's _lerp takes it
-    if result is np.float64:
-        a, b, diff = np.float64(a), np.float64(b), np.float64(diff)
-    if t >= 0.5:
-        return result(b - diff * (1 - t))
-    return result(a + diff * t)
+    return _lerp(a, b, t, result)
