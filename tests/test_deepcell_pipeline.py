@@ -196,3 +196,21 @@ def test_count_objects_is_the_unique_count():
              np.array([[0, 7, 7, 2**20]], np.int32), np.zeros((0, 4), int), rng.random((4, 4))]
     for labels in cases:
         assert count_objects(labels) == len(np.unique(labels[labels > 0]))
+
+
+def test_counts_are_the_objects_of_the_returned_labels(cells):
+    from redis_consumer.consumers.deepcell_base import count_objects
+
+    image = cells[0]
+    counts = []
+    both = run_application(Mesmer, image, FakeMesmer(), tile_shape=(128, 128), compartment="both", counts=counts,
+                           overrides={"whole-cell": {"small_objects_threshold": 300}})  # drops some cells
+    assert len(counts) == 1 and counts[0].shape == (image.shape[0], 2)
+    assert counts[0].tolist() == [[count_objects(both[b, ..., k]) for k in range(2)] for b in range(image.shape[0])]
+    empty = []
+    none = run_application(Mesmer, image, FakeMesmer(), tile_shape=(128, 128), counts=empty,
+                           overrides={"interior_threshold": 2.0})
+    assert none.max() == 0 and empty[0].tolist() == [[0], [0]]
+    resized = []  # labels resized back to the input's size are not the watershed's own: no counts
+    run_application(Mesmer, image[:1], FakeMesmer(), tile_shape=(64, 64), image_mpp=0.25, counts=resized)
+    assert resized == []

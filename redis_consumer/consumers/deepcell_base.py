@@ -251,11 +251,15 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         image = image.astype(np.float32, copy=False)  # the kiosk casts every input to float32
         image_mpp = float(scale) * spec.model_mpp
         wall: dict[str, np.ndarray] = {}
+        found: list[np.ndarray] = []
         try:
             labels = self._run(spec, image, model_in, self.predict_tiles(name, version), image_mpp,
-                               overrides, compartment, wall)
+                               overrides, compartment, wall, found)
         except ValueError as exc:  # the pipeline's one-sentence complaints are about this input
             raise UserError(f"The {spec.name} application could not process the image: {exc}.") from None
+        if found:  # the watershed's own numbering: what object_counts would count
+            for k in range(labels.shape[-1]):
+                self._remember_counts(labels[..., k], [int(n) for n in found[0][:, k]])
         for stage, (w, c) in wall.items():
             self.timings[stage] = round(self.timings.get(stage, 0.0) + float(w), 6)
             self.cpu_timings[stage] = round(self.cpu_timings.get(stage, 0.0) + float(c), 6)
@@ -268,7 +272,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         return labels
 
     def _run(self, spec: AppSpec, image: np.ndarray, model_in: ModelInput, predict: Callable,
-             image_mpp: float, overrides: Any, compartment: str | None, wall: dict) -> np.ndarray:
+             image_mpp: float, overrides: Any, compartment: str | None, wall: dict,
+             found: list | None = None) -> np.ndarray:
         # the pipeline imports the deep watershed (scipy, scikit-image): only jobs that run one pay
         from ..deepcell.pipeline import run_application
 
@@ -306,7 +311,7 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             labels = resize_labels(np.ascontiguousarray(labels), image.shape[1:3])
             _add(wall, "resize", t0)
             return labels
-        return run_application(spec, image, predict, image_mpp=image_mpp, **common)
+        return run_application(spec, image, predict, image_mpp=image_mpp, counts=found, **common)
 
     # -- result files -----------------------------------------------------------------------
     def save_kiosk_tiffs(self, labels_bxyk: np.ndarray, outdir: str, name: str, kind: str) -> list[str]:
@@ -357,16 +362,37 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         return path
 
     def object_counts(self, labels_by_compartment: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
-        """Objects per batch item of each compartment's (B, X, Y) labels, counted once per job."""
+        """Objects per batch item of each compartment's (B, X, Y) labels, counted once per job
+        (and not at all for labels `run_app` returned as the watershed numbered them)."""
         memo = self.__dict__.setdefault("_count_memo", {})
         out = {}
         for c, lab in labels_by_compartment.items():
             arr = np.asarray(lab)
-            key = (c, arr.__array_interface__["data"][0], arr.shape, arr.strides)
+            key = _memo_key(arr)
             if key not in memo:
                 memo[key] = (arr, _count(arr))  # the array is held so its address stays its own
             out[c] = memo[key][1]
         return out
+
+    def _remember_counts(self, labels: np.ndarray, counts: list[int]) -> None:
+        """`object_counts` of the (B, X, Y) `labels` (a view is one by its address, shape, strides)."""
+        self.__dict__.setdefault("_count_memo", {})[_memo_key(labels)] = (labels, counts)
+
+    def join_labels(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """`np.concatenate(outputs, axis=-1)` of `run_app` results, their known object counts kept
+        (one output is returned as it is: no copy)."""
+        if len(outputs) == 1:
+            return outputs[0]
+        labels = np.concatenate(outputs, axis=-1)
+        memo = self.__dict__.get("_count_memo", {})
+        k = 0
+        for out in outputs:
+            for j in range(out.shape[-1]):
+                known = memo.get(_memo_key(out[..., j]))
+                if known is not None:
+                    self._remember_counts(labels[..., k], known[1])
+                k += 1
+        return labels
 
     def results_summary(self, job_key: str, fields: Mapping[str, str], labels_by_compartment: Mapping[str, np.ndarray],
                         **extra: Any) -> dict[str, Any]:
@@ -431,6 +457,10 @@ class DeepCellConsumer(TensorFlowServingConsumer):
 def _add(wall: dict, stage: str, start: tuple[float, float]) -> None:
     now = np.array([time.perf_counter(), time.process_time()])
     wall[stage] = wall.get(stage, 0.0) + (now - np.array(start))
+
+
+def _memo_key(arr: np.ndarray) -> tuple:
+    return arr.__array_interface__["data"][0], arr.shape, arr.strides, arr.dtype.str
 
 
 def _count(labels: np.ndarray) -> list[int]:

@@ -121,7 +121,7 @@ class SegmentationConsumer(DeepCellConsumer):
                 outputs.append(self.run_app(app, image[..., channel:channel + 1], models[slot], scale=scale,
                                             overrides=self.overrides))
                 job.progress(10 + 80 * (done + 1) / len(slots))
-        labels = np.concatenate(outputs, axis=-1)  # (B, X, Y, filled slots), slot order
+        labels = self.join_labels(outputs)  # (B, X, Y, filled slots), slot order
         counts = {SLOT_NAMES[s]: labels[..., k] for k, s in enumerate(slots)}
         job.log("found " + ", ".join(f"{int(sum(n))} {c}" for c, n in self.object_counts(counts).items()))
         outdir = os.path.join(workdir, "out")

@@ -91,12 +91,16 @@ def run_application(
     exact_untile: bool = True,
     timings: dict | None = None,
     timer: Callable[[], float] = time.perf_counter,
+    counts: list | None = None,
 ) -> np.ndarray:
     """Label a (B, X, Y, C) image with `spec`; returns (B, X, Y, K) int32, K compartments.
 
     `exact_untile=False` blends tiles with the toolbox's max-scaled window (see tiling.py).
     `timings`, when given, accumulates seconds per stage (resize, pre, tile, predict, untile,
     postprocess) as measured by `timer` (wall clock by default; time.process_time for CPU).
+    `counts`, when given, receives the (B, K) int64 objects per item and compartment of the
+    returned labels when they are the watershed's own (numbered 1..n, so n is their maximum:
+    one max per plane instead of a count over the labels); nothing when they were resized.
     """
     if image.ndim != 4:
         raise ValueError(f"{spec.name} needs a (batch, x, y, channel) image, got {image.ndim} dimensions")
@@ -122,8 +126,11 @@ def run_application(
     formatted = {c: [untile(h, info, exact=exact_untile) for h in hs]
                  for c, hs in spec.format_heads(heads).items() if c in compartments}
     clock.lap("untile")
-    labels = np.concatenate([deep_watershed(formatted[c], **kwargs[c]) for c in compartments], axis=-1)
+    planes = [deep_watershed(formatted[c], **kwargs[c]) for c in compartments]
+    labels = np.concatenate(planes, axis=-1)
     clock.lap("postprocess")
-    labels = resize_labels(labels, image.shape[1:3])
+    sized = resize_labels(labels, image.shape[1:3])
     clock.lap("resize")
-    return labels
+    if counts is not None and sized is labels:  # deep_watershed relabels each item 1..n
+        counts.append(np.stack([p.max(axis=(1, 2, 3)) for p in planes], axis=-1).astype(np.int64))
+    return sized
