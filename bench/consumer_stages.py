@@ -11,7 +11,10 @@ by wrapping the callables that do them (`CpuMeter`, exclusive of nested wrapped 
 - `pre` (resize, normalise, tile), `predict_client` (request encode, grpcio, reply decode: the
   gRPC byte movement, owned by redis_consumer/tfserving/), `untile`, `deep_watershed`, `tiff`,
   `png`, `zip` (the consumer's steps);
-- `other`: the rest of the job (runner, results.json and log members, scratch folder).
+- `other`: the rest of the job (runner, claim, results.json and log members, scratch folder), the
+  median over jobs of each job's CPU minus its stages. (The total's median minus the stages'
+  medians, as this was, is not a figure of any job: with the watershed's ~10 % job-to-job spread
+  it read 6-8 ms/MP where the jobs' own remainders were 1-2.)
 
 Each stage is shown beside the cheapest way to move its bytes once in this run: a warm memcpy
 of the same number of bytes, one ISA-L level-1 deflate of the same bytes, or one
@@ -210,7 +213,8 @@ def summarise(kind: str, size: int, runs: list[dict[str, float]], cpu: list[floa
     names = [*CONSUMER_STAGES, *METERED]
     per_stage = {k: round(statistics.median(r.get(k, 0.0) for r in runs) * 1000 / mp, 2) for k in names}
     total = statistics.median(cpu) * 1000 / mp
-    per_stage["other"] = round(total - sum(per_stage.values()), 2)
+    per_stage["other"] = round(statistics.median(c - sum(r.get(k, 0.0) for k in names) for c, r in zip(cpu, runs))
+                               * 1000 / mp, 2)
     outside = total - per_stage["deep_watershed"]
     vs_floor = {}
     for k, v in per_stage.items():

@@ -173,3 +173,25 @@ def test_more_than_four_dimensions_refused_naming_the_shape(tmp_path, monkeypatc
     # singleton axes do not count: (1, 3, 1, 16, 16) is a 3-frame stack
     tifffile.imwrite(tmp_path / "single.tif", np.zeros((1, 3, 1, 16, 16), np.uint8))
     assert load_image(str(tmp_path / "single.tif")).shape == (3, 16, 16, 1)
+
+
+def test_one_parsed_tiff_serves_header_and_pixels(tmp_path):
+    from redis_consumer.utils import kiosk_layout
+
+    stack = np.random.default_rng(5).integers(0, 4000, (64, 80, 2)).astype(np.uint16)  # one IFD per row
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack)
+    with image_io.opened_tiff(str(path)) as tiff:
+        assert len(tiff.pages) == 64
+        header = image_io.read_header(str(path), tiff=tiff)
+        assert header == image_io.read_header(str(path))
+        np.testing.assert_array_equal(image_io.decode_pixels(str(path), header, "stack.tif", tiff), stack)
+    assert tiff.filehandle.closed
+    np.testing.assert_array_equal(kiosk_layout.load_kiosk_image(str(path)), stack)
+    np.testing.assert_array_equal(load_image(str(path), dimension_order="YXC"), stack[np.newaxis])
+    Image.fromarray(stack[..., 0].astype(np.uint8)).save(tmp_path / "a.png")
+    with image_io.opened_tiff(str(tmp_path / "a.png")) as tiff:
+        assert tiff is None
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00" + b"\x00" * 20)  # tifffile opens it; the header says what is wrong
+    with pytest.raises(UserError, match="bad.tif.* corrupt or truncated"):
+        kiosk_layout.load_kiosk_image(str(tmp_path / "bad.tif"))

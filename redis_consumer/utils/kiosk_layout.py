@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -148,9 +149,10 @@ def plan_layout(shape: Sequence[int], dimension_order: str | None, name: str = "
     return KioskLayout(order, shape)
 
 
-def read_kiosk_header(path: str, name: str | None = None) -> Header:
-    """The header with the shape the kiosk would load (no pixel decoded): TIFF as stored, else (H, W, C)."""
-    return image_io.kiosk_header(image_io.read_header(path, name))
+def read_kiosk_header(path: str, name: str | None = None, tiff: Any = None) -> Header:
+    """The header with the shape the kiosk would load (no pixel decoded): TIFF as stored, else (H, W, C).
+    `tiff`: an `image_io.opened_tiff` of `path`."""
+    return image_io.kiosk_header(image_io.read_header(path, name, tiff))
 
 
 def _check(header: Header, layout: KioskLayout, limits: Limits, name: str) -> None:
@@ -170,10 +172,11 @@ def load_for_kiosk(path: str, dimension_order: str | None, limits: Limits | None
     """
     limits = limits or Limits()
     name = name or os.path.basename(path)
-    header = read_kiosk_header(path, name)
-    layout = plan_layout(header.shape, dimension_order, name, header.axes if header.format == "tiff" else "")
-    _check(header, layout, limits, name)
-    image = layout.to_bxyc(image_io.decode_pixels(path, header, name))
+    with image_io.opened_tiff(path) as tiff:
+        header = read_kiosk_header(path, name, tiff)
+        layout = plan_layout(header.shape, dimension_order, name, header.axes if header.format == "tiff" else "")
+        _check(header, layout, limits, name)
+        image = layout.to_bxyc(image_io.decode_pixels(path, header, name, tiff))
     image_io.check_finite(image, name)
     return image, layout
 
@@ -186,16 +189,17 @@ def load_kiosk_image(path: str, limits: Limits | None = None, *, name: str | Non
     """
     limits = limits or Limits()
     name = name or os.path.basename(path)
-    header = read_kiosk_header(path, name)
-    try:
-        layout = plan_layout(header.shape, "", name, header.axes if header.format == "tiff" else "")
-    except UserError:  # no guess: bound it as a stack of frames
-        layout = None
-    if layout is not None:
-        _check(header, layout, limits, name)
-    else:
-        image_io.check_limits(header, limits, name)
-    return image_io.decode_pixels(path, header, name)
+    with image_io.opened_tiff(path) as tiff:
+        header = read_kiosk_header(path, name, tiff)
+        try:
+            layout = plan_layout(header.shape, "", name, header.axes if header.format == "tiff" else "")
+        except UserError:  # no guess: bound it as a stack of frames
+            layout = None
+        if layout is not None:
+            _check(header, layout, limits, name)
+        else:
+            image_io.check_limits(header, limits, name)
+        return image_io.decode_pixels(path, header, name, tiff)
 
 
 def _field_entries(field: str, what: str, most: int, example: str) -> list[str]:
