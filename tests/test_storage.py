@@ -182,6 +182,42 @@ def test_read_only_download(backend, tmp_path):
     assert not (tmp_path / "dl2").exists() or os.listdir(tmp_path / "dl2") == []
 
 
+def test_upload_that_gives_the_file_up(backend, tmp_path):
+    """Same object and URL on every backend; a folder bucket renames the file into place."""
+    client = backend.client(OUTPUT_URL_MODE="key")
+    src = write(tmp_path / "scratch" / "result.zip", b"zip bytes")
+    assert client.upload(src, "output/r.zip", move=True) == ("output/r.zip", "output/r.zip")
+    assert Path(client.download("output/r.zip", str(tmp_path / "dl"))).read_bytes() == b"zip bytes"
+    if backend.kind == "local":
+        assert not os.path.exists(src) and os.listdir(tmp_path / "bucket" / "output") == ["r.zip"]
+        assert (os.stat(tmp_path / "bucket" / "output" / "r.zip").st_mode & 0o777) == 0o644
+    again = write(tmp_path / "scratch" / "result.zip", b"second run")
+    client.upload(again, "output/r.zip", move=True)  # overwrites, as a copy does
+    assert Path(client.download("output/r.zip", str(tmp_path / "dl2"))).read_bytes() == b"second run"
+
+
+def test_local_upload_copies_what_it_cannot_move(tmp_path, monkeypatch):
+    client = storage.get_client(f"file://{tmp_path / 'bucket'}", Settings.from_env({}))
+    real = write(tmp_path / "real.zip", b"abc")
+    os.symlink(real, tmp_path / "link.zip")
+    client.upload(str(tmp_path / "link.zip"), "output/a.zip", move=True)  # a symlink: its file is copied
+    target = tmp_path / "bucket" / "output" / "a.zip"
+    assert not target.is_symlink() and target.read_bytes() == b"abc" and os.path.islink(tmp_path / "link.zip")
+
+    renames, replace = [], os.replace
+
+    def first_cross_device(src, dst, **kw):  # the scratch folder on another file system than the bucket
+        renames.append(src)
+        if len(renames) == 1:
+            raise OSError(18, "Invalid cross-device link")
+        return replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "replace", first_cross_device)
+    client.upload(real, "output/b.zip", move=True)
+    assert (tmp_path / "bucket" / "output" / "b.zip").read_bytes() == b"abc"
+    assert renames[0] == real and os.path.exists(real)  # copied, so still there
+
+
 def test_local_read_only_download_copies_when_it_cannot_link(tmp_path, monkeypatch):
     client = storage.get_client(f"file://{tmp_path / 'bucket'}", Settings.from_env({}))
     client.upload(write(tmp_path / "a.bin", b"abc"), "uploads/a.bin")

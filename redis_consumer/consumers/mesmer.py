@@ -118,7 +118,7 @@ class MesmerConsumer(DeepCellConsumer):
             )
             zip_path = self.write_result_zip(os.path.join(workdir, "result.zip"), outdir, files, summary)
         with job.stage("upload"):
-            key, url = self.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline())
+            key, url = self.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline(), move=True)
         return {"output_url": url, "output_file_name": key, "total_jobs": 1, "dim_order": dim_order,
                 "object_count": int(sum(summary["object_count"].values())),
                 **{f"{c.replace('-', '_')}_count": n for c, n in summary["object_count"].items()},

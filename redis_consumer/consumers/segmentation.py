@@ -144,7 +144,7 @@ class SegmentationConsumer(DeepCellConsumer):
             )
             zip_path = self.write_result_zip(os.path.join(workdir, "result.zip"), outdir, files, summary)
         with job.stage("upload"):
-            key, url = self.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline())
+            key, url = self.storage.upload(zip_path, output_key(job.key), deadline=job.check_deadline(), move=True)
         total = int(sum(summary["object_count"].values()))
         return {"output_url": url, "output_file_name": key, "total_jobs": 1, "object_count": total,
                 **{f"{c}_count": n for c, n in summary["object_count"].items()},

@@ -1,7 +1,7 @@
 """The one storage interface every backend implements, with the shared policy around it.
 
 Backends only move bytes (`_stat`, `_get`, `_put`, `_remove`, `_sign`, `_public`; optionally
-`_link`) and say what kind of failure an exception is (`_classify`). Everything that must behave the same on S3, GCS and
+`_link` and `_move`) and say what kind of failure an exception is (`_classify`). Everything that must behave the same on S3, GCS and
 local folders lives here: key confinement, allowed input prefixes, the size check before a
 download, atomic local writes, retries with capped backoff and full jitter, and error messages
 that name the key but never a credential or a signed URL.
@@ -120,14 +120,20 @@ class StorageClient(ABC):
         log.debug("downloaded %s (%d bytes)", rel, size)
         return dest
 
-    def upload(self, path: str, key: str, *, deadline: float | None = None) -> tuple[str, str]:
-        """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`."""
+    def upload(self, path: str, key: str, *, deadline: float | None = None, move: bool = False) -> tuple[str, str]:
+        """Stream the local file `path` to `key` (overwriting) and return `(key, url_for(key))`.
+
+        `move=True` gives `path` up (a job's result in its scratch folder): a folder bucket may
+        then rename it into place instead of copying it (`_move`), and `path` may be gone after.
+        """
         rel = self._confine(key)
         if not os.path.isfile(path):
             raise UserError(f"The result file {quote(os.path.basename(path))} to upload as '{rel}' does not exist.")
         name = full_key(self.prefix, rel)
-        self._call("uploading", rel, lambda: self._put(path, name), self._give_up_at(deadline))
-        log.debug("uploaded %s (%d bytes)", rel, os.path.getsize(path))
+        size = os.path.getsize(path)
+        self._call("uploading", rel, lambda: (move and self._move(path, name)) or self._put(path, name),
+                   self._give_up_at(deadline))
+        log.debug("uploaded %s (%d bytes)", rel, size)
         return rel, self.url_for(rel)
 
     def exists(self, key: str, *, deadline: float | None = None) -> bool:
@@ -228,6 +234,11 @@ class StorageClient(ABC):
     @abstractmethod
     def _put(self, path: str, name: str) -> None:
         """Stream a local file into the object, replacing any previous version."""
+
+    def _move(self, path: str, name: str) -> bool:
+        """Make the local file `path` the object by moving it (no copy); False when this backend
+        (or this pair of paths) cannot, and `_put` copies instead."""
+        return False
 
     @abstractmethod
     def _remove(self, name: str) -> None:

@@ -3,8 +3,9 @@
 Copies stream through the kernel (`shutil.copyfile`). A download its caller only reads
 (`read_only=True`: the consumers' inputs) is a hard link instead: no bytes move, where a 4 MB
 copy into fresh page-cache pages cost a mesmer job ~8 ms of CPU; across file systems it falls
-back to the copy. Writes land atomically (temporary file then rename), so a linked download keeps
-the bytes it had when the object is replaced. Symlinks that lead outside the root are refused like
+back to the copy. Writes land atomically (temporary file then rename; an upload whose caller gives
+the file up, `move=True`, is that rename alone), so a linked download keeps the bytes it had when
+the object is replaced. Symlinks that lead outside the root are refused like
 `..` keys. There is no signing service for a folder, so signed and public URLs are plain
 `file://` URLs.
 """
@@ -77,6 +78,18 @@ class LocalClient(StorageClient):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def _move(self, path: str, name: str) -> bool:
+        target = self._path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # a link would be moved as a link: copy its file
+                return False
+            os.chmod(path, 0o644)
+            os.replace(path, target)  # atomic, as the copy's final rename
+        except OSError:  # another file system, a directory in the way: copy (or fail) instead
+            return False
+        return True
 
     def _remove(self, name: str) -> None:
         try:
