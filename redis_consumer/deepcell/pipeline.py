@@ -93,7 +93,8 @@ def run_application(
     timer: Callable[[], float] = time.perf_counter,
     counts: list | None = None,
 ) -> np.ndarray:
-    """Label a (B, X, Y, C) image with `spec`; returns (B, X, Y, K) int32, K compartments.
+    """Label a (B, X, Y, C) image with `spec`; returns (B, X, Y, K) int32, K compartments (laid
+    out compartment by compartment: `labels[..., k]` is contiguous).
 
     `exact_untile=False` blends tiles with the toolbox's max-scaled window (see tiling.py).
     `timings`, when given, accumulates seconds per stage (resize, pre, tile, predict, untile,
@@ -127,7 +128,9 @@ def run_application(
                  for c, hs in spec.format_heads(heads).items() if c in compartments}
     clock.lap("untile")
     planes = [deep_watershed(formatted[c], **kwargs[c]) for c in compartments]
-    labels = np.concatenate(planes, axis=-1)
+    # compartment-major memory, (B, X, Y, K) axes: each compartment's labels[..., k] is contiguous
+    # for the overlay, the TIFF and the count (an interleaved K=2 array made each a strided pass)
+    labels = planes[0] if len(planes) == 1 else np.moveaxis(np.stack([p[..., 0] for p in planes]), 0, -1)
     clock.lap("postprocess")
     sized = resize_labels(labels, image.shape[1:3])
     clock.lap("resize")
