@@ -94,3 +94,17 @@ def test_grey_levels_by_table_equal_the_per_pixel_normalisation(dtype, shape, ki
     np.testing.assert_array_equal(overlay.grey_levels(plane), expected)
     # and a float plane takes the per-pixel path itself
     np.testing.assert_array_equal(overlay.grey_levels(plane.astype(np.float32)), expected)
+
+
+def test_grey_levels_with_and_without_the_c_gather(monkeypatch):
+    from redis_consumer.deepcell import _native
+
+    rng = np.random.default_rng(9)
+    planes = [np.clip(rng.normal(3000, 600, (300, 257)), 0, 65535).astype(np.uint16),
+              rng.integers(0, 65536, (64, 65)).astype(np.uint16), np.full((9, 9), 65535, np.uint16),
+              rng.integers(0, 200, (40, 30)).astype(np.uint8)]
+    with_c = [overlay.grey_levels(p) for p in planes]
+    monkeypatch.setattr(_native, "clahe_kernels", None)  # a tree whose C kernels were never built
+    for plane, got in zip(planes, with_c):
+        np.testing.assert_array_equal(got, overlay.grey_levels(plane))
+        np.testing.assert_array_equal(got, overlay.grey_levels(plane.astype(np.float32)))  # the per-pixel path
