@@ -300,16 +300,17 @@ def test_real_workers_image_and_multiplex_jobs_done_with_output_url_in_the_done_
              start_worker(_env(redis_server, server, bucket, "multiplex", "mesmer"), str(tmp_path / "m.log"))]
     seen: list[list[str]] = []
     monitor_client = redis_server.client()
-    stop = threading.Event()
+    sentinel = "monitor-end-of-test"  # the watcher reads up to this command: all before it are in `seen`
 
     def watch():
         with monitor_client.monitor() as m:
             for cmd in m.listen():
                 seen.append(cmd["command"])
-                if stop.is_set():
+                if sentinel in cmd["command"]:
                     return
 
-    threading.Thread(target=watch, daemon=True).start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         truth, gray = nuclei(5)
         png = io.BytesIO()
@@ -320,8 +321,9 @@ def test_real_workers_image_and_multiplex_jobs_done_with_output_url_in_the_done_
         mes_key = _frontend(rds, bucket, "mesmer", "tissue.tif", tiff_bytes(two), channels="0,1")
         for key in (seg_key, mes_key):
             wait_until(lambda k=key: rds.hget(k, "status") in ("done", "failed"), timeout=120, message=key)
-        stop.set()
-        rds.ping()
+        rds.echo(sentinel)
+        watcher.join(timeout=30)
+        assert not watcher.is_alive(), "MONITOR never showed the end-of-test command"
         for key in (seg_key, mes_key):
             job = rds.hgetall(key)
             assert job["status"] == "done", job
@@ -337,7 +339,6 @@ def test_real_workers_image_and_multiplex_jobs_done_with_output_url_in_the_done_
             labels = tifffile.imread(io.BytesIO(zf.read("cells_batch_0_feature_0.tif")))
         assert_found(truth, labels)
     finally:
-        stop.set()
         stop_all(procs)
 
 
