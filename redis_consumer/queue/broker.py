@@ -21,7 +21,7 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .fanout import FanOut
-from .scripts import Script
+from .scripts import Lane, Script
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
@@ -165,9 +165,10 @@ class Broker(FanOut):
         self.prefetch: Callable[[], bool] | None = None
         self._prefetched: ClaimResult | None = None
         self._job_timeout = float("inf")
+        lane = Lane(client)  # the connection our scripts keep for the thread that calls them
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
                      "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
-            setattr(self, f"_{name}", Script(client, name))
+            setattr(self, f"_{name}", Script(client, name, lane))
 
     # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
     def claim_next(
