@@ -138,3 +138,20 @@ def test_fields_decode_as_text_and_name_the_unreadable_ones():
     data, bad = _decode_fields([b"status", b"new", b"img", b"\xff\xfe", b"\xc3", b"x"])
     assert data["status"] == "new" and data["img"] == "\ufffd\ufffd"
     assert bad == ["img", "\\xc3"]
+
+
+def test_the_blocking_claim_keeps_its_connection_and_survives_a_reset(rds, redis_server):
+    blocking = redis_server.client(socket_timeout=5)
+    broker = Broker(redis_server.client(), "q", "w1", blocking_client=blocking)
+    assert broker.claim_next(0.1) is None  # BLMOVE timed out on the kept connection
+    assert len(blocking.connection_pool._in_use_connections) == 1
+    blocking.connection_pool.disconnect()  # what the worker does after an outage or a failover
+    rds.hset("q:a", mapping={"status": "new"})
+    rds.lpush("q", "q:a")
+    claimed = broker.claim_next(0.1)
+    assert claimed is not None and claimed.key == "q:a"
+    assert broker._queue_empty  # the claim left the queue empty: the next one blocks at once
+    rds.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    rds.hset("q:b", mapping={"status": "new"})
+    rds.lpush("q", "q:b")
+    assert broker.claim_next(0.1).key == "q:b"  # the killed connection's BLMOVE went through redis-py again

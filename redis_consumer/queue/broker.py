@@ -22,7 +22,7 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .fanout import FanOut
-from .scripts import Lane, Script
+from .scripts import MISSED, Lane, Script
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
@@ -175,6 +175,9 @@ class Broker(FanOut):
         #: to differ from every other claim's, and os.urandom per claim is a system call)
         self._tokens = random.Random(os.urandom(16))
         lane = Lane(client)  # the connection our scripts keep for the thread that calls them
+        #: the blocking claim's own kept connection (its reply is on the pickup path: a pool
+        #: connection given back before the claim step would delay every idle pickup)
+        self._blocking_lane = lane if self.blocking is client else Lane(self.blocking)
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
                      "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
             setattr(self, f"_{name}", Script(client, name, lane))
@@ -219,9 +222,11 @@ class Broker(FanOut):
 
     def _pop_raw(self, timeout: float) -> bytes | None:
         # raw bytes: redis-py would raise UnicodeDecodeError on a key that is not UTF-8
-        return self.blocking.execute_command(
-            "BLMOVE", self.queue, self.processing_key, "RIGHT", "LEFT", timeout, **{NEVER_DECODE: True}
-        )
+        command = ("BLMOVE", self.queue, self.processing_key, "RIGHT", "LEFT", timeout)
+        reply = self._blocking_lane.call(command, raw=True)
+        if reply is MISSED:  # not the lane's thread, or the connection broke: redis-py's retries
+            reply = self.blocking.execute_command(*command, **{NEVER_DECODE: True})
+        return reply
 
     def claim(self, key: str | bytes, job_timeout: float = float("inf")) -> ClaimResult:
         """The claim step on a key already moved into our processing list."""

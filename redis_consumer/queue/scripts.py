@@ -41,7 +41,7 @@ _INCLUDE = "--#include "
 #: After these the direct call's connection is dropped and the call goes through redis-py's retries.
 _RESEND = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 #: The direct call did not get a reply (the slow path sends it).
-_MISSED = object()
+MISSED = object()
 
 
 @functools.cache
@@ -70,11 +70,33 @@ def _pool_of(client: Any) -> Any:
     return pool if pool is not None and getattr(client, "connection", None) is None else None
 
 
+def send(conn: Any, command: tuple[Any, ...], raw: bool = False) -> Any:
+    """`command` on `conn` and its reply; `MISSED` (after dropping a broken connection) when it must
+    be sent again through `execute_command` (NOSCRIPT, or a connection error, timeout or READONLY)."""
+    try:
+        if _pack is not None:  # the same bytes as `send_command`, without its per-argument pass
+            conn.send_packed_command([_pack(command)])
+        else:
+            conn.send_command(*command)
+        return conn.read_response(disable_decoding=raw)
+    except NoScriptError:
+        return MISSED
+    except _RESEND:
+        conn.disconnect()
+        return MISSED
+    except ResponseError:
+        raise  # the command's own error: its reply was read whole, the connection is fine
+    except BaseException:
+        # e.g. JobTimeout or SIGTERM landing between the send and the read: no later call may read this reply
+        conn.disconnect()
+        raise
+
+
 class Lane:
-    """One connection of a client's pool, kept between script calls by the first thread that
-    makes one (the worker's main thread: its supervisor has a broker of its own); other threads
-    take pool connections as usual. A connection found closed (an outage, a Sentinel failover
-    reset, an error below) is handed back and a fresh one taken the pool's way (which also asks
+    """One connection of a client's pool, kept between calls by the first thread that makes one
+    (the worker's main thread: its supervisor has a broker of its own); other threads take pool
+    connections as usual. A connection found closed (an outage, a Sentinel failover reset, an
+    error in `send`) is handed back and a fresh one taken the pool's way (which also asks
     Sentinel for the master)."""
 
     def __init__(self, client: Any) -> None:
@@ -93,6 +115,11 @@ class Lane:
             self._give_back()
             conn = self._conn = self._pool.get_connection()
         return conn
+
+    def call(self, command: tuple[Any, ...], raw: bool = False) -> Any:
+        """`send` on the kept connection; `MISSED` when this thread has none or it must be resent."""
+        conn = self.take()
+        return MISSED if conn is None else send(conn, command, raw)
 
     def _give_back(self) -> None:
         conn, self._conn = self._conn, None
@@ -120,49 +147,27 @@ class Script:
         self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), raw: bool = False) -> Any:
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
         conn = self.lane.take() if self.lane is not None else None
         if conn is not None:
-            reply = self._send(conn, keys, args, raw)
-            if reply is not _MISSED:
-                return reply
-        else:
+            reply = send(conn, command, raw)
+        else:  # no lane, or not its thread: a pool connection for this call
             pool = _pool_of(self.client)
-            if pool is not None:
-                reply = self._direct(pool, keys, args, raw)
-                if reply is not _MISSED:
-                    return reply
+            reply = MISSED if pool is None else self._direct(pool, command, raw)
+        if reply is not MISSED:
+            return reply
         options = {NEVER_DECODE: True} if raw else {}
         try:
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, **options)
+            return self.client.execute_command(*command, **options)
         except NoScriptError:
             return self.client.execute_command("EVAL", self.text, len(keys), *keys, *args, **options)
 
-    def _direct(self, pool: Any, keys: Sequence[Any], args: Sequence[Any], raw: bool) -> Any:
-        """EVALSHA on a connection from the client's pool (checked and health-checked by redis-py
-        as for any command); `_MISSED` when the slow path must send it (NOSCRIPT, or `_RESEND`)."""
+    @staticmethod
+    def _direct(pool: Any, command: tuple[Any, ...], raw: bool) -> Any:
+        """`send` on a connection from the client's pool (checked and health-checked by redis-py
+        as for any command), given back after the reply."""
         conn = pool.get_connection()
         try:
-            return self._send(conn, keys, args, raw)
+            return send(conn, command, raw)
         finally:
             pool.release(conn)
-
-    def _send(self, conn: Any, keys: Sequence[Any], args: Sequence[Any], raw: bool) -> Any:
-        """EVALSHA on `conn` and its reply; `_MISSED` (after dropping a broken connection) when
-        the slow path must send it."""
-        try:
-            if _pack is not None:  # the same bytes as `send_command`, without its per-argument pass
-                conn.send_packed_command([_pack(("EVALSHA", self.sha, len(keys), *keys, *args))])
-            else:
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            return conn.read_response(disable_decoding=raw)
-        except NoScriptError:
-            return _MISSED
-        except _RESEND:
-            conn.disconnect()
-            return _MISSED
-        except ResponseError:
-            raise  # the script's own error: its reply was read whole, the connection is fine
-        except BaseException:
-            # e.g. JobTimeout landing between the send and the read: no later call may read this reply
-            conn.disconnect()
-            raise
