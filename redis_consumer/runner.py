@@ -69,12 +69,13 @@ class JobRunner:
         #: STATUS_MIN_INTERVAL; `on_deferred` is called when a job's status change starts waiting.
         self.status_interval = float(getattr(settings, "STATUS_MIN_INTERVAL", 0.0))
         self.on_deferred: Callable[[], None] | None = None
+        self._job_timeout = settings.JOB_TIMEOUT  # read once: a settings read is a descriptor call
 
     def run(self, claimed: ClaimResult) -> Outcome:
         """The outcome of one claim (the consumer runs only for `ok`)."""
         if claimed.outcome != "ok" or claimed.job is None:
             return self._not_run(claimed)
-        job = Job(claimed.job, self.broker, self.services, job_timeout=self.settings.JOB_TIMEOUT,
+        job = Job(claimed.job, self.broker, self.services, job_timeout=self._job_timeout,
                   secrets=self._secrets, status_interval=self.status_interval, on_deferred=self.on_deferred)
         started = time.perf_counter()
         self.consumer.job = job
@@ -134,7 +135,7 @@ class JobRunner:
     # -- outcomes ---------------------------------------------------------------------------
     def _end(self, job: Job, status: Status, extra: Mapping[str, Any], started: float) -> Outcome:
         timings = job.timing_fields(started)
-        job.log(f"{status} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
+        job.log(f"{status.value} in {timings['total']:.3f}s" + (f": {extra['reason']}" if "reason" in extra else ""))
         pending, lines = job.close()
         fields = {**pending, "total_time": timings["total"], **kiosk_aliases(timings), **extra}
         if status == Status.FAILED:
@@ -229,6 +230,8 @@ def _result_fields(result: Any, parked: bool) -> dict[str, Any]:
     """What `consume` returned -> the fields of `done` (None or a mapping; kiosk: "done")."""
     if parked or result is None:
         return {}
+    if type(result) is dict and "status" not in result:  # what most consumers return
+        return dict(result)
     if isinstance(result, str) and result == Status.DONE:
         return {}  # the kiosk's consumers return their final status
     if not isinstance(result, Mapping):

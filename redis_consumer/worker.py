@@ -96,6 +96,7 @@ class Worker:
         self.runner = JobRunner(settings, self.broker, self.consumer, self.services, self.middleware)
         self.runner.on_deferred = self._wake_supervisor  # a job's deferred status is due soon
         self.queue = queue
+        self._claim_wait, self._job_timeout = settings.EMPTY_QUEUE_TIMEOUT, settings.JOB_TIMEOUT  # read once
         self.stopping = threading.Event()
         self.current: Claim | None = None
         self.shutdown_deadline: float | None = None
@@ -176,8 +177,7 @@ class Worker:
             self._recover_own_list(uncount=True)
         if self._recover_pending is not None:  # the last try hit Redis still down (e.g. loading)
             self._recover_own_list(uncount=self._recover_pending)
-        claimed = self.broker.claim_next(self.settings.EMPTY_QUEUE_TIMEOUT, self.settings.JOB_TIMEOUT,
-                                         waiting=self._waiting)
+        claimed = self.broker.claim_next(self._claim_wait, self._job_timeout, waiting=self._waiting)
         if claimed is None:
             return None
         self.current = job = claimed.job

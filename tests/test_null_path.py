@@ -4,7 +4,9 @@ cached timestamp reads like `datetime.isoformat`, and fields decode as before.""
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -65,7 +67,27 @@ def test_script_calls_survive_killed_connections_and_a_flushed_script_cache(rds,
         broker.heartbeat()
     rds.delete("consumers:q")
     assert broker.heartbeat() > 0  # the connection that carried the error reply is fine
-    assert client.connection_pool._in_use_connections == set()  # every call gave its connection back
+    client.connection_pool.disconnect()  # what the worker does after an outage or a failover
+    assert broker.heartbeat() > 0
+    pool = client.connection_pool
+    assert len(pool._in_use_connections) == 1  # the one the broker's lane keeps for this thread
+
+
+def test_a_lane_is_kept_by_one_thread_and_given_back_with_its_broker(redis_server):
+    client = redis_server.client()
+    pool = client.connection_pool
+    broker = Broker(client, "q", "w1")
+    broker.heartbeat()
+    kept = set(pool._in_use_connections)
+    other = threading.Thread(target=broker.heartbeat)
+    other.start()
+    other.join()
+    assert pool._in_use_connections == kept  # another thread's call took a pool connection and gave it back
+    broker.heartbeat()
+    assert pool._in_use_connections == kept  # this thread keeps the same connection
+    del broker
+    gc.collect()
+    assert pool._in_use_connections == set()
 
 
 class _Interrupt(BaseException):
@@ -76,7 +98,7 @@ def test_an_interrupt_between_send_and_reply_never_leaves_a_stale_reply(rds, red
     client = redis_server.client()
     broker = Broker(client, "q", "w1")
     broker.heartbeat()
-    (conn,) = client.connection_pool._available_connections  # the one the next call takes
+    (conn,) = client.connection_pool._in_use_connections  # the one the broker's lane keeps
     real = conn.read_response
 
     def interrupted(*args, **kwargs):
@@ -116,3 +138,20 @@ def test_fields_decode_as_text_and_name_the_unreadable_ones():
     data, bad = _decode_fields([b"status", b"new", b"img", b"\xff\xfe", b"\xc3", b"x"])
     assert data["status"] == "new" and data["img"] == "\ufffd\ufffd"
     assert bad == ["img", "\\xc3"]
+
+
+def test_the_blocking_claim_keeps_its_connection_and_survives_a_reset(rds, redis_server):
+    blocking = redis_server.client(socket_timeout=5)
+    broker = Broker(redis_server.client(), "q", "w1", blocking_client=blocking)
+    assert broker.claim_next(0.1) is None  # BLMOVE timed out on the kept connection
+    assert len(blocking.connection_pool._in_use_connections) == 1
+    blocking.connection_pool.disconnect()  # what the worker does after an outage or a failover
+    rds.hset("q:a", mapping={"status": "new"})
+    rds.lpush("q", "q:a")
+    claimed = broker.claim_next(0.1)
+    assert claimed is not None and claimed.key == "q:a"
+    assert broker._queue_empty  # the claim left the queue empty: the next one blocks at once
+    rds.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    rds.hset("q:b", mapping={"status": "new"})
+    rds.lpush("q", "q:b")
+    assert broker.claim_next(0.1).key == "q:b"  # the killed connection's BLMOVE went through redis-py again

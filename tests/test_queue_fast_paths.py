@@ -129,3 +129,26 @@ def test_prefetch_keeps_fencing_a_stale_finish(rds):
     rds.hset("q:a", "claim", "someone-else")
     assert b.finish(first.job, "done", {}) == 0 and rds.hget("q:a", "status") == "started"
     assert b.claim_next(0.1).key == "q:b"
+
+
+def test_claim_fields_are_the_hash_as_it_is_now_also_through_the_combined_step(rds):
+    """The claim step replies with the hash as read and the broker lays the claim over it: the
+    result must equal the stored hash, on the plain claim and on the claim riding on a finish."""
+    make_job(rds, "q:a", attempts="1", children_total="oops", updated_at="old")
+    make_job(rds, "q:b", children_done="2", children_failed="x", started_at="old")
+    b = broker(rds)
+    b.prefetch = lambda: True
+    first = b.claim_next(0.1)
+    assert first.job.fields == rds.hgetall("q:a") and first.job.attempts == 2
+    assert b.finish(first.job, "done", {}) == 1
+    second = b.claim_next(0.1)
+    assert second.key == "q:b" and second.job.fields == rds.hgetall("q:b")
+    assert "children_failed" not in second.job.fields and second.job.fields["children_done"] == "2"
+
+
+def test_claim_names_unreadable_fields_but_not_the_ones_it_wrote(rds):
+    rds.hset("q:a", mapping={"status": b"new\xff", "updated_at": b"\xfe", "extra": b"\xff"})
+    rds.lpush("q", "q:a")
+    res = broker(rds).try_claim()
+    assert res.outcome == "ok" and res.job.unreadable == ["extra"]
+    assert res.job.fields["status"] == "started" and res.job.fields["updated_at"] == rds.hget("q:a", "updated_at")

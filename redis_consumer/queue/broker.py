@@ -8,7 +8,8 @@ passes the arguments and turns replies into Python values. It knows nothing abou
 from __future__ import annotations
 
 import functools
-import secrets
+import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -21,7 +22,7 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .fanout import FanOut
-from .scripts import Script
+from .scripts import MISSED, Lane, Script
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
@@ -34,6 +35,9 @@ def _dead_reason(max_attempts: int) -> str:
     """`DEAD_REASON` for `max_attempts` (made once, not per claim)."""
     return DEAD_REASON.format(n=max_attempts)
 
+
+#: The fields the claim step writes (over whatever the producer left in them).
+_CLAIM_FIELDS = frozenset(("status", "claim", "updated_by", "identity_started", "started_at", "updated_at", "attempts"))
 
 BAD_KEY_REASON = "The job's key is not valid UTF-8 text; submit it again under a plain-text key."
 
@@ -83,11 +87,13 @@ class ClaimResult:
 
 def _flatten(fields: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
+    add = out.extend
     for name, value in fields.items():
-        if value is None:
-            continue
-        out.append(name)
-        out.append(_fmt(value))
+        kind = type(value)
+        if kind is str:  # most values: plain text as it is
+            add((name, value))
+        elif value is not None:
+            add((name, f"{value:.6f}" if kind is float else _fmt(value)))
     return out
 
 
@@ -165,9 +171,16 @@ class Broker(FanOut):
         self.prefetch: Callable[[], bool] | None = None
         self._prefetched: ClaimResult | None = None
         self._job_timeout = float("inf")
+        #: fencing tokens: 64 random bits each, from a generator seeded by the OS (a token only has
+        #: to differ from every other claim's, and os.urandom per claim is a system call)
+        self._tokens = random.Random(os.urandom(16))
+        lane = Lane(client)  # the connection our scripts keep for the thread that calls them
+        #: the blocking claim's own kept connection (its reply is on the pickup path: a pool
+        #: connection given back before the claim step would delay every idle pickup)
+        self._blocking_lane = lane if self.blocking is client else Lane(self.blocking)
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
                      "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
-            setattr(self, f"_{name}", Script(client, name))
+            setattr(self, f"_{name}", Script(client, name, lane))
 
     # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
     def claim_next(
@@ -209,9 +222,11 @@ class Broker(FanOut):
 
     def _pop_raw(self, timeout: float) -> bytes | None:
         # raw bytes: redis-py would raise UnicodeDecodeError on a key that is not UTF-8
-        return self.blocking.execute_command(
-            "BLMOVE", self.queue, self.processing_key, "RIGHT", "LEFT", timeout, **{NEVER_DECODE: True}
-        )
+        command = ("BLMOVE", self.queue, self.processing_key, "RIGHT", "LEFT", timeout)
+        reply = self._blocking_lane.call(command, raw=True)
+        if reply is MISSED:  # not the lane's thread, or the connection broke: redis-py's retries
+            reply = self.blocking.execute_command(*command, **{NEVER_DECODE: True})
+        return reply
 
     def claim(self, key: str | bytes, job_timeout: float = float("inf")) -> ClaimResult:
         """The claim step on a key already moved into our processing list."""
@@ -224,7 +239,7 @@ class Broker(FanOut):
         return self._claim_step("", job_timeout)
 
     def _claim_args(self, key: str | bytes) -> tuple[list[Any], list[Any]]:
-        token, stamp = secrets.token_hex(8), now_iso()
+        token, stamp = f"{self._tokens.getrandbits(64):016x}", now_iso()
         return ([self.queue, self.processing_key, self.dead_key],
                 [token, self.consumer_id, stamp, self.max_attempts, key, _dead_reason(self.max_attempts),
                  self.expire_time])
@@ -235,9 +250,9 @@ class Broker(FanOut):
 
     def _claim_result(self, reply: Any, args: list[Any], job_timeout: float) -> ClaimResult | None:
         token, stamp = args[0], args[2]
-        outcome, detail, attempts, flat, raw_key = reply[:5]
+        outcome, detail, attempts, flat, raw_key, dropped = reply[:6]
         outcome = _text(outcome)
-        self._queue_empty = outcome == "empty" or (len(reply) > 5 and int(reply[5]) == 0)
+        self._queue_empty = outcome == "empty" or (len(reply) > 6 and int(reply[6]) == 0)
         if outcome == "empty":
             return None
         try:
@@ -246,13 +261,21 @@ class Broker(FanOut):
             # nothing later can name this key as text: set it aside as bad input right now
             self._bury(keys=[self.processing_key, self.dead_key], args=[raw_key, BAD_KEY_REASON, stamp, self.expire_time])
             return ClaimResult("unreadable", raw_key.decode("utf-8", "backslashreplace"), None, _text(detail))
+        previous = _text(detail)
         if outcome != "ok":
-            return ClaimResult(outcome, job_key, None, _text(detail))
+            return ClaimResult(outcome, job_key, None, previous)
+        # the hash as read, then what the claim wrote over it: the hash as it is now
         data, bad = _decode_fields(flat)
-        job = Claim(key=job_key, token=token, attempts=int(attempts), previous_status=_text(detail), fields=data,
+        for name in dropped:
+            data.pop(name.decode(), None)
+        data.update(status="started", claim=token, updated_by=self.consumer_id, identity_started=self.consumer_id,
+                    started_at=stamp, updated_at=stamp, attempts=str(attempts))
+        if bad:
+            bad = [name for name in bad if name not in _CLAIM_FIELDS]
+        job = Claim(key=job_key, token=token, attempts=int(attempts), previous_status=previous, fields=data,
                     unreadable=bad)
         job.deadline = job.claimed_at + job_timeout
-        return ClaimResult("ok", job_key, job, _text(detail))
+        return ClaimResult("ok", job_key, job, previous)
 
     # -- while running ----------------------------------------------------------------------
     def update(self, job: Claim, fields: Mapping[str, Any], log_lines: list[str] | None = None) -> int:

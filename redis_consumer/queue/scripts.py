@@ -9,16 +9,20 @@ declared in KEYS): fine on a single Redis or Sentinel; Redis Cluster would need 
 A line `--#include other.lua` pulls in a shared helper (the zip fan-in count). Scripts run by
 SHA; after a Redis restart or `SCRIPT FLUSH` (NOSCRIPT) the source is sent once with EVAL.
 
-A script call takes a pooled connection and sends EVALSHA on it directly: redis-py's per-command
-wrappers (retry closure, observability records) cost ~10 us a call, a tenth of a null job. Any
+A script call sends EVALSHA directly on a pooled connection: redis-py's per-command wrappers
+(retry closure, observability records) cost ~10 us a call, a tenth of a null job. A broker's
+scripts share a `Lane`: one connection its calling thread keeps between calls (taking and
+returning a pool connection costs another ~10 us: lock, records, a readiness poll). Any
 connection error, timeout or READONLY reply there drops that connection and sends the call again
 through `execute_command`, whose retries with jittered backoff then apply as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import threading
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -37,7 +41,7 @@ _INCLUDE = "--#include "
 #: After these the direct call's connection is dropped and the call goes through redis-py's retries.
 _RESEND = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 #: The direct call did not get a reply (the slow path sends it).
-_MISSED = object()
+MISSED = object()
 
 
 @functools.cache
@@ -60,51 +64,110 @@ def _expand(name: str, seen: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pool_of(client: Any) -> Any:
+    """The client's connection pool, or None (a client pinned to one connection, a test double)."""
+    pool = getattr(client, "connection_pool", None)
+    return pool if pool is not None and getattr(client, "connection", None) is None else None
+
+
+def send(conn: Any, command: tuple[Any, ...], raw: bool = False) -> Any:
+    """`command` on `conn` and its reply; `MISSED` (after dropping a broken connection) when it must
+    be sent again through `execute_command` (NOSCRIPT, or a connection error, timeout or READONLY)."""
+    try:
+        if _pack is not None:  # the same bytes as `send_command`, without its per-argument pass
+            conn.send_packed_command([_pack(command)])
+        else:
+            conn.send_command(*command)
+        return conn.read_response(disable_decoding=raw)
+    except NoScriptError:
+        return MISSED
+    except _RESEND:
+        conn.disconnect()
+        return MISSED
+    except ResponseError:
+        raise  # the command's own error: its reply was read whole, the connection is fine
+    except BaseException:
+        # e.g. JobTimeout or SIGTERM landing between the send and the read: no later call may read this reply
+        conn.disconnect()
+        raise
+
+
+class Lane:
+    """One connection of a client's pool, kept between calls by the first thread that makes one
+    (the worker's main thread: its supervisor has a broker of its own); other threads take pool
+    connections as usual. A connection found closed (an outage, a Sentinel failover reset, an
+    error in `send`) is handed back and a fresh one taken the pool's way (which also asks
+    Sentinel for the master)."""
+
+    def __init__(self, client: Any) -> None:
+        self._pool = _pool_of(client)
+        self._owner: int | None = None
+        self._conn: Any = None
+
+    def take(self) -> Any:
+        """This thread's kept connection, or None when it is not the owner (or there is no pool)."""
+        if self._owner != threading.get_ident():
+            if self._owner is not None or self._pool is None:
+                return None
+            self._owner = threading.get_ident()
+        conn = self._conn
+        if conn is None or getattr(conn, "_sock", None) is None:
+            self._give_back()
+            conn = self._conn = self._pool.get_connection()
+        return conn
+
+    def call(self, command: tuple[Any, ...], raw: bool = False) -> Any:
+        """`send` on the kept connection; `MISSED` when this thread has none or it must be resent."""
+        conn = self.take()
+        return MISSED if conn is None else send(conn, command, raw)
+
+    def _give_back(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter exit the pool may be half torn down
+            self._give_back()
+
+
 class Script:
     """One Lua step bound to a client: `script(keys=[...], args=[...], raw=False)`.
 
     `raw=True` returns bytes instead of text (the claim reads fields a producer may have
-    written in any encoding without redis-py failing to decode them).
+    written in any encoding without redis-py failing to decode them). With a `lane` the call
+    uses the connection the lane keeps for this thread.
     """
 
-    def __init__(self, client: Any, name: str) -> None:
+    def __init__(self, client: Any, name: str, lane: Lane | None = None) -> None:
         self.client = client
         self.name = name
+        self.lane = lane
         self.text = source(name)
         self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
     def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), raw: bool = False) -> Any:
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None and getattr(self.client, "connection", None) is None:  # a plain pooled client
-            reply = self._direct(pool, keys, args, raw)
-            if reply is not _MISSED:
-                return reply
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        conn = self.lane.take() if self.lane is not None else None
+        if conn is not None:
+            reply = send(conn, command, raw)
+        else:  # no lane, or not its thread: a pool connection for this call
+            pool = _pool_of(self.client)
+            reply = MISSED if pool is None else self._direct(pool, command, raw)
+        if reply is not MISSED:
+            return reply
         options = {NEVER_DECODE: True} if raw else {}
         try:
-            return self.client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args, **options)
+            return self.client.execute_command(*command, **options)
         except NoScriptError:
             return self.client.execute_command("EVAL", self.text, len(keys), *keys, *args, **options)
 
-    def _direct(self, pool: Any, keys: Sequence[Any], args: Sequence[Any], raw: bool) -> Any:
-        """EVALSHA on a connection from the client's pool (checked and health-checked by redis-py
-        as for any command); `_MISSED` when the slow path must send it (NOSCRIPT, or `_RESEND`)."""
+    @staticmethod
+    def _direct(pool: Any, command: tuple[Any, ...], raw: bool) -> Any:
+        """`send` on a connection from the client's pool (checked and health-checked by redis-py
+        as for any command), given back after the reply."""
         conn = pool.get_connection()
         try:
-            if _pack is not None:  # the same bytes as `send_command`, without its per-argument pass
-                conn.send_packed_command([_pack(("EVALSHA", self.sha, len(keys), *keys, *args))])
-            else:
-                conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            return conn.read_response(disable_decoding=raw)
-        except NoScriptError:
-            return _MISSED
-        except _RESEND:
-            conn.disconnect()
-            return _MISSED
-        except ResponseError:
-            raise  # the script's own error: its reply was read whole, the connection is fine
-        except BaseException:
-            # e.g. JobTimeout landing between the send and the read: no later call may read this reply
-            conn.disconnect()
-            raise
+            return send(conn, command, raw)
         finally:
             pool.release(conn)

@@ -1,8 +1,10 @@
 -- Claim one job in one atomic step: take the oldest waiting key (or the key BLMOVE already moved
 -- into our processing list), mark it started with a fresh fencing token, count the attempt and
 -- return its fields (saves a round trip). One HGETALL reads everything the step decides on (type,
--- status, attempts, fan-in counters) and one HSET writes the claim: 3 commands for a normal claim. A job whose attempts are already used up (it kept
--- killing workers that handed it back without the reaper) is dead-lettered here instead of run.
+-- status, attempts, fan-in counters) and one HSET writes the claim: 3 commands for a normal claim
+-- (plus LLEN here; the claim riding on a finish skips it). A job whose attempts are already used
+-- up (it kept killing workers that handed it back without the reaper) is dead-lettered here
+-- instead of run.
 -- KEYS[1] queue             {queue}; read only when ARGV[5] is empty
 -- KEYS[2] processing list   processing-{queue}:{consumer_id}
 -- KEYS[3] dead list         dead-{queue}
@@ -13,7 +15,11 @@
 -- ARGV[5] job key           '' = LMOVE the oldest key from KEYS[1] (RIGHT -> LEFT) first
 -- ARGV[6] dead reason       written on a job dead-lettered here
 -- ARGV[7] expire_seconds    TTL of a dead-lettered job
--- Reply: {outcome, previous_status, attempts, fields (flat HGETALL, only for ok), key[, queue length (ok)]}
+-- Reply: {outcome, previous_status, attempts, fields, key, dropped[, queue length (ok)]}
 --   outcome: ok | empty | missing | wrongtype | final | dead
+--   fields (ok only): the hash as read, before this claim's HSET (flat name, value list): the
+--   caller sets status=started, claim, updated_by, identity_started, started_at, updated_at and
+--   attempts over it and removes the names in `dropped` (fan-in counters that were not integers,
+--   deleted here) to get the hash as it is now
 --#include claim_step.lua
-return claim_step(KEYS, ARGV)
+return claim_step(KEYS, ARGV, 0, 0, true)

@@ -15,4 +15,4 @@
 -- Reply: 1 finished now, 2 already finished by this claim (idempotent replay),
 --        0 stale (another claim owns the job), -1 vanished (no such hash)
 --#include finish_step.lua
-return finish_step(KEYS, ARGV)
+return finish_step(KEYS, ARGV, 0, 0)

@@ -1,43 +1,45 @@
--- The body of finish.lua as a function, so that finish_claim.lua can run both in one script.
--- finish_step(KEYS, ARGV): the KEYS/ARGV documented in finish.lua; returns its reply.
+-- The body of finish.lua as a function, so that finish_claim.lua can run it before a claim.
+-- finish_step(K, A, k, a): finish.lua's KEYS are K[k+1..k+4], its ARGV A[a+1..] (offsets, so a
+-- combined script passes its own KEYS/ARGV without copying them); returns finish.lua's reply.
 --#include child_ended.lua
-local function finish_step(KEYS, ARGV)
-  local cur = redis.call('HMGET', KEYS[1], 'claim', 'status', 'parent', 'parent_queue')
-  if cur[1] ~= ARGV[1] then
-    redis.call('LREM', KEYS[2], 0, KEYS[1])
-    if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local function finish_step(K, A, k, a)
+  local job, plist = K[k + 1], K[k + 2]
+  local cur = redis.call('HMGET', job, 'claim', 'status', 'parent', 'parent_queue')
+  if cur[1] ~= A[a + 1] then
+    redis.call('LREM', plist, 0, job)
+    if redis.call('EXISTS', job) == 0 then return -1 end
     return 0
   end
   local status = cur[2]
   if status == 'done' or status == 'failed' then
-    redis.call('LREM', KEYS[2], 0, KEYS[1])
+    redis.call('LREM', plist, 0, job)
     return 2
   end
-  local expire = tonumber(ARGV[2])
-  local nfields = tonumber(ARGV[6])
-  redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 7, 6 + nfields))
-  redis.call('EXPIRE', KEYS[1], expire)
-  redis.call('LREM', KEYS[2], 0, KEYS[1])
-  redis.call('INCR', KEYS[3])
-  local cap = tonumber(ARGV[4])
+  local expire, final = A[a + 2], A[a + 3]  -- expire as sent: a string needs no conversion
+  local first = a + 7  -- the first field name
+  local last = a + 6 + tonumber(A[a + 6])  -- the last field value
+  redis.call('HSET', job, 'status', final, unpack(A, first, last))
+  redis.call('EXPIRE', job, expire)
+  redis.call('LREM', plist, 0, job)
+  redis.call('INCR', K[k + 3])
+  local cap = tonumber(A[a + 4])
   if cap > 0 then
-    if #ARGV > 6 + nfields then
+    if #A > last then
       -- the list exists after the push; trim only when it outgrew the cap
-      if redis.call('RPUSH', KEYS[4], unpack(ARGV, 7 + nfields)) > cap then
-        redis.call('LTRIM', KEYS[4], -cap, -1)
+      if redis.call('RPUSH', K[k + 4], unpack(A, last + 1)) > cap then
+        redis.call('LTRIM', K[k + 4], -cap, -1)
       end
     end
-    redis.call('EXPIRE', KEYS[4], expire)  -- a no-op when the job has no log list
+    redis.call('EXPIRE', K[k + 4], expire)  -- a no-op when the job has no log list
   end
-  -- the parent link as read above, unless the result fields just rewrote it
+  -- a zip child is counted by its parent: the link as read above, unless the result fields just
+  -- rewrote it (then child_ended reads it again)
   local link = {cur[3], cur[4]}
-  for i = 7, 6 + nfields, 2 do
-    if ARGV[i] == 'parent' or ARGV[i] == 'parent_queue' then link = nil end
+  for i = first, last, 2 do
+    if A[i] == 'parent' or A[i] == 'parent_queue' then link = nil end
   end
-  if ARGV[3] == 'done' then
-    child_ended(KEYS[1], 'children_done', ARGV[5], link)
-  else
-    child_ended(KEYS[1], 'children_failed', ARGV[5], link)
+  if link == nil or link[1] then
+    child_ended(job, final == 'done' and 'children_done' or 'children_failed', A[a + 5], link)
   end
   return 1
 end
