@@ -15,6 +15,6 @@ setup(
     ext_modules=[
         Extension(f"redis_consumer.deepcell._{name}_kernels", sources=[f"redis_consumer/deepcell/_{name}_kernels.c"],
                   depends=HEADERS, extra_compile_args=FLAGS)
-        for name in ("clahe", "untile")
+        for name in ("clahe", "untile", "percentile")
     ]
 )
