@@ -14,6 +14,15 @@
 #define DIGIT_BITS 11 /* 2048 bins: four interleaved histograms of them fit in L1 */
 #define NBINS (1u << DIGIT_BITS)
 #define SUBS 4
+#define BLOCK 512 /* values whose bins are computed together */
+
+/* x86-64 with GCC: an AVX2 clone picked at load time where the CPU has it (8 floats a step, the
+ * same IEEE operations), else the baseline SSE2 code */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 /* Per element type: its bits U, the order-preserving key (sign set: all bits flipped; else the
  * sign bit set) and the passes over a strided plane. With SKIP, zeros (+0.0 and -0.0, as
@@ -25,37 +34,59 @@
         const uint32_t bin = (uint32_t)(key_##NAME(u) >> (BITS - DIGIT_BITS));                     \
         return (SKIP && (U)(u << 1) == 0) ? NBINS : bin;                                            \
     }                                                                                              \
-    /* hist: SUBS x (NBINS + 1) counts, summed into the first by the caller */                     \
-    static void scan_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0,     \
-                            Py_ssize_t s1, uint32_t *hist, double *lo, double *hi) {               \
-        F fmin = (F)INFINITY, fmax = (F)-INFINITY;                                                 \
-        uint32_t *h0 = hist, *h1 = hist + (NBINS + 1), *h2 = h1 + (NBINS + 1), *h3 = h2 + (NBINS + 1); \
-        for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
-            const char *row = base + i * s0;                                                       \
-            Py_ssize_t j = 0;                                                                      \
-            for (; j + 4 <= cols; j += 4) {                                                        \
-                const U u0 = *(const U *)(row + j * s1), u1 = *(const U *)(row + (j + 1) * s1);   \
-                const U u2 = *(const U *)(row + (j + 2) * s1), u3 = *(const U *)(row + (j + 3) * s1); \
-                F x0, x1, x2, x3;                                                                  \
-                memcpy(&x0, &u0, sizeof(F)), memcpy(&x1, &u1, sizeof(F));                          \
-                memcpy(&x2, &u2, sizeof(F)), memcpy(&x3, &u3, sizeof(F));                          \
-                fmin = x0 < fmin ? x0 : fmin, fmax = x0 > fmax ? x0 : fmax;                        \
-                fmin = x1 < fmin ? x1 : fmin, fmax = x1 > fmax ? x1 : fmax;                        \
-                fmin = x2 < fmin ? x2 : fmin, fmax = x2 > fmax ? x2 : fmax;                        \
-                fmin = x3 < fmin ? x3 : fmin, fmax = x3 > fmax ? x3 : fmax;                        \
-                h0[bin_##NAME(u0)]++, h1[bin_##NAME(u1)]++, h2[bin_##NAME(u2)]++, h3[bin_##NAME(u3)]++; \
+    /* bins (and the key range) of one row's values, `step` elements apart: no loop-carried    \
+     * dependency but the range, so it vectorises (the histogram increments cannot) */           \
+    VECTOR_CLONES static void bins_##NAME(const U *restrict src, Py_ssize_t step, Py_ssize_t len,  \
+                                          uint16_t *restrict bins, U *kmin, U *kmax) {           \
+        U lo = *kmin, hi = *kmax;                                                                  \
+        if (step == 1) {                                                                           \
+            for (Py_ssize_t j = 0; j < len; j++) {                                                 \
+                const U u = src[j], key = (U)key_##NAME(u);                                        \
+                lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
+                bins[j] = (uint16_t)bin_##NAME(u);                                                 \
             }                                                                                      \
-            for (; j < cols; j++) {                                                                \
-                const U u = *(const U *)(row + j * s1);                                            \
-                F x;                                                                               \
-                memcpy(&x, &u, sizeof(F));                                                         \
-                fmin = x < fmin ? x : fmin, fmax = x > fmax ? x : fmax;                            \
-                h0[bin_##NAME(u)]++;                                                               \
+        } else {                                                                                   \
+            for (Py_ssize_t j = 0; j < len; j++) {                                                 \
+                const U u = src[j * step], key = (U)key_##NAME(u);                                 \
+                lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
+                bins[j] = (uint16_t)bin_##NAME(u);                                                 \
             }                                                                                      \
         }                                                                                          \
-        *lo = fmin, *hi = fmax;                                                                    \
+        *kmin = lo, *kmax = hi;                                                                    \
     }                                                                                              \
-    static uint64_t nans_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, \
+    /* hist: SUBS x (NBINS + 1) counts, summed into the first by the caller; lo and hi: the       \
+     * smallest and largest key of all the values (zeros included) */                            \
+    static void scan_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0,     \
+                            Py_ssize_t s1, uint32_t *hist, uint64_t *lo, uint64_t *hi) {           \
+        U kmin = (U)-1, kmax = 0;                                                                  \
+        uint16_t bins[BLOCK];                                                                      \
+        uint32_t *h0 = hist, *h1 = hist + (NBINS + 1), *h2 = h1 + (NBINS + 1), *h3 = h2 + (NBINS + 1); \
+        const int typed = s1 > 0 && s1 % (Py_ssize_t)sizeof(U) == 0;                              \
+        for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
+            const char *row = base + i * s0;                                                       \
+            for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
+                const Py_ssize_t len = cols - j0 < BLOCK ? cols - j0 : BLOCK;                      \
+                if (typed) {                                                                       \
+                    bins_##NAME((const U *)(row + j0 * s1), s1 / (Py_ssize_t)sizeof(U), len, bins, &kmin, &kmax); \
+                } else {                                                                           \
+                    for (Py_ssize_t j = 0; j < len; j++) {                                         \
+                        U u;                                                                       \
+                        memcpy(&u, row + (j0 + j) * s1, sizeof(U));                                \
+                        const U key = (U)key_##NAME(u);                                            \
+                        kmin = key < kmin ? key : kmin, kmax = key > kmax ? key : kmax;            \
+                        bins[j] = (uint16_t)bin_##NAME(u);                                         \
+                    }                                                                              \
+                }                                                                                  \
+                Py_ssize_t j = 0;                                                                  \
+                for (; j + 4 <= len; j += 4)                                                       \
+                    h0[bins[j]]++, h1[bins[j + 1]]++, h2[bins[j + 2]]++, h3[bins[j + 3]]++;        \
+                for (; j < len; j++)                                                               \
+                    h0[bins[j]]++;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        *lo = kmin, *hi = kmax;                                                                    \
+    }                                                                                              \
+    static inline uint64_t nans_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, \
                                 Py_ssize_t s1) {                                                   \
         uint64_t count = 0;                                                                        \
         for (Py_ssize_t i = 0; i < rows; i++)                                                      \
@@ -65,35 +96,41 @@
             }                                                                                      \
         return count;                                                                              \
     }                                                                                              \
-    /* the keys of bin d into out (room for what the bin holds); returns how many */          \
+    /* the keys of bins d .. d + span into out (room for what they hold); returns how many */  \
     static uint64_t gather_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, \
-                                  Py_ssize_t s1, uint32_t d, uint64_t *out) {                      \
+                                  Py_ssize_t s1, uint32_t d, uint32_t span, uint64_t *out) {       \
         uint64_t w = 0;                                                                            \
+        U kmin = (U)-1, kmax = 0;                                                                  \
+        uint16_t bins[BLOCK];                                                                      \
+        const int typed = s1 > 0 && s1 % (Py_ssize_t)sizeof(U) == 0;                              \
         for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
             const char *row = base + i * s0;                                                       \
-            for (Py_ssize_t j = 0; j < cols; j++) {                                                \
-                const U u = *(const U *)(row + j * s1);                                            \
-                if (bin_##NAME(u) == d) /* a branch: no chain through w when the bin is rare */  \
-                    out[w++] = key_##NAME(u);                                                      \
+            for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
+                const Py_ssize_t len = cols - j0 < BLOCK ? cols - j0 : BLOCK;                      \
+                if (typed) {                                                                       \
+                    bins_##NAME((const U *)(row + j0 * s1), s1 / (Py_ssize_t)sizeof(U), len, bins, &kmin, &kmax); \
+                } else {                                                                           \
+                    for (Py_ssize_t j = 0; j < len; j++) {                                         \
+                        U u;                                                                       \
+                        memcpy(&u, row + (j0 + j) * s1, sizeof(U));                                \
+                        bins[j] = (uint16_t)bin_##NAME(u);                                         \
+                    }                                                                              \
+                }                                                                                  \
+                for (Py_ssize_t k0 = 0; k0 < len; k0 += 64) { /* runs of 64 with no hit: skipped */ \
+                    const Py_ssize_t k1 = len - k0 < 64 ? len : k0 + 64;                           \
+                    uint32_t hits = 0;                                                             \
+                    for (Py_ssize_t j = k0; j < k1; j++)                                           \
+                        hits += (uint16_t)(bins[j] - d) <= span;                                   \
+                    for (Py_ssize_t j = k0; hits && j < k1; j++)                                   \
+                        if ((uint16_t)(bins[j] - d) <= span) {                                     \
+                            U u;                                                                   \
+                            memcpy(&u, row + (j0 + j) * s1, sizeof(U));                            \
+                            out[w++] = key_##NAME(u);                                              \
+                        }                                                                          \
+                }                                                                                  \
             }                                                                                      \
         }                                                                                          \
         return w;                                                                                  \
-    }                                                                                              \
-    /* the largest key of bin da and the smallest of bin db */                                    \
-    static void extremes_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0, \
-                                Py_ssize_t s1, uint32_t da, uint32_t db, uint64_t *ka, uint64_t *kb) { \
-        uint64_t amax = 0, bmin = UINT64_MAX;                                                      \
-        for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
-            const char *row = base + i * s0;                                                       \
-            for (Py_ssize_t j = 0; j < cols; j++) {                                                \
-                const U u = *(const U *)(row + j * s1);                                            \
-                const uint64_t key = key_##NAME(u);                                                \
-                const uint32_t bin = bin_##NAME(u);                                                \
-                amax = (bin == da && key > amax) ? key : amax;                                     \
-                bmin = (bin == db && key < bmin) ? key : bmin;                                     \
-            }                                                                                      \
-        }                                                                                          \
-        *ka = amax, *kb = bmin;                                                                    \
     }
 
 PASSES(f_nz, uint32_t, float, 32, 1)
@@ -175,12 +212,14 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     const int bits = f == 'f' ? 32 : 64, top = bits - DIGIT_BITS;
-    uint64_t n = 0, nans = 0, ra = 0, rb = 0;
+    uint64_t n = 0, nans = 0, ra = 0, rb = 0, klo = 0, khi = 0;
     double a = NAN, b = NAN, lo = NAN, hi = NAN;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     /* first digit over the plane, with the range */
-    DISPATCH(scan, base, rows, cols, s0, s1, hist, &lo, &hi);
+    DISPATCH(scan, base, rows, cols, s0, s1, hist, &klo, &khi);
+    if (rows * cols > 0)
+        lo = value_of(klo, f), hi = value_of(khi, f);
     for (int sub = 1; sub < SUBS; sub++)
         for (uint32_t d = 0; d <= NBINS; d++)
             hist[d] += hist[sub * (NBINS + 1) + d];
@@ -205,14 +244,21 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
         }
         uint64_t before_a, before_b;
         const uint32_t da = bin_of_rank(hist, ra, &before_a), db = bin_of_rank(hist, rb, &before_b);
-        if (da != db) { /* rank ra is the last of bin da, rb the first of db: a max, a min */
-            uint64_t ka, kb;
-            DISPATCH(extremes, base, rows, cols, s0, s1, da, db, &ka, &kb);
-            a = value_of(ka, f), b = value_of(kb, f);
-        } else if (!(scratch = malloc(sizeof(uint64_t) * ((uint64_t)hist[da] + 1)))) {
+        /* gather the keys of the bins holding the two ranks (consecutive ranks: one bin, or two
+         * with none between) */
+        scratch = malloc(sizeof(uint64_t) * ((uint64_t)hist[da] + (da != db ? hist[db] : 0) + 1));
+        uint64_t m = scratch ? DISPATCH(gather, base, rows, cols, s0, s1, da, db - da, scratch) : 0;
+        if (!scratch) {
             failed = 1;
-        } else { /* both in one bucket: gather its keys, then one digit at a time */
-            uint64_t m = DISPATCH(gather, base, rows, cols, s0, s1, da, scratch);
+        } else if (da != db) { /* rank ra is the last of bin da, rb the first of db: a max, a min */
+            uint64_t ka = 0, kb = UINT64_MAX;
+            for (uint64_t i = 0; i < m; i++) {
+                const uint64_t k = scratch[i], d = k >> top;
+                ka = (d == da && k > ka) ? k : ka;
+                kb = (d == db && k < kb) ? k : kb;
+            }
+            a = value_of(ka, f), b = value_of(kb, f);
+        } else { /* one bin: one digit at a time */
             ra -= before_a, rb -= before_a;
             for (int shift = top; shift > 0;) {
                 shift = shift > DIGIT_BITS ? shift - DIGIT_BITS : 0;
@@ -256,40 +302,74 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
  * plane (X, Y) float32, any strides; out (X, Y) uint16, any strides. Per value, in float32:
  * y = x > ceiling ? ceiling : x (np.where(plane > ceiling, ceiling, plane)), then
  * u = rint(((y - lo) / scale) * 65535) clipped to [0, 65535] (NaN -> 0), as numpy computes
- * `(plane - lo) / scale * 65535`, `rint`, `clip`, `astype(uint16)` one pass at a time. */
+ * `(plane - lo) / scale * 65535`, `rint`, `clip`, `astype(uint16)` one pass at a time. Clipping
+ * before rounding gives the same integers (rint is monotone and 0, 65535 are integers), and on
+ * [0, 2**23) (u + 2**23) - 2**23 is rint (round half to even) in two IEEE additions, so the loop
+ * vectorises without SSE4.1. */
+static inline uint16_t unit_u16(float x, float ceiling, float lo, float scale) {
+    const float y = x > ceiling ? ceiling : x;
+    float u = (y - lo) / scale;
+    u = u * 65535.0f;
+    u = !(u > 0.0f) ? 0.0f : (u > 65535.0f ? 65535.0f : u);
+    u = (u + 8388608.0f) - 8388608.0f;
+    return (uint16_t)(int32_t)u; /* through int32: it vectorises */
+}
+
+VECTOR_CLONES static void unit_row(const float *restrict src, Py_ssize_t step, uint16_t *restrict dst, Py_ssize_t cols,
+                     float ceiling, float lo, float scale) {
+    if (step == 1)
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16(src[j], ceiling, lo, scale);
+    else if (step == 2) /* a channel of a (X, Y, 2) array */
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16(src[2 * j], ceiling, lo, scale);
+    else
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16(src[j * step], ceiling, lo, scale);
+}
+
 static PyObject *clip_unit_u16(PyObject *self, PyObject *args) {
     PyObject *plane_obj, *out_obj;
     float ceiling, lo, scale;
     if (!PyArg_ParseTuple(args, "OfffO", &plane_obj, &ceiling, &lo, &scale, &out_obj))
         return NULL;
     Buf plane = {0}, out = {0};
+    uint16_t *row_buf = NULL;
     if (buf_get(plane_obj, &plane, 2, "f", 0, 0, "plane") < 0 || buf_get(out_obj, &out, 2, "H", 1, 0, "out") < 0)
         goto fail;
-    if (plane.view.shape[0] != out.view.shape[0] || plane.view.shape[1] != out.view.shape[1]) {
+    const Py_ssize_t rows = plane.view.shape[0], cols = plane.view.shape[1];
+    if (out.view.shape[0] != rows || out.view.shape[1] != cols) {
         PyErr_SetString(PyExc_ValueError, "clip_unit_u16: plane and out differ in shape");
         goto fail;
     }
-    Py_BEGIN_ALLOW_THREADS
-    const Py_ssize_t rows = plane.view.shape[0], cols = plane.view.shape[1];
     const Py_ssize_t p0 = plane.view.strides[0], p1 = plane.view.strides[1];
     const Py_ssize_t o0 = out.view.strides[0], o1 = out.view.strides[1];
+    const int dense = p1 > 0 && p1 % (Py_ssize_t)sizeof(float) == 0; /* else one value at a time */
+    if (o1 != sizeof(uint16_t) && !(row_buf = PyMem_Malloc(sizeof(uint16_t) * (cols ? cols : 1)))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
         const char *src = (const char *)plane.view.buf + i * p0;
         char *dst = (char *)out.view.buf + i * o0;
-        for (Py_ssize_t j = 0; j < cols; j++) {
-            const float x = *(const float *)(src + j * p1);
-            const float y = x > ceiling ? ceiling : x;
-            float u = (y - lo) / scale;
-            u = u * 65535.0f;
-            u = rintf(u);
-            u = !(u > 0.0f) ? 0.0f : (u > 65535.0f ? 65535.0f : u);
-            *(uint16_t *)(dst + j * o1) = (uint16_t)u;
+        uint16_t *d = row_buf ? row_buf : (uint16_t *)dst;
+        if (dense) {
+            unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), d, cols, ceiling, lo, scale);
+        } else {
+            for (Py_ssize_t j = 0; j < cols; j++)
+                d[j] = unit_u16(*(const float *)(src + j * p1), ceiling, lo, scale);
         }
+        if (row_buf)
+            for (Py_ssize_t j = 0; j < cols; j++)
+                *(uint16_t *)(dst + j * o1) = row_buf[j];
     }
     Py_END_ALLOW_THREADS
+    PyMem_Free(row_buf);
     buf_release(&plane), buf_release(&out);
     Py_RETURN_NONE;
 fail:
+    PyMem_Free(row_buf);
     buf_release(&plane), buf_release(&out);
     return NULL;
 }
