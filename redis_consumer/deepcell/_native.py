@@ -10,9 +10,10 @@ of the numpy path, `untile` of a one-channel head 0.32x (0.62x for a channel of 
 head, which is memory bound); per job the `pre` stage 0.37x (segmentation) / 0.58x (mesmer)
 and `untile` ~0.44x (docs/deepcell.md). Mesmer's percentile_threshold takes np.percentile's two
 order statistics by a radix selection over the float bits (`order_stats`, exact: it only
-compares) instead of `np.partition`, and the clip plus CLAHE's uint16 conversion in one pass. The install step (`pip install .` / `make venv`)
-compiles it; a source tree run without building falls back to the numpy code with one warning
-and the same results, slower.
+compares) instead of `np.partition` on a copy of the non-zero pixels, and the clip plus CLAHE's
+uint16 conversion in one pass: `percentile_threshold` of a plane 0.43x, Mesmer's `pre` a further
+0.62x per job. The install step (`pip install .` / `make venv`) compiles them; a source tree run
+without building falls back to the numpy code with one warning and the same results, slower.
 """
 
 from __future__ import annotations
