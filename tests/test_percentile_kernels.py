@@ -199,3 +199,33 @@ def test_kernels_refuse_what_does_not_fit():
     out.setflags(write=False)
     with pytest.raises((BufferError, ValueError)):
         k.clip_unit_u16(plane, 2.0, 0.0, 4.0, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reversed_and_unaligned_views_read_the_same_values(dtype):
+    rng = np.random.default_rng(8)
+    plane = rng.normal(400, 40, (37, 29)).astype(dtype).round()
+    plane[3, :5] = 0
+    raw = bytearray(plane.nbytes + 1)
+    unaligned = np.frombuffer(raw, dtype=dtype, count=plane.size, offset=1).reshape(plane.shape)
+    unaligned[...] = plane
+    assert not unaligned.flags.aligned
+    expected = _percentile_kernels.order_stats(np.ascontiguousarray(plane), 0.999, True)
+    for view in (plane[::-1, ::-1], unaligned, unaligned[::-1, ::2], plane[:, ::-3]):
+        n, nans, a, b, lo, hi = _percentile_kernels.order_stats(view, 0.999, True)
+        count, ceiling = _expected_stats(view, 99.9)
+        assert (n, nans) == (count, 0) and (lo, hi) == (view.min(), view.max())
+        got = quantiles.interpolate(n, 99.9, dtype(a), dtype(b), dtype)
+        assert _same_bytes(np.asarray(got), np.asarray(ceiling))
+    assert _percentile_kernels.order_stats(unaligned, 0.999, True) == expected
+    if dtype is np.float32:
+        out = np.empty(plane.shape, np.uint16)
+        _percentile_kernels.clip_unit_u16(np.ascontiguousarray(plane), 450.0, 0.0, 450.0, out)
+        for view, target in ((unaligned, np.empty(plane.shape, np.uint16)),
+                             (plane[::-1, ::-1], np.empty(plane.shape, np.uint16)[::-1, ::-1])):
+            _percentile_kernels.clip_unit_u16(view, 450.0, 0.0, 450.0, target)
+            assert np.array_equal(target, out[::-1, ::-1] if view.strides[0] < 0 else out)
+        raw16 = bytearray(out.nbytes + 1)
+        odd = np.frombuffer(raw16, dtype=np.uint16, count=out.size, offset=1).reshape(out.shape)
+        _percentile_kernels.clip_unit_u16(plane, 450.0, 0.0, 450.0, odd)
+        assert np.array_equal(odd, out)

@@ -4,8 +4,8 @@
  * Built by the package's install step (setup.py, -ffp-contract=off, no -ffast-math). Selection
  * only compares and copies values (no arithmetic), so it is exact: the order-preserving integer
  * image of each float's bits (sign set: all bits flipped; else the sign bit set) is histogrammed
- * 16 bits at a time, the first digit over the plane, the rest over the keys of the one bucket
- * that holds the wanted ranks. The callers (preprocess.py) interpolate numpy's way and fall back
+ * 11 bits at a time, the first digit over the plane, the rest over the keys of the one or two
+ * bins that hold the wanted ranks. The callers (preprocess.py) interpolate numpy's way and fall back
  * to numpy for NaN; tests/test_percentile_kernels.py compares with np.percentile.
  */
 #include "_buffers.h"
@@ -23,6 +23,12 @@
 #else
 #define VECTOR_CLONES
 #endif
+
+/* Elements of `size` bytes at base + i * s0 + j * s1 (j >= 0 stepping forward) that can be read
+ * through a typed pointer: aligned, and the strides whole elements; else they are memcpy'd. */
+static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t size) {
+    return (uintptr_t)base % size == 0 && s0 % (Py_ssize_t)size == 0 && s1 > 0 && s1 % (Py_ssize_t)size == 0;
+}
 
 /* Per element type: its bits U, the order-preserving key (sign set: all bits flipped; else the
  * sign bit set) and the passes over a strided plane. With SKIP, zeros (+0.0 and -0.0, as
@@ -61,7 +67,7 @@
         U kmin = (U)-1, kmax = 0;                                                                  \
         uint16_t bins[BLOCK];                                                                      \
         uint32_t *h0 = hist, *h1 = hist + (NBINS + 1), *h2 = h1 + (NBINS + 1), *h3 = h2 + (NBINS + 1); \
-        const int typed = s1 > 0 && s1 % (Py_ssize_t)sizeof(U) == 0;                              \
+        const int typed = aligned(base, s0, s1, sizeof(U));                                        \
         for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
             const char *row = base + i * s0;                                                       \
             for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
@@ -91,7 +97,8 @@
         uint64_t count = 0;                                                                        \
         for (Py_ssize_t i = 0; i < rows; i++)                                                      \
             for (Py_ssize_t j = 0; j < cols; j++) {                                                \
-                const F x = *(const F *)(base + i * s0 + j * s1);                                  \
+                F x;                                                                               \
+                memcpy(&x, base + i * s0 + j * s1, sizeof(F));                                     \
                 count += x != x;                                                                   \
             }                                                                                      \
         return count;                                                                              \
@@ -102,7 +109,7 @@
         uint64_t w = 0;                                                                            \
         U kmin = (U)-1, kmax = 0;                                                                  \
         uint16_t bins[BLOCK];                                                                      \
-        const int typed = s1 > 0 && s1 % (Py_ssize_t)sizeof(U) == 0;                              \
+        const int typed = aligned(base, s0, s1, sizeof(U));                                        \
         for (Py_ssize_t i = 0; i < rows; i++) {                                                    \
             const char *row = base + i * s0;                                                       \
             for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
@@ -344,8 +351,9 @@ static PyObject *clip_unit_u16(PyObject *self, PyObject *args) {
     }
     const Py_ssize_t p0 = plane.view.strides[0], p1 = plane.view.strides[1];
     const Py_ssize_t o0 = out.view.strides[0], o1 = out.view.strides[1];
-    const int dense = p1 > 0 && p1 % (Py_ssize_t)sizeof(float) == 0; /* else one value at a time */
-    if (o1 != sizeof(uint16_t) && !(row_buf = PyMem_Malloc(sizeof(uint16_t) * (cols ? cols : 1)))) {
+    const int dense = aligned(plane.view.buf, p0, p1, sizeof(float)); /* else one value at a time */
+    const int direct = aligned(out.view.buf, o0, o1, sizeof(uint16_t)) && o1 == sizeof(uint16_t);
+    if (!direct && !(row_buf = PyMem_Malloc(sizeof(uint16_t) * (cols ? cols : 1)))) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -357,12 +365,15 @@ static PyObject *clip_unit_u16(PyObject *self, PyObject *args) {
         if (dense) {
             unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), d, cols, ceiling, lo, scale);
         } else {
-            for (Py_ssize_t j = 0; j < cols; j++)
-                d[j] = unit_u16(*(const float *)(src + j * p1), ceiling, lo, scale);
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                float x;
+                memcpy(&x, src + j * p1, sizeof(float));
+                d[j] = unit_u16(x, ceiling, lo, scale);
+            }
         }
         if (row_buf)
             for (Py_ssize_t j = 0; j < cols; j++)
-                *(uint16_t *)(dst + j * o1) = row_buf[j];
+                memcpy(dst + j * o1, row_buf + j, sizeof(uint16_t));
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(row_buf);
