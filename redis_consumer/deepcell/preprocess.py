@@ -63,17 +63,20 @@ def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None,
     only) clips the plane first, as np.where(plane > ceiling, ceiling, plane), and `bounds` are
     then the clipped plane's."""
     lo, hi = bounds if bounds is not None else (float(plane.min()), float(plane.max()))
-    if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        return rescale_intensity(plane, out_range=(0.0, 1.0))
-    scale = np.float32(hi - lo)  # rescale_intensity: (image - imin) / (imax - imin) in float32
+    with np.errstate(over="ignore"):  # a range past float32's: inf, which takes the numpy steps
+        scale = np.float32(hi - lo)  # rescale_intensity: (image - imin) / (imax - imin) in float32
     kernels = _native.percentile_kernels
-    if kernels is not None and plane.ndim == 2 and np.isfinite(scale):
+    fused = (kernels is not None and plane.dtype == np.float32 and plane.ndim == 2 and np.isfinite(lo)
+             and np.isfinite(hi) and hi > lo and np.isfinite(scale))
+    if ceiling is not None and not fused:
+        raise ValueError("a ceiling needs the C kernels, a float32 plane and a finite range")
+    if fused:
         unit16 = np.empty(plane.shape, dtype=np.uint16)
         kernels.clip_unit_u16(plane, np.inf if ceiling is None else float(ceiling), float(np.float32(lo)),
                               float(scale), unit16)
         return unit16
-    if ceiling is not None:
-        raise ValueError("a ceiling needs the C kernels")
+    if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return rescale_intensity(plane, out_range=(0.0, 1.0))
     unit = np.subtract(plane, np.float32(lo))
     unit /= scale
     unit *= np.float32(65535)  # img_as_uint: multiply by 65535 in float32, round half to even
@@ -182,7 +185,9 @@ def _mesmer_plane(plane: np.ndarray, percentile: float, kernel_size: int | tuple
     if lo == hi:  # constant once clipped
         target[...] = 0
         return True
-    if not (np.isfinite(lo) and np.isfinite(hi)) or not np.isfinite(np.float32(hi - lo)):
+    with np.errstate(over="ignore"):
+        finite_range = np.isfinite(np.float32(hi - lo))
+    if not (np.isfinite(lo) and np.isfinite(hi) and finite_range):
         return False  # rescale_intensity's own handling of infinities: the numpy steps
     unit = _unit_uint16(plane, (lo, hi), ceiling)
     equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
