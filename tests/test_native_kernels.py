@@ -18,7 +18,7 @@ def test_the_install_step_built_the_extensions():
     percentile = importlib.import_module("redis_consumer.deepcell._percentile_kernels")
     assert _native.clahe_kernels is clahe and _native.untile_kernels is untile
     assert _native.percentile_kernels is percentile and {"order_stats", "clip_unit_u16"} <= set(dir(percentile))
-    assert {"clahe_map", "lookup", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
+    assert {"clahe_map", "lookup", "lookup2", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
     assert "untile_blend" in dir(untile)
 
 

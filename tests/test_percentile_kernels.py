@@ -229,3 +229,36 @@ def test_reversed_and_unaligned_views_read_the_same_values(dtype):
         odd = np.frombuffer(raw16, dtype=np.uint16, count=out.size, offset=1).reshape(out.shape)
         _percentile_kernels.clip_unit_u16(plane, 450.0, 0.0, 450.0, odd)
         assert np.array_equal(odd, out)
+
+
+def test_mesmer_planes_mixing_paths_and_without_the_clahe_kernels(monkeypatch):
+    """A NaN channel beside a C one (each written alone), and the C threshold with numpy CLAHE
+    lookups: still the toolbox's bytes."""
+    rng = np.random.default_rng(9)
+    image = rng.normal(400, 40, (2, 70, 90, 2)).astype(np.float32).round()
+    image[0, 3, 4, 1] = np.nan
+    image[1, :10, :, 0] = 0
+    with np.errstate(invalid="ignore"):
+        expected = histogram_normalization(toolbox_threshold(image, 99.9), kernel_size=32)
+    assert _same_bytes(mesmer_preprocess(image, kernel_size=32), expected)
+    monkeypatch.setattr(_native, "clahe_kernels", None)
+    assert _same_bytes(mesmer_preprocess(image, kernel_size=32), expected)
+
+
+def test_lookup2_checks_shapes_and_indices():
+    from redis_consumer.deepcell import _clahe_kernels
+
+    grey = np.array([[0, 1], [2, 1]], np.uint16)
+    table = np.array([0.5, 1.5, 2.5], np.float32)
+    out = np.zeros((2, 2, 2), np.float32)
+    _clahe_kernels.lookup2(grey, table, grey[::-1].copy(), table * 2, out)
+    assert out[..., 0].tolist() == [[0.5, 1.5], [2.5, 1.5]] and out[..., 1].tolist() == [[5.0, 3.0], [1.0, 3.0]]
+    wide = np.zeros((2, 4, 4), np.float32)[:, ::2, 1:3]  # strided channels
+    _clahe_kernels.lookup2(grey, table, grey, table, wide)
+    assert wide[..., 1].tolist() == out[..., 0].tolist()
+    with pytest.raises(ValueError, match="out of range"):
+        _clahe_kernels.lookup2(grey, table[:2], grey, table, out)
+    with pytest.raises(ValueError, match="match"):
+        _clahe_kernels.lookup2(grey, table, grey, table, np.zeros((2, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="format"):
+        _clahe_kernels.lookup2(grey, table, grey, table, out.astype(np.float64))

@@ -12,7 +12,10 @@ import numpy as np
 from skimage.exposure import rescale_intensity
 
 from redis_consumer.deepcell import _native
-from redis_consumer.deepcell.clahe import equalize_adapthist_fast
+from redis_consumer.deepcell.clahe import (
+    equalize_adapthist_fast,
+    equalize_adapthist_parts,
+)
 from redis_consumer.utils import quantiles
 
 
@@ -168,30 +171,49 @@ def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
     return out
 
 
-def _mesmer_plane(plane: np.ndarray, percentile: float, kernel_size: int | tuple | None,
-                  target: np.ndarray) -> bool:
-    """Threshold then CLAHE of one float32 plane into `target` by the C kernels; False (target
-    untouched) where they do not apply (then the numpy steps run). The clipped plane's range is
-    min(range, ceiling), so it is never written: one pass clips and converts it to uint16."""
+def _mesmer_parts(plane: np.ndarray, percentile: float,
+                  kernel_size: int | tuple | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Threshold then CLAHE of one float32 plane by the C kernels, as (grey, table): the result
+    is table[grey]. None where they do not apply (then the numpy steps run). The clipped plane's
+    range is min(range, ceiling), so it is never written: one pass clips and converts to uint16."""
     stats = _nonzero_ceiling(plane, percentile)
     if stats is None:
-        return False
+        return None
     _, ceiling, lo, hi = stats
-    if ceiling is None:  # no non-zero pixel: the threshold's zeros, whose CLAHE is zeros
-        target[...] = 0
-        return True
-    if not np.isnan(ceiling):  # a NaN ceiling clips nothing
+    if ceiling is not None and not np.isnan(ceiling):  # a NaN ceiling clips nothing
         lo, hi = min(lo, float(ceiling)), min(hi, float(ceiling))
-    if lo == hi:  # constant once clipped
-        target[...] = 0
-        return True
+    if ceiling is None or lo == hi:  # no non-zero pixel (the threshold's zeros), or constant once clipped
+        return np.zeros(plane.shape, dtype=np.uint16), np.zeros(1, dtype=np.float32)
     with np.errstate(over="ignore"):
         finite_range = np.isfinite(np.float32(hi - lo))
     if not (np.isfinite(lo) and np.isfinite(hi) and finite_range):
-        return False  # rescale_intensity's own handling of infinities: the numpy steps
+        return None  # rescale_intensity's own handling of infinities: the numpy steps
     unit = _unit_uint16(plane, (lo, hi), ceiling)
-    equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
-    return True
+    return equalize_adapthist_parts(unit, kernel_size=kernel_size, float_dtype=np.float32)
+
+
+def _mesmer_planes(image: np.ndarray, b: int, percentile: float, kernel_size: int | tuple | None,
+                   out: np.ndarray) -> None:
+    """mesmer_preprocess of batch item b into out[b]: C parts where they apply (both channels
+    of a two-channel image written in one pass), the numpy steps on a contiguous copy elsewhere."""
+    parts = [_mesmer_parts(image[b, ..., c], percentile, kernel_size) for c in range(image.shape[-1])]
+    kernels = _native.clahe_kernels
+    if kernels is not None and len(parts) == 2 and all(p is not None and p[1].dtype == np.float32 for p in parts):
+        kernels.lookup2(parts[0][0], parts[0][1], parts[1][0], parts[1][1], out[b])
+        return
+    for c, part in enumerate(parts):
+        if part is not None:
+            grey, table = part
+            if kernels is not None:
+                kernels.lookup(grey, table, out[b, ..., c])
+            else:
+                out[b, ..., c] = table[grey]
+            continue
+        plane = np.array(image[b, ..., c], copy=True)
+        if not _clip_plane(plane, percentile):
+            plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
+        _normalise_plane(plane, kernel_size, plane)
+        out[b, ..., c] = plane
 
 
 def mesmer_preprocess(
@@ -206,19 +228,13 @@ def mesmer_preprocess(
     For a float32 image (what the pipeline feeds) both steps run per plane, written into the
     result once: the same values as the two steps one after the other. With the C kernels a plane
     is read twice in place (the selection, then the clip and uint16 conversion in one pass) and
-    CLAHE writes into the result; otherwise the steps run on one contiguous copy."""
+    CLAHE's final lookup writes both channels of a two-channel image in one pass; otherwise the
+    steps run on one contiguous copy."""
     _check_rank(image)
     if threshold and normalize and image.dtype == np.float32:
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
-            for c in range(image.shape[-1]):
-                if _mesmer_plane(image[b, ..., c], percentile, kernel_size, out[b, ..., c]):
-                    continue
-                plane = np.array(image[b, ..., c], copy=True)
-                if not _clip_plane(plane, percentile):
-                    plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
-                _normalise_plane(plane, kernel_size, plane)
-                out[b, ..., c] = plane
+            _mesmer_planes(image, b, percentile, kernel_size, out)
         return out
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
