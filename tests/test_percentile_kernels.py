@@ -231,6 +231,7 @@ def test_reversed_and_unaligned_views_read_the_same_values(dtype):
         assert np.array_equal(odd, out)
 
 
+@pytest.mark.filterwarnings("ignore:One or more intensity levels are NaN")  # the toolbox's own
 def test_mesmer_planes_mixing_paths_and_without_the_clahe_kernels(monkeypatch):
     """A NaN channel beside a C one (each written alone), and the C threshold with numpy CLAHE
     lookups: still the toolbox's bytes."""
