@@ -231,7 +231,8 @@ def test_reversed_and_unaligned_views_read_the_same_values(dtype):
         assert np.array_equal(odd, out)
 
 
-@pytest.mark.filterwarnings("ignore:One or more intensity levels are NaN")  # the toolbox's own
+@pytest.mark.filterwarnings("ignore:One or more intensity levels are NaN")  # the toolbox's own, on the NaN
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # plane (skimage's img_as_uint)
 def test_mesmer_planes_mixing_paths_and_without_the_clahe_kernels(monkeypatch):
     """A NaN channel beside a C one (each written alone), and the C threshold with numpy CLAHE
     lookups: still the toolbox's bytes."""
