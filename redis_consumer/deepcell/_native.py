@@ -11,8 +11,8 @@ head, which is memory bound); per job the `pre` stage 0.37x (segmentation) / 0.5
 and `untile` ~0.44x (docs/deepcell.md). Mesmer's percentile_threshold takes np.percentile's two
 order statistics by a radix selection over the float bits (`order_stats`, exact: it only
 compares) instead of `np.partition` on a copy of the non-zero pixels, and the clip plus CLAHE's
-uint16 conversion in one pass: `percentile_threshold` of a plane 0.43x, Mesmer's `pre` a further
-0.62x per job. The install step (`pip install .` / `make venv`) compiles them; a source tree run
+uint16 conversion in one pass: `percentile_threshold` of a plane ~0.45x, Mesmer's `pre` a further
+0.60x per job. The install step (`pip install .` / `make venv`) compiles them; a source tree run
 without building falls back to the numpy code with one warning and the same results, slower.
 """
 
