@@ -15,8 +15,8 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
-# a C compiler for the package's own extensions (redis_consumer/deepcell/_*_kernels.c: the CLAHE
-# and untile loops); this stage only, the runtime stage copies the built venv and has no compiler.
+# a C compiler for the package's own extensions (redis_consumer/deepcell/_*_kernels.c: the CLAHE,
+# untile and percentile-threshold loops); this stage only, the runtime stage copies the built venv and has no compiler.
 # Versions are the base image's Debian release's (unpinned: its point releases replace them).
 # hadolint ignore=DL3008
 RUN apt-get update \

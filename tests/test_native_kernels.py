@@ -15,8 +15,10 @@ def test_the_install_step_built_the_extensions():
 
     clahe = importlib.import_module("redis_consumer.deepcell._clahe_kernels")
     untile = importlib.import_module("redis_consumer.deepcell._untile_kernels")
+    percentile = importlib.import_module("redis_consumer.deepcell._percentile_kernels")
     assert _native.clahe_kernels is clahe and _native.untile_kernels is untile
-    assert {"clahe_map", "lookup", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
+    assert _native.percentile_kernels is percentile and {"order_stats", "clip_unit_u16"} <= set(dir(percentile))
+    assert {"clahe_map", "lookup", "lookup2", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
     assert "untile_blend" in dir(untile)
 
 
@@ -100,9 +102,11 @@ def test_a_tree_without_the_extension_logs_one_warning_and_uses_numpy():
         "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
         "sys.modules['redis_consumer.deepcell._clahe_kernels'] = None  # as if no .so were there\n"
         "sys.modules['redis_consumer.deepcell._untile_kernels'] = None\n"
+        "sys.modules['redis_consumer.deepcell._percentile_kernels'] = None\n"
         "import numpy as np\n"
         "from redis_consumer.deepcell import _native, clahe, tiling\n"
         "assert _native.clahe_kernels is None and _native.untile_kernels is None\n"
+        "assert _native.percentile_kernels is None\n"
         "print('grey', int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -156,6 +156,59 @@ fail:
     return NULL;
 }
 
+/* out[i, j, c] = table_c[index_c[i, j]] for the two channels of an (X, Y, 2) float32 `out`
+ * (any strides): `lookup` of both planes in one pass, so each output line is written once (two
+ * strided passes wrote every line twice: ~1.8 ms per 1024 x 1024 plane against ~0.7 contiguous).
+ * index_c: contiguous uint16 (X, Y); table_c: contiguous float32, every index below its length. */
+static PyObject *lookup2(PyObject *self, PyObject *args) {
+    PyObject *i0_obj, *t0_obj, *i1_obj, *t1_obj, *out_obj;
+    if (!PyArg_ParseTuple(args, "OOOOO", &i0_obj, &t0_obj, &i1_obj, &t1_obj, &out_obj))
+        return NULL;
+    Buf i0 = {0}, t0 = {0}, i1 = {0}, t1 = {0}, out = {0};
+    if (buf_get(i0_obj, &i0, 2, "H", 0, 1, "index0") < 0 || buf_get(t0_obj, &t0, 1, "f", 0, 1, "table0") < 0 ||
+        buf_get(i1_obj, &i1, 2, "H", 0, 1, "index1") < 0 || buf_get(t1_obj, &t1, 1, "f", 0, 1, "table1") < 0 ||
+        buf_get(out_obj, &out, 3, "f", 1, 0, "out") < 0)
+        goto fail;
+    const Py_ssize_t h = i0.view.shape[0], w = i0.view.shape[1];
+    if (i1.view.shape[0] != h || i1.view.shape[1] != w || out.view.shape[0] != h || out.view.shape[1] != w ||
+        out.view.shape[2] != 2) {
+        PyErr_SetString(PyExc_ValueError, "lookup2: out does not match the indices");
+        goto fail;
+    }
+    const uint16_t *a = i0.view.buf, *b = i1.view.buf;
+    const Py_ssize_t n0 = t0.view.shape[0], n1 = t1.view.shape[0];
+    int bad = 0;
+    for (Py_ssize_t k = 0; k < h * w && !bad; k++)
+        bad = a[k] >= n0 || b[k] >= n1;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "lookup2: an index is out of range");
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const float *ta = t0.view.buf, *tb = t1.view.buf;
+    const Py_ssize_t s0 = out.view.strides[0], s1 = out.view.strides[1], s2 = out.view.strides[2];
+    for (Py_ssize_t i = 0; i < h; i++) {
+        char *o = (char *)out.view.buf + i * s0;
+        const uint16_t *ra = a + i * w, *rb = b + i * w;
+        if (s1 == 2 * sizeof(float) && s2 == sizeof(float))
+            for (Py_ssize_t j = 0; j < w; j++) {
+                ((float *)o)[2 * j] = ta[ra[j]];
+                ((float *)o)[2 * j + 1] = tb[rb[j]];
+            }
+        else
+            for (Py_ssize_t j = 0; j < w; j++) {
+                *(float *)(o + j * s1) = ta[ra[j]];
+                *(float *)(o + j * s1 + s2) = tb[rb[j]];
+            }
+    }
+    Py_END_ALLOW_THREADS
+    buf_release(&i0), buf_release(&t0), buf_release(&i1), buf_release(&t1), buf_release(&out);
+    Py_RETURN_NONE;
+fail:
+    buf_release(&i0), buf_release(&t0), buf_release(&i1), buf_release(&t1), buf_release(&out);
+    return NULL;
+}
+
 /* bins[i] = table[values[i]] for a contiguous uint16 image and a uint8 table (CLAHE's bin of
  * each grey value); returns 0, or -1 when a value is past the table. */
 static PyObject *gather_u8(PyObject *self, PyObject *args) {
@@ -338,6 +391,8 @@ static PyMethodDef methods[] = {
     {"clahe_map", clahe_map, METH_VARARGS,
      "clahe_map(bins, maps, k0, k1, out) -> (min, max): skimage's bilinear CLAHE mapping into uint16 out."},
     {"lookup", lookup, METH_VARARGS, "lookup(index, table, out): out[i, j] = table[index[i, j]]."},
+    {"lookup2", lookup2, METH_VARARGS,
+     "lookup2(index0, table0, index1, table1, out): out[i, j, c] = table_c[index_c[i, j]] for c = 0, 1."},
     {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16 -> uint8)."},
     {"region_hist", region_hist, METH_VARARGS,
      "region_hist(bins, k0, k1, n0, n1, hist): per-region bin counts added into int64 hist."},

@@ -234,6 +234,17 @@ def _map_numpy(bins: np.ndarray, maps: np.ndarray, kernel: tuple[int, int], nbin
     return out
 
 
+def equalize_adapthist_parts(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nbins: int = 256,
+                             float_dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """equalize_adapthist_fast's result as (grey, table), the result being table[grey]: uint16
+    grey levels and their final rescale (for callers that write several planes in one pass)."""
+    grey, lo, hi = _clahe_grey_range(image, kernel_size, clip_limit, nbins)
+    if float_dtype is None:
+        float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
+    levels = np.arange(0, hi + 1).astype(float_dtype)
+    return grey, rescale_intensity(levels, in_range=(float(lo), float(hi)))
+
+
 def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01,
                             nbins: int = 256, float_dtype: type | None = None,
                             out: np.ndarray | None = None) -> np.ndarray:
@@ -242,11 +253,7 @@ def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: flo
     `float_dtype` names the result's dtype (skimage: float32 for float16/32 input, else float64):
     pass np.float32 with the uint16 that `img_as_uint` made of a float32 image to get that image's
     result. `out` (of the image's shape, that dtype) receives the result instead of a new array."""
-    grey, lo, hi = _clahe_grey_range(image, kernel_size, clip_limit, nbins)
-    if float_dtype is None:
-        float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
-    levels = np.arange(0, hi + 1).astype(float_dtype)
-    rescaled = rescale_intensity(levels, in_range=(float(lo), float(hi)))
+    grey, rescaled = equalize_adapthist_parts(image, kernel_size, clip_limit, nbins, float_dtype)
     if _native.clahe_kernels is not None and rescaled.dtype in (np.float32, np.float64):
         if out is None:
             out = np.empty(grey.shape, dtype=rescaled.dtype)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 from skimage.exposure import rescale_intensity
 
-from redis_consumer.deepcell.clahe import equalize_adapthist_fast
+from redis_consumer.deepcell import _native
+from redis_consumer.deepcell.clahe import (
+    equalize_adapthist_fast,
+    equalize_adapthist_parts,
+)
 from redis_consumer.utils import quantiles
 
 
@@ -53,32 +57,80 @@ def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target:
     equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
 
 
-def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
+def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None,
+                 ceiling: np.floating | None = None) -> np.ndarray:
     """`img_as_uint(rescale_intensity(plane, out_range=(0.0, 1.0)))` of a float32 plane, the
-    same values in four passes instead of ten (the two steps' float32 arithmetic, without the
-    no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly that conversion.
-    `bounds` is the plane's (min, max) when the caller has it."""
+    same values in one C pass (or four numpy passes) instead of ten (the two steps' float32
+    arithmetic, without the no-op clips, `* 1.0 + 0.0` and copies); CLAHE's first step is exactly
+    that conversion. `bounds` is the plane's (min, max) when the caller has it; `ceiling` (C path
+    only) clips the plane first, as np.where(plane > ceiling, ceiling, plane), and `bounds` are
+    then the clipped plane's."""
     lo, hi = bounds if bounds is not None else (float(plane.min()), float(plane.max()))
+    with np.errstate(over="ignore"):  # a range past float32's: inf, which takes the numpy steps
+        scale = np.float32(hi - lo)  # rescale_intensity: (image - imin) / (imax - imin) in float32
+    kernels = _native.percentile_kernels
+    fused = (kernels is not None and plane.dtype == np.float32 and plane.ndim == 2 and np.isfinite(lo)
+             and np.isfinite(hi) and hi > lo and np.isfinite(scale))
+    if ceiling is not None and not fused:
+        raise ValueError("a ceiling needs the C kernels, a float32 plane and a finite range")
+    if fused:
+        unit16 = np.empty(plane.shape, dtype=np.uint16)
+        kernels.clip_unit_u16(plane, np.inf if ceiling is None else float(ceiling), float(np.float32(lo)),
+                              float(scale), unit16)
+        return unit16
     if plane.dtype != np.float32 or not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
         return rescale_intensity(plane, out_range=(0.0, 1.0))
     unit = np.subtract(plane, np.float32(lo))
-    unit /= np.float32(hi - lo)  # rescale_intensity: (image - imin) / (imax - imin) in float32
+    unit /= scale
     unit *= np.float32(65535)  # img_as_uint: multiply by 65535 in float32, round half to even
     np.rint(unit, out=unit)
     np.clip(unit, 0, 65535, out=unit)
     return unit.astype(np.uint16)
 
 
+def _nonzero_ceiling(plane: np.ndarray, percentile: float) -> tuple[int, np.floating | None, float, float] | None:
+    """(n, ceiling, lo, hi) of a 2-D float plane in one C pass (any strides): n non-zero pixels,
+    `np.percentile` of them (None when n is 0) and the plane's min and max; None where the C
+    selection does not apply (not built, another dtype, a NaN pixel, q not a plain number)."""
+    kernels = _native.percentile_kernels
+    if (kernels is None or plane.ndim != 2 or plane.dtype not in (np.float32, np.float64)
+            or type(percentile) not in (int, float) or not 0 <= percentile <= 100 or plane.size >= 2**32 - 1):
+        return None
+    dtype = plane.dtype.type
+    n, nans, a, b, lo, hi = kernels.order_stats(plane, float(np.true_divide(percentile, 100)), True)
+    if nans:
+        return None  # numpy's NaN answer (and the clip it implies) stays numpy's
+    if n == 0:
+        return 0, None, lo, hi
+    return n, quantiles.interpolate(n, percentile, dtype(a), dtype(b), dtype), lo, hi
+
+
+def _clip_into(plane: np.ndarray, ceiling: np.floating, out: np.ndarray) -> None:
+    """out = np.where(plane > ceiling, ceiling, plane) (what the toolbox's clip does)."""
+    if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
+        np.minimum(plane, ceiling, out=out)
+    else:
+        out[...] = plane
+        out[out > ceiling] = ceiling
+
+
 def percentile_threshold(image: np.ndarray, percentile: float = 99.9) -> np.ndarray:
     """Clip each (batch, channel) plane at the given percentile of its non-zero pixels.
 
     An all-zero plane stays zero; the dtype is kept (the toolbox starts from zeros_like). The
-    percentile is `np.percentile`'s value by one partition (`utils.quantiles`).
+    percentile is `np.percentile`'s value: its two order statistics by the C radix selection
+    (`_percentile_kernels.order_stats`, no copy of the strided plane) or by one partition
+    (`utils.quantiles`) where that does not apply.
     """
     _check_rank(image)
     out = np.zeros_like(image)
     for b in range(image.shape[0]):
         for c in range(image.shape[-1]):
+            stats = _nonzero_ceiling(image[b, ..., c], percentile)
+            if stats is not None:
+                if stats[1] is not None:
+                    _clip_into(image[b, ..., c], stats[1], out[b, ..., c])
+                continue
             plane = np.array(image[b, ..., c], copy=True)  # one strided read, then contiguous passes
             if _clip_plane(plane, percentile):
                 out[b, ..., c] = plane
@@ -93,10 +145,7 @@ def _clip_plane(plane: np.ndarray, percentile: float) -> bool:
         return False
     # the same percentile, partitioning our private copy of the non-zero pixels
     ceiling = quantiles.percentile(nonzero, percentile, overwrite_input=True)
-    if not np.isnan(ceiling) and ceiling != 0:  # min(x, c) = where(x > c, c, x) for every x then
-        np.minimum(plane, ceiling, out=plane)
-    else:
-        plane[plane > ceiling] = ceiling  # = np.where(plane > ceiling, ceiling, plane)
+    _clip_into(plane, ceiling, plane)
     return True
 
 
@@ -122,6 +171,51 @@ def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
     return out
 
 
+def _mesmer_parts(plane: np.ndarray, percentile: float,
+                  kernel_size: int | tuple | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Threshold then CLAHE of one float32 plane by the C kernels, as (grey, table): the result
+    is table[grey]. None where they do not apply (then the numpy steps run). The clipped plane's
+    range is min(range, ceiling), so it is never written: one pass clips and converts to uint16."""
+    stats = _nonzero_ceiling(plane, percentile)
+    if stats is None:
+        return None
+    _, ceiling, lo, hi = stats
+    if ceiling is not None and not np.isnan(ceiling):  # a NaN ceiling clips nothing
+        lo, hi = min(lo, float(ceiling)), min(hi, float(ceiling))
+    if ceiling is None or lo == hi:  # no non-zero pixel (the threshold's zeros), or constant once clipped
+        return np.zeros(plane.shape, dtype=np.uint16), np.zeros(1, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        finite_range = np.isfinite(np.float32(hi - lo))
+    if not (np.isfinite(lo) and np.isfinite(hi) and finite_range):
+        return None  # rescale_intensity's own handling of infinities: the numpy steps
+    unit = _unit_uint16(plane, (lo, hi), ceiling)
+    return equalize_adapthist_parts(unit, kernel_size=kernel_size, float_dtype=np.float32)
+
+
+def _mesmer_planes(image: np.ndarray, b: int, percentile: float, kernel_size: int | tuple | None,
+                   out: np.ndarray) -> None:
+    """mesmer_preprocess of batch item b into out[b]: C parts where they apply (both channels
+    of a two-channel image written in one pass), the numpy steps on a contiguous copy elsewhere."""
+    parts = [_mesmer_parts(image[b, ..., c], percentile, kernel_size) for c in range(image.shape[-1])]
+    kernels = _native.clahe_kernels
+    if kernels is not None and len(parts) == 2 and all(p is not None and p[1].dtype == np.float32 for p in parts):
+        kernels.lookup2(parts[0][0], parts[0][1], parts[1][0], parts[1][1], out[b])
+        return
+    for c, part in enumerate(parts):
+        if part is not None:
+            grey, table = part
+            if kernels is not None:
+                kernels.lookup(grey, table, out[b, ..., c])
+            else:
+                out[b, ..., c] = table[grey]
+            continue
+        plane = np.array(image[b, ..., c], copy=True)
+        if not _clip_plane(plane, percentile):
+            plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
+        _normalise_plane(plane, kernel_size, plane)
+        out[b, ..., c] = plane
+
+
 def mesmer_preprocess(
     image: np.ndarray,
     threshold: bool = True,
@@ -131,18 +225,16 @@ def mesmer_preprocess(
 ) -> np.ndarray:
     """Mesmer's preprocessing: percentile_threshold then histogram_normalization(kernel 128).
 
-    For a float32 image (what the pipeline feeds) both steps run per plane on one contiguous
-    copy, written into the result once: the same values as the two steps one after the other."""
+    For a float32 image (what the pipeline feeds) both steps run per plane, written into the
+    result once: the same values as the two steps one after the other. With the C kernels a plane
+    is read twice in place (the selection, then the clip and uint16 conversion in one pass) and
+    CLAHE's final lookup writes both channels of a two-channel image in one pass; otherwise the
+    steps run on one contiguous copy."""
     _check_rank(image)
     if threshold and normalize and image.dtype == np.float32:
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
-            for c in range(image.shape[-1]):
-                plane = np.array(image[b, ..., c], copy=True)
-                if not _clip_plane(plane, percentile):
-                    plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
-                _normalise_plane(plane, kernel_size, plane)
-                out[b, ..., c] = plane
+            _mesmer_planes(image, b, percentile, kernel_size, out)
         return out
     out = image  # both steps return new arrays and leave their input alone
     if threshold:

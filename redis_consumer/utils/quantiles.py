@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["count_percentiles", "percentile", "percentiles"]
+__all__ = ["count_percentiles", "interpolate", "percentile", "percentiles"]
 
 
 def percentile(values: np.ndarray, q: float, *, overwrite_input: bool = False) -> np.floating:
@@ -59,6 +59,16 @@ def count_percentiles(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
         a, b = np.searchsorted(cumulative, (below + 1, below + 2))  # the (below)th and next smallest
         out.append(_lerp(np.float32(a), np.float32(b), float(virtual - np.floor(virtual)), np.float64))
     return np.array(out)
+
+
+def interpolate(n: int, q: float, a: np.floating, b: np.floating, result: type) -> np.floating:
+    """numpy's 'linear' percentile q of n values from its two order statistics a and b (the
+    floor of the virtual index `(n - 1) * q / 100` and the next; the maximum twice at the top),
+    scalars of the values' dtype, interpolated in `result` as `_one` does (for a caller that
+    selected a and b itself: the C selection in deepcell/preprocess.py)."""
+    virtual = (n - 1) * np.true_divide(q, 100)
+    t = float(virtual + 1) if virtual >= n - 1 else float(virtual - np.floor(virtual))
+    return _lerp(a, b, t, result)
 
 
 def _lerp(a: np.floating, b: np.floating, t: float, result: type) -> np.floating:
