@@ -73,21 +73,50 @@ def test_script_calls_survive_killed_connections_and_a_flushed_script_cache(rds,
     assert len(pool._in_use_connections) == 1  # the one the broker's lane keeps for this thread
 
 
-def test_a_lane_is_kept_by_one_thread_and_given_back_with_its_broker(redis_server):
+def test_a_lane_is_kept_by_one_thread_and_shared_by_the_brokers_of_one_pool(redis_server):
     client = redis_server.client()
     pool = client.connection_pool
     broker = Broker(client, "q", "w1")
     broker.heartbeat()
     kept = set(pool._in_use_connections)
+    assert len(kept) == 1
     other = threading.Thread(target=broker.heartbeat)
     other.start()
     other.join()
     assert pool._in_use_connections == kept  # another thread's call took a pool connection and gave it back
     broker.heartbeat()
     assert pool._in_use_connections == kept  # this thread keeps the same connection
-    del broker
+    more = [Broker(client, "q", f"w{i}") for i in range(2, 50)]
+    for b in more:
+        b.heartbeat()
+    assert pool._in_use_connections == kept  # one kept connection per pool, not one per broker
+
+
+def test_many_brokers_on_one_small_pool_never_run_it_dry(redis_server):
+    """A fleet simulation's shape: hundreds of brokers on a client whose pool allows a few connections."""
+    client = redis.Redis(connection_pool=redis.ConnectionPool(host="127.0.0.1", port=redis_server.port,
+                                                              max_connections=3))
+    brokers = [Broker(client, f"q{i % 4}", f"w{i}") for i in range(300)]
+    threads = [threading.Thread(target=lambda part=brokers[t::2]: [b.heartbeat() for b in part]) for t in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for b in brokers:
+        assert b.heartbeat() > 0
+    assert client.zcard("consumers:q0") == 75
+
+
+def test_a_lane_goes_with_its_pool(redis_server):
+    import weakref
+
+    client = redis_server.client()
+    broker = Broker(client, "q", "w1")
+    broker.heartbeat()
+    pool = weakref.ref(client.connection_pool)
+    del broker, client
     gc.collect()
-    assert pool._in_use_connections == set()
+    assert pool() is None  # the lane (and the connection it kept) did not keep the pool alive
 
 
 class _Interrupt(BaseException):

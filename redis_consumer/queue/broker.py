@@ -22,7 +22,7 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .fanout import FanOut
-from .scripts import MISSED, Lane, Script
+from .scripts import MISSED, Script, lane_for
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
@@ -174,10 +174,10 @@ class Broker(FanOut):
         #: fencing tokens: 64 random bits each, from a generator seeded by the OS (a token only has
         #: to differ from every other claim's, and os.urandom per claim is a system call)
         self._tokens = random.Random(os.urandom(16))
-        lane = Lane(client)  # the connection our scripts keep for the thread that calls them
+        lane = lane_for(client)  # the connection our scripts keep for the thread that calls them (one per pool)
         #: the blocking claim's own kept connection (its reply is on the pickup path: a pool
         #: connection given back before the claim step would delay every idle pickup)
-        self._blocking_lane = lane if self.blocking is client else Lane(self.blocking)
+        self._blocking_lane = lane_for(self.blocking)
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
                      "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
             setattr(self, f"_{name}", Script(client, name, lane))

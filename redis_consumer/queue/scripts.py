@@ -12,7 +12,10 @@ SHA; after a Redis restart or `SCRIPT FLUSH` (NOSCRIPT) the source is sent once 
 A script call sends EVALSHA directly on a pooled connection: redis-py's per-command wrappers
 (retry closure, observability records) cost ~10 us a call, a tenth of a null job. A broker's
 scripts share a `Lane`: one connection its calling thread keeps between calls (taking and
-returning a pool connection costs another ~10 us: lock, records, a readiness poll). Any
+returning a pool connection costs another ~10 us: lock, records, a readiness poll). There is one
+lane per connection pool (`lane_for`), shared by every broker on that client, so many brokers
+on one client (a fleet simulation, a process serving several queues) keep one connection between
+them, not one each: a pool with `max_connections` is never drained by idle lanes. Any
 connection error, timeout or READONLY reply there drops that connection and sends the call again
 through `execute_command`, whose retries with jittered backoff then apply as before.
 """
@@ -23,6 +26,7 @@ import contextlib
 import functools
 import hashlib
 import threading
+import weakref
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -100,9 +104,15 @@ class Lane:
     Sentinel for the master)."""
 
     def __init__(self, client: Any) -> None:
-        self._pool = _pool_of(client)
+        pool = _pool_of(client)
+        # weakly: the pool holds the lane (`lane_for`), not the other way round, so both go together
+        self._pool_ref = weakref.ref(pool) if pool is not None else None
         self._owner: int | None = None
         self._conn: Any = None
+
+    @property
+    def _pool(self) -> Any:
+        return self._pool_ref() if self._pool_ref is not None else None
 
     def take(self) -> Any:
         """This thread's kept connection, or None when it is not the owner (or there is no pool)."""
@@ -123,12 +133,34 @@ class Lane:
 
     def _give_back(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            self._pool.release(conn)
+        pool = self._pool
+        if conn is not None and pool is not None:
+            pool.release(conn)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter exit the pool may be half torn down
             self._give_back()
+
+
+#: The pool attribute that holds its lane: a reference cycle (pool -> lane -> kept connection ->
+#: redis-py's handlers -> pool) that the garbage collector frees with the pool. A dictionary keyed
+#: weakly by pool could not: its values would keep their keys alive through that chain.
+_LANE_ATTR = "_redis_consumer_lane"
+_LANES_LOCK = threading.Lock()
+
+
+def lane_for(client: Any) -> Lane:
+    """The lane of `client`'s connection pool, made on first use (a client without a pool of its
+    own gets a lane of its own, which then always answers None)."""
+    pool = _pool_of(client)
+    if pool is None:
+        return Lane(client)
+    with _LANES_LOCK:
+        lane = getattr(pool, _LANE_ATTR, None)
+        if lane is None:
+            lane = Lane(client)
+            setattr(pool, _LANE_ATTR, lane)
+        return lane
 
 
 class Script:
