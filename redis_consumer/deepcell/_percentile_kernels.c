@@ -60,6 +60,22 @@ static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t
         }                                                                                          \
         *kmin = lo, *kmax = hi;                                                                    \
     }                                                                                              \
+    /* bins of `len` values from element j0 of a row: typed reads where aligned, else each value \
+     * through memcpy (no misaligned typed access); the key range is updated either way */       \
+    static inline void block_##NAME(const char *row, Py_ssize_t j0, Py_ssize_t len, Py_ssize_t s1, \
+                                    int typed, uint16_t *bins, U *kmin, U *kmax) {               \
+        if (typed) {                                                                               \
+            bins_##NAME((const U *)(row + j0 * s1), s1 / (Py_ssize_t)sizeof(U), len, bins, kmin, kmax); \
+            return;                                                                                \
+        }                                                                                          \
+        for (Py_ssize_t j = 0; j < len; j++) {                                                     \
+            U u;                                                                                   \
+            memcpy(&u, row + (j0 + j) * s1, sizeof(U));                                            \
+            const U key = (U)key_##NAME(u);                                                        \
+            *kmin = key < *kmin ? key : *kmin, *kmax = key > *kmax ? key : *kmax;                  \
+            bins[j] = (uint16_t)bin_##NAME(u);                                                     \
+        }                                                                                          \
+    }                                                                                              \
     /* hist: SUBS x (NBINS + 1) counts, summed into the first by the caller; lo and hi: the       \
      * smallest and largest key of all the values (zeros included) */                            \
     static void scan_##NAME(const char *base, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t s0,     \
@@ -72,17 +88,7 @@ static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t
             const char *row = base + i * s0;                                                       \
             for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
                 const Py_ssize_t len = cols - j0 < BLOCK ? cols - j0 : BLOCK;                      \
-                if (typed) {                                                                       \
-                    bins_##NAME((const U *)(row + j0 * s1), s1 / (Py_ssize_t)sizeof(U), len, bins, &kmin, &kmax); \
-                } else {                                                                           \
-                    for (Py_ssize_t j = 0; j < len; j++) {                                         \
-                        U u;                                                                       \
-                        memcpy(&u, row + (j0 + j) * s1, sizeof(U));                                \
-                        const U key = (U)key_##NAME(u);                                            \
-                        kmin = key < kmin ? key : kmin, kmax = key > kmax ? key : kmax;            \
-                        bins[j] = (uint16_t)bin_##NAME(u);                                         \
-                    }                                                                              \
-                }                                                                                  \
+                block_##NAME(row, j0, len, s1, typed, bins, &kmin, &kmax);                         \
                 Py_ssize_t j = 0;                                                                  \
                 for (; j + 4 <= len; j += 4)                                                       \
                     h0[bins[j]]++, h1[bins[j + 1]]++, h2[bins[j + 2]]++, h3[bins[j + 3]]++;        \
@@ -114,15 +120,7 @@ static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t
             const char *row = base + i * s0;                                                       \
             for (Py_ssize_t j0 = 0; j0 < cols; j0 += BLOCK) {                                      \
                 const Py_ssize_t len = cols - j0 < BLOCK ? cols - j0 : BLOCK;                      \
-                if (typed) {                                                                       \
-                    bins_##NAME((const U *)(row + j0 * s1), s1 / (Py_ssize_t)sizeof(U), len, bins, &kmin, &kmax); \
-                } else {                                                                           \
-                    for (Py_ssize_t j = 0; j < len; j++) {                                         \
-                        U u;                                                                       \
-                        memcpy(&u, row + (j0 + j) * s1, sizeof(U));                                \
-                        bins[j] = (uint16_t)bin_##NAME(u);                                         \
-                    }                                                                              \
-                }                                                                                  \
+                block_##NAME(row, j0, len, s1, typed, bins, &kmin, &kmax);                         \
                 for (Py_ssize_t k0 = 0; k0 < len; k0 += 64) { /* runs of 64 with no hit: skipped */ \
                     const Py_ssize_t k1 = len - k0 < 64 ? len : k0 + 64;                           \
                     uint32_t hits = 0;                                                             \
