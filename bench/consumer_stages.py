@@ -6,7 +6,8 @@ with `--simulate-gpu`, 256x256 tiles), so this process's CPU is the worker's alo
 are the consumer's own step timings (results.json `cpu_timings`) plus regions this module times
 by wrapping the callables that do them (`CpuMeter`, exclusive of nested wrapped calls):
 
-- `redis`: every redis-py command and pipeline of the job (claim, stage HSETs, log, finish);
+- `redis`: every redis-py command and pipeline of the job and every command the broker sends on
+  its kept connection (`queue.scripts.send`: claim, stage HSETs, log, finish);
 - `download`, `decode` (TIFF read, layout, limits), `count` (objects per compartment), `upload`;
 - `pre` (resize, normalise, tile), `predict_client` (request encode, grpcio, reply decode: the
   gRPC byte movement, owned by redis_consumer/tfserving/), `untile`, `deep_watershed`, `tiff`,
@@ -98,8 +99,11 @@ def meter_consumer(meter: CpuMeter, consumer: Any) -> None:
 
     from redis_consumer.consumers import mesmer, segmentation
 
+    from redis_consumer.queue import scripts
+
     meter.wrap(redis.Redis, "execute_command", "redis")
     meter.wrap(redis.client.Pipeline, "execute", "redis")
+    meter.wrap(scripts, "send", "redis")  # the broker's Lua steps and blocking claim go straight to a connection
     storage = consumer.storage
     meter.wrap(storage, "download", "download")
     meter.wrap(storage, "upload", "upload")
