@@ -98,7 +98,6 @@ def meter_consumer(meter: CpuMeter, consumer: Any) -> None:
     import redis.client
 
     from redis_consumer.consumers import mesmer, segmentation
-
     from redis_consumer.queue import scripts
 
     meter.wrap(redis.Redis, "execute_command", "redis")
