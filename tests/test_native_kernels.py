@@ -16,10 +16,12 @@ def test_the_install_step_built_the_extensions():
     clahe = importlib.import_module("redis_consumer.deepcell._clahe_kernels")
     untile = importlib.import_module("redis_consumer.deepcell._untile_kernels")
     percentile = importlib.import_module("redis_consumer.deepcell._percentile_kernels")
+    overlay = importlib.import_module("redis_consumer.deepcell._overlay_kernels")
     assert _native.clahe_kernels is clahe and _native.untile_kernels is untile
     assert _native.percentile_kernels is percentile and {"order_stats", "clip_unit_u16"} <= set(dir(percentile))
     assert {"clahe_map", "lookup", "lookup2", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
     assert "untile_blend" in dir(untile)
+    assert _native.overlay_kernels is overlay and "mark_outlines" in dir(overlay)
 
 
 @pytest.fixture
@@ -103,10 +105,11 @@ def test_a_tree_without_the_extension_logs_one_warning_and_uses_numpy():
         "sys.modules['redis_consumer.deepcell._clahe_kernels'] = None  # as if no .so were there\n"
         "sys.modules['redis_consumer.deepcell._untile_kernels'] = None\n"
         "sys.modules['redis_consumer.deepcell._percentile_kernels'] = None\n"
+        "sys.modules['redis_consumer.deepcell._overlay_kernels'] = None\n"
         "import numpy as np\n"
         "from redis_consumer.deepcell import _native, clahe, tiling\n"
         "assert _native.clahe_kernels is None and _native.untile_kernels is None\n"
-        "assert _native.percentile_kernels is None\n"
+        "assert _native.percentile_kernels is None and _native.overlay_kernels is None\n"
         "print('grey', int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
