@@ -51,6 +51,12 @@ static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t
                 lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
                 bins[j] = (uint16_t)bin_##NAME(u);                                                 \
             }                                                                                      \
+        } else if (step == 2) { /* a channel of an (X, Y, 2) array: a constant stride vectorises */ \
+            for (Py_ssize_t j = 0; j < len; j++) {                                                 \
+                const U u = src[2 * j], key = (U)key_##NAME(u);                                    \
+                lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
+                bins[j] = (uint16_t)bin_##NAME(u);                                                 \
+            }                                                                                      \
         } else {                                                                                   \
             for (Py_ssize_t j = 0; j < len; j++) {                                                 \
                 const U u = src[j * step], key = (U)key_##NAME(u);                                 \
