@@ -1,7 +1,8 @@
 """The package's C extensions (metadata lives in setup.cfg).
 
-redis_consumer/deepcell/_clahe_kernels.c, _untile_kernels.c and _percentile_kernels.c hold the
-CLAHE mapping, untile blending and Mesmer percentile-threshold loops; they are compiled without floating-point contraction so their results
+redis_consumer/deepcell/_clahe_kernels.c, _untile_kernels.c, _percentile_kernels.c and
+_overlay_kernels.c hold the CLAHE mapping, untile blending, Mesmer percentile-threshold and
+overlay-outline loops; they are compiled without floating-point contraction so their results
 equal the numpy code they replace bit for bit (redis_consumer/deepcell/_native.py says why and
 what they save). A C compiler is needed at install time.
 """
@@ -19,6 +20,6 @@ setup(
     ext_modules=[
         Extension(f"redis_consumer.deepcell._{name}_kernels", sources=[f"redis_consumer/deepcell/_{name}_kernels.c"],
                   depends=HEADERS, extra_compile_args=FLAGS + EXTRA.get(name, []))
-        for name in ("clahe", "untile", "percentile")
+        for name in ("clahe", "untile", "percentile", "overlay")
     ]
 )

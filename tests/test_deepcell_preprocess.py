@@ -41,6 +41,27 @@ def test_histogram_normalization_is_clahe_per_plane(kernel_size):
     assert image[0, 0, 0, 0] != out[0, 0, 0, 0]  # the input is left alone
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")  # skimage's img_as_uint of the NaN plane
+@pytest.mark.parametrize("kernel_size", [None, 16])
+def test_histogram_normalization_of_one_float32_channel_reads_the_input_in_place(kernel_size):
+    """The one-channel float32 path (the pipeline's) writes a new array, leaves a read-only
+    input alone and equals skimage, with a constant plane and a NaN plane among the batch."""
+    image = _image((3, 90, 70, 1), seed=5)
+    image[1] = 7.0
+    image[2, 3, 4, 0] = np.nan
+    before = image.copy()
+    image.setflags(write=False)
+    out = histogram_normalization(image, kernel_size=kernel_size)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    np.testing.assert_array_equal(image, before)
+    expected = equalize_adapthist(rescale_intensity(image[0, ..., 0], out_range=(0.0, 1.0)),
+                                  kernel_size=kernel_size).astype(np.float32)
+    np.testing.assert_array_equal(out[0, ..., 0], expected)
+    assert not out[1].any()
+    # the copy path (a float64 input cast first) gives the same bytes, NaN plane included
+    np.testing.assert_array_equal(out, histogram_normalization(image.astype(np.float64), kernel_size=kernel_size))
+
+
 def test_percentile_threshold_clips_at_the_nonzero_percentile():
     image = _image()
     image[0, :10, :, 0] = 0

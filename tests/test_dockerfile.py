@@ -198,9 +198,11 @@ def test_build_stage_replayed_in_a_fresh_venv(parsed, tmp_path):
         "assert importlib.util.find_spec('tensorflow') is None, 'tensorflow is installed'\n"
         "assert redis_consumer.__file__.startswith(sys.prefix), redis_consumer.__file__\n"
         "assert {'segmentation', 'zip', 'classify'} <= set(registry.available()), registry.available()\n"
-        "from redis_consumer.deepcell import _native, _clahe_kernels, _percentile_kernels, _untile_kernels\n"
+        "from redis_consumer.deepcell import _native, _clahe_kernels, _overlay_kernels, _percentile_kernels\n"
+        "from redis_consumer.deepcell import _untile_kernels\n"
         "for built, module in ((_native.clahe_kernels, _clahe_kernels), (_native.untile_kernels, _untile_kernels),\n"
-        "                      (_native.percentile_kernels, _percentile_kernels)):\n"
+        "                      (_native.percentile_kernels, _percentile_kernels),\n"
+        "                      (_native.overlay_kernels, _overlay_kernels)):\n"
         "    assert built is module and module.__file__.startswith(sys.prefix), module.__file__\n"
         "print('ok', registry.available())\n"
     )

@@ -8,6 +8,8 @@ import importlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_the_install_step_built_the_extensions():
@@ -16,10 +18,12 @@ def test_the_install_step_built_the_extensions():
     clahe = importlib.import_module("redis_consumer.deepcell._clahe_kernels")
     untile = importlib.import_module("redis_consumer.deepcell._untile_kernels")
     percentile = importlib.import_module("redis_consumer.deepcell._percentile_kernels")
+    overlay = importlib.import_module("redis_consumer.deepcell._overlay_kernels")
     assert _native.clahe_kernels is clahe and _native.untile_kernels is untile
     assert _native.percentile_kernels is percentile and {"order_stats", "clip_unit_u16"} <= set(dir(percentile))
     assert {"clahe_map", "lookup", "lookup2", "gather_u8", "region_hist", "clip_histograms"} <= set(dir(clahe))
     assert "untile_blend" in dir(untile)
+    assert _native.overlay_kernels is overlay and "mark_outlines" in dir(overlay)
 
 
 @pytest.fixture
@@ -51,6 +55,28 @@ def test_clahe_map_rejects_maps_too_small_bins_out_of_range_and_wrong_dtypes(k):
     out.setflags(write=False)
     with pytest.raises((BufferError, ValueError)):  # a read-only out is never written
         k.clahe_map(bins, maps, 8, 8, out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 90), w=st.integers(1, 90), k0=st.integers(1, 40), k1=st.integers(1, 40),
+       nbins=st.sampled_from([1, 3, 256, 300]), seed=st.integers(0, 2**31 - 1), fractional=st.booleans())
+def test_clahe_map_vector_and_scalar_loops_agree(h, w, k0, k1, nbins, seed, fractional):
+    """The interleaved AVX2 loop (4 pixels a step, remainders scalar) and the scalar loop give
+    the same grey levels and range, for uint8 and uint16 bins, integer maps (skimage's) and
+    maps with fractions (every rounding of the products and sums exercised)."""
+    from redis_consumer.deepcell import _clahe_kernels
+
+    rng = np.random.default_rng(seed)
+    m0, m1 = (h - 1 + k0 // 2) // k0 + 2, (w - 1 + k1 // 2) // k1 + 2
+    maps = rng.integers(0, 2**14, (m0, m1, nbins)).astype(np.float64)
+    if fractional:
+        maps += rng.random(maps.shape)
+    for dtype in ((np.uint8, np.uint16) if nbins <= 256 else (np.uint16,)):
+        bins = rng.integers(0, nbins, (h, w)).astype(dtype)
+        fast, slow = np.empty((h, w), np.uint16), np.empty((h, w), np.uint16)
+        assert _clahe_kernels.clahe_map(bins, maps, k0, k1, fast) == _clahe_kernels.clahe_map(
+            bins, maps, k0, k1, slow, False)
+        np.testing.assert_array_equal(fast, slow)
 
 
 def test_lookup_and_gathers_check_indices_and_shapes(k):
@@ -103,10 +129,11 @@ def test_a_tree_without_the_extension_logs_one_warning_and_uses_numpy():
         "sys.modules['redis_consumer.deepcell._clahe_kernels'] = None  # as if no .so were there\n"
         "sys.modules['redis_consumer.deepcell._untile_kernels'] = None\n"
         "sys.modules['redis_consumer.deepcell._percentile_kernels'] = None\n"
+        "sys.modules['redis_consumer.deepcell._overlay_kernels'] = None\n"
         "import numpy as np\n"
         "from redis_consumer.deepcell import _native, clahe, tiling\n"
         "assert _native.clahe_kernels is None and _native.untile_kernels is None\n"
-        "assert _native.percentile_kernels is None\n"
+        "assert _native.percentile_kernels is None and _native.overlay_kernels is None\n"
         "print('grey', int(clahe.clahe_grey(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7).sum()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -108,3 +108,51 @@ def test_grey_levels_with_and_without_the_c_gather(monkeypatch):
     for plane, got in zip(planes, with_c):
         np.testing.assert_array_equal(got, overlay.grey_levels(plane))
         np.testing.assert_array_equal(got, overlay.grey_levels(plane.astype(np.float32)))  # the per-pixel path
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_outlines_by_the_c_pass_equal_the_numpy_outlines(h, w, seed, objects):
+    """indexed_levels' C pass (int32 labels) marks exactly the numpy `outlines` pixels, on
+    labels with few values (long runs and many neighbours alike), negatives and 1-pixel axes."""
+    from redis_consumer.deepcell import _native
+
+    assert _native.overlay_kernels is not None, "redis_consumer.deepcell._overlay_kernels is not built"
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(-1, objects + 1, (h, w)).astype(np.int32)
+    labels[rng.random((h, w)) < 0.5] = 0
+    levels = rng.integers(0, overlay.GREY_LEVELS, (h, w), dtype=np.uint8)
+    expected = levels.copy()
+    expected[overlay.outlines(labels)] = overlay.OUTLINE_INDEX
+    np.testing.assert_array_equal(overlay.indexed_levels(levels.copy(), labels), expected)
+    # the numpy path where the kernel does not apply (another dtype) gives the same
+    np.testing.assert_array_equal(overlay.indexed_levels(levels.copy(), labels.astype(np.int64)), expected)
+
+
+def test_indexed_levels_with_and_without_the_c_kernel(monkeypatch):
+    from redis_consumer.deepcell import _native
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.repeat(rng.integers(0, 30, (64, 80)), 5, axis=0), 3, axis=1).astype(np.int32)
+    levels = rng.integers(0, overlay.GREY_LEVELS, labels.shape, dtype=np.uint8)
+    with_c = overlay.indexed_levels(levels.copy(), labels)
+    monkeypatch.setattr(_native, "overlay_kernels", None)
+    np.testing.assert_array_equal(with_c, overlay.indexed_levels(levels.copy(), labels))
+
+
+def test_mark_outlines_refuses_what_does_not_fit():
+    from redis_consumer.deepcell import _overlay_kernels
+
+    labels = np.zeros((8, 9), np.int32)
+    with pytest.raises(ValueError, match="format"):
+        _overlay_kernels.mark_outlines(labels.astype(np.int64), np.zeros((8, 9), np.uint8), 16)
+    with pytest.raises(ValueError, match="does not match"):
+        _overlay_kernels.mark_outlines(labels, np.zeros((8, 8), np.uint8), 16)
+    with pytest.raises(ValueError, match="does not match"):
+        _overlay_kernels.mark_outlines(labels, np.zeros((8, 18), np.uint8)[:, ::2], 16)
+    rows = np.zeros((8, 10), np.uint8)  # a PNG's rows after their filter byte: a row stride of 10
+    labels[2:5, 3:6] = 7
+    _overlay_kernels.mark_outlines(labels, rows[:, 1:], 16)
+    expected = np.where(overlay.outlines(labels), 16, 0).astype(np.uint8)
+    np.testing.assert_array_equal(rows[:, 1:], expected)
+    assert not rows[:, 0].any()

@@ -264,3 +264,51 @@ def test_lookup2_checks_shapes_and_indices():
         _clahe_kernels.lookup2(grey, table, grey, table, np.zeros((2, 2, 3), np.float32))
     with pytest.raises(ValueError, match="format"):
         _clahe_kernels.lookup2(grey, table, grey, table, out.astype(np.float64))
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 60), w=st.integers(1, 60), seed=st.integers(0, 2**31 - 1), step=st.sampled_from([1, 2, -1]),
+       clip=st.booleans())
+def test_unit_bins_are_clahe_bins_of_the_uint16_conversion(h, w, seed, step, clip):
+    """`_unit_bins` (one C pass, float plane -> bin) gives `clahe._bins` of `_unit_uint16`'s
+    image, for strided and reversed planes, with and without a ceiling."""
+    from redis_consumer.deepcell import clahe
+
+    rng = np.random.default_rng(seed)
+    plane = (rng.gamma(2.0, 300.0, (h, 2 * w)) * rng.choice([-1, 1], (h, 2 * w))).astype(np.float32)[:, ::step][:, :w]
+    ceiling = np.float32(np.percentile(plane, 90)) if clip else None
+    lo, hi = float(plane.min()), float(plane.max())
+    if ceiling is not None:
+        lo, hi = min(lo, float(ceiling)), min(hi, float(ceiling))
+    if not hi > lo:
+        assert preprocess._unit_bins(plane, (lo, hi), ceiling) is None
+        return
+    got = preprocess._unit_bins(plane, (lo, hi), ceiling)
+    expected = clahe._bins(preprocess._unit_uint16(plane, (lo, hi), ceiling), 256)
+    assert got is not None and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_histogram_normalization_and_mesmer_without_the_fused_bins(monkeypatch):
+    """The uint16 path (where `_unit_bins` does not apply) gives the same bytes as the fused one."""
+    rng = np.random.default_rng(12)
+    image = rng.normal(400, 40, (1, 300, 260, 2)).astype(np.float32).round()
+    image[0, 50:120, 40:200] += 3000
+    fused = mesmer_preprocess(image), histogram_normalization(image[..., :1])
+    monkeypatch.setattr(preprocess, "_unit_bins", lambda *args, **kwargs: None)
+    assert _same_bytes(mesmer_preprocess(image), fused[0])
+    assert _same_bytes(histogram_normalization(image[..., :1]), fused[1])
+
+
+def test_clip_unit_bins_refuses_what_does_not_fit():
+    k = _percentile_kernels
+    plane, out = np.ones((4, 5), np.float32), np.empty((4, 5), np.uint8)
+    table = np.arange(65536, dtype=np.uint32).astype(np.uint8)
+    assert k.clip_unit_bins(plane * 3, 2.0, 0.0, 4.0, table, out) == (32768, 32768)
+    assert (out == 32768 % 256).all()
+    with pytest.raises(ValueError, match="do not match"):
+        k.clip_unit_bins(plane, 2.0, 0.0, 4.0, table[:65535], out)
+    with pytest.raises(ValueError, match="do not match"):
+        k.clip_unit_bins(plane, 2.0, 0.0, 4.0, table, out[:, :4].copy())
+    with pytest.raises(ValueError, match="format"):
+        k.clip_unit_bins(plane, 2.0, 0.0, 4.0, table, out.astype(np.uint16))

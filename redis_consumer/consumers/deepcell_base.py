@@ -333,18 +333,15 @@ class DeepCellConsumer(TensorFlowServingConsumer):
             planes = (labels[..., c] for c in range(k))
         with self._step("tiff"):
             for path, plane in zip(paths, planes):
-                self.tiff_member(path, np.ascontiguousarray(plane, dtype=np.float32))
+                self.tiff_member(path, plane, np.float32)
         return paths
 
-    def tiff_member(self, path: str, array: np.ndarray) -> str:
-        """`tifffile.imwrite(path, array)`'s bytes, kept in `memory_files` for the result zip."""
-        import io
+    def tiff_member(self, path: str, array: np.ndarray, dtype: Any = None) -> str:
+        """`tifffile.imwrite(path, array.astype(dtype))`'s bytes (dtype None: array's own), kept in
+        `memory_files` for the result zip (`utils.tiff_bytes`: one cast, no copies)."""
+        from ..utils.tiff_bytes import tiff_bytes
 
-        import tifffile
-
-        buffer = io.BytesIO()
-        tifffile.imwrite(buffer, array)
-        self.memory_files[path] = buffer.getbuffer()
+        self.memory_files[path] = tiff_bytes(array, dtype)
         return path
 
     def save_overlay(self, plane: np.ndarray, labels_xy: np.ndarray, outdir: str, name: str,

@@ -30,7 +30,7 @@ from ..utils.kiosk_layout import (
     parse_scale,
     parse_segmentation_channels,
 )
-from ..utils.labels import compact_dtype
+from ..utils.labels import compact_type
 from .base import Job
 from .deepcell_base import DeepCellConsumer, kiosk_name
 from .tfserving_consumer import TensorFlowServingConsumer, parse_model, wire_version
@@ -128,10 +128,10 @@ class SegmentationConsumer(DeepCellConsumer):
         prefix = os.path.join(folder, name) if folder else name
         with job.stage("save"):
             files = self.save_kiosk_tiffs(labels, outdir, prefix, "segmentation")
-            restored = compact_dtype(layout.restore(labels))
+            restored = layout.restore(labels)
             labels_path = os.path.join(outdir, f"{prefix}_labels.tif")
             with self._step("tiff"):
-                files.append(self.tiff_member(labels_path, restored))
+                files.append(self.tiff_member(labels_path, restored, compact_type(restored)))
             for k, slot in enumerate(slots):
                 files.append(self.save_overlay(image[0, ..., slots[slot]], labels[0, ..., k], outdir, prefix,
                                                SLOT_NAMES[slot]))

@@ -8,18 +8,115 @@
  */
 #include "_buffers.h"
 
+/* x86-64 with GCC: an AVX2 clone picked at load time where the CPU has it (gathers, 4 doubles
+ * a step; the same IEEE operations in the same order), else the baseline SSE2 code */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* One run of `len` pixels inside one processing block: bins `b`, maps a/b (top edge, left and
+ * right) and c/d (bottom edge), the four weights per pixel phase from `w` on (w00, w01, w10,
+ * w11 arrays of the block width). No bounds test (the caller checked every bin), so it vectorises;
+ * returns the run's min and max grey through lo/hi. */
+#define MAP_RUN(NAME, T)                                                                              \
+    VECTOR_CLONES static void NAME(const T *restrict bins, Py_ssize_t len, const double *restrict ma,  \
+                                   const double *restrict mb, const double *restrict mc,             \
+                                   const double *restrict md, const double *restrict w00,            \
+                                   const double *restrict w01, const double *restrict w10,           \
+                                   const double *restrict w11, uint16_t *restrict out, int32_t *lo,  \
+                                   int32_t *hi) {                                                    \
+        int32_t mn = *lo, mx = *hi;                                                                  \
+        for (Py_ssize_t q = 0; q < len; q++) {                                                       \
+            const Py_ssize_t i = bins[q];                                                            \
+            float acc = (float)(ma[i] * w00[q]);                                                     \
+            acc += (float)(mb[i] * w01[q]);                                                          \
+            acc += (float)(mc[i] * w10[q]);                                                          \
+            acc += (float)(md[i] * w11[q]);                                                          \
+            const int32_t g = (int32_t)(uint16_t)(int32_t)acc;                                       \
+            out[q] = (uint16_t)g;                                                                    \
+            mn = g < mn ? g : mn;                                                                    \
+            mx = g > mx ? g : mx;                                                                    \
+        }                                                                                            \
+        *lo = mn, *hi = mx;                                                                          \
+    }
+MAP_RUN(map_run_u8, uint8_t)
+MAP_RUN(map_run_u16, uint16_t)
+
+/* MAP_RUN over interleaved maps, 4 pixels a step in AVX2 where the CPU has it: quad[bin * 4 + e]
+ * is edge e's map at `bin` for this block, wq[q * 4 + e] the pixel's weight for edge e, so each
+ * pixel's four products are one 4-double multiply of two 32-byte reads (no gather); they are
+ * rounded to float32 (round to nearest, as the C cast), transposed so each edge's terms of four
+ * pixels share a register, and summed in edge order: the same IEEE operations as MAP_RUN. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_QUAD 1
+#define QUAD_RUN(NAME, T)                                                                             \
+    __attribute__((target("avx2"))) static void NAME(const T *restrict bins, Py_ssize_t len,         \
+                                                     const double *restrict quad,                    \
+                                                     const double *restrict wq, uint16_t *restrict out, \
+                                                     int32_t *lo, int32_t *hi) {                     \
+        __m128i vmn = _mm_set1_epi32(*lo), vmx = _mm_set1_epi32(*hi);                                \
+        Py_ssize_t q = 0;                                                                            \
+        for (; q + 4 <= len; q += 4) {                                                               \
+            __m128 f0 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_loadu_pd(quad + 4 * (Py_ssize_t)bins[q]),     \
+                                                      _mm256_loadu_pd(wq + 4 * q)));                 \
+            __m128 f1 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_loadu_pd(quad + 4 * (Py_ssize_t)bins[q + 1]), \
+                                                      _mm256_loadu_pd(wq + 4 * q + 4)));             \
+            __m128 f2 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_loadu_pd(quad + 4 * (Py_ssize_t)bins[q + 2]), \
+                                                      _mm256_loadu_pd(wq + 4 * q + 8)));             \
+            __m128 f3 = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_loadu_pd(quad + 4 * (Py_ssize_t)bins[q + 3]), \
+                                                      _mm256_loadu_pd(wq + 4 * q + 12)));            \
+            _MM_TRANSPOSE4_PS(f0, f1, f2, f3);                                                       \
+            __m128 acc = _mm_add_ps(f0, f1);                                                         \
+            acc = _mm_add_ps(acc, f2);                                                               \
+            acc = _mm_add_ps(acc, f3);                                                               \
+            __m128i g = _mm_cvttps_epi32(acc);                                                       \
+            g = _mm_and_si128(g, _mm_set1_epi32(0xFFFF)); /* (uint16_t) of the int32 */             \
+            vmn = _mm_min_epi32(vmn, g), vmx = _mm_max_epi32(vmx, g);                                \
+            _mm_storel_epi64((__m128i *)(out + q), _mm_packus_epi32(g, g));                          \
+        }                                                                                            \
+        int32_t mn[4], mx[4];                                                                        \
+        _mm_storeu_si128((__m128i *)mn, vmn), _mm_storeu_si128((__m128i *)mx, vmx);                  \
+        int32_t l = mn[0], h = mx[0];                                                                \
+        for (int i = 1; i < 4; i++)                                                                  \
+            l = mn[i] < l ? mn[i] : l, h = mx[i] > h ? mx[i] : h;                                    \
+        for (; q < len; q++) {                                                                       \
+            const double *m = quad + 4 * (Py_ssize_t)bins[q], *x = wq + 4 * q;                       \
+            float acc = (float)(m[0] * x[0]);                                                        \
+            acc += (float)(m[1] * x[1]);                                                             \
+            acc += (float)(m[2] * x[2]);                                                             \
+            acc += (float)(m[3] * x[3]);                                                             \
+            const int32_t g = (int32_t)(uint16_t)(int32_t)acc;                                       \
+            out[q] = (uint16_t)g;                                                                    \
+            l = g < l ? g : l, h = g > h ? g : h;                                                    \
+        }                                                                                            \
+        *lo = l, *hi = h;                                                                            \
+    }
+QUAD_RUN(quad_run_u8, uint8_t)
+QUAD_RUN(quad_run_u16, uint16_t)
+#else
+#define HAVE_QUAD 0
+#endif
+#define QUAD_BYTES_MAX ((Py_ssize_t)8 << 20) /* interleaved maps of one block row at most this */
+
 /* ---- CLAHE: skimage's bilinear mapping (skimage/exposure/_adapthist.py `_clahe`) ---------------
  *
  * For pixel (r, c) of the image, its processing block (r + k0/2) / k0 and phase (r + k0/2) % k0
  * along rows (likewise columns), the y weight fy = phase / k0 and the x weight fx; each of the
  * four neighbouring region maps m (edge (e0, e1), edge-padded maps) contributes
  * float32(m * (wx * wy)) with wx in {1 - fx, fx}, wy in {1 - fy, fy}, the products in float64;
- * the four terms are summed in float32 in edge order (0,0), (0,1), (1,0), (1,1) starting from
- * zero, and the sum is truncated to the integer grey level. */
+ * the four terms are summed in float32 in edge order (0,0), (0,1), (1,0), (1,1), and the sum is
+ * truncated to the integer grey level (skimage starts the sum from zero: 0 + x is x for the
+ * non-negative terms here, and the truncation of +0 and -0 is the same). The weight products
+ * depend only on the pixel's row and column phase, so they are formed once per row and phase
+ * (k1 of them, not w), the same products. */
 static PyObject *clahe_map(PyObject *self, PyObject *args) {
     PyObject *bins_obj, *maps_obj, *out_obj;
     Py_ssize_t k0, k1;
-    if (!PyArg_ParseTuple(args, "OOnnO", &bins_obj, &maps_obj, &k0, &k1, &out_obj))
+    int vector = 1; /* 0: the scalar loop only (the tests compare both) */
+    if (!PyArg_ParseTuple(args, "OOnnO|p", &bins_obj, &maps_obj, &k0, &k1, &out_obj, &vector))
         return NULL;
     Buf bins = {0}, maps = {0}, out = {0};
     if (buf_get(bins_obj, &bins, 2, "BH", 0, 1, "bins") < 0 || buf_get(maps_obj, &maps, 3, "d", 0, 1, "maps") < 0 ||
@@ -37,66 +134,104 @@ static PyObject *clahe_map(PyObject *self, PyObject *args) {
     const uint16_t *b16 = bins.view.buf;
     const double *mp = maps.view.buf;
     uint16_t *dst = out.view.buf;
-    unsigned lo = 0xFFFF, hi = 0;
+    int32_t lo = 0xFFFF, hi = 0;
     int bad = 0;
-    double *wx0 = NULL, *wx1 = NULL;
-    Py_ssize_t *colbase = NULL;
-    if (w > 0) {
-        wx0 = PyMem_Malloc(sizeof(double) * w);
-        wx1 = PyMem_Malloc(sizeof(double) * w);
-        colbase = PyMem_Malloc(sizeof(Py_ssize_t) * w);
-        if (!wx0 || !wx1 || !colbase) {
-            PyMem_Free(wx0), PyMem_Free(wx1), PyMem_Free(colbase);
-            PyErr_NoMemory();
-            goto fail;
-        }
+    double *wts = NULL, *quad = NULL;
+    const Py_ssize_t ncb = w > 0 ? (w - 1 + k1 / 2) / k1 + 1 : 0; /* column blocks the image touches */
+    int interleave = 0;
+#if HAVE_QUAD
+    interleave = vector && ncb > 0 && nbins > 0 && ncb * nbins <= QUAD_BYTES_MAX / 32 && __builtin_cpu_supports("avx2");
+#endif
+    if (w > 0 && (!(wts = PyMem_Malloc(sizeof(double) * 10 * k1)) ||
+                  (interleave && !(quad = PyMem_Malloc(sizeof(double) * 4 * ncb * nbins))))) {
+        PyMem_Free(wts);
+        PyErr_NoMemory();
+        goto fail;
     }
     Py_BEGIN_ALLOW_THREADS
-    const Py_ssize_t p0 = k0 / 2, p1 = k1 / 2;
-    for (Py_ssize_t c = 0; c < w; c++) {
-        const Py_ssize_t col = c + p1;
-        const double fx = (double)(col % k1) / (double)k1;
-        wx0[c] = 1.0 - fx;
-        wx1[c] = fx;
-        colbase[c] = (col / k1) * nbins;
+    /* every bin below nbins first: the mapping loop then reads the maps unchecked */
+    const Py_ssize_t n = h * w;
+    if (wide) {
+        uint16_t top = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            top = b16[i] > top ? b16[i] : top;
+        bad = n > 0 && top >= nbins;
+    } else {
+        uint8_t top = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            top = b8[i] > top ? b8[i] : top;
+        bad = n > 0 && top >= nbins;
     }
+    const Py_ssize_t p0 = k0 / 2, p1 = k1 / 2;
+    double *wx0 = wts, *wx1 = wts + k1, *w00 = wts + 2 * k1, *w01 = wts + 3 * k1, *w10 = wts + 4 * k1,
+           *w11 = wts + 5 * k1;
+    for (Py_ssize_t j = 0; j < k1 && w > 0; j++) {
+        const double fx = (double)j / (double)k1;
+        wx0[j] = 1.0 - fx;
+        wx1[j] = fx;
+    }
+    double *wq = wts + 6 * k1; /* 4 weights per phase, interleaved (k1 x 4) */
+    Py_ssize_t filled = -1;     /* the block row `quad` holds */
     for (Py_ssize_t r = 0; r < h && !bad; r++) {
         const Py_ssize_t row = r + p0, block = row / k0;
         const double fy = (double)(row % k0) / (double)k0, wy0 = 1.0 - fy, wy1 = fy;
+        if (interleave)
+            for (Py_ssize_t j = 0; j < k1; j++)
+                wq[4 * j] = wx0[j] * wy0, wq[4 * j + 1] = wx1[j] * wy0, wq[4 * j + 2] = wx0[j] * wy1,
+                wq[4 * j + 3] = wx1[j] * wy1;
+        else
+            for (Py_ssize_t j = 0; j < k1; j++)
+                w00[j] = wx0[j] * wy0, w01[j] = wx1[j] * wy0, w10[j] = wx0[j] * wy1, w11[j] = wx1[j] * wy1;
         const double *top = mp + block * m1 * nbins, *bottom = top + m1 * nbins;
+        if (interleave && filled != block) {
+            for (Py_ssize_t cb = 0; cb < ncb; cb++)
+                for (Py_ssize_t v = 0; v < nbins; v++) {
+                    double *d = quad + (cb * nbins + v) * 4;
+                    d[0] = top[cb * nbins + v], d[1] = top[(cb + 1) * nbins + v];
+                    d[2] = bottom[cb * nbins + v], d[3] = bottom[(cb + 1) * nbins + v];
+                }
+            filled = block;
+        }
         uint16_t *o = dst + r * w;
-        for (Py_ssize_t c = 0; c < w; c++) {
-            const Py_ssize_t bin = wide ? b16[r * w + c] : b8[r * w + c];
-            if (bin >= nbins) {
-                bad = 1;
-                break;
-            }
-            const Py_ssize_t i = colbase[c] + bin;
-            const double a = wx0[c], b = wx1[c];
-            const double t00 = top[i] * (a * wy0), t01 = top[i + nbins] * (b * wy0);
-            const double t10 = bottom[i] * (a * wy1), t11 = bottom[i + nbins] * (b * wy1);
-            float acc = 0.0f;
-            acc += (float)t00;
-            acc += (float)t01;
-            acc += (float)t10;
-            acc += (float)t11;
-            const uint16_t g = (uint16_t)acc;
-            o[c] = g;
-            lo = g < lo ? g : lo;
-            hi = g > hi ? g : hi;
+        for (Py_ssize_t c = 0; c < w;) {
+            const Py_ssize_t col = c + p1, cb = col / k1, j = col % k1;
+            const Py_ssize_t len = (k1 - j) < (w - c) ? (k1 - j) : (w - c);
+            const double *ma = top + cb * nbins, *mc = bottom + cb * nbins;
+#if HAVE_QUAD
+            if (interleave && wide)
+                quad_run_u16(b16 + r * w + c, len, quad + cb * nbins * 4, wq + 4 * j, o + c, &lo, &hi);
+            else if (interleave)
+                quad_run_u8(b8 + r * w + c, len, quad + cb * nbins * 4, wq + 4 * j, o + c, &lo, &hi);
+            else
+#endif
+            if (wide)
+                map_run_u16(b16 + r * w + c, len, ma, ma + nbins, mc, mc + nbins, w00 + j, w01 + j, w10 + j,
+                            w11 + j, o + c, &lo, &hi);
+            else
+                map_run_u8(b8 + r * w + c, len, ma, ma + nbins, mc, mc + nbins, w00 + j, w01 + j, w10 + j,
+                           w11 + j, o + c, &lo, &hi);
+            c += len;
         }
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(wx0), PyMem_Free(wx1), PyMem_Free(colbase);
+    PyMem_Free(wts), PyMem_Free(quad);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "clahe_map: a bin is out of range");
         goto fail;
     }
     buf_release(&bins), buf_release(&maps), buf_release(&out);
-    return Py_BuildValue("II", h && w ? lo : 0u, hi);
+    return Py_BuildValue("II", h && w ? (unsigned)lo : 0u, (unsigned)hi);
 fail:
     buf_release(&bins), buf_release(&maps), buf_release(&out);
     return NULL;
+}
+
+/* The largest of n > 0 uint16 values (one vectorised pass: the lookups' bounds check). */
+VECTOR_CLONES static uint16_t max_u16(const uint16_t *restrict v, Py_ssize_t n) {
+    uint16_t top = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        top = v[i] > top ? v[i] : top;
+    return top;
 }
 
 /* out[i, j] = table[index[i, j]]: a contiguous uint16 index, a float table, a strided float out. */
@@ -119,17 +254,10 @@ static PyObject *lookup(PyObject *self, PyObject *args) {
     char *base = out.view.buf;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
+    bad = h * w > 0 && max_u16(src, h * w) >= n; /* every index checked once, before any write */
     for (Py_ssize_t i = 0; i < h && !bad; i++) {
         const uint16_t *row = src + i * w;
         char *o = base + i * s0;
-        for (Py_ssize_t j = 0; j < w; j++) {
-            if (row[j] >= n) {
-                bad = 1;
-                break;
-            }
-        }
-        if (bad)
-            break;
         if (f == 'f') {
             const float *t = table.view.buf;
             if (s1 == sizeof(float))
@@ -177,9 +305,7 @@ static PyObject *lookup2(PyObject *self, PyObject *args) {
     }
     const uint16_t *a = i0.view.buf, *b = i1.view.buf;
     const Py_ssize_t n0 = t0.view.shape[0], n1 = t1.view.shape[0];
-    int bad = 0;
-    for (Py_ssize_t k = 0; k < h * w && !bad; k++)
-        bad = a[k] >= n0 || b[k] >= n1;
+    const int bad = h * w > 0 && (max_u16(a, h * w) >= n0 || max_u16(b, h * w) >= n1);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "lookup2: an index is out of range");
         goto fail;
@@ -229,13 +355,9 @@ static PyObject *gather_u8(PyObject *self, PyObject *args) {
     uint8_t *o = out.view.buf;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (v[i] >= size) {
-            bad = 1;
-            break;
-        }
+    bad = n > 0 && max_u16(v, n) >= size;
+    for (Py_ssize_t i = 0; i < n && !bad; i++)
         o[i] = t[v[i]];
-    }
     Py_END_ALLOW_THREADS
     buf_release(&values), buf_release(&table), buf_release(&out);
     if (bad) {
@@ -389,7 +511,8 @@ static PyObject *clip_histograms(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"clahe_map", clahe_map, METH_VARARGS,
-     "clahe_map(bins, maps, k0, k1, out) -> (min, max): skimage's bilinear CLAHE mapping into uint16 out."},
+     "clahe_map(bins, maps, k0, k1, out[, vector]) -> (min, max): skimage's bilinear CLAHE mapping into uint16 "
+     "out (vector=False: the scalar loop, the same values)."},
     {"lookup", lookup, METH_VARARGS, "lookup(index, table, out): out[i, j] = table[index[i, j]]."},
     {"lookup2", lookup2, METH_VARARGS,
      "lookup2(index0, table0, index1, table1, out): out[i, j, c] = table_c[index_c[i, j]] for c = 0, 1."},

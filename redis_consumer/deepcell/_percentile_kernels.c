@@ -51,6 +51,12 @@ static inline int aligned(const char *base, Py_ssize_t s0, Py_ssize_t s1, size_t
                 lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
                 bins[j] = (uint16_t)bin_##NAME(u);                                                 \
             }                                                                                      \
+        } else if (step == 2) { /* a channel of an (X, Y, 2) array: a constant stride vectorises */ \
+            for (Py_ssize_t j = 0; j < len; j++) {                                                 \
+                const U u = src[2 * j], key = (U)key_##NAME(u);                                    \
+                lo = key < lo ? key : lo, hi = key > hi ? key : hi;                                \
+                bins[j] = (uint16_t)bin_##NAME(u);                                                 \
+            }                                                                                      \
         } else {                                                                                   \
             for (Py_ssize_t j = 0; j < len; j++) {                                                 \
                 const U u = src[j * step], key = (U)key_##NAME(u);                                 \
@@ -383,11 +389,72 @@ fail:
     return NULL;
 }
 
+/* ---- clip_unit_bins: clip_unit_u16, then CLAHE's bin of each uint16 value ---------------------
+ *
+ * out[i, j] = table[unit_u16(plane[i, j])] (uint8), the table holding the bin of every uint16
+ * value (65536 entries), without writing the uint16 image; returns the smallest and largest
+ * uint16 value, which the table's bins assume (the caller checks them). plane (X, Y) float32,
+ * any strides; out (X, Y) uint8, contiguous. */
+static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
+    PyObject *plane_obj, *table_obj, *out_obj;
+    float ceiling, lo, scale;
+    if (!PyArg_ParseTuple(args, "OfffOO", &plane_obj, &ceiling, &lo, &scale, &table_obj, &out_obj))
+        return NULL;
+    Buf plane = {0}, table = {0}, out = {0};
+    uint16_t *row_buf = NULL;
+    if (buf_get(plane_obj, &plane, 2, "f", 0, 0, "plane") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
+        buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
+        goto fail;
+    const Py_ssize_t rows = plane.view.shape[0], cols = plane.view.shape[1];
+    if (out.view.shape[0] != rows || out.view.shape[1] != cols || table.view.shape[0] != 65536) {
+        PyErr_SetString(PyExc_ValueError, "clip_unit_bins: plane, table (65536) and out do not match");
+        goto fail;
+    }
+    if (!(row_buf = PyMem_Malloc(sizeof(uint16_t) * (cols ? cols : 1)))) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    const Py_ssize_t p0 = plane.view.strides[0], p1 = plane.view.strides[1];
+    const int dense = aligned(plane.view.buf, p0, p1, sizeof(float));
+    const uint8_t *t = table.view.buf;
+    unsigned mn = 0xFFFF, mx = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const char *src = (const char *)plane.view.buf + i * p0;
+        uint8_t *dst = (uint8_t *)out.view.buf + i * cols;
+        if (dense) {
+            unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), row_buf, cols, ceiling, lo, scale);
+        } else {
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                float x;
+                memcpy(&x, src + j * p1, sizeof(float));
+                row_buf[j] = unit_u16(x, ceiling, lo, scale);
+            }
+        }
+        for (Py_ssize_t j = 0; j < cols; j++) {
+            const unsigned u = row_buf[j];
+            mn = u < mn ? u : mn, mx = u > mx ? u : mx;
+            dst[j] = t[u];
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(row_buf);
+    buf_release(&plane), buf_release(&table), buf_release(&out);
+    return Py_BuildValue("II", rows && cols ? mn : 0u, mx);
+fail:
+    PyMem_Free(row_buf);
+    buf_release(&plane), buf_release(&table), buf_release(&out);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"order_stats", order_stats, METH_VARARGS,
      "order_stats(values, fraction, skip_zeros) -> (n, nans, a, b, lo, hi): np.percentile's order statistics."},
     {"clip_unit_u16", clip_unit_u16, METH_VARARGS,
      "clip_unit_u16(plane, ceiling, lo, scale, out): clip at ceiling, then img_as_uint of (x - lo) / scale."},
+    {"clip_unit_bins", clip_unit_bins, METH_VARARGS,
+     "clip_unit_bins(plane, ceiling, lo, scale, table, out) -> (min, max): table[clip_unit_u16 value] into "
+     "uint8 out; the uint16 values' range."},
     {NULL, NULL, 0, NULL},
 };
 

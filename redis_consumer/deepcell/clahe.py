@@ -24,6 +24,7 @@ integer grey level, final rescale) but:
 
 from __future__ import annotations
 
+import functools
 import numbers
 from typing import Any
 
@@ -59,15 +60,32 @@ def _kernel(shape: tuple[int, int], kernel_size) -> tuple[int, int]:
     return tuple(int(k) for k in kernel_size)  # type: ignore[return-value]
 
 
-def _bins(image: np.ndarray, nbins: int) -> np.ndarray:
-    """Per pixel: the histogram bin skimage assigns (img_as_uint, rescale to 14 bits, round, // bin)."""
-    u16 = img_as_uint(image)
-    lo, hi = int(u16.min()), int(u16.max())
+def _bin_table(lo: int, hi: int, nbins: int) -> np.ndarray:
+    """The bin skimage assigns each uint16 value 0..hi of an image whose values span lo..hi
+    (rescale to 14 bits, round, // bin width); values below lo (absent) get 0."""
     levels = np.arange(lo, hi + 1, dtype=np.uint16)
     grey = np.round(rescale_intensity(levels, in_range=(float(lo), float(hi)),
                                       out_range=(0, NR_OF_GRAY - 1))).astype(np.uint16)
     bin_of = np.zeros(hi + 1, dtype=np.uint8 if nbins <= 256 else np.intp)
     bin_of[lo:] = grey // (1 + NR_OF_GRAY // nbins)
+    return bin_of
+
+
+@functools.cache
+def full_range_bins(nbins: int) -> np.ndarray:
+    """`_bin_table(0, 65535, nbins)`, read-only: the table for a uint16 image that spans the
+    whole range, as `img_as_uint` of a rescaled [0, 1] plane does (its min maps to 0, its max
+    to 65535), built once per process instead of once per plane."""
+    table = _bin_table(0, 65535, nbins)
+    table.setflags(write=False)
+    return table
+
+
+def _bins(image: np.ndarray, nbins: int) -> np.ndarray:
+    """Per pixel: the histogram bin skimage assigns (img_as_uint, rescale to 14 bits, round, // bin)."""
+    u16 = img_as_uint(image)
+    lo, hi = int(u16.min()), int(u16.max())
+    bin_of = _bin_table(lo, hi, nbins)
     if _native.clahe_kernels is not None and bin_of.dtype == np.uint8 and u16.ndim == 2:
         bins = np.empty(u16.shape, dtype=np.uint8)
         _native.clahe_kernels.gather_u8(np.ascontiguousarray(u16), bin_of, bins)
@@ -177,12 +195,15 @@ def clahe_grey(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nb
     return _clahe_grey_range(image, kernel_size, clip_limit, nbins)[0]
 
 
-def _clahe_grey_range(image: np.ndarray, kernel_size, clip_limit: float, nbins: int) -> tuple[np.ndarray, int, int]:
-    """clahe_grey's result with its smallest and largest grey level."""
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D image, got shape {image.shape}")
-    kernel = _kernel(image.shape, kernel_size)
-    bins = _bins(image, nbins)
+def _clahe_grey_range(image: np.ndarray, kernel_size, clip_limit: float, nbins: int,
+                      bins: np.ndarray | None = None) -> tuple[np.ndarray, int, int]:
+    """clahe_grey's result with its smallest and largest grey level; `bins`, when given, are
+    `_bins(image, nbins)` (a caller that made them in its own pass), `image` then unused."""
+    if (image if bins is None else bins).ndim != 2:
+        raise ValueError(f"expected a 2-D image, got shape {(image if bins is None else bins).shape}")
+    if bins is None:
+        bins = _bins(image, nbins)
+    kernel = _kernel(bins.shape, kernel_size)
     maps = _region_maps(bins, kernel, nbins, clip_limit)
     if _native.clahe_kernels is not None:
         out = np.empty(image.shape, dtype=np.uint16)
@@ -235,10 +256,13 @@ def _map_numpy(bins: np.ndarray, maps: np.ndarray, kernel: tuple[int, int], nbin
 
 
 def equalize_adapthist_parts(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01, nbins: int = 256,
-                             float_dtype: type | None = None) -> tuple[np.ndarray, np.ndarray]:
+                             float_dtype: type | None = None,
+                             bins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """equalize_adapthist_fast's result as (grey, table), the result being table[grey]: uint16
-    grey levels and their final rescale (for callers that write several planes in one pass)."""
-    grey, lo, hi = _clahe_grey_range(image, kernel_size, clip_limit, nbins)
+    grey levels and their final rescale (for callers that write several planes in one pass).
+    `bins`: the image's histogram bins when the caller made them (preprocess: straight from
+    the float plane, `full_range_bins`); `image` then only gives the dtype."""
+    grey, lo, hi = _clahe_grey_range(image, kernel_size, clip_limit, nbins, bins)
     if float_dtype is None:
         float_dtype = np.float32 if image.dtype in (np.float16, np.float32) else np.float64
     levels = np.arange(0, hi + 1).astype(float_dtype)
@@ -247,13 +271,14 @@ def equalize_adapthist_parts(image: np.ndarray, kernel_size=None, clip_limit: fl
 
 def equalize_adapthist_fast(image: np.ndarray, kernel_size=None, clip_limit: float = 0.01,
                             nbins: int = 256, float_dtype: type | None = None,
-                            out: np.ndarray | None = None) -> np.ndarray:
+                            out: np.ndarray | None = None, bins: np.ndarray | None = None) -> np.ndarray:
     """`skimage.exposure.equalize_adapthist` for a 2-D float image in [0, 1] (or uint16), same output.
 
     `float_dtype` names the result's dtype (skimage: float32 for float16/32 input, else float64):
     pass np.float32 with the uint16 that `img_as_uint` made of a float32 image to get that image's
-    result. `out` (of the image's shape, that dtype) receives the result instead of a new array."""
-    grey, rescaled = equalize_adapthist_parts(image, kernel_size, clip_limit, nbins, float_dtype)
+    result. `out` (of the image's shape, that dtype) receives the result instead of a new array.
+    `bins` as for `equalize_adapthist_parts`."""
+    grey, rescaled = equalize_adapthist_parts(image, kernel_size, clip_limit, nbins, float_dtype, bins)
     if _native.clahe_kernels is not None and rescaled.dtype in (np.float32, np.float64):
         if out is None:
             out = np.empty(grey.shape, dtype=rescaled.dtype)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.exposure import rescale_intensity
 
-from redis_consumer.deepcell import _native
+from redis_consumer.deepcell import _native, clahe
 from redis_consumer.deepcell.clahe import (
     equalize_adapthist_fast,
     equalize_adapthist_parts,
@@ -32,6 +32,13 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     bit-identical to skimage's `equalize_adapthist` at ~1/12 of its CPU.
     """
     _check_rank(image)
+    if image.dtype == np.float32 and image.shape[-1] == 1:
+        # one channel of float32 (what the pipeline feeds): each plane is read from the input and
+        # its result written into a new array, instead of a float32 copy rewritten in place
+        out = np.empty(image.shape, dtype=np.float32)
+        for b in range(image.shape[0]):
+            _normalise_plane(image[b, ..., 0], kernel_size, out[b, ..., 0])
+        return out
     return _histogram_normalization(image.astype(np.float32), kernel_size)  # always a copy, like the toolbox
 
 
@@ -53,8 +60,31 @@ def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target:
     if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
         target[...] = 0
         return
+    bins = _unit_bins(plane, (float(lo), float(hi)))
+    if bins is not None:
+        equalize_adapthist_fast(bins, kernel_size=kernel_size, float_dtype=np.float32, out=target, bins=bins)
+        return
     unit = _unit_uint16(plane, (float(lo), float(hi)))
     equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
+
+
+def _unit_bins(plane: np.ndarray, bounds: tuple[float, float], ceiling: np.floating | None = None) -> np.ndarray | None:
+    """CLAHE's histogram bins of `_unit_uint16(plane, bounds, ceiling)` in one C pass
+    (`clip_unit_bins`), the uint16 image never written: its values span 0..65535 (the plane's
+    min maps to 0, its max to 65535), whose bins `clahe.full_range_bins` holds. None where the
+    C pass does not apply, or when the values did not span that range (then the caller's
+    uint16 path recomputes; not seen in practice)."""
+    kernels = _native.percentile_kernels
+    lo, hi = bounds
+    with np.errstate(over="ignore"):
+        scale = np.float32(hi - lo)
+    if not (kernels is not None and plane.dtype == np.float32 and plane.ndim == 2 and np.isfinite(lo)
+            and np.isfinite(hi) and hi > lo and np.isfinite(scale) and _native.clahe_kernels is not None):
+        return None
+    bins = np.empty(plane.shape, dtype=np.uint8)
+    span = kernels.clip_unit_bins(plane, np.inf if ceiling is None else float(ceiling), float(np.float32(lo)),
+                                  float(scale), clahe.full_range_bins(256), bins)
+    return bins if span == (0, 65535) else None
 
 
 def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None,
@@ -188,6 +218,9 @@ def _mesmer_parts(plane: np.ndarray, percentile: float,
         finite_range = np.isfinite(np.float32(hi - lo))
     if not (np.isfinite(lo) and np.isfinite(hi) and finite_range):
         return None  # rescale_intensity's own handling of infinities: the numpy steps
+    bins = _unit_bins(plane, (lo, hi), ceiling)
+    if bins is not None:
+        return equalize_adapthist_parts(bins, kernel_size=kernel_size, float_dtype=np.float32, bins=bins)
     unit = _unit_uint16(plane, (lo, hi), ceiling)
     return equalize_adapthist_parts(unit, kernel_size=kernel_size, float_dtype=np.float32)
 

@@ -176,9 +176,12 @@ def count_objects(labels: np.ndarray) -> list[int]:
     return [int(frame.max()) if frame.size else 0 for frame in labels]
 
 
-def compact_dtype(labels: np.ndarray) -> np.ndarray:
+def compact_type(labels: np.ndarray) -> np.dtype:
     """The smallest unsigned dtype that holds the labels (uint16 almost always)."""
     top = int(labels.max()) if labels.size else 0
-    if top < 1 << 16:
-        return labels.astype(np.uint16)
-    return labels.astype(np.uint32)
+    return np.dtype(np.uint16 if top < 1 << 16 else np.uint32)
+
+
+def compact_dtype(labels: np.ndarray) -> np.ndarray:
+    """The labels in `compact_type(labels)` (a copy)."""
+    return labels.astype(compact_type(labels))

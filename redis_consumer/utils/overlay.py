@@ -82,7 +82,18 @@ def _grey(plane01: np.ndarray) -> np.ndarray:
 
 
 def indexed_levels(levels: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Palette indices from `grey_levels` (rewritten in place): OUTLINE_INDEX on object edges."""
+    """Palette indices from `grey_levels` (rewritten in place): OUTLINE_INDEX on object edges.
+
+    With the C kernels, int32 labels (the watershed's) take `_overlay_kernels.mark_outlines`, one
+    pass instead of `outlines`' six boolean passes and the masked copy, the same pixels
+    (tests/test_overlay_png.py compares both)."""
+    kernels = _native.overlay_kernels
+    labels = np.asarray(labels)
+    if (kernels is not None and labels.dtype == np.int32 and labels.ndim == 2 and labels.flags.c_contiguous
+            and levels.dtype == np.uint8 and levels.shape == labels.shape and levels.flags.c_contiguous
+            and levels.flags.writeable):
+        kernels.mark_outlines(labels, levels, OUTLINE_INDEX)
+        return levels
     np.copyto(levels, OUTLINE_INDEX, where=outlines(labels))  # a masked copy: ~2/3 of a boolean-index store
     return levels
 
