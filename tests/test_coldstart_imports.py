@@ -102,12 +102,13 @@ def test_an_operators_blas_threads_are_kept(tmp_path):
 def test_only_the_bucket_schemes_client_is_imported(tmp_path):
     code = _BUILD + """
 _ = worker.services.storage
-print(json.dumps({n: n in sys.modules for n in ("boto3", "google.cloud.storage")}))
+print(json.dumps({n: n in sys.modules for n in ("botocore", "boto3", "google.cloud.storage")}))
 """
     env = {"STORAGE_BUCKET": "s3://some-bucket", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
            "AWS_DEFAULT_REGION": "us-east-1"}
-    assert _run(code, tmp_path, **env) == {"boto3": True, "google.cloud.storage": False}
-    assert _run(code, tmp_path) == {"boto3": False, "google.cloud.storage": False}
+    # botocore's client alone: boto3's resource layer and transfer helpers are never needed
+    assert _run(code, tmp_path, **env) == {"botocore": True, "boto3": False, "google.cloud.storage": False}
+    assert _run(code, tmp_path) == {"botocore": False, "boto3": False, "google.cloud.storage": False}
 
 
 def test_deferred_modules_work_when_used(tmp_path):

@@ -110,7 +110,7 @@ class StorageClient(ABC):
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
         os.close(fd)
         try:
-            self._call("downloading", rel, lambda: (read_only and self._link(name, tmp)) or self._get(name, tmp),
+            self._call("downloading", rel, lambda: (read_only and self._link(name, tmp)) or self._get(name, tmp, size),
                        give_up_at)
             self._check_size(rel, os.path.getsize(tmp))  # the object may have grown since the check
             os.replace(tmp, dest)
@@ -223,8 +223,9 @@ class StorageClient(ABC):
         """Size of the object, None when it is missing."""
 
     @abstractmethod
-    def _get(self, name: str, dest_path: str) -> None:
-        """Stream the object into `dest_path` (which exists and may be overwritten)."""
+    def _get(self, name: str, dest_path: str, size: int) -> None:
+        """Stream the object into `dest_path` (which exists and may be overwritten); `size` is what
+        `_stat` answered just before (a backend may pick its transfer by it, and skip asking again)."""
 
     def _link(self, name: str, dest_path: str) -> bool:
         """Put the object at `dest_path` without copying its bytes, for reading only; False when
