@@ -10,7 +10,13 @@ Importing `scipy.ndimage` (the labelling of every segmentation job) costs ~170 m
 - `scipy.special` (its ufunc tables and an OpenBLAS copy), which `scipy.ndimage` imports for
   `rotate` alone; ~25 ms, ~8 MB.
 
-Each is registered as a small module object that imports the real one on its first attribute
+Besides, scipy's `xp_capabilities` decorator re-renders the docstring of every `scipy.ndimage`
+function at import (a numpydoc parse and print per function, to append an array-API support
+note): ~25 ms of CPU here, for text a worker never shows. Before `scipy.ndimage` is imported,
+the parser it uses is swapped for one that hands each docstring back as it was (`_KeptDoc`):
+the functions, their capability table and their own docstrings stay; only the note is left out.
+
+Each deferred module is registered as a small module object that imports the real one on its first attribute
 lookup (PEP 562 `__getattr__`) and forwards to it; scipy only stores the object. The real
 import then goes through the normal machinery (its locks, `sys.modules`, the parent's
 attribute), so `import scipy.special`, `from numpy.testing import assert_equal` and
@@ -69,6 +75,36 @@ def defer(name: str) -> bool:
     return True
 
 
+class _KeptDoc:
+    """Stands in for scipy's `FunctionDoc` in `xp_capabilities`: `str()` gives back the docstring
+    as it was (behind the signature line the decorator cuts off), whatever notes were appended."""
+
+    def __init__(self, func: Any) -> None:
+        self._doc = getattr(func, "__doc__", None) or ""
+        self._sections: dict[str, list[str]] = {}
+
+    def __getitem__(self, section: str) -> list[str]:
+        return self._sections.setdefault(section, [])
+
+    def __str__(self) -> str:
+        return "\n" + self._doc
+
+
+def keep_scipy_docs() -> bool:
+    """Make scipy's array-API decorator keep docstrings instead of re-rendering them; True if done."""
+    try:
+        api = importlib.import_module("scipy._lib._array_api")
+    except ImportError:
+        return False
+    current = getattr(api, "FunctionDoc", None)
+    if current is _KeptDoc:
+        return True
+    if not isinstance(current, type) or not callable(getattr(api, "xp_capabilities", None)):
+        return False  # another scipy layout: leave it alone
+    api.FunctionDoc = _KeptDoc
+    return True
+
+
 def deferred(name: str) -> bool:
     """Whether `name` is still a placeholder (not imported for real yet)."""
     placeholder = _PLACEHOLDERS.get(name)
@@ -104,6 +140,8 @@ class _Before:
                         if parent not in sys.modules:
                             importlib.import_module(parent)  # numpy: scipy imports it first anyway
                         defer(name)
+                    if fullname == "scipy.ndimage":
+                        keep_scipy_docs()
                     if not self.pending:
                         uninstall()
 

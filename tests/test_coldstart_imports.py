@@ -129,7 +129,10 @@ out = {"before": before,
        "gamma": float(held.gamma(5)), "real": type(sys.modules["scipy.special"].gamma).__name__,
        "same": sys.modules["numpy.testing"].assert_array_equal is assert_array_equal,
        "masked": int(masked.sum()), "poly": float(np.polynomial.Polynomial([1, 2])(3)),
-       "f2py": hasattr(np.f2py, "run_main")}
+       "f2py": hasattr(np.f2py, "run_main"),
+       # scipy's array-API docstring notes are skipped (_lazy_modules.keep_scipy_docs), nothing else
+       "doc": scipy.ndimage.label.__doc__.split()[:3],
+       "table": scipy.ndimage.label in sys.modules["scipy._lib._array_api"].xp_capabilities_table}
 out["after"] = [n for n in DEFERRED if _lazy_modules.deferred(n)]
 print(json.dumps(out))
 """
@@ -138,6 +141,7 @@ print(json.dumps(out))
     assert got["after"] == []
     assert got["gamma"] == 24.0 and got["real"] == "ufunc" and got["same"]
     assert got["masked"] == 4 and got["poly"] == 7.0 and got["f2py"]
+    assert got["doc"] == ["Label", "features", "in"] and got["table"]
 
 
 def test_a_worker_that_never_imports_scipy_imports_nothing_for_it(tmp_path):
