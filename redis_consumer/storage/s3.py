@@ -123,6 +123,9 @@ class S3Client(StorageClient):
             raise
         return None
 
+    def _warm(self, name: str) -> None:
+        self.client.head_object(Bucket=self.bucket, Key=name)  # 404 (403 without s3:ListBucket) expected
+
     def _get(self, name: str, dest_path: str, size: int) -> None:
         if size >= DOWNLOAD_PART_BYTES:
             from s3transfer.subscribers import BaseSubscriber
