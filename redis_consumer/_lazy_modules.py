@@ -8,7 +8,10 @@ Importing `scipy.ndimage` (the labelling of every segmentation job) costs ~170 m
   and numpy's lazy `__getattr__` then imports every submodule named in `numpy.__all__`;
   ~60 ms, ~10 MB;
 - `scipy.special` (its ufunc tables and an OpenBLAS copy), which `scipy.ndimage` imports for
-  `rotate` alone; ~25 ms, ~8 MB.
+  `rotate` alone; ~25 ms, ~8 MB;
+- `importlib.metadata` (with zipfile, email, csv...), which redis-py imports to look its own
+  version up for CLIENT SETINFO: the worker gives that version up front (queue/connection.py),
+  so nothing on the way to the first job calls it; ~13 ms of `import redis`.
 
 Besides, scipy's `xp_capabilities` decorator re-renders the docstring of every `scipy.ndimage`
 function at import (a numpydoc parse and print per function, to append an array-API support
@@ -22,7 +25,7 @@ import then goes through the normal machinery (its locks, `sys.modules`, the par
 attribute), so `import scipy.special`, `from numpy.testing import assert_equal` and
 `np.testing.assert_equal` behave as before, just later. `install()` arms this for the worker
 process with a `sys.meta_path` entry that acts just before the first `import scipy` (and
-`scipy.ndimage`), so a worker that never imports scipy imports nothing for it either.
+`scipy.ndimage`, `redis`), so a worker that never imports scipy imports nothing for it either.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 DEFER_BEFORE: dict[str, tuple[str, ...]] = {
     "scipy": ("numpy.f2py", "numpy.testing", "numpy.ma", "numpy.polynomial"),
     "scipy.ndimage": ("scipy.special",),
+    "redis": ("importlib.metadata",),
 }
 
 _LOCK = threading.RLock()
