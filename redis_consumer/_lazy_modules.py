@@ -8,15 +8,24 @@ Importing `scipy.ndimage` (the labelling of every segmentation job) costs ~170 m
   and numpy's lazy `__getattr__` then imports every submodule named in `numpy.__all__`;
   ~60 ms, ~10 MB;
 - `scipy.special` (its ufunc tables and an OpenBLAS copy), which `scipy.ndimage` imports for
-  `rotate` alone; ~25 ms, ~8 MB.
+  `rotate` alone; ~25 ms, ~8 MB;
+- `importlib.metadata` (with zipfile, email, csv...), which redis-py imports to look its own
+  version up for CLIENT SETINFO: the worker gives that version up front (queue/connection.py),
+  so nothing on the way to the first job calls it; ~13 ms of `import redis`.
 
-Each is registered as a small module object that imports the real one on its first attribute
+Besides, scipy's `xp_capabilities` decorator re-renders the docstring of every `scipy.ndimage`
+function at import (a numpydoc parse and print per function, to append an array-API support
+note): ~25 ms of CPU here, for text a worker never shows. Before `scipy.ndimage` is imported,
+the parser it uses is swapped for one that hands each docstring back as it was (`_KeptDoc`):
+the functions, their capability table and their own docstrings stay; only the note is left out.
+
+Each deferred module is registered as a small module object that imports the real one on its first attribute
 lookup (PEP 562 `__getattr__`) and forwards to it; scipy only stores the object. The real
 import then goes through the normal machinery (its locks, `sys.modules`, the parent's
 attribute), so `import scipy.special`, `from numpy.testing import assert_equal` and
 `np.testing.assert_equal` behave as before, just later. `install()` arms this for the worker
 process with a `sys.meta_path` entry that acts just before the first `import scipy` (and
-`scipy.ndimage`), so a worker that never imports scipy imports nothing for it either.
+`scipy.ndimage`, `redis`), so a worker that never imports scipy imports nothing for it either.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from typing import Any
 DEFER_BEFORE: dict[str, tuple[str, ...]] = {
     "scipy": ("numpy.f2py", "numpy.testing", "numpy.ma", "numpy.polynomial"),
     "scipy.ndimage": ("scipy.special",),
+    "redis": ("importlib.metadata",),
 }
 
 _LOCK = threading.RLock()
@@ -66,6 +76,36 @@ def defer(name: str) -> bool:
     _PLACEHOLDERS[name] = module
     sys.modules[name] = module
     setattr(parent, child, module)  # else the parent's own lazy __getattr__ would import it
+    return True
+
+
+class _KeptDoc:
+    """Stands in for scipy's `FunctionDoc` in `xp_capabilities`: `str()` gives back the docstring
+    as it was (behind the signature line the decorator cuts off), whatever notes were appended."""
+
+    def __init__(self, func: Any) -> None:
+        self._doc = getattr(func, "__doc__", None) or ""
+        self._sections: dict[str, list[str]] = {}
+
+    def __getitem__(self, section: str) -> list[str]:
+        return self._sections.setdefault(section, [])
+
+    def __str__(self) -> str:
+        return "\n" + self._doc
+
+
+def keep_scipy_docs() -> bool:
+    """Make scipy's array-API decorator keep docstrings instead of re-rendering them; True if done."""
+    try:
+        api = importlib.import_module("scipy._lib._array_api")
+    except ImportError:
+        return False
+    current = getattr(api, "FunctionDoc", None)
+    if current is _KeptDoc:
+        return True
+    if not isinstance(current, type) or not callable(getattr(api, "xp_capabilities", None)):
+        return False  # another scipy layout: leave it alone
+    api.FunctionDoc = _KeptDoc
     return True
 
 
@@ -104,6 +144,8 @@ class _Before:
                         if parent not in sys.modules:
                             importlib.import_module(parent)  # numpy: scipy imports it first anyway
                         defer(name)
+                    if fullname == "scipy.ndimage":
+                        keep_scipy_docs()
                     if not self.pending:
                         uninstall()
 

@@ -85,7 +85,7 @@ class Settings(SettingsBase):
     # --- storage ---
     STORAGE_BUCKET = Setting("STORAGE_BUCKET", str, "file:///tmp/redis-consumer-bucket", "Bucket URL: s3://bucket[/prefix], gs://bucket[/prefix] or file:///dir.")
     AWS_REGION = Setting("AWS_REGION", str, "us-east-1", "S3 region.")
-    AWS_ACCESS_KEY_ID = Setting("AWS_ACCESS_KEY_ID", str, "", "S3 access key (empty: boto3's usual credential chain).", secret=True)
+    AWS_ACCESS_KEY_ID = Setting("AWS_ACCESS_KEY_ID", str, "", "S3 access key (empty: botocore's usual credential chain).", secret=True)
     AWS_SECRET_ACCESS_KEY = Setting("AWS_SECRET_ACCESS_KEY", str, "", "S3 secret key.", secret=True)
     GOOGLE_APPLICATION_CREDENTIALS = Setting("GOOGLE_APPLICATION_CREDENTIALS", str, "", "Path of a GCS service-account JSON (needed to sign GCS URLs).")
     AWS_ENDPOINT_URL = Setting("AWS_ENDPOINT_URL", str, "", "S3-compatible endpoint (MinIO, moto); empty for AWS.")

@@ -20,7 +20,7 @@ HEAVY = ("skimage.morphology", "skimage.feature", "skimage.segmentation", "skima
          "boto3", "botocore", "google.cloud.storage", "prometheus_client", "PIL.Image",
          "redis_consumer.deepcell.watershed", "redis_consumer.deepcell.preprocess")
 #: Imported by scipy on its way in but deferred until used (redis_consumer/_lazy_modules.py).
-DEFERRED = ("numpy.f2py", "numpy.testing", "numpy.ma", "numpy.polynomial", "scipy.special")
+DEFERRED = ("numpy.f2py", "numpy.testing", "numpy.ma", "numpy.polynomial", "scipy.special", "importlib.metadata")
 
 _BUILD = """
 import json, os, sys
@@ -102,12 +102,13 @@ def test_an_operators_blas_threads_are_kept(tmp_path):
 def test_only_the_bucket_schemes_client_is_imported(tmp_path):
     code = _BUILD + """
 _ = worker.services.storage
-print(json.dumps({n: n in sys.modules for n in ("boto3", "google.cloud.storage")}))
+print(json.dumps({n: n in sys.modules for n in ("botocore", "boto3", "google.cloud.storage")}))
 """
     env = {"STORAGE_BUCKET": "s3://some-bucket", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
            "AWS_DEFAULT_REGION": "us-east-1"}
-    assert _run(code, tmp_path, **env) == {"boto3": True, "google.cloud.storage": False}
-    assert _run(code, tmp_path) == {"boto3": False, "google.cloud.storage": False}
+    # botocore's client alone: boto3's resource layer and transfer helpers are never needed
+    assert _run(code, tmp_path, **env) == {"botocore": True, "boto3": False, "google.cloud.storage": False}
+    assert _run(code, tmp_path) == {"botocore": False, "boto3": False, "google.cloud.storage": False}
 
 
 def test_deferred_modules_work_when_used(tmp_path):
@@ -116,8 +117,10 @@ import json, sys
 from redis_consumer import startup, _lazy_modules
 startup.prepare_process()
 import numpy as np
+import redis
 import scipy.ndimage
 from scipy import special as held             # the placeholder object scipy.ndimage keeps too
+from redis.utils import metadata as redis_held  # redis-py's own reference to importlib.metadata
 before = [n for n in DEFERRED if _lazy_modules.deferred(n)]
 rotated = scipy.ndimage.rotate(np.eye(5), 90, order=0)  # ndimage's one use of scipy.special
 import numpy.testing
@@ -128,7 +131,12 @@ out = {"before": before,
        "gamma": float(held.gamma(5)), "real": type(sys.modules["scipy.special"].gamma).__name__,
        "same": sys.modules["numpy.testing"].assert_array_equal is assert_array_equal,
        "masked": int(masked.sum()), "poly": float(np.polynomial.Polynomial([1, 2])(3)),
-       "f2py": hasattr(np.f2py, "run_main")}
+       "f2py": hasattr(np.f2py, "run_main"),
+       "redis_version": redis_held.version("redis") == redis.__version__,
+       "entry_points": callable(sys.modules["importlib.metadata"].entry_points),
+       # scipy's array-API docstring notes are skipped (_lazy_modules.keep_scipy_docs), nothing else
+       "doc": scipy.ndimage.label.__doc__.split()[:3],
+       "table": scipy.ndimage.label in sys.modules["scipy._lib._array_api"].xp_capabilities_table}
 out["after"] = [n for n in DEFERRED if _lazy_modules.deferred(n)]
 print(json.dumps(out))
 """
@@ -137,6 +145,8 @@ print(json.dumps(out))
     assert got["after"] == []
     assert got["gamma"] == 24.0 and got["real"] == "ufunc" and got["same"]
     assert got["masked"] == 4 and got["poly"] == 7.0 and got["f2py"]
+    assert got["redis_version"] and got["entry_points"]
+    assert got["doc"] == ["Label", "features", "in"] and got["table"]
 
 
 def test_a_worker_that_never_imports_scipy_imports_nothing_for_it(tmp_path):

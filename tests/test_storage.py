@@ -584,3 +584,29 @@ def test_throttling_and_5xx_are_retried(request, tmp_path, kind):
         assert Path(client.download("uploads/a.bin", str(tmp_path / "dl"))).read_bytes() == data
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_warm_makes_one_read_creates_nothing_and_never_raises(request, tmp_path, kind):
+    """The worker's warm-up calls `warm()` before the first job: one request, its answer ignored."""
+    backend = Backend(kind, request, tmp_path)
+    proxy = ThrottlingProxy(backend.server.port, failures=0)
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        override = {"AWS_ENDPOINT_URL": endpoint} if kind == "s3" else {"STORAGE_EMULATOR_HOST": endpoint}
+        client = backend.client(OUTPUT_URL_MODE="key", **override)
+        assert client.warm() is None
+        assert client.warm() is None
+        # one request each; google-cloud-storage 3 adds one fetch of the bucket's metadata per
+        # client, in a thread of its own (the first job would make it just the same)
+        assert proxy.requests == 2 if kind == "s3" else 2 <= proxy.requests <= 3
+    finally:
+        proxy.close()
+    assert not backend.client().exists(client.WARM_NAME)
+    assert client.warm() is None  # the server is gone now: still no exception
+
+
+def test_warm_on_a_folder_bucket_touches_nothing(tmp_path):
+    client = Backend("local", None, tmp_path).client()
+    client.warm()
+    assert not (tmp_path / "bucket").exists() or list((tmp_path / "bucket").rglob("*")) == []

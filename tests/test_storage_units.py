@@ -142,7 +142,8 @@ def test_importing_storage_imports_no_cloud_sdk(tmp_path):
         f"s.get_client('file://{tmp_path}/b', Settings.from_env({{}}))\n"
         "assert 'boto3' not in sys.modules and not any(m.startswith('google') for m in sys.modules)\n"
         "s.get_client('s3://bucket', Settings.from_env({}, AWS_ACCESS_KEY_ID='x', AWS_SECRET_ACCESS_KEY='y'))\n"
-        "assert 'boto3' in sys.modules and not any(m.startswith('google.cloud') for m in sys.modules)\n"
+        "assert 'botocore' in sys.modules and not any(m.startswith('google.cloud') for m in sys.modules)\n"
+        "assert 'boto3' not in sys.modules, 'boto3 imported for an s3 bucket (botocore is enough)'\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STORAGE_"))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)

@@ -101,16 +101,29 @@ class TensorFlowServingConsumer(Consumer):
         """The gRPC channel and the default models' metadata (cached for the first job), the
         imports and the bucket client, so the first job pays none of them.
 
-        The metadata calls run in a thread of their own, started first: they mostly wait on the
-        network (the channel's connect, the server's reply) while this thread imports.
+        The metadata calls run in a thread of their own, started first, and so does the bucket's
+        first request: they mostly wait on the network (the channel's connect, the servers'
+        replies) while this thread imports.
         """
         fetch = threading.Thread(target=self._warm_metadata, name="warm-up-metadata", daemon=True)
         fetch.start()
         try:
+            try:
+                self._warm_storage()
+            except Exception:  # e.g. no credentials: the first job reports it; the imports still help
+                log.warning("warm-up: no bucket client", exc_info=True)
             super().warm_up()
-            _ = self.services.storage
         finally:
             fetch.join()  # bounded: warm_up_rpc_timeout per model
+
+    def _warm_storage(self) -> None:
+        """The bucket client, then its first request (`warm`) in a thread of its own, not joined:
+        the server's answer (and, on a cloud, the TLS handshake and credentials) arrives while the
+        imports go on, and a job that starts first simply opens another connection."""
+        storage = self.services.storage
+        warm = getattr(storage, "warm", None)
+        if callable(warm):
+            threading.Thread(target=warm, name="warm-up-storage", daemon=True).start()
 
     def _warm_metadata(self) -> None:
         try:

@@ -24,6 +24,11 @@ from redis.sentinel import Sentinel
 from ..errors import ConfigError
 from ..settings import Settings
 
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py before 7.1 reads its version once, at import
+    DriverInfo = None
+
 log = logging.getLogger(__name__)
 
 #: Errors after which a command may be retried on a fresh connection.
@@ -44,7 +49,15 @@ def _common(settings: Settings, socket_timeout: float | None) -> dict[str, Any]:
         "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
         "decode_responses": True,
         "client_name": f"redis-consumer:{settings.HOSTNAME}"[:120],
+        **_driver_info(),
     }
+
+
+def _driver_info() -> dict[str, Any]:
+    """What CLIENT SETINFO reports (redis-py's name and version, as by default), given up front:
+    else every new connection looks redis-py's version up in the installed distributions
+    (importlib.metadata walks sys.path: ~1 ms each here, ~10 ms the first time, on start-up's path)."""
+    return {"driver_info": DriverInfo(lib_version=redis.__version__)} if DriverInfo is not None else {}
 
 
 def _sentinel_masters(host: str, port: int, kwargs: dict[str, Any]) -> list[str] | None:

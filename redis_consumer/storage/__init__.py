@@ -1,6 +1,6 @@
 """Bucket storage behind one interface: S3 (`s3://`), GCS (`gs://`) and local folders (`file:///`).
 
-`get_client(url)` parses the bucket URL once, imports only the backend its scheme needs (boto3 for
+`get_client(url)` parses the bucket URL once, imports only the backend its scheme needs (botocore for
 S3, google-cloud-storage for GCS: importing this package imports neither, keeping worker start
 fast) and keeps one client per URL and settings per process (rebuilt after a fork, since HTTP
 connection pools must not be shared between processes).

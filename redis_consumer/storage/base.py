@@ -110,7 +110,7 @@ class StorageClient(ABC):
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest_dir)
         os.close(fd)
         try:
-            self._call("downloading", rel, lambda: (read_only and self._link(name, tmp)) or self._get(name, tmp),
+            self._call("downloading", rel, lambda: (read_only and self._link(name, tmp)) or self._get(name, tmp, size),
                        give_up_at)
             self._check_size(rel, os.path.getsize(tmp))  # the object may have grown since the check
             os.replace(tmp, dest)
@@ -216,6 +216,25 @@ class StorageClient(ABC):
             return self.public_url(key)
         return self.signed_url(key)
 
+    #: An object name no job uses: `warm` asks about it once (a miss is the expected answer).
+    WARM_NAME = ".redis-consumer-warm-up"
+
+    def warm(self) -> None:
+        """One cheap read before the first job, its answer ignored; never raises.
+
+        It opens what the first transfer would otherwise wait for: the connection (and TLS
+        handshake), credentials from a metadata or token endpoint, the server's own first-request
+        work (moto's is ~40 ms). The worker's warm-up runs it in a thread of its own, so the wait
+        overlaps the imports. No retry loop: the first job asks again and reports what fails.
+        """
+        try:
+            self._warm(full_key(self.prefix, self.WARM_NAME))
+        except Exception as exc:  # noqa: BLE001 - e.g. a 403 or 404: the connection is open all the same
+            log.debug("storage warm-up request to %s: %s", self.url, type(exc).__name__)
+
+    def _warm(self, name: str) -> None:
+        """One request about the object `name` (backends over a network); a folder has nothing to open."""
+
     # ---- backend primitives (object names already include the prefix) ----
 
     @abstractmethod
@@ -223,8 +242,9 @@ class StorageClient(ABC):
         """Size of the object, None when it is missing."""
 
     @abstractmethod
-    def _get(self, name: str, dest_path: str) -> None:
-        """Stream the object into `dest_path` (which exists and may be overwritten)."""
+    def _get(self, name: str, dest_path: str, size: int) -> None:
+        """Stream the object into `dest_path` (which exists and may be overwritten); `size` is what
+        `_stat` answered just before (a backend may pick its transfer by it, and skip asking again)."""
 
     def _link(self, name: str, dest_path: str) -> bool:
         """Put the object at `dest_path` without copying its bytes, for reading only; False when

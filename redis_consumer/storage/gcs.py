@@ -103,7 +103,10 @@ class GCSClient(StorageClient):
             raise NoBucket()
         return None
 
-    def _get(self, name: str, dest_path: str) -> None:
+    def _warm(self, name: str) -> None:
+        self._bucket.get_blob(name, timeout=TIMEOUT, retry=None)  # None (a miss) expected
+
+    def _get(self, name: str, dest_path: str, size: int) -> None:
         self._bucket.blob(name).download_to_filename(dest_path, timeout=TIMEOUT, retry=self._retry)
 
     def _put(self, path: str, name: str) -> None:

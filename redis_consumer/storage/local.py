@@ -54,7 +54,7 @@ class LocalClient(StorageClient):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
 
-    def _get(self, name: str, dest_path: str) -> None:
+    def _get(self, name: str, dest_path: str, size: int) -> None:
         shutil.copyfile(self._path(name), dest_path)
 
     def _link(self, name: str, dest_path: str) -> bool:

@@ -1,19 +1,26 @@
-"""S3 and S3-compatible servers (MinIO, moto) through boto3.
+"""S3 and S3-compatible servers (MinIO, moto) through botocore.
 
-Imported only when a bucket URL says `s3://`, so workers on other backends never pay for boto3.
-Transfers go through s3transfer (multipart above 16 MB, bounded in-flight parts), so memory stays
-flat whatever the file size. botocore's `standard` retry mode handles throttling and 5xx inside
-one call; the shared retry loop in `base` adds a time budget on top (e.g. a server restart).
+Imported only when a bucket URL says `s3://`, so workers on other backends never pay for it. The
+client is botocore's own, without boto3 on top: boto3 only adds its resource layer and the
+`upload_file`/`download_file` helpers (~70 ms of imports at start, +~10 MB), which wrap the same
+s3transfer manager used here for large files. Objects below the multipart thresholds move in one
+PutObject / one GetObject streamed in 256 KiB pieces, the requests s3transfer would make for them
+too, minus its HeadObject before a download (`download` has just asked for the size) and its
+thread pool, built for a job's first file (~50 ms on a cold worker). Larger ones go through
+s3transfer (multipart above 16 MB, ranged parts of 64 MB, bounded in-flight parts), so memory
+stays flat whatever the file size. botocore's `standard` retry mode handles throttling and 5xx
+inside one call; the shared retry loop in `base` adds a time budget on top (e.g. a server restart).
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
+from typing import Any
 from urllib.parse import quote
 
-import boto3
-from boto3.s3.transfer import TransferConfig
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -21,6 +28,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
     ReadTimeoutError,
@@ -42,6 +50,8 @@ from .base import (
 
 PART_BYTES = 16 * 1024 * 1024
 DOWNLOAD_PART_BYTES = 64 * 1024 * 1024
+#: Bytes per read of a streamed GetObject body (and s3transfer's io_chunksize).
+IO_CHUNK_BYTES = 256 * 1024
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 _THROTTLE = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
              "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable"}
@@ -53,8 +63,29 @@ _FULL = {"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded",
          "StorageFull"}
 # DENIED codes that are about our credentials, not about write permission on the bucket.
 _CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccountProblem", "401"}
+# IncompleteReadError: a body that ended short of its Content-Length (s3transfer retries it too).
 _NETWORK = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
-            BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)
+            BotoConnectionError, HTTPClientError, IncompleteReadError, ConnectionError, TimeoutError)
+
+
+class _S3Loader(botocore.loaders.Loader):
+    """botocore's data loader, for a session that only ever builds S3 clients.
+
+    Before it loads a model, botocore checks the service is known by listing every service's
+    folder in its data directory (~400 of them, thousands of stat calls): ~16 ms of a cold
+    worker's CPU, once for the API model and once for the endpoint rules. This loader knows S3
+    alone and asks only S3's folder; every model still comes from the same files and paths.
+    """
+
+    @classmethod
+    def for_session(cls, session: botocore.session.Session) -> _S3Loader:
+        """A loader over the paths the session's own would search (AWS_DATA_PATH / `data_path` first)."""
+        extra = session.get_config_variable("data_path")
+        paths = [os.path.expanduser(os.path.expandvars(p)) for p in extra.split(os.pathsep)] if extra else []
+        return cls(extra_search_paths=paths)
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        return ["s3"] if self.list_api_versions("s3", type_name) else []
 
 
 class S3Client(StorageClient):
@@ -76,20 +107,28 @@ class S3Client(StorageClient):
             s3={"addressing_style": "path" if self.endpoint else "auto", "payload_signing_enabled": False},
         )
         keys = {}
-        if settings.AWS_ACCESS_KEY_ID:
+        if settings.AWS_ACCESS_KEY_ID:  # else botocore's credential chain (env, profile, IRSA, instance role)
             keys = {"aws_access_key_id": settings.AWS_ACCESS_KEY_ID,
                     "aws_secret_access_key": settings.AWS_SECRET_ACCESS_KEY,
                     "aws_session_token": os.environ.get("AWS_SESSION_TOKEN") or None}
-        session = boto3.session.Session(region_name=settings.AWS_REGION or None, **keys)
-        self.client = session.client("s3", endpoint_url=self.endpoint or None, config=config)
-        # Parts stream from the file and to it in 256 KiB pieces (at most max_io_queue of them
-        # queued), so memory is bounded by concurrency, not by part or file size.
-        self.transfer = TransferConfig(multipart_threshold=PART_BYTES, multipart_chunksize=PART_BYTES,
-                                       max_concurrency=4, max_io_queue=64, io_chunksize=256 * 1024)
-        # Fewer, larger ranged GETs: S3-compatible servers that copy the object per range stay fast.
-        self.download_transfer = TransferConfig(multipart_threshold=DOWNLOAD_PART_BYTES,
-                                                multipart_chunksize=DOWNLOAD_PART_BYTES,
-                                                max_concurrency=4, max_io_queue=64, io_chunksize=256 * 1024)
+        session = botocore.session.Session()
+        session.register_component("data_loader", _S3Loader.for_session(session))
+        self.client = session.create_client("s3", region_name=settings.AWS_REGION or None,
+                                            endpoint_url=self.endpoint or None, config=config, **keys)
+
+    def _manager(self, kind: str) -> Any:
+        """A new s3transfer manager for one large upload or download (a `with` block shuts its threads down).
+
+        Parts stream from the file and to it in 256 KiB pieces (at most max_io_queue_size of them
+        queued), so memory is bounded by concurrency, not by part or file size. Downloads use
+        fewer, larger ranged GETs: S3-compatible servers that copy the object per range stay fast.
+        """
+        from s3transfer.manager import TransferConfig, TransferManager
+
+        part = PART_BYTES if kind == "upload" else DOWNLOAD_PART_BYTES
+        return TransferManager(self.client, TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part, max_request_concurrency=4, max_io_queue_size=64,
+            io_chunksize=IO_CHUNK_BYTES))
 
     def _stat(self, name: str) -> int | None:
         try:
@@ -106,8 +145,26 @@ class S3Client(StorageClient):
             raise
         return None
 
-    def _get(self, name: str, dest_path: str) -> None:
-        self.client.download_file(self.bucket, name, dest_path, Config=self.download_transfer)
+    def _warm(self, name: str) -> None:
+        self.client.head_object(Bucket=self.bucket, Key=name)  # 404 (403 without s3:ListBucket) expected
+
+    def _get(self, name: str, dest_path: str, size: int) -> None:
+        if size >= DOWNLOAD_PART_BYTES:
+            from s3transfer.subscribers import BaseSubscriber
+
+            class KnownSize(BaseSubscriber):  # the size `download` just read: no HeadObject of its own
+                def on_queued(self, future: Any, **kwargs: Any) -> None:
+                    future.meta.provide_transfer_size(size)
+
+            with self._manager("download") as manager:
+                manager.download(self.bucket, name, dest_path, subscribers=[KnownSize()]).result()
+            return
+        body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
+        try:
+            with open(dest_path, "wb") as out:
+                out.writelines(body.iter_chunks(IO_CHUNK_BYTES))
+        finally:
+            body.close()
 
     def _put(self, path: str, name: str) -> None:
         content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -115,14 +172,23 @@ class S3Client(StorageClient):
         if self.public_acl:  # OUTPUT_URL_MODE=public: readable by anyone at `public_url`
             extra["ACL"] = "public-read"
         try:
-            self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
+            self._send(path, name, extra)
         except Exception as exc:
             problem = self._acl_refusal(exc) if "ACL" in extra else None
             if problem is None:
                 raise
             self._refuse_acl(problem)
             extra.pop("ACL")
-            self.client.upload_file(path, self.bucket, name, Config=self.transfer, ExtraArgs=extra)
+            self._send(path, name, extra)
+
+    def _send(self, path: str, name: str, extra: dict[str, str]) -> None:
+        """One PutObject below PART_BYTES (the file is the body), else s3transfer's multipart upload."""
+        if os.path.getsize(path) >= PART_BYTES:
+            with self._manager("upload") as manager:
+                manager.upload(path, self.bucket, name, extra_args=extra).result()
+            return
+        with open(path, "rb") as body:
+            self.client.put_object(Bucket=self.bucket, Key=name, Body=body, **extra)
 
     def _acl_refusal(self, exc: BaseException) -> str | None:
         """Why an upload that asked for an ACL was refused because of the ACL, else None.
