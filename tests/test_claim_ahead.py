@@ -45,8 +45,8 @@ def test_a_final_write_starts_the_held_job_and_holds_the_next(rds):
     assert rds.lrange(b.processing_key, 0, -1) == ["q:c", "q:b"]
     assert rds.hget("q:c", "status") == "new" and not rds.hexists("q:c", "attempts") and not rds.hexists("q:c", "claim")
     second = run_one(b)  # b's final write starts c (its reply read at our next call)
-    assert second.key == "q:b" and rds.hget("q:b", "status") == "done"
     b.settle()
+    assert second.key == "q:b" and rds.hget("q:b", "status") == "done"
     assert rds.hget("q:c", "status") == "started" and rds.hget("q:c", "attempts") == "1"
     third = b.claim_next(0.1)
     assert third.key == "q:c" and rds.hget("q:c", "claim") == third.job.token
@@ -125,6 +125,19 @@ def test_a_worker_presumed_dead_cannot_start_a_held_job_taken_back(rds):
     assert rds.hget("q:c", "attempts") == "1" and not rds.hexists("q:c", "by")
     assert other.finish(taken[1].job, "done", {"by": "other"}) == 1 and rds.hget("q:c", "by") == "other"
     assert rds.llen(zombie.processing_key) == 0
+
+
+def test_a_job_ending_without_a_final_write_does_not_strand_the_held_one(rds):
+    for k in ("q:a", "q:b", "q:c", "q:d"):
+        make_job(rds, k)
+    b = broker(rds)
+    run_one(b)  # b started, c held
+    flaky = b.claim_next(0.1)
+    assert b.retry(flaky.job, "flaky") == "requeued"  # no final write to start c on
+    held = b.claim_next(0.1)
+    assert held.key == "q:c" and rds.hget("q:c", "claim") == held.job.token and held.job.attempts == 1
+    assert held.job.fields == rds.hgetall("q:c")
+    assert rds.lrange(b.processing_key, 0, -1) == ["q:c"]
 
 
 def test_a_held_job_the_claim_step_would_refuse_is_decided_by_it(rds):

@@ -167,6 +167,8 @@ class Broker(FanOut, ClaimAhead):
         if self._prefetched is not None:
             claimed, self._prefetched = self._prefetched, None
             return claimed
+        if self._held:  # the job before it ended without a final write (retry, hand-back, park)
+            return self._start_held(job_timeout)
         if not self._queue_empty:
             claimed = self._claim_step("", job_timeout)
             if claimed is not None:
@@ -176,6 +178,13 @@ class Broker(FanOut, ClaimAhead):
         if key is None:
             return None
         return self._claim_step(key, job_timeout)
+
+    def _start_held(self, job_timeout: float) -> ClaimResult | None:
+        """The claim step on the oldest job held ahead (if it is still in our list)."""
+        raw_key, flat = self._held.popleft()
+        claim_keys, args = self._claim_args(raw_key)
+        reply = self._claim(keys=claim_keys, args=[*args, "1"], raw=True)
+        return self._claim_result(reply, args, job_timeout, flat or [])
 
     def pop(self, timeout: float) -> str | bytes | None:
         """Block up to `timeout` seconds for the oldest waiting key and move it to our list.
