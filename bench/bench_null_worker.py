@@ -10,7 +10,7 @@ pushed in ONE `LPUSH`, and we wait for the last one to be `done`. Figures for th
 - `redis_cpu_us_per_job`, `redis_commands_per_job`: INFO cpu / commandstats deltas of the phase.
 
 Same-run floor (`broker_loop`): a tight loop in this process calling the broker directly (claim,
-then the final write that claims the next job), no worker around it: its CPU per job is what the
+then the final write that claims the next job, one held ahead as the worker does), no worker around it: its CPU per job is what the
 queue protocol costs the client; `worker_cpu_vs_broker_loop` is the worker's CPU over it.
 
 `--tree DIR` (repeatable) runs the worker from another checkout of the project (e.g. a `git
@@ -112,6 +112,7 @@ def broker_loop(server: RedisServer, jobs: int) -> dict:
     r.lpush(queue, *names)
     broker = Broker(server.client(), queue, "loop-1")
     broker.prefetch = lambda: True
+    broker.claim_ahead, broker.claim_ahead_max_seconds = 1, 0.01  # the worker's defaults (settings)
     c0, rcpu0 = redis_cost(r)
     cpu0, t0 = time.process_time(), time.perf_counter()
     done = 0

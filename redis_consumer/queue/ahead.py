@@ -58,8 +58,9 @@ class ClaimAhead:
         held = self._held.popleft() if self._held else None
         claim_keys, claim_args = self._claim_args(held[0] if held is not None else "")
         ahead = self.claim_ahead - len(self._held) if self._recent < self.claim_ahead_max_seconds else 0
-        command_keys, command_args = [*claim_keys, *finish_keys], [*claim_args, max(0, ahead), *finish_args]
         sure = self._sure_start(held, claim_args) if held is not None else None
+        command_keys = [*claim_keys, *finish_keys]
+        command_args = [*claim_args, max(0, ahead), "" if sure is None else "1", *finish_args]
         if sure is not None:
             self._prefetched = sure
             self._finish_claim.defer(command_keys, command_args,

@@ -6,6 +6,17 @@
 -- still in our list (else `lost`: the reaper took it back while we were presumed dead), and the
 -- reply carries no fields. Returns claim.lua's reply.
 --#include child_ended.lua
+-- `attempts` is the worker's field; counted as HINCRBY would, and a producer's garbage there
+-- (text, 2.5, -7, leading zeros) counts as none: the attempts a claim now makes it
+local function counted(raw)
+  if raw and (string.match(raw, '^%-?[1-9]%d*$') or raw == '0') then
+    local attempts = tonumber(raw) + 1
+    if attempts < 1 then return 1 end
+    return attempts
+  end
+  return 1
+end
+
 local function claim_step(K, A, k, a, with_len, held)
   local queue, plist, dead = K[k + 1], K[k + 2], K[k + 3]
   local token, consumer, now = A[a + 1], A[a + 2], A[a + 3]
@@ -47,13 +58,7 @@ local function claim_step(K, A, k, a, with_len, held)
     redis.call('LREM', plist, 1, job)
     return {'final', status, 0, {}, job, {}}
   end
-  -- `attempts` is the worker's field; counted as HINCRBY would, and a producer's garbage there
-  -- (text, 2.5, -7, leading zeros) counts as none
-  local attempts = 1
-  if raw and (string.match(raw, '^%-?[1-9]%d*$') or raw == '0') then
-    attempts = tonumber(raw) + 1
-    if attempts < 1 then attempts = 1 end
-  end
+  local attempts = counted(raw)
   if #dropped > 0 then redis.call('HDEL', job, unpack(dropped)) end
   if attempts > tonumber(A[a + 4]) then
     -- used up before this claim (workers died on it and handed it back without the reaper)

@@ -10,7 +10,8 @@
 -- KEYS[4..7]  finish.lua's KEYS    job hash, processing list, stats counter, job log list
 -- ARGV[1..7]  claim.lua's ARGV     (ARGV[5]: a held key to start, or '' to take the oldest waiting one)
 -- ARGV[8]     hold                 how many more keys to claim ahead (0 = none)
--- ARGV[9..]   finish.lua's ARGV
+-- ARGV[9]     sure                 '1' = the broker checked the held key's fields (start_held.lua)
+-- ARGV[10..]  finish.lua's ARGV
 -- Reply: {finish reply, claim reply, held}
 --   claim reply: claim.lua's (no fields when ARGV[5] named a held key; `lost` when that key is no
 --   longer in our list); false when the claim step raised an error (the finish stands; the broker
@@ -19,8 +20,14 @@
 --   is not a hash), oldest first; empty when nothing was held
 --#include finish_step.lua
 --#include claim_step.lua
-local done = finish_step(KEYS, ARGV, 3, 8)
-local ok, claimed = pcall(claim_step, KEYS, ARGV, 0, 0, false, ARGV[5] ~= '')
+--#include start_held.lua
+local done = finish_step(KEYS, ARGV, 3, 9)
+local ok, claimed
+if ARGV[9] == '1' then
+  ok, claimed = pcall(start_held, KEYS, ARGV, 0, 0)
+else
+  ok, claimed = pcall(claim_step, KEYS, ARGV, 0, 0, false, ARGV[5] ~= '')
+end
 if not ok then claimed = false end
 local held = {}
 if claimed and claimed[1] == 'ok' then
