@@ -17,7 +17,7 @@ import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .fields import _text
+from .fields import _decode_fields, _text
 
 if TYPE_CHECKING:
     from .broker import ClaimResult
@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: fan-in counters (the claim step drops one that is not an integer) and how a counted `attempts` reads
-_COUNTERS = (b"children_total", b"children_done", b"children_failed")
-_COUNTED = re.compile(rb"-?[1-9][0-9]*\Z")
+_COUNTERS = ("children_total", "children_done", "children_failed")
+_COUNTED = re.compile(r"-?[1-9][0-9]*\Z")
+_DIGITS = re.compile(r"[0-9]+\Z")
 
 
 class ClaimAhead:
@@ -87,17 +88,16 @@ class ClaimAhead:
             key = raw_key.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        values = dict(zip(flat[::2], flat[1::2]))
-        status = values.get(b"status", b"")
-        if status in (b"done", b"failed") or any(not values[n].isdigit() for n in _COUNTERS if n in values):
+        decoded = _decode_fields(flat)
+        data = decoded[0]
+        status = data.get("status", "")
+        if status in ("done", "failed") or any(not _DIGITS.match(data[n]) for n in _COUNTERS if n in data):
             return None
-        raw = values.get(b"attempts")
-        attempts = 1
-        if raw is not None and (raw == b"0" or _COUNTED.match(raw)):
-            attempts = max(1, int(raw) + 1)
+        raw = data.get("attempts")
+        attempts = max(1, int(raw) + 1) if raw is not None and (raw == "0" or _COUNTED.match(raw)) else 1
         if attempts > self.max_attempts:
             return None
-        return self._started(key, args[0], args[2], attempts, _text(status), flat, [], self._job_timeout)
+        return self._started(key, args[0], args[2], attempts, status, decoded, [], self._job_timeout)
 
     def _settled(self, job_key: str, held: tuple[bytes, list[bytes] | None], args: list[Any], reply: Any) -> None:
         """The reply of a final write sent ahead (see `_finish_and_claim`)."""

@@ -248,10 +248,12 @@ class Broker(FanOut, ClaimAhead):
         return self._started(job_key, token, stamp, int(attempts), previous, flat, [n.decode() for n in dropped],
                              job_timeout)
 
-    def _started(self, job_key: str, token: str, stamp: str, attempts: int, previous: str, flat: list[bytes],
-                 dropped: list[str], job_timeout: float) -> ClaimResult:
-        """The claim as the claim step left it: the hash as read, then what the claim wrote over it."""
-        data, bad = _decode_fields(flat)
+    def _started(self, job_key: str, token: str, stamp: str, attempts: int, previous: str,
+                 flat: list[bytes] | tuple[dict[str, str], list[str]], dropped: list[str],
+                 job_timeout: float) -> ClaimResult:
+        """The claim as the claim step left it: the hash as read (raw, or already decoded), then
+        what the claim wrote over it."""
+        data, bad = _decode_fields(flat) if isinstance(flat, list) else flat
         for name in dropped:
             data.pop(name, None)
         data.update(status="started", claim=token, updated_by=self.consumer_id, identity_started=self.consumer_id,
@@ -290,8 +292,9 @@ class Broker(FanOut, ClaimAhead):
         """
         self._lane.settle()  # the previous final write's reply first: it may hold the next job
         stamp = now_iso()
-        elapsed = time.monotonic() - job.claimed_at
-        self._recent = elapsed if self._recent == float("inf") else self._recent + 0.3 * (elapsed - self._recent)
+        if self.claim_ahead:  # how short recent jobs are (claim to final write), a moving average
+            elapsed = time.monotonic() - job.claimed_at
+            self._recent = elapsed if self._recent == float("inf") else self._recent + 0.3 * (elapsed - self._recent)
         # the result fields may override these stamps (or drop them with None)
         flat = _flatten({"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None,
                          **fields})
