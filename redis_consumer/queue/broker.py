@@ -8,7 +8,6 @@ passes the arguments and turns replies into Python values. It knows nothing abou
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import random
 import time
@@ -27,8 +26,6 @@ from .ahead import ClaimAhead
 from .fanout import FanOut
 from .fields import _decode_fields, _flatten, _text
 from .scripts import MISSED, Script, lane_for
-
-log = logging.getLogger(__name__)
 
 DEAD_REASON = (
     "The job was abandoned {n} times because the worker processing it stopped responding "
