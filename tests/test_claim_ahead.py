@@ -59,6 +59,22 @@ def test_a_final_write_starts_the_held_job_and_holds_the_next(rds):
     assert rds.get(keys.completed_counter("q")) == "4"
 
 
+def test_a_final_write_sent_ahead_survives_a_script_flush(rds):
+    """NOSCRIPT (Redis restarted or flushed its scripts) on a reply read later: the step did not
+    run, so it is sent once more with its source, and the held job still starts."""
+    for k in ("q:a", "q:b", "q:c"):
+        make_job(rds, k)
+    b = broker(rds)
+    run_one(b)
+    rds.script_flush()
+    second = run_one(b)  # sent ahead, refused with NOSCRIPT, read at the settle below
+    b.settle()
+    assert second.key == "q:b" and rds.hget("q:b", "status") == "done"
+    third = b.claim_next(0.1)
+    assert third.key == "q:c" and rds.hget("q:c", "claim") == third.job.token
+    assert b.finish(third.job, "done", {}) == 1 and rds.llen(b.processing_key) == 0
+
+
 def test_nothing_is_held_while_jobs_are_slow_or_none_wait(rds):
     for k in ("q:a", "q:b", "q:c"):
         make_job(rds, k)
