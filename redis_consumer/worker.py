@@ -89,6 +89,8 @@ class Worker:
         }
         self.broker = Broker(self.redis, queue, self.consumer_id, blocking_client=self.blocking_redis, **broker_options)
         self.broker.prefetch = self._may_prefetch  # the next claim rides on each job's final write
+        self.broker.claim_ahead = settings.CLAIM_AHEAD  # ... and, for short jobs, the one after it
+        self.broker.claim_ahead_max_seconds = settings.CLAIM_AHEAD_MAX_SECONDS
         self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
         # the consumer gets services, never a Redis client (the TF client caches model metadata in it)
         self.services = Services(settings, storage=storage, cache=self.redis)
@@ -318,6 +320,8 @@ class Worker:
     def _shutdown(self) -> None:
         self.stopping.set()
         self._wake.set()
+        with contextlib.suppress(*_REDIS_DOWN):
+            self.broker.settle()  # a final write in flight: read its reply before the reset drops it
         self._reset_connections()  # the blocking connection may have been interrupted mid-reply
         try:
             self._recover_own_list()
@@ -440,10 +444,13 @@ class Worker:
             self.middleware.jobs_recovered(self.queue, recovered, dead)
 
     def _hand_back_and_exit(self, job: Claim) -> None:
-        """Shutdown grace ran out: give the job back to the queue head and exit 0."""
+        """Shutdown grace ran out: give the job back to the queue head and exit 0.
+
+        The jobs held behind it (claimed ahead, never started) go back with it, in queue order:
+        every key in our processing list, the running job's attempt not counted."""
         try:
-            outcome = self.supervisor_broker.release(job)
-            log.info("%s not finished within SHUTDOWN_GRACE; %s to the queue", job.key, outcome)
+            moved = self.supervisor_broker.release_all(uncount=True)
+            log.info("%s not finished within SHUTDOWN_GRACE; %d job(s) back to the queue", job.key, moved)
             self.supervisor_broker.deregister()
         except _REDIS_DOWN:
             log.warning("%s could not be released; the reaper will requeue it", job.key)
@@ -451,9 +458,11 @@ class Worker:
         os._exit(0)
 
     def _abandon_stuck_job(self, job: Claim) -> None:
-        """The job ignored its timeout (stuck in native code): fail/requeue it and restart."""
+        """The job ignored its timeout (stuck in native code): fail/requeue it and restart
+        (the jobs held behind it, never started, go back to the queue head first)."""
         try:
             outcome = self.supervisor_broker.retry(job, timeout_reason(self.settings.JOB_TIMEOUT))
+            self.supervisor_broker.release_all()
             log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
         except _REDIS_DOWN:
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)

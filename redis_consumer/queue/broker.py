@@ -11,6 +11,7 @@ import functools
 import os
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -21,7 +22,9 @@ from redis.client import NEVER_DECODE
 
 from ..utils.timestamps import now_iso
 from . import keys
+from .ahead import ClaimAhead
 from .fanout import FanOut
+from .fields import _decode_fields, _flatten, _text
 from .scripts import MISSED, Script, lane_for
 
 DEAD_REASON = (
@@ -85,58 +88,7 @@ class ClaimResult:
         return self.job
 
 
-def _flatten(fields: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    add = out.extend
-    for name, value in fields.items():
-        kind = type(value)
-        if kind is str:  # most values: plain text as it is
-            add((name, value))
-        elif value is not None:
-            add((name, f"{value:.6f}" if kind is float else _fmt(value)))
-    return out
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, str):
-        return str(value)  # plain text, also for str-valued enums
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return str(value)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def _decode_fields(flat: list[bytes]) -> tuple[dict[str, str], list[str]]:
-    """HGETALL bytes -> text; the names of fields that are not UTF-8 come back separately."""
-    try:  # all UTF-8 (the rule): one pass
-        text = [raw.decode("utf-8") for raw in flat]
-        return dict(zip(text[::2], text[1::2])), []
-    except UnicodeDecodeError:
-        pass
-    data: dict[str, str] = {}
-    bad: list[str] = []
-    for raw_name, raw_value in zip(flat[::2], flat[1::2]):
-        try:
-            name = raw_name.decode("utf-8")
-        except UnicodeDecodeError:
-            name = raw_name.decode("utf-8", "backslashreplace")
-            bad.append(name)
-        try:
-            value = raw_value.decode("utf-8")
-        except UnicodeDecodeError:
-            value = raw_value.decode("utf-8", "replace")
-            if name not in bad:
-                bad.append(name)
-        data[name] = value
-    return data, bad
-
-
-class Broker(FanOut):
+class Broker(FanOut, ClaimAhead):
     """Redis operations of the job protocol for one queue and one consumer id."""
 
     def __init__(
@@ -170,11 +122,20 @@ class Broker(FanOut):
         #: round trip (never while stopping). The claim waits in `_prefetched` for `claim_next`.
         self.prefetch: Callable[[], bool] | None = None
         self._prefetched: ClaimResult | None = None
+        #: Claim ahead: at most this many jobs held behind the running one (0 = never), and only
+        #: while the recent jobs' mean wall time (`_recent`, seconds, moving average) is below
+        #: `claim_ahead_max_seconds`, so slow jobs never keep waiting jobs from other workers.
+        self.claim_ahead = 0
+        self.claim_ahead_max_seconds = 0.0
+        self._recent = float("inf")
+        #: jobs claimed ahead, oldest first: (raw key, HGETALL as read then or None); in our
+        #: processing list, not started (no token, no attempt counted)
+        self._held: deque[tuple[bytes, list[bytes] | None]] = deque()
         self._job_timeout = float("inf")
         #: fencing tokens: 64 random bits each, from a generator seeded by the OS (a token only has
         #: to differ from every other claim's, and os.urandom per claim is a system call)
         self._tokens = random.Random(os.urandom(16))
-        lane = lane_for(client)  # the connection our scripts keep for the thread that calls them (one per pool)
+        self._lane = lane = lane_for(client)  # the connection our scripts keep for the thread that calls them (one per pool)
         #: the blocking claim's own kept connection (its reply is on the pickup path: a pool
         #: connection given back before the claim step would delay every idle pickup)
         self._blocking_lane = lane_for(self.blocking)
@@ -196,9 +157,15 @@ class Broker(FanOut):
         out of an idle wait). None when nothing arrived in time.
         """
         self._job_timeout = job_timeout
+        if self._prefetched is not None:  # (started by a final write maybe still in flight)
+            claimed, self._prefetched = self._prefetched, None
+            return claimed
+        self._lane.settle()  # a final write still in flight may carry the next job
         if self._prefetched is not None:
             claimed, self._prefetched = self._prefetched, None
             return claimed
+        if self._held:  # the job before it ended without a final write (retry, hand-back, park)
+            return self._start_held(job_timeout)
         if not self._queue_empty:
             claimed = self._claim_step("", job_timeout)
             if claimed is not None:
@@ -208,6 +175,13 @@ class Broker(FanOut):
         if key is None:
             return None
         return self._claim_step(key, job_timeout)
+
+    def _start_held(self, job_timeout: float) -> ClaimResult | None:
+        """The claim step on the oldest job held ahead (if it is still in our list)."""
+        raw_key, flat = self._held.popleft()
+        claim_keys, args = self._claim_args(raw_key)
+        reply = self._claim(keys=claim_keys, args=[*args, "1"], raw=True)
+        return self._claim_result(reply, args, job_timeout, flat or [])
 
     def pop(self, timeout: float) -> str | bytes | None:
         """Block up to `timeout` seconds for the oldest waiting key and move it to our list.
@@ -248,9 +222,13 @@ class Broker(FanOut):
         claim_keys, args = self._claim_args(key)
         return self._claim_result(self._claim(keys=claim_keys, args=args, raw=True), args, job_timeout)
 
-    def _claim_result(self, reply: Any, args: list[Any], job_timeout: float) -> ClaimResult | None:
+    def _claim_result(self, reply: Any, args: list[Any], job_timeout: float,
+                      held: list[bytes] | None = None) -> ClaimResult | None:
+        """`held`: the fields read when the job was claimed ahead (a held start replies without them)."""
         token, stamp = args[0], args[2]
         outcome, detail, attempts, flat, raw_key, dropped = reply[:6]
+        if held is not None:
+            flat = held
         outcome = _text(outcome)
         self._queue_empty = outcome == "empty" or (len(reply) > 6 and int(reply[6]) == 0)
         if outcome == "empty":
@@ -264,15 +242,22 @@ class Broker(FanOut):
         previous = _text(detail)
         if outcome != "ok":
             return ClaimResult(outcome, job_key, None, previous)
-        # the hash as read, then what the claim wrote over it: the hash as it is now
-        data, bad = _decode_fields(flat)
+        return self._started(job_key, token, stamp, int(attempts), previous, flat, [n.decode() for n in dropped],
+                             job_timeout)
+
+    def _started(self, job_key: str, token: str, stamp: str, attempts: int, previous: str,
+                 flat: list[bytes] | tuple[dict[str, str], list[str]], dropped: list[str],
+                 job_timeout: float) -> ClaimResult:
+        """The claim as the claim step left it: the hash as read (raw, or already decoded), then
+        what the claim wrote over it."""
+        data, bad = _decode_fields(flat) if isinstance(flat, list) else flat
         for name in dropped:
-            data.pop(name.decode(), None)
+            data.pop(name, None)
         data.update(status="started", claim=token, updated_by=self.consumer_id, identity_started=self.consumer_id,
                     started_at=stamp, updated_at=stamp, attempts=str(attempts))
         if bad:
             bad = [name for name in bad if name not in _CLAIM_FIELDS]
-        job = Claim(key=job_key, token=token, attempts=int(attempts), previous_status=previous, fields=data,
+        job = Claim(key=job_key, token=token, attempts=attempts, previous_status=previous, fields=data,
                     unreadable=bad)
         job.deadline = job.claimed_at + job_timeout
         return ClaimResult("ok", job_key, job, previous)
@@ -302,7 +287,11 @@ class Broker(FanOut):
         Pending job-log lines travel in the same round trip; a zip child (fields `parent`,
         `parent_queue` in its hash) is counted by its parent in the same step.
         """
+        self._lane.settle()  # the previous final write's reply first: it may hold the next job
         stamp = now_iso()
+        if self.claim_ahead:  # how short recent jobs are (claim to final write), a moving average
+            elapsed = time.monotonic() - job.claimed_at
+            self._recent = elapsed if self._recent == float("inf") else self._recent + 0.3 * (elapsed - self._recent)
         # the result fields may override these stamps (or drop them with None)
         flat = _flatten({"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None,
                          **fields})
@@ -312,19 +301,6 @@ class Broker(FanOut):
         if self.prefetch is not None and self._prefetched is None and self.prefetch():
             return self._finish_and_claim(key_list, args)
         return int(self._finish(keys=key_list, args=args))
-
-    def _finish_and_claim(self, finish_keys: list[Any], finish_args: list[Any]) -> int:
-        """The final write and the next claim in one script call (`finish_claim.lua`)."""
-        claim_keys, claim_args = self._claim_args("")
-        finished, claimed = self._finish_claim(keys=[*claim_keys, *finish_keys], args=[*claim_args, *finish_args],
-                                               raw=True)
-        if not claimed:  # the claim step failed: whatever it moved into our list goes back
-            self._give_back_quietly()
-        else:
-            result = self._claim_result(claimed, claim_args, self._job_timeout)
-            if result is not None:
-                self._prefetched = result
-        return int(finished)
 
     def _give_back_quietly(self) -> None:
         try:
@@ -360,20 +336,24 @@ class Broker(FanOut):
         )
 
     def release_all(self, uncount: bool = False) -> int:
-        """Move every key left in our processing list back to the queue head.
+        """Move every key left in our processing list back to the queue head, in queue order.
 
         `uncount`: a Redis outage cut our job short, so a job we had claimed gets its attempt back.
-        A claim made ahead (`prefetch`) and not run yet goes back without counting its attempt.
+        A job started ahead (`prefetch`) and not run yet gets its attempt back too; jobs held
+        ahead were never started, so nothing of theirs was counted.
         """
-        held, self._prefetched = self._prefetched, None
-        if held is not None and held.job is not None:
-            try:
-                self.release(held.job)
-            except (redis.RedisError, OSError):
-                self._prefetched = held  # still ours: handed back at the next recovery
-                raise
-        return int(self._release_all(keys=[self.processing_key, self.queue],
-                                     args=[self.consumer_id if uncount else "", now_iso()]))
+        self._lane.settle()
+        started = self._prefetched.job if self._prefetched is not None else None
+        moved = int(self._release_all(keys=[self.processing_key, self.queue],
+                                      args=[self.consumer_id if uncount else "", now_iso(),
+                                            started.token if started is not None else ""]))
+        self._prefetched = None
+        self._held.clear()
+        return moved
+
+    def settle(self) -> None:
+        """Read the reply of a final write still in flight (before resetting connections)."""
+        self._lane.settle()
 
     # -- producing --------------------------------------------------------------------------
     def enqueue(self, key: str, fields: Mapping[str, Any], queue: str | None = None) -> bool:

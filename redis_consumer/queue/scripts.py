@@ -18,6 +18,11 @@ on one client (a fleet simulation, a process serving several queues) keep one co
 them, not one each: a pool with `max_connections` is never drained by idle lanes. Any
 connection error, timeout or READONLY reply there drops that connection and sends the call again
 through `execute_command`, whose retries with jittered backoff then apply as before.
+
+A lane can also carry one call whose reply is read later (`Script.defer`): the worker sends a
+job's final write (which starts the job it holds next) and runs that next job while Redis works;
+the reply is read (`Lane.settle`) before anything else is sent on the lane, so replies never
+cross.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import functools
 import hashlib
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -109,6 +114,8 @@ class Lane:
         self._pool_ref = weakref.ref(pool) if pool is not None else None
         self._owner: int | None = None
         self._conn: Any = None
+        #: a call sent on `_conn` whose reply is not read yet: (raw, handler, resend)
+        self._pending: tuple[bool, Callable[[Any], None], Callable[[], Any]] | None = None
 
     @property
     def _pool(self) -> Any:
@@ -120,6 +127,8 @@ class Lane:
             if self._owner is not None or self._pool is None:
                 return None
             self._owner = threading.get_ident()
+        if self._pending is not None:
+            self.settle()
         conn = self._conn
         if conn is None or getattr(conn, "_sock", None) is None:
             self._give_back()
@@ -130,6 +139,49 @@ class Lane:
         """`send` on the kept connection; `MISSED` when this thread has none or it must be resent."""
         conn = self.take()
         return MISSED if conn is None else send(conn, command, raw)
+
+    def defer(self, command: tuple[Any, ...], raw: bool, handler: Callable[[Any], None],
+              resend: Callable[[], Any]) -> bool:
+        """Send `command` now and hand its reply to `handler` at the next `settle` (the lane's next
+        call, or an explicit settle); False when it was not sent (not the owner, or the send
+        failed: the caller then makes the call the ordinary way). `resend` gets the reply another
+        way when Redis did not know the script (NOSCRIPT: it did not run)."""
+        conn = self.take()
+        if conn is None:
+            return False
+        try:
+            if _pack is not None:
+                conn.send_packed_command([_pack(command)])
+            else:
+                conn.send_command(*command)
+        except _RESEND:
+            conn.disconnect()
+            return False
+        except BaseException:
+            conn.disconnect()
+            raise
+        self._pending = (raw, handler, resend)
+        return True
+
+    def settle(self) -> None:
+        """Read the deferred call's reply and hand it to its handler (a no-op when none waits).
+
+        A broken connection raises (the call may or may not have run, so it is never sent again:
+        the worker's recovery returns what its processing list holds) and drops the reply."""
+        pending, self._pending = self._pending, None
+        if pending is None or self._owner != threading.get_ident():
+            self._pending = pending
+            return
+        raw, handler, resend = pending
+        conn = self._conn
+        try:
+            reply = conn.read_response(disable_decoding=raw)
+        except NoScriptError:
+            reply = resend()
+        except BaseException:
+            conn.disconnect()
+            raise
+        handler(reply)
 
     def _give_back(self) -> None:
         conn, self._conn = self._conn, None
@@ -193,6 +245,17 @@ class Script:
             return self.client.execute_command(*command, **options)
         except NoScriptError:
             return self.client.execute_command("EVAL", self.text, len(keys), *keys, *args, **options)
+
+    def defer(self, keys: Sequence[Any], args: Sequence[Any], handler: Callable[[Any], None]) -> None:
+        """Run the step with `raw=True`, its reply handed to `handler` once read: later (at the
+        lane's next call, `Lane.settle`) when the lane could send it now, else right away."""
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+        def resend() -> Any:
+            return self.client.execute_command("EVAL", self.text, len(keys), *keys, *args, **{NEVER_DECODE: True})
+
+        if self.lane is None or not self.lane.defer(command, True, handler, resend):
+            handler(self(keys, args, raw=True))
 
     @staticmethod
     def _direct(pool: Any, command: tuple[Any, ...], raw: bool) -> Any:

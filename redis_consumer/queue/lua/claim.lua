@@ -15,11 +15,13 @@
 -- ARGV[5] job key           '' = LMOVE the oldest key from KEYS[1] (RIGHT -> LEFT) first
 -- ARGV[6] dead reason       written on a job dead-lettered here
 -- ARGV[7] expire_seconds    TTL of a dead-lettered job
+-- ARGV[8] held              '1' = ARGV[5] is a key we claimed ahead (finish_claim.lua): start it only
+--                           if it is still in our list (else `lost`), reply without its fields
 -- Reply: {outcome, previous_status, attempts, fields, key, dropped[, queue length (ok)]}
---   outcome: ok | empty | missing | wrongtype | final | dead
+--   outcome: ok | empty | missing | wrongtype | final | dead | lost
 --   fields (ok only): the hash as read, before this claim's HSET (flat name, value list): the
 --   caller sets status=started, claim, updated_by, identity_started, started_at, updated_at and
 --   attempts over it and removes the names in `dropped` (fan-in counters that were not integers,
 --   deleted here) to get the hash as it is now
 --#include claim_step.lua
-return claim_step(KEYS, ARGV, 0, 0, true)
+return claim_step(KEYS, ARGV, 0, 0, true, ARGV[8] == '1')

@@ -1,15 +1,31 @@
 -- The body of claim.lua as a function, so that finish_claim.lua can run it after a finish.
--- claim_step(K, A, k, a, with_len): claim.lua's KEYS are K[k+1..k+3], its ARGV A[a+1..a+7] (offsets,
--- so a combined script passes its own KEYS/ARGV without copying them); `with_len` adds the queue
--- length to an `ok` reply. Returns claim.lua's reply.
+-- claim_step(K, A, k, a, with_len, held): claim.lua's KEYS are K[k+1..k+3], its ARGV A[a+1..a+7]
+-- (offsets, so a combined script passes its own KEYS/ARGV without copying them); `with_len` adds
+-- the queue length to an `ok` reply. `held`: the key is one this worker claimed ahead (it is
+-- already in our processing list and its fields were sent then): it is started only if it is
+-- still in our list (else `lost`: the reaper took it back while we were presumed dead), and the
+-- reply carries no fields. Returns claim.lua's reply.
 --#include child_ended.lua
-local function claim_step(K, A, k, a, with_len)
+-- `attempts` is the worker's field; counted as HINCRBY would, and a producer's garbage there
+-- (text, 2.5, -7, leading zeros) counts as none: the attempts a claim now makes it
+local function counted(raw)
+  if raw and (string.match(raw, '^%-?[1-9]%d*$') or raw == '0') then
+    local attempts = tonumber(raw) + 1
+    if attempts < 1 then return 1 end
+    return attempts
+  end
+  return 1
+end
+
+local function claim_step(K, A, k, a, with_len, held)
   local queue, plist, dead = K[k + 1], K[k + 2], K[k + 3]
   local token, consumer, now = A[a + 1], A[a + 2], A[a + 3]
   local job = A[a + 5]
   if job == '' then
     job = redis.call('LMOVE', queue, plist, 'RIGHT', 'LEFT')
     if not job then return {'empty', '', 0, {}, '', {}} end
+  elseif held and not redis.call('LPOS', plist, job) then
+    return {'lost', '', 0, {}, job, {}}
   end
   local flat = redis.pcall('HGETALL', job)
   if type(flat) ~= 'table' or flat.err then
@@ -42,13 +58,7 @@ local function claim_step(K, A, k, a, with_len)
     redis.call('LREM', plist, 1, job)
     return {'final', status, 0, {}, job, {}}
   end
-  -- `attempts` is the worker's field; counted as HINCRBY would, and a producer's garbage there
-  -- (text, 2.5, -7, leading zeros) counts as none
-  local attempts = 1
-  if raw and (string.match(raw, '^%-?[1-9]%d*$') or raw == '0') then
-    attempts = tonumber(raw) + 1
-    if attempts < 1 then attempts = 1 end
-  end
+  local attempts = counted(raw)
   if #dropped > 0 then redis.call('HDEL', job, unpack(dropped)) end
   if attempts > tonumber(A[a + 4]) then
     -- used up before this claim (workers died on it and handed it back without the reaper)
@@ -65,6 +75,7 @@ local function claim_step(K, A, k, a, with_len)
     'identity_started', consumer, 'started_at', now, 'updated_at', now, 'attempts', attempts)
   -- the hash as it was read: the broker lays this claim's fields and `dropped` over it, which
   -- gives what HGETALL would return now
+  if held then flat = {} end
   if with_len then return {'ok', status, attempts, flat, job, dropped, redis.call('LLEN', queue)} end
   return {'ok', status, attempts, flat, job, dropped}
 end

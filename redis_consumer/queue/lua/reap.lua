@@ -1,6 +1,8 @@
 -- Reaper: return the jobs of every consumer whose heartbeat expired to the queue head (oldest
 -- first), dead-letter those that used up their attempts (counted by a zip parent), forget the
--- consumer and its processing list.
+-- consumer and its processing list. A key without a `claim` was never started by that consumer
+-- (claimed ahead and held behind its running job, or moved by BLMOVE just before it died): it
+-- goes back as it is, its attempts untouched, so only the job that was running is charged.
 -- KEYS[1] consumers zset    consumers:{queue}
 -- KEYS[2] queue
 -- KEYS[3] dead list         dead-{queue}
@@ -22,7 +24,12 @@ for _, id in ipairs(gone) do
     local k = items[i]
     if redis.call('TYPE', k)['ok'] == 'hash' then
       local status = redis.call('HGET', k, 'status') or ''
-      if status ~= 'done' and status ~= 'failed' then
+      if redis.call('HEXISTS', k, 'claim') == 0 then
+        if status ~= 'done' and status ~= 'failed' then
+          redis.call('RPUSH', KEYS[2], k)
+          recovered = recovered + 1
+        end
+      elseif status ~= 'done' and status ~= 'failed' then
         local attempts = tonumber(redis.call('HGET', k, 'attempts') or '0')
         redis.call('HDEL', k, 'claim')
         if attempts >= tonumber(ARGV[2]) then
