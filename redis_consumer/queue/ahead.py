@@ -15,12 +15,10 @@ import functools
 import logging
 import re
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .claims import ClaimResult
 from .fields import _decode_fields, _text
-
-if TYPE_CHECKING:
-    from .broker import ClaimResult
 
 log = logging.getLogger(__name__)
 

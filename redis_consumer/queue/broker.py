@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -23,6 +22,7 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .ahead import ClaimAhead
+from .claims import Claim, ClaimResult, Job  # noqa: F401  (re-exported: queue.broker is where callers import them)
 from .fanout import FanOut
 from .fields import _decode_fields, _flatten, _text
 from .scripts import MISSED, Script, lane_for
@@ -43,49 +43,6 @@ def _dead_reason(max_attempts: int) -> str:
 _CLAIM_FIELDS = frozenset(("status", "claim", "updated_by", "identity_started", "started_at", "updated_at", "attempts"))
 
 BAD_KEY_REASON = "The job's key is not valid UTF-8 text; submit it again under a plain-text key."
-
-
-@dataclass
-class Claim:
-    """One claimed job as the queue sees it: key, fencing token, attempts, fields and deadline.
-
-    `unreadable` names the fields whose bytes are not UTF-8 (their values here are decoded with
-    replacement characters); the worker fails such a job as bad input.
-    """
-
-    key: str
-    token: str
-    attempts: int
-    previous_status: str
-    fields: dict[str, str] = field(default_factory=dict)
-    claimed_at: float = field(default_factory=time.monotonic)
-    deadline: float = float("inf")
-    unreadable: list[str] = field(default_factory=list)
-
-    def time_left(self) -> float:
-        """Seconds before the job's deadline (may be negative)."""
-        return self.deadline - time.monotonic()
-
-
-#: Older name of `Claim` (kept for code written against it).
-Job = Claim
-
-
-@dataclass(frozen=True)
-class ClaimResult:
-    """What the claim step found: `ok` gives a Claim; the others say why there is none.
-
-    outcome: ok | missing | wrongtype | final | dead (attempts used up) | unreadable (bad key)
-    """
-
-    outcome: str
-    key: str
-    job: Claim | None = None
-    detail: str = ""
-
-    @property
-    def claim(self) -> Claim | None:
-        return self.job
 
 
 class Broker(FanOut, ClaimAhead):
