@@ -117,7 +117,9 @@ def run_application(
     clock.lap("resize")
     prepared = spec.preprocess(resized, **{**spec.preprocess_kwargs, **(preprocess_kwargs or {})})
     clock.lap("pre")
-    tiles, info = tile_input(prepared, tile_shape, pad_mode=spec.pad_mode)
+    # a gRPC model offers room for the tiles inside its request bytes: cut once, sent as cut
+    tiles, info = tile_input(prepared, tile_shape, pad_mode=spec.pad_mode,
+                             room=getattr(predict_tiles, "tile_buffer", None))
     tiles = tiles.astype(np.float32, copy=False)
     clock.lap("tile")
     heads = predict_in_batches(tiles, predict_tiles, batch_size)

@@ -97,8 +97,8 @@ def run_batches(client: Caller, model: str, version: Any, arrays: dict[str, np.n
 def stream_batches(client: Caller, model: str, version: Any, total: int,
                    source: Callable[[int, int], Mapping[str, np.ndarray]],
                    sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
-    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, or a
-    filled `messages.RequestWriter`) just before it is sent,
+    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, a
+    filled `messages.RequestWriter`, or a complete request's bytes) just before it is sent,
     `sink(lo, hi, outputs)` takes its outputs (read-only views) as soon as they arrive.
 
     Making and consuming batches overlaps with the server's work on the batches in flight, so a
@@ -117,6 +117,8 @@ def stream_batches(client: Caller, model: str, version: Any, total: int,
         made = source(lo, hi)
         if isinstance(made, messages.RequestWriter):  # filled in place by the caller
             request = made.finish()
+        elif type(made) is bytes:  # a complete request the caller framed (and keeps for retries)
+            request = made
         else:
             request = messages.frame_predict_request(model, version, made)
         pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic(), timeout))

@@ -265,6 +265,15 @@ class TFServingClient(Caller):
             return next(iter(outputs.values()))
         return outputs
 
+    def one_request(self, model: str, version: int | str | None, input_name: str, dtype: Any,
+                    shape: tuple[int, ...]) -> messages.RequestWriter | None:
+        """A PredictRequest laid out for `shape` samples of one input, to be filled in place and
+        sent with `predict_stream` (its source returning `finish()`'s bytes), or None when that
+        many samples would not go as one request (more than the batch size)."""
+        if not shape or not 0 < shape[0] <= self.batch_size(model):
+            return None
+        return messages.RequestWriter(model, version, {input_name: (dtype, tuple(shape))})
+
     def predict_stream(self, model: str, version: int | str | None, total: int, source: Callable,
                        sink: Callable, *, deadline: float | None = None) -> None:
         """Pipelined predict of `total` samples made on demand by `source(lo, hi) -> inputs` and
