@@ -197,13 +197,25 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         spec = self.model_input(model, version)
         wire = wire_version(version)
         handed: list = []  # [(RequestWriter, its input array)] of the last tile_buffer
+        chosen: list[str] = []  # the outputs to ask for (select_heads); empty: all
+
+        def select_heads(indices: Sequence[int]) -> int | None:
+            """Ask only for the outputs at `indices` of the sorted output names (the kiosk's head
+            order); returns how many outputs the model has, or None (all outputs: no indices, or
+            a stand-in client)."""
+            names = spec.outputs
+            chosen[:] = []
+            if not hasattr(self.tf, "predict_stream") or not indices or max(indices) >= len(names):
+                return None
+            chosen[:] = [names[i] for i in indices]
+            return len(names)
 
         def tile_buffer(shape: tuple[int, ...]) -> np.ndarray | None:
             """float32 room for all tiles inside one Predict request's bytes, so the tiler cuts
             them straight into what gRPC sends (no tiles array, no copy into the request), or
             None (a stand-in client, or more tiles than one request takes)."""
             one_request = getattr(self.tf, "one_request", None)
-            writer = one_request(model, wire, spec.name, np.float32, tuple(shape)) if one_request else None
+            writer = one_request(model, wire, spec.name, np.float32, tuple(shape), chosen) if one_request else None
             handed[:] = [(writer, writer.arrays[spec.name])] if writer is not None else []
             return handed[0][1] if handed else None
 
@@ -216,7 +228,7 @@ class DeepCellConsumer(TensorFlowServingConsumer):
                 request = handed.pop()[0].finish()
             try:
                 if hasattr(self.tf, "predict_stream") and batch.shape[0]:
-                    out = self._predict_views(model, wire, spec.name, batch, request)
+                    out = self._predict_views(model, wire, spec.name, batch, request, chosen)
                 else:
                     out = self.tf.predict(model, wire, {spec.name: batch}, deadline=self.check_deadline())
             finally:
@@ -226,16 +238,18 @@ class DeepCellConsumer(TensorFlowServingConsumer):
                 out = {spec.outputs[0] if spec.outputs else "output": out}
             return {k: np.asarray(v) for k, v in out.items()}
 
-        predict.tile_buffer = tile_buffer  # type: ignore[attr-defined]  (read by run_application)
+        predict.tile_buffer = tile_buffer  # type: ignore[attr-defined]  (both read by run_application)
+        predict.select_heads = select_heads  # type: ignore[attr-defined]
         return predict
 
     def _predict_views(self, model: str, wire: Any, input_name: str, tiles: np.ndarray,
-                       request: bytes | None = None) -> dict[str, np.ndarray]:
+                       request: bytes | None = None, output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Every output for `tiles` through the client's pipelined stream, without the copy
         `predict` makes: when one reply holds all tiles its read-only views into the reply are
         the result (for Mesmer ~50 MB a job not copied into fresh pages), else the batches are
         joined once. `request`: all tiles' Predict request, already framed (`tile_buffer`); a
-        batch the server refuses as too large is cut from `tiles` again."""
+        batch the server refuses as too large is cut from `tiles` again. `output_filter`: the
+        outputs asked for (empty: all)."""
         parts: list[tuple[int, dict[str, np.ndarray]]] = []
         n = tiles.shape[0]
 
@@ -244,7 +258,8 @@ class DeepCellConsumer(TensorFlowServingConsumer):
 
         self.tf.predict_stream(model, wire, n, source,
                                lambda lo, hi, outputs: parts.append((lo, dict(outputs))),
-                               deadline=self.check_deadline())
+                               deadline=self.check_deadline(), **({"output_filter": tuple(output_filter)}
+                                                                  if output_filter else {}))
         parts.sort(key=lambda p: p[0])
         if len(parts) == 1:
             return parts[0][1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,13 +96,15 @@ def run_batches(client: Caller, model: str, version: Any, arrays: dict[str, np.n
 
 def stream_batches(client: Caller, model: str, version: Any, total: int,
                    source: Callable[[int, int], Mapping[str, np.ndarray]],
-                   sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
+                   sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None,
+                   output_filter: Sequence[str] = ()) -> None:
     """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, a
     filled `messages.RequestWriter`, or a complete request's bytes) just before it is sent,
     `sink(lo, hi, outputs)` takes its outputs (read-only views) as soon as they arrive.
 
     Making and consuming batches overlaps with the server's work on the batches in flight, so a
-    tiler that cuts and stitches here keeps the GPU busy.
+    tiler that cuts and stitches here keeps the GPU busy. `output_filter`: the outputs to ask
+    for (PredictRequest.output_filter; empty: all) in the requests framed here.
     """
     depth = max(1, int(client.settings.PIPELINE_DEPTH))
     predict = client._callable(PREDICT)
@@ -120,7 +122,7 @@ def stream_batches(client: Caller, model: str, version: Any, total: int,
         elif type(made) is bytes:  # a complete request the caller framed (and keeps for retries)
             request = made
         else:
-            request = messages.frame_predict_request(model, version, made)
+            request = messages.frame_predict_request(model, version, made, output_filter=output_filter)
         pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic(), timeout))
 
     try:
