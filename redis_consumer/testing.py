@@ -180,11 +180,12 @@ class LocalTF:
         return out if isinstance(inputs, dict) or len(out) != 1 else next(iter(out.values()))
 
     def predict_stream(self, model: str, version: Any, total: int, source: Any, sink: Any, *,
-                       deadline: float | None = None) -> None:
+                       deadline: float | None = None, output_filter: Any = ()) -> None:
         """Same contract as TFServingClient.predict_stream, one batch of 8 at a time."""
         for lo in range(0, total, 8):
             hi = min(total, lo + 8)
-            sink(lo, hi, self.predict(model, version, source(lo, hi), deadline=deadline))
+            out = self.predict(model, version, source(lo, hi), deadline=deadline)
+            sink(lo, hi, {k: v for k, v in out.items() if k in output_filter} if output_filter else out)
 
     def batch_size(self, model: str) -> int:
         return 32

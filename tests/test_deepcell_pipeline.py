@@ -104,6 +104,34 @@ def test_mesmer_three_compartments(cells):
     assert all(v >= 0 for v in timings.values())
 
 
+class FilteringMesmer(FakeMesmer):
+    """FakeMesmer that, like our gRPC model, can be asked for some heads only (output_filter)
+    and then returns just those, by name."""
+
+    def __init__(self):
+        super().__init__(as_dict=True)
+        self.asked: list = []
+
+    def select_heads(self, indices):
+        self.asked.append(tuple(indices))
+        return 4 if indices else None
+
+    def __call__(self, tiles):
+        heads = super().__call__(tiles)
+        wanted = self.asked[-1] if self.asked and self.asked[-1] else range(4)
+        return {f"semantic_{i}": heads[f"semantic_{i}"] for i in wanted}
+
+
+@pytest.mark.parametrize("compartment, heads", [("whole-cell", (0, 1)), ("nuclear", (2, 3)), ("both", ())])
+def test_a_one_compartment_mesmer_asks_only_for_its_heads_and_labels_the_same(cells, compartment, heads):
+    image = cells[0]
+    model = FilteringMesmer()
+    got = run_application(Mesmer, image, model, tile_shape=(128, 128), compartment=compartment)
+    assert model.asked == [heads]
+    want = run_application(Mesmer, image, FakeMesmer(), tile_shape=(128, 128), compartment=compartment)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_mesmer_matches_calling_the_steps_by_hand(cells):
     image = cells[0][:1]
     from redis_consumer.deepcell.preprocess import mesmer_preprocess

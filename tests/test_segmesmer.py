@@ -356,6 +356,22 @@ def test_predict_retries_count_every_failed_predict_attempt():
     assert_found(truth, read_tif(run, "cells_batch_0_feature_0.tif"))
 
 
+def test_tiles_cut_into_one_request_label_as_tiles_framed_batch_by_batch():
+    """All tiles in one request are cut straight into its bytes; the labels are those of tiles
+    framed per batch of 4, also when that one request is sent again after injected failures."""
+    truth, image = nuclei(7, h=600, w=520)  # 3 x 3 tiles of 256
+    inputs, fields = {"cells.tif": tiff_bytes(image)}, {"dimension_order": "XY", "channels": "0,"}
+    with ModelServer(fail_rate=0.7, seed=5) as flaky:
+        runs = [run_job(SegmentationConsumer, fields, inputs=inputs, model_server=flaky.address,
+                        settings={"GRPC_BACKOFF": 0.01, "MAX_RETRY": 8, "TF_MAX_BATCH_SIZE": size})
+                for size in (32, 4)]
+    assert [r.status for r in runs] == ["done", "done"], [r.hash.get("reason") for r in runs]
+    assert int(runs[0].hash["predict_retries"]) > 0
+    one, batched = (read_tif(r, "cells_batch_0_feature_0.tif") for r in runs)
+    np.testing.assert_array_equal(one, batched)
+    assert_found(truth, one)
+
+
 def test_postprocess_settings_override_the_applications_parameters(server):
     _n, _c, image = cells(3)
     run = run_job(MesmerConsumer, {"compartment": "both"}, inputs={"t.tif": tiff_bytes(image)}, model_server=server,

@@ -266,6 +266,19 @@ def test_request_writer_matches_framed_request():
     np.testing.assert_array_equal(pb_values(req.inputs["image"]), x)
 
 
+def test_request_writer_with_an_output_filter_matches_framed_request():
+    x = sample("float32", (2, 4, 4, 1))
+    writer = messages.RequestWriter("Mesmer", 9, {"input_0": (x.dtype, x.shape)},
+                                    output_filter=["semantic_0", "semantic_1"])
+    writer.arrays["input_0"][...] = x
+    data = writer.finish()
+    assert data == messages.frame_predict_request("Mesmer", 9, {"input_0": x},
+                                                  output_filter=["semantic_0", "semantic_1"])
+    req = pb.PredictRequest.FromString(data)
+    assert list(req.output_filter) == ["semantic_0", "semantic_1"]
+    np.testing.assert_array_equal(pb_values(req.inputs["input_0"]), x)
+
+
 def test_fresh_bytes_are_private_objects():
     a, view_a = wire.fresh_bytes(64)
     b, view_b = wire.fresh_bytes(64)

@@ -85,6 +85,12 @@ def kiosk_tiff_names(name: str, kind: str, batches: int, features: int) -> list[
     raise ValueError(f"kind must be 'segmentation' or 'mesmer', got {kind!r}")
 
 
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` is `b`'s memory with `b`'s shape and dtype (a view of it counts)."""
+    return (a.shape == b.shape and a.dtype == b.dtype and a.flags.c_contiguous
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 class _RetryCounter:
     """A CALL_OBSERVERS hook counting Predict attempts that failed transiently (UNAVAILABLE,
     DEADLINE_EXCEEDED: the ones the client retries); a batch the server refused as too large
@@ -190,14 +196,39 @@ class DeepCellConsumer(TensorFlowServingConsumer):
         """
         spec = self.model_input(model, version)
         wire = wire_version(version)
+        handed: list = []  # [(RequestWriter, its input array)] of the last tile_buffer
+        chosen: list[str] = []  # the outputs to ask for (select_heads); empty: all
+
+        def select_heads(indices: Sequence[int]) -> int | None:
+            """Ask only for the outputs at `indices` of the sorted output names (the kiosk's head
+            order); returns how many outputs the model has, or None (all outputs: no indices, or
+            a stand-in client)."""
+            names = spec.outputs
+            chosen[:] = []
+            if not hasattr(self.tf, "predict_stream") or not indices or max(indices) >= len(names):
+                return None
+            chosen[:] = [names[i] for i in indices]
+            return len(names)
+
+        def tile_buffer(shape: tuple[int, ...]) -> np.ndarray | None:
+            """float32 room for all tiles inside one Predict request's bytes, so the tiler cuts
+            them straight into what gRPC sends (no tiles array, no copy into the request), or
+            None (a stand-in client, or more tiles than one request takes)."""
+            one_request = getattr(self.tf, "one_request", None)
+            writer = one_request(model, wire, spec.name, np.float32, tuple(shape), chosen) if one_request else None
+            handed[:] = [(writer, writer.arrays[spec.name])] if writer is not None else []
+            return handed[0][1] if handed else None
 
         def predict(tiles: np.ndarray) -> dict[str, np.ndarray]:
             counter = _RetryCounter()
             calls.CALL_OBSERVERS.append(counter)
             batch = np.ascontiguousarray(tiles, dtype=np.float32)
+            request = None
+            if handed and _same_array(batch, handed[0][1]):
+                request = handed.pop()[0].finish()
             try:
                 if hasattr(self.tf, "predict_stream") and batch.shape[0]:
-                    out = self._predict_views(model, wire, spec.name, batch)
+                    out = self._predict_views(model, wire, spec.name, batch, request, chosen)
                 else:
                     out = self.tf.predict(model, wire, {spec.name: batch}, deadline=self.check_deadline())
             finally:
@@ -207,17 +238,28 @@ class DeepCellConsumer(TensorFlowServingConsumer):
                 out = {spec.outputs[0] if spec.outputs else "output": out}
             return {k: np.asarray(v) for k, v in out.items()}
 
+        predict.tile_buffer = tile_buffer  # type: ignore[attr-defined]  (both read by run_application)
+        predict.select_heads = select_heads  # type: ignore[attr-defined]
         return predict
 
-    def _predict_views(self, model: str, wire: Any, input_name: str, tiles: np.ndarray) -> dict[str, np.ndarray]:
+    def _predict_views(self, model: str, wire: Any, input_name: str, tiles: np.ndarray,
+                       request: bytes | None = None, output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Every output for `tiles` through the client's pipelined stream, without the copy
         `predict` makes: when one reply holds all tiles its read-only views into the reply are
         the result (for Mesmer ~50 MB a job not copied into fresh pages), else the batches are
-        joined once."""
+        joined once. `request`: all tiles' Predict request, already framed (`tile_buffer`); a
+        batch the server refuses as too large is cut from `tiles` again. `output_filter`: the
+        outputs asked for (empty: all)."""
         parts: list[tuple[int, dict[str, np.ndarray]]] = []
-        self.tf.predict_stream(model, wire, tiles.shape[0], lambda lo, hi: {input_name: tiles[lo:hi]},
+        n = tiles.shape[0]
+
+        def source(lo: int, hi: int) -> Any:
+            return request if request is not None and (lo, hi) == (0, n) else {input_name: tiles[lo:hi]}
+
+        self.tf.predict_stream(model, wire, n, source,
                                lambda lo, hi, outputs: parts.append((lo, dict(outputs))),
-                               deadline=self.check_deadline())
+                               deadline=self.check_deadline(), **({"output_filter": tuple(output_filter)}
+                                                                  if output_filter else {}))
         parts.sort(key=lambda p: p[0])
         if len(parts) == 1:
             return parts[0][1]

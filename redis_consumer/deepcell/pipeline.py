@@ -117,10 +117,21 @@ def run_application(
     clock.lap("resize")
     prepared = spec.preprocess(resized, **{**spec.preprocess_kwargs, **(preprocess_kwargs or {})})
     clock.lap("pre")
-    tiles, info = tile_input(prepared, tile_shape, pad_mode=spec.pad_mode)
+    # a model that can return only some heads is asked for just those these compartments read
+    needed = spec.heads_needed(compartments)
+    select = getattr(predict_tiles, "select_heads", None)
+    head_count = select(needed or ()) if select is not None else None
+    # a gRPC model offers room for the tiles inside its request bytes: cut once, sent as cut
+    tiles, info = tile_input(prepared, tile_shape, pad_mode=spec.pad_mode,
+                             room=getattr(predict_tiles, "tile_buffer", None))
     tiles = tiles.astype(np.float32, copy=False)
     clock.lap("tile")
-    heads = predict_in_batches(tiles, predict_tiles, batch_size)
+    heads: list = predict_in_batches(tiles, predict_tiles, batch_size)
+    if head_count is not None:  # back in model order, None where a head was not asked for
+        if len(heads) != len(needed):
+            raise ValueError(f"the model returned {len(heads)} outputs where {len(needed)} were asked for")
+        chosen = dict(zip(needed, heads))
+        heads = [chosen.get(i) for i in range(head_count)]
     clock.lap("predict")
     # the formatting only picks heads and channels, which commutes with the per-channel
     # untiling: untile just what the postprocessing reads (Mesmer: 4 of its 8 channels)

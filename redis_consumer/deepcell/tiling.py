@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 from redis_consumer.deepcell import _native
+
+#: shape -> an array of that shape to cut tiles into, or None (tile_image makes its own)
+Room = Callable[[tuple[int, ...]], "np.ndarray | None"]
 
 MIN_TILE_SIZE = 32
 MIN_STRIDE_RATIO = 0.5
@@ -85,8 +89,12 @@ def _axis_tiles(count: int, tile: int, stride: int, padded: int) -> tuple[list, 
 
 
 def tile_image(image: np.ndarray, tile_shape: tuple[int, int], stride_ratio: float = 0.75,
-               pad_mode: str = "constant") -> tuple[np.ndarray, Tiling]:
-    """Cut a (B, X, Y, C) image into (N, Tx, Ty, C) overlapping tiles (batch, then x, then y)."""
+               pad_mode: str = "constant", room: Room | None = None) -> tuple[np.ndarray, Tiling]:
+    """Cut a (B, X, Y, C) image into (N, Tx, Ty, C) overlapping tiles (batch, then x, then y).
+
+    `room(shape)`, when given, may return the array to cut the tiles into (e.g. the input of a
+    Predict request's bytes, so the tiles are written once, where gRPC sends them from);
+    values are cast to its dtype as they are copied. None: a new array of the image's dtype."""
     if image.ndim != 4:
         raise ValueError(f"expected a (batch, x, y, channel) image, got shape {image.shape}")
     tx, ty = int(tile_shape[0]), int(tile_shape[1])
@@ -97,7 +105,10 @@ def tile_image(image: np.ndarray, tile_shape: tuple[int, int], stride_ratio: flo
     xs, oxs = _axis_tiles(nx, tx, sx, padded.shape[1])
     ys, oys = _axis_tiles(ny, ty, sy, padded.shape[2])
     info = Tiling(padded.shape[:3], (tx, ty), (sx, sy), stride_ratio, pad_x, pad_y)
-    tiles = np.empty((image.shape[0] * nx * ny, tx, ty, image.shape[3]), dtype=image.dtype)
+    shape = (image.shape[0] * nx * ny, tx, ty, image.shape[3])
+    tiles = room(shape) if room is not None else None
+    if tiles is None or tiles.shape != shape:
+        tiles = np.empty(shape, dtype=image.dtype)
     n = 0
     for b in range(image.shape[0]):
         for (x0, x1), ox in zip(xs, oxs):
@@ -113,8 +124,9 @@ def tile_image(image: np.ndarray, tile_shape: tuple[int, int], stride_ratio: flo
 
 
 def tile_input(image: np.ndarray, tile_shape: tuple[int, int], pad_mode: str = "constant",
-               stride_ratio: float = 0.75) -> tuple[np.ndarray, Tiling]:
-    """The application's tiling: reflect-pad an image smaller than the tile, else tile_image.
+               stride_ratio: float = 0.75, room: Room | None = None) -> tuple[np.ndarray, Tiling]:
+    """The application's tiling: reflect-pad an image smaller than the tile, else tile_image
+    (cutting into `room`'s array when it gives one).
 
     Faithful quirk: when either axis is smaller than the tile, both axes are padded by the
     absolute size difference, so an axis already longer than the tile grows further and the
@@ -131,7 +143,7 @@ def tile_input(image: np.ndarray, tile_shape: tuple[int, int], pad_mode: str = "
         info = Tiling(tiles.shape[:3], tuple(tiles.shape[1:3]), tuple(tiles.shape[1:3]),
                       stride_ratio, pad_x, pad_y, small=True)
         return tiles, info
-    return tile_image(image, tile_shape, stride_ratio=stride_ratio, pad_mode=pad_mode)
+    return tile_image(image, tile_shape, stride_ratio=stride_ratio, pad_mode=pad_mode, room=room)
 
 
 def _triang(size: int) -> np.ndarray:

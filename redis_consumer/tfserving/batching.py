@@ -1,5 +1,7 @@
 """Pipelined batching: keep PIPELINE_DEPTH Predict calls in flight so the GPU never waits.
 
+A batch that is the only one left (a one-request image, the common case) is called blocking.
+
 Samples are cut into batches of the server's max batch size (TF_MAX_BATCH_SIZE until the server
 says otherwise); while one batch runs the next is already framed and queued. Replies are copied
 once into a preallocated output array. A refused batch ("Task size N is larger than maximum input
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,22 @@ import numpy as np
 from ..errors import UserError, one_sentence, quote
 from . import messages
 from .calls import PREDICT, BatchTooLarge, Caller, observe, status
+
+
+class _Answered:
+    """A call made blocking, in the future's shape: `result()` returns its reply or raises its
+    error (what the loop below does with either does not depend on how the call was made)."""
+
+    def __init__(self, reply: bytes | None = None, error: grpc.RpcError | None = None) -> None:
+        self.reply, self.error = reply, error
+
+    def result(self) -> bytes:
+        if self.error is not None:
+            raise self.error
+        return self.reply  # type: ignore[return-value]
+
+    def cancel(self) -> bool:
+        return False
 
 
 @dataclass
@@ -96,13 +114,15 @@ def run_batches(client: Caller, model: str, version: Any, arrays: dict[str, np.n
 
 def stream_batches(client: Caller, model: str, version: Any, total: int,
                    source: Callable[[int, int], Mapping[str, np.ndarray]],
-                   sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None) -> None:
-    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, or a
-    filled `messages.RequestWriter`) just before it is sent,
+                   sink: Callable[[int, int, dict[str, np.ndarray]], None], deadline_at: float | None,
+                   output_filter: Sequence[str] = ()) -> None:
+    """Predict samples [0, total): `source(lo, hi)` makes a batch's inputs (a dict of arrays, a
+    filled `messages.RequestWriter`, or a complete request's bytes) just before it is sent,
     `sink(lo, hi, outputs)` takes its outputs (read-only views) as soon as they arrive.
 
     Making and consuming batches overlaps with the server's work on the batches in flight, so a
-    tiler that cuts and stitches here keeps the GPU busy.
+    tiler that cuts and stitches here keeps the GPU busy. `output_filter`: the outputs to ask
+    for (PredictRequest.output_filter; empty: all) in the requests framed here.
     """
     depth = max(1, int(client.settings.PIPELINE_DEPTH))
     predict = client._callable(PREDICT)
@@ -112,23 +132,37 @@ def stream_batches(client: Caller, model: str, version: Any, total: int,
     waited: dict[tuple[int, int], float] = {}  # batch -> deadline of its last unanswered attempt
     began = time.monotonic()  # a server that went down after this may have been crashed by our data
 
-    def submit(lo: int, hi: int, attempt: int) -> None:
+    def submit(lo: int, hi: int, attempt: int, alone: bool) -> None:
+        """Send one batch; `alone`: nothing else is in flight or left to send, so the call is
+        made blocking: the reply is then read on this thread, not handed over from grpcio's
+        channel thread (4-5 % less client CPU for a one-request image: A/B in one process, 4 rounds)."""
         timeout = client.timeout_for(deadline_at, waited.get((lo, hi)), model)
         made = source(lo, hi)
         if isinstance(made, messages.RequestWriter):  # filled in place by the caller
             request = made.finish()
+        elif type(made) is bytes:  # a complete request the caller framed (and keeps for retries)
+            request = made
         else:
-            request = messages.frame_predict_request(model, version, made)
-        pending.append(_InFlight(lo, hi, attempt, predict.future(request, timeout=timeout), time.monotonic(), timeout))
+            request = messages.frame_predict_request(model, version, made, output_filter=output_filter)
+        started = time.monotonic()
+        if alone:
+            try:
+                call: Any = _Answered(predict(request, timeout=timeout))
+            except grpc.RpcError as exc:
+                call = _Answered(error=exc)
+        else:
+            call = predict.future(request, timeout=timeout)
+        pending.append(_InFlight(lo, hi, attempt, call, started, timeout))
 
     try:
         while cursor < total or todo or pending:
             while len(pending) < depth and (todo or cursor < total):
                 if todo:
-                    submit(*todo.popleft())
+                    lo, hi, attempt = todo.popleft()
+                    submit(lo, hi, attempt, not pending and not todo and cursor >= total)
                 else:
                     hi = min(total, cursor + client.batch_size(model))
-                    submit(cursor, hi, 0)
+                    submit(cursor, hi, 0, not pending and not todo and hi >= total)
                     cursor = hi
             item = pending.popleft()
             try:

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -265,13 +265,24 @@ class TFServingClient(Caller):
             return next(iter(outputs.values()))
         return outputs
 
+    def one_request(self, model: str, version: int | str | None, input_name: str, dtype: Any,
+                    shape: tuple[int, ...], output_filter: Sequence[str] = ()) -> messages.RequestWriter | None:
+        """A PredictRequest laid out for `shape` samples of one input, to be filled in place and
+        sent with `predict_stream` (its source returning `finish()`'s bytes), or None when that
+        many samples would not go as one request (more than the batch size)."""
+        if not shape or not 0 < shape[0] <= self.batch_size(model):
+            return None
+        return messages.RequestWriter(model, version, {input_name: (dtype, tuple(shape))},
+                                      output_filter=output_filter)
+
     def predict_stream(self, model: str, version: int | str | None, total: int, source: Callable,
-                       sink: Callable, *, deadline: float | None = None) -> None:
+                       sink: Callable, *, deadline: float | None = None, output_filter: Sequence[str] = ()) -> None:
         """Pipelined predict of `total` samples made on demand by `source(lo, hi) -> inputs` and
-        handed to `sink(lo, hi, outputs)` as they arrive (see `batching.stream_batches`)."""
+        handed to `sink(lo, hi, outputs)` as they arrive (see `batching.stream_batches`);
+        `output_filter` names the outputs to return (empty: all)."""
         check_model(model, version)
         deadline_at = None if deadline is None else time.monotonic() + deadline
-        stream_batches(self, model, version, total, source, sink, deadline_at)
+        stream_batches(self, model, version, total, source, sink, deadline_at, output_filter)
 
 
 _CLIENTS: dict[tuple[str, int], TFServingClient] = {}

@@ -207,7 +207,7 @@ class RequestWriter:
     """
 
     def __init__(self, model: str, version: int | str | None, specs: Mapping[str, tuple[Any, tuple[int, ...]]],
-                 *, signature: str = "") -> None:
+                 *, signature: str = "", output_filter: Sequence[str] = ()) -> None:
         layout = []
         total = 0
         head = wire.len_field(1, model_spec_bytes(model, version, signature))
@@ -224,6 +224,10 @@ class RequestWriter:
             entry_head = _map_entry_head(2, name, len(tensor_head) + nbytes) + tensor_head
             layout.append((entry_head, (name, dt, tuple(shape), nbytes)))
             total += len(entry_head) + nbytes
+        for name in output_filter:  # PredictRequest.output_filter: only these outputs come back
+            field_bytes = wire.len_field(3, name.encode("utf-8"))
+            layout.append((field_bytes, None))
+            total += len(field_bytes)
         self.data, buf = wire.POOL.take(total)
         self.arrays: dict[str, np.ndarray] = {}
         pos = 0
