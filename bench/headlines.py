@@ -95,7 +95,8 @@ HEADLINES: list[Row] = [
     Row("GPU busy at per-pixel cost, 256x256 float32 tiles, two workers, shipped malloc setting", "gpu",
         "busy_256_float32_two_workers", "busy_256_float32", "fraction", "one worker, same settings, same run",
         ">= {target_busy:g}"),
-    Row("Worker processes per GPU for busy >= 0.9 (256x256)", "gpu", "workers_per_gpu_256", None, "processes"),
+    Row("Worker processes per GPU for busy >= 0.9 (256x256), estimated as ceil(0.9 / one worker's busy); the two-worker row checks it",
+        "gpu", "workers_per_gpu_256", None, "processes"),
     # --- CPU of the pipelines users run (consumer_cpu: whole jobs; deepcell: the library path)
     Row("Segmentation job CPU per MP outside the deep watershed ({deepcell.image}, SimulatedGPU server)",
         "consumer_cpu", "deepcell.segmentation.cpu_ms_per_mp_outside_watershed",
