@@ -568,15 +568,20 @@ class ThrottlingProxy:
         self.server.server_close()
 
 
+def _client_through(proxy: ThrottlingProxy, backend: Backend, kind: str):
+    """`backend`'s storage client with every request sent through `proxy`."""
+    endpoint = f"http://127.0.0.1:{proxy.port}"
+    override = {"AWS_ENDPOINT_URL": endpoint} if kind == "s3" else {"STORAGE_EMULATOR_HOST": endpoint}
+    return backend.client(OUTPUT_URL_MODE="key", **override)
+
+
 @pytest.mark.parametrize("kind", ["s3", "gcs"])
 def test_throttling_and_5xx_are_retried(request, tmp_path, kind):
     """More 503s than the SDK's own retries absorb: the outer retry loop still gets the job done."""
     backend = Backend(kind, request, tmp_path)
     proxy = ThrottlingProxy(backend.server.port, failures=5)
     try:
-        endpoint = f"http://127.0.0.1:{proxy.port}"
-        override = {"AWS_ENDPOINT_URL": endpoint} if kind == "s3" else {"STORAGE_EMULATOR_HOST": endpoint}
-        client = backend.client(OUTPUT_URL_MODE="key", **override)
+        client = _client_through(proxy, backend, kind)
         data = os.urandom(5000)
         assert client.upload(write(tmp_path / "a.bin", data), "uploads/a.bin") == ("uploads/a.bin",) * 2
         assert proxy.requests > 5  # the throttled attempts happened
@@ -592,9 +597,7 @@ def test_warm_makes_one_read_creates_nothing_and_never_raises(request, tmp_path,
     backend = Backend(kind, request, tmp_path)
     proxy = ThrottlingProxy(backend.server.port, failures=0)
     try:
-        endpoint = f"http://127.0.0.1:{proxy.port}"
-        override = {"AWS_ENDPOINT_URL": endpoint} if kind == "s3" else {"STORAGE_EMULATOR_HOST": endpoint}
-        client = backend.client(OUTPUT_URL_MODE="key", **override)
+        client = _client_through(proxy, backend, kind)
         assert client.warm() is None
         assert client.warm() is None
         # one request each; google-cloud-storage 3 adds one fetch of the bucket's metadata per

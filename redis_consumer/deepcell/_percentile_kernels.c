@@ -339,6 +339,21 @@ VECTOR_CLONES static void unit_row(const float *restrict src, Py_ssize_t step, u
             dst[j] = unit_u16(src[j * step], ceiling, lo, scale);
 }
 
+/* One row of a plane with byte strides p1 between columns: unit_row where the floats are aligned
+ * and evenly spaced (dense), else one unaligned read per pixel. */
+static void unit_row_strided(const char *src, Py_ssize_t p1, int dense, uint16_t *dst, Py_ssize_t cols,
+                             float ceiling, float lo, float scale) {
+    if (dense) {
+        unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), dst, cols, ceiling, lo, scale);
+        return;
+    }
+    for (Py_ssize_t j = 0; j < cols; j++) {
+        float x;
+        memcpy(&x, src + j * p1, sizeof(float));
+        dst[j] = unit_u16(x, ceiling, lo, scale);
+    }
+}
+
 static PyObject *clip_unit_u16(PyObject *self, PyObject *args) {
     PyObject *plane_obj, *out_obj;
     float ceiling, lo, scale;
@@ -366,15 +381,7 @@ static PyObject *clip_unit_u16(PyObject *self, PyObject *args) {
         const char *src = (const char *)plane.view.buf + i * p0;
         char *dst = (char *)out.view.buf + i * o0;
         uint16_t *d = row_buf ? row_buf : (uint16_t *)dst;
-        if (dense) {
-            unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), d, cols, ceiling, lo, scale);
-        } else {
-            for (Py_ssize_t j = 0; j < cols; j++) {
-                float x;
-                memcpy(&x, src + j * p1, sizeof(float));
-                d[j] = unit_u16(x, ceiling, lo, scale);
-            }
-        }
+        unit_row_strided(src, p1, dense, d, cols, ceiling, lo, scale);
         if (row_buf)
             for (Py_ssize_t j = 0; j < cols; j++)
                 memcpy(dst + j * o1, row_buf + j, sizeof(uint16_t));
@@ -422,15 +429,7 @@ static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < rows; i++) {
         const char *src = (const char *)plane.view.buf + i * p0;
         uint8_t *dst = (uint8_t *)out.view.buf + i * cols;
-        if (dense) {
-            unit_row((const float *)src, p1 / (Py_ssize_t)sizeof(float), row_buf, cols, ceiling, lo, scale);
-        } else {
-            for (Py_ssize_t j = 0; j < cols; j++) {
-                float x;
-                memcpy(&x, src + j * p1, sizeof(float));
-                row_buf[j] = unit_u16(x, ceiling, lo, scale);
-            }
-        }
+        unit_row_strided(src, p1, dense, row_buf, cols, ceiling, lo, scale);
         for (Py_ssize_t j = 0; j < cols; j++) {
             const unsigned u = row_buf[j];
             mn = u < mn ? u : mn, mx = u > mx ? u : mx;
