@@ -143,6 +143,25 @@ def test_a_worker_presumed_dead_cannot_start_a_held_job_taken_back(rds):
     assert rds.llen(zombie.processing_key) == 0
 
 
+def test_a_worker_presumed_dead_does_not_start_a_held_job_waiting_in_the_queue_again(rds):
+    """The reaper put the held key back and nobody has claimed it yet (no `claim` on it): the
+    zombie's next final write must not start it while it also waits in the queue."""
+    for k in ("q:a", "q:b", "q:c"):
+        make_job(rds, k)
+    zombie = broker(rds, "zombie")
+    run_one(zombie)
+    running = zombie.claim_next(0.1)  # b runs, c held; then the zombie stalls past its TTL
+    assert running.key == "q:b" and rds.lrange(zombie.processing_key, 0, -1) == ["q:c", "q:b"]
+    rds.zadd(keys.consumers("q"), {"zombie": 1})
+    assert broker(rds, "reaper").reap(lock_ms=100) == (2, 0, 1)
+    assert rds.lrange("q", 0, -1) == ["q:c", "q:b"]
+    zombie.finish(running.job, "done", {})  # fenced out; it must not start c either
+    zombie.settle()
+    assert rds.lrange("q", 0, -1) == ["q:c", "q:b"]
+    held = rds.hgetall("q:c")
+    assert held["status"] == "new" and "claim" not in held and "attempts" not in held
+
+
 def test_a_job_ending_without_a_final_write_does_not_strand_the_held_one(rds):
     for k in ("q:a", "q:b", "q:c", "q:d"):
         make_job(rds, k)
