@@ -17,6 +17,12 @@ local function counted(raw)
   return 1
 end
 
+-- The fields a claim writes to the job it starts (claim_step and start_held alike).
+local function mark_started(job, token, consumer, now, attempts)
+  redis.call('HSET', job, 'status', 'started', 'claim', token, 'updated_by', consumer,
+    'identity_started', consumer, 'started_at', now, 'updated_at', now, 'attempts', attempts)
+end
+
 local function claim_step(K, A, k, a, with_len, held)
   local queue, plist, dead = K[k + 1], K[k + 2], K[k + 3]
   local token, consumer, now = A[a + 1], A[a + 2], A[a + 3]
@@ -71,8 +77,7 @@ local function claim_step(K, A, k, a, with_len, held)
     child_ended(job, 'children_failed', now, {parent, pq})
     return {'dead', status, attempts - 1, {}, job, {}}
   end
-  redis.call('HSET', job, 'status', 'started', 'claim', token, 'updated_by', consumer,
-    'identity_started', consumer, 'started_at', now, 'updated_at', now, 'attempts', attempts)
+  mark_started(job, token, consumer, now, attempts)
   -- the hash as it was read: the broker lays this claim's fields and `dropped` over it, which
   -- gives what HGETALL would return now
   if held then flat = {} end
