@@ -145,7 +145,7 @@ class Lane:
         """Send `command` now and hand its reply to `handler` at the next `settle` (the lane's next
         call, or an explicit settle); False when it was not sent (not the owner, or the send
         failed: the caller then makes the call the ordinary way). `resend` gets the reply another
-        way when Redis did not know the script (NOSCRIPT: it did not run)."""
+        way when the script did not run (NOSCRIPT, or READONLY from a replica after a failover)."""
         conn = self.take()
         if conn is None:
             return False
@@ -177,6 +177,9 @@ class Lane:
         try:
             reply = conn.read_response(disable_decoding=raw)
         except NoScriptError:
+            reply = resend()
+        except ReadOnlyError:  # a replica (after a failover) refused it before any write: send again
+            conn.disconnect()
             reply = resend()
         except BaseException:
             conn.disconnect()
