@@ -311,6 +311,10 @@ class Worker:
             self._recover_pending = bool(uncount or self._recover_pending)
 
     def _reset_connections(self) -> None:
+        """Drop every pooled connection; a final write still in flight has its reply read first
+        (else the next call on that lane would read a reply of a connection already dropped)."""
+        with contextlib.suppress(*_REDIS_DOWN):
+            self.broker.settle()
         for client in {id(self.redis): self.redis, id(self.blocking_redis): self.blocking_redis}.values():
             try:
                 client.connection_pool.disconnect()
@@ -320,8 +324,6 @@ class Worker:
     def _shutdown(self) -> None:
         self.stopping.set()
         self._wake.set()
-        with contextlib.suppress(*_REDIS_DOWN):
-            self.broker.settle()  # a final write in flight: read its reply before the reset drops it
         self._reset_connections()  # the blocking connection may have been interrupted mid-reply
         try:
             self._recover_own_list()
