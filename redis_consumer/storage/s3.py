@@ -149,15 +149,9 @@ class S3Client(StorageClient):
         self.client.head_object(Bucket=self.bucket, Key=name)  # 404 (403 without s3:ListBucket) expected
 
     def _get(self, name: str, dest_path: str, size: int) -> None:
-        if size >= DOWNLOAD_PART_BYTES:
-            from s3transfer.subscribers import BaseSubscriber
-
-            class KnownSize(BaseSubscriber):  # the size `download` just read: no HeadObject of its own
-                def on_queued(self, future: Any, **kwargs: Any) -> None:
-                    future.meta.provide_transfer_size(size)
-
+        if size >= DOWNLOAD_PART_BYTES:  # s3transfer makes its own HeadObject (it needs the ETag too)
             with self._manager("download") as manager:
-                manager.download(self.bucket, name, dest_path, subscribers=[KnownSize()]).result()
+                manager.download(self.bucket, name, dest_path).result()
             return
         body = self.client.get_object(Bucket=self.bucket, Key=name)["Body"]
         try:
