@@ -613,3 +613,25 @@ def test_warm_on_a_folder_bucket_touches_nothing(tmp_path):
     client = Backend("local", None, tmp_path).client()
     client.warm()
     assert not (tmp_path / "bucket").exists() or list((tmp_path / "bucket").rglob("*")) == []
+
+
+def test_s3_credentials_from_an_assumed_role(request, tmp_path, monkeypatch):
+    """A profile that assumes a role (as IRSA and `role_arn` profiles do) makes botocore build an
+    STS client through our S3-only data loader: that must work, and the bucket must be usable."""
+    backend = Backend("s3", request, tmp_path)
+    (tmp_path / "credentials").write_text("[base]\naws_access_key_id = AKIABASEKEY0000001\n"
+                                          "aws_secret_access_key = base-secret\n")
+    (tmp_path / "config").write_text("[profile worker]\nrole_arn = arn:aws:iam::123456789012:role/worker\n"
+                                     "source_profile = base\nregion = us-east-1\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "worker")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", backend.server.endpoint)  # STS too goes to moto
+    client = backend.client(AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    client.upload(write(tmp_path / "a.bin", b"assumed"), "uploads/a.bin")
+    assert Path(client.download("uploads/a.bin", str(tmp_path / "dl"))).read_bytes() == b"assumed"
+    credentials = client.client._request_signer._credentials.get_frozen_credentials()
+    assert credentials.access_key != "AKIABASEKEY0000001"  # the role's, from STS, not the base profile's
+    assert credentials.token

@@ -26,6 +26,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    DataNotFoundError,
     EndpointConnectionError,
     HTTPClientError,
     IncompleteReadError,
@@ -74,7 +75,9 @@ class _S3Loader(botocore.loaders.Loader):
     Before it loads a model, botocore checks the service is known by listing every service's
     folder in its data directory (~400 of them, thousands of stat calls): ~16 ms of a cold
     worker's CPU, once for the API model and once for the endpoint rules. This loader knows S3
-    alone and asks only S3's folder; every model still comes from the same files and paths.
+    alone and asks only the folder of the service asked for; every model still comes from the
+    same files and paths. Other services stay reachable: the credential chain builds its own
+    clients through the same session (STS for assume-role and IRSA web identity, SSO, sign-in).
     """
 
     @classmethod
@@ -85,7 +88,27 @@ class _S3Loader(botocore.loaders.Loader):
         return cls(extra_search_paths=paths)
 
     def list_available_services(self, type_name: str) -> list[str]:
-        return ["s3"] if self.list_api_versions("s3", type_name) else []
+        return _ServicesOnDisk(self, type_name)
+
+
+class _ServicesOnDisk(list):
+    """The "known services" botocore checks a name against, answered for that one name.
+
+    botocore only asks `name in known`; a service is known when its folder holds a model of the
+    type asked for, as with the full listing. Iterating (an error message) lists S3 alone.
+    """
+
+    def __init__(self, loader: botocore.loaders.Loader, type_name: str) -> None:
+        super().__init__(["s3"] if loader.list_api_versions("s3", type_name) else [])
+        self._loader, self._type_name = loader, type_name
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str) or not name.replace("-", "").isalnum():
+            return False
+        try:
+            return bool(self._loader.list_api_versions(name, self._type_name))
+        except DataNotFoundError:
+            return False
 
 
 class S3Client(StorageClient):
