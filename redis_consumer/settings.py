@@ -108,7 +108,8 @@ class Settings(SettingsBase):
     MAX_ZIP_RATIO = Setting("MAX_ZIP_RATIO", float, 200.0, "Highest compression ratio an entry may have (zip-bomb guard).", minimum=1.0)
     JOB_LOG_LINES = Setting("JOB_LOG_LINES", int, 200, "Log lines kept per job in Redis for `redis-consumer logs`.", minimum=0)
     CLAIM_AHEAD = Setting("CLAIM_AHEAD", int, 0, "Jobs a worker may claim ahead of the one it runs while jobs are waiting and recent jobs are short (CLAIM_AHEAD_MAX_SECONDS): the next one starts while the last one's result is being written, hiding the Redis round trip when Redis is across a network (0, the default, claims one job at a time: on one host it costs more than it hides).", minimum=0)
-    CLAIM_AHEAD_MAX_SECONDS = Setting("CLAIM_AHEAD_MAX_SECONDS", float, 0.01, "Claim ahead only while the recent jobs' mean wall time is below this many seconds (slow jobs leave waiting jobs to other workers).", minimum=0.0)
+    CLAIM_AHEAD_MAX_SECONDS = Setting("CLAIM_AHEAD_MAX_SECONDS", float, 0.01, "Claim ahead (or start batches) only while the recent jobs' mean wall time is below this many seconds (slow jobs leave waiting jobs to other workers).", minimum=0.0)
+    CLAIM_BATCH = Setting("CLAIM_BATCH", int, 1, "Most jobs a worker starts with one script call while jobs are waiting and recent jobs are short (CLAIM_AHEAD_MAX_SECONDS); their final writes are sent together with the next batch's starts, at most CLAIM_AHEAD_MAX_SECONDS late. 1 starts one job at a time; above 1 replaces CLAIM_AHEAD.", minimum=1)
     STATUS_MIN_INTERVAL = Setting("STATUS_MIN_INTERVAL", float, 0.5, "Seconds a job's stage status or progress may wait before it is written (changes within it share one write; 0 writes each at once).", minimum=0.0)
     # --- kiosk job types (read by the mesmer, polaris and caliban consumers) ---
     NUCLEAR_MODEL = Setting("NUCLEAR_MODEL", str, "NuclearSegmentation:6",
