@@ -184,9 +184,9 @@ class Worker:
         if claimed is None:
             return None
         self.current = job = claimed.job
-        if job is not None and min(job.deadline, self.broker.buffer_due()) < self._sleep_until:
-            # its JOB_TIMEOUT runs out, or buffered final writes are due (batches), before the
-            # supervisor would look again
+        if job is not None and min(job.deadline, self.broker.buffer_due(), self.broker.run_due(job)) < self._sleep_until:
+            # its JOB_TIMEOUT runs out, or (batches) buffered final writes are due or the jobs
+            # of its batch behind it must go back, before the supervisor would look again
             self._wake.set()
         try:
             outcome = self.runner.run(claimed)
@@ -384,7 +384,7 @@ class Worker:
                 if now >= hard:
                     self._abandon_stuck_job(job)
             status_due = self._write_due_status(now)
-            flush_due = self._flush_due_results(now)
+            flush_due = self._batch_upkeep(now, job)
             if self.stopping.is_set() and job is None:
                 return
             wake_at = [next_beat, flush_due] if status_due is None else [next_beat, status_due, flush_due]
@@ -402,15 +402,21 @@ class Worker:
     def _wake_supervisor(self) -> None:
         self._wake.set()
 
-    def _flush_due_results(self, now: float) -> float:
-        """Buffered final writes (batches) waiting past their bound while a long job runs: sent on
-        the supervisor's connection; returns when to look again (inf when none wait)."""
-        if now >= self.broker.buffer_due():
-            try:
-                self.broker.flush(via=self.supervisor_broker)
-            except _REDIS_DOWN as exc:  # the jobs stay in our list: recovery runs them again
-                log.warning("could not send buffered results (%s)", type(exc).__name__)
-        return self.broker.buffer_due()
+    def _batch_upkeep(self, now: float, job: Claim | None) -> float:
+        """Batches, while a long job runs: buffered final writes past their bound are sent, and
+        the jobs of its batch waiting behind it go back to the queue (a slow job never keeps
+        waiting jobs from other workers), on the supervisor's connection. Returns when to look
+        again (inf: nothing to watch)."""
+        broker = self.broker
+        try:
+            if now >= broker.buffer_due():
+                broker.flush(via=self.supervisor_broker)
+            if job is not None and now >= broker.run_due(job):
+                moved = broker.give_back_unrun(self.supervisor_broker)
+                log.info("%s runs long; %d job(s) of its batch back to the queue", job.key, moved)
+        except _REDIS_DOWN as exc:  # they stay in our list: recovery returns them
+            log.warning("batch upkeep failed (%s)", type(exc).__name__)
+        return min(broker.buffer_due(), broker.run_due(job) if job is not None else float("inf"))
 
     def _write_due_status(self, now: float) -> float | None:
         """The running job's deferred stage status/progress, once due (STATUS_MIN_INTERVAL);

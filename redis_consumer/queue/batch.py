@@ -86,11 +86,15 @@ class Batches:
         entries.append((job.key, job.token, finish_args))
         return self._batch_call(entries, starts)
 
-    def _hand_out(self, job_timeout: float) -> ClaimResult:
-        """The oldest job a batch call started; its deadline counts from now."""
+    def _hand_out(self, job_timeout: float) -> ClaimResult | None:
+        """The oldest job a batch call started (None when the supervisor gave them back meanwhile);
+        its deadline counts from now."""
         if self._buffer and time.monotonic() - self._buffer_since >= self.claim_ahead_max_seconds:
             self.flush()
-        claimed = self._batched.popleft()
+        with self._buffer_lock:
+            if not self._batched:
+                return None
+            claimed = self._batched.popleft()
         job = claimed.job
         if job is not None:
             job.claimed_at = time.monotonic()
@@ -100,6 +104,26 @@ class Batches:
     def buffer_due(self) -> float:
         """When the oldest buffered final write must be sent (monotonic; inf when none is)."""
         return self._buffer_since + self.claim_ahead_max_seconds
+
+    def run_due(self, job: Claim) -> float:
+        """When `job`, running, has run too long to keep the rest of its batch waiting (monotonic;
+        inf when no batch job waits behind it)."""
+        return job.claimed_at + self.claim_ahead_max_seconds if self._batched else float("inf")
+
+    def give_back_unrun(self, via: Any) -> int:
+        """The jobs a batch started that wait behind a long one go back to the queue head, in
+        queue order, their attempts given back (`via`: the supervisor thread's broker, whose
+        connection is free while the main thread runs the long job). Returns how many."""
+        with self._buffer_lock:
+            taken = [c.job for c in self._batched if c.job is not None]
+            self._batched.clear()
+        for i, job in enumerate(reversed(taken)):  # each goes to the oldest end: the last first
+            try:
+                via.release(job)
+            except BaseException:  # the rest stay in our list: release_all gives their attempts back
+                self._unsent.extend(j.token for j in taken[: len(taken) - i])
+                raise
+        return len(taken)
 
     def unrun_tokens(self) -> list[str]:
         """Tokens of the jobs a batch started and the worker has not run (their attempts go back)."""

@@ -110,7 +110,9 @@ class Broker(FanOut, ClaimAhead, Batches):
         """
         self._job_timeout = job_timeout
         if self._batched:  # started by a batch call, handed out one by one
-            return self._hand_out(job_timeout)
+            claimed = self._hand_out(job_timeout)
+            if claimed is not None:
+                return claimed
         if self._buffer:
             self.flush()
         if self._prefetched is not None:  # (started by a final write maybe still in flight)
