@@ -149,6 +149,37 @@ def test_a_job_to_start_alone_ends_the_batch_before_it(rds):
     assert claim(b).key == "q:z"
 
 
+def test_a_zip_parent_resuming_its_fan_in_is_started_alone(rds):
+    for k in ("q:a", "q:b"):
+        make_job(rds, k)
+    make_job(rds, "q:parent", status="waiting", children_total="1", children_done="1")
+    make_job(rds, "q:z")
+    b = broker(rds)
+    b.finish(claim(b), "done", {})  # starts q:b; the parent may not join it
+    assert rds.hget("q:parent", "status") == "waiting" and rds.lrange("q", 0, -1) == ["q:z", "q:parent"]
+    b.finish(claim(b), "done", {})  # starts the parent, alone
+    parent = claim(b)
+    assert parent.key == "q:parent" and parent.previous_status == "waiting" and "claim_batch" not in parent.fields
+    assert rds.hget("q:z", "status") == "new"
+
+
+def test_unrun_jobs_of_a_batch_handed_back_keep_their_status_and_attempts(rds):
+    make_job(rds, "q:a")
+    make_job(rds, "q:b")
+    make_job(rds, "q:c", status="exploded")  # a producer's status: the claim step records it, the runner refuses it
+    make_job(rds, "q:d")
+    b = broker(rds)
+    started_batch(rds, b, ["q:b", "q:c", "q:d"])
+    running = claim(b)
+    assert b.run_due(running) < float("inf")
+    assert b.give_back_unrun(b) == 2  # (the worker's supervisor passes its own broker)
+    assert [rds.rpop("q") for _ in range(2)] == ["q:c", "q:d"]  # in queue order, at the oldest end
+    assert rds.hget("q:c", "status") == "exploded" and rds.hget("q:d", "status") == "new"
+    assert [rds.hget(k, "attempts") for k in ("q:c", "q:d")] == ["0", "0"]
+    assert b.run_due(running) == float("inf")
+    assert b.finish(running, "done", {}) == 1 and rds.hget("q:b", "status") == "done"
+
+
 def test_release_all_sends_buffered_results_and_returns_unrun_jobs_uncharged(rds):
     for k in ("q:a", "q:b", "q:c", "q:d"):
         make_job(rds, k)

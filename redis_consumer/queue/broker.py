@@ -275,16 +275,17 @@ class Broker(FanOut, ClaimAhead, Batches):
         return int(self._park(keys=[job.key, self.processing_key, self.queue],
                               args=[job.token, children_total, data["updated_at"], *_flatten(data)]))
 
-    def release(self, job: Claim, reason: str = "") -> str:
+    def release(self, job: Claim, reason: str = "", status: str = "new") -> str:
         """Fenced: give the job back to the queue head without counting the attempt (shutdown, or
-        TF Serving unreachable; `reason` then becomes `last_error`).
+        TF Serving unreachable; `reason` then becomes `last_error`), with `status` ('new'; a batch
+        job handed back unrun gets its status before the claim back).
 
         'released' | 'stale' | 'final' | 'vanished'.
         """
         self.flush()
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
-            args=[job.token, "release", self.max_attempts, now_iso(), reason, self.expire_time],
+            args=[job.token, "release", self.max_attempts, now_iso(), reason, self.expire_time, status],
         )
 
     def retry(self, job: Claim, reason: str) -> str:

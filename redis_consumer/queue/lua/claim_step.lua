@@ -8,7 +8,8 @@
 -- batch of starts, 1 for the first. A job marked `claim_alone` (the reaper recovered it from a
 -- batch) is started only as the first of its batch, and then alone (the reply's 7th element is 1:
 -- start no more); as a later one it goes back to the oldest end of the queue (outcome `alone`).
--- Any other job started in a batch gets `claim_batch` = its token (see reap.lua).
+-- So is a zip parent resuming its fan-in (status `waiting`). Any other job started in a batch gets
+-- `claim_batch` = its token (see reap.lua).
 -- Returns claim.lua's reply.
 --#include child_ended.lua
 -- `attempts` is the worker's field; counted as HINCRBY would, and a producer's garbage there
@@ -77,6 +78,8 @@ local function claim_step(K, A, k, a, with_len, held, batch)
     redis.call('LREM', plist, 1, job)
     return {'final', status, 0, {}, job, {}}
   end
+  -- a zip parent resuming its fan-in is started alone too (not a short job)
+  if batch and status == 'waiting' then alone = true end
   if alone and batch > 1 then  -- it was just pushed onto our list's left end: back to the queue's oldest end
     redis.call('LMOVE', plist, queue, 'LEFT', 'RIGHT')
     return {'alone', status, 0, {}, job, {}}
