@@ -85,9 +85,7 @@ class Batches:
         starts = 0
         if more and self._prefetched is None and not self._batched:
             starts = self.claim_batch if short else 1
-        entries = self._take_buffer()
-        entries.append((job.key, job.token, finish_args))
-        return self._batch_call(entries, starts)
+        return self._batch_call(starts, last=(job.key, job.token, finish_args))
 
     def _hand_out(self, job_timeout: float) -> ClaimResult | None:
         """The oldest job a batch call started (None when the supervisor gave them back meanwhile);
@@ -139,9 +137,8 @@ class Batches:
     def flush(self, via: Any = None) -> None:
         """Send the buffered final writes now (`via`: another broker's connection, e.g. the
         worker's supervisor thread while a long job runs)."""
-        entries = self._take_buffer()
-        if entries:
-            self._batch_call(entries, 0, via)
+        if self._buffer:
+            self._batch_call(0, via)
 
     def _take_buffer(self) -> list[tuple[str, str, list[Any]]]:
         with self._buffer_lock:
@@ -149,9 +146,30 @@ class Batches:
             self._buffer_since = float("inf")
         return entries
 
-    def _batch_call(self, entries: list[tuple[str, str, list[Any]]], starts: int, via: Any = None) -> int:
-        """One `finish_batch.lua` call: the final writes `entries`, then up to `starts` claims.
-        Returns the last final write's reply (the others are logged when stale or vanished)."""
+    def _batch_call(self, starts: int, via: Any = None, last: tuple[str, str, list[Any]] | None = None) -> int:
+        """One `finish_batch.lua` call: the buffered final writes and `last`, then up to `starts`
+        claims. Returns the last final write's reply (the others are logged when stale or vanished)."""
+        entries: list[tuple[str, str, list[Any]]] = []
+        try:
+            entries = self._take_buffer()
+            if last is not None:
+                entries.append(last)
+            done, claims, tokens, stamp = self._send_batch(entries, starts, via)
+        except BaseException:  # unknown whether it ran: release_all gives those jobs their attempt back
+            lost = {token for _key, token, _args in entries} | ({last[1]} if last is not None else set())
+            self._unsent.extend(lost)
+            raise
+        for (key, _token, _args), reply in zip(entries[:-1], done):
+            if int(reply) <= 0:
+                log.warning("%s finished, but %s; result discarded", key,
+                            "it vanished" if int(reply) < 0 else "a newer claim owns it")
+        if starts:
+            self._started_batch(claims, tokens, stamp)
+        return int(done[-1]) if done else 1
+
+    def _send_batch(self, entries: list[tuple[str, str, list[Any]]], starts: int,
+                    via: Any) -> tuple[list[Any], list[Any], list[str], str]:
+        """The call itself: (finish replies, claim replies, the claims' tokens, their stamp)."""
         stamp = now_iso()
         tokens = [f"{self._tokens.getrandbits(64):016x}" for _ in range(starts)]
         call_keys = [self.queue, self.processing_key, self.dead_key, self._completed_key]
@@ -161,18 +179,8 @@ class Batches:
             call_keys += [key, keys.job_log(key)]
             call_args += [len(args), *args]
         script = via._finish_batch if via is not None else self._finish_batch
-        try:
-            done, claims = script(keys=call_keys, args=call_args, raw=True)
-        except BaseException:
-            self._unsent.extend(token for _key, token, _args in entries)
-            raise
-        for (key, _token, _args), reply in zip(entries[:-1], done):
-            if int(reply) <= 0:
-                log.warning("%s finished, but %s; result discarded", key,
-                            "it vanished" if int(reply) < 0 else "a newer claim owns it")
-        if starts:
-            self._started_batch(claims, tokens, stamp)
-        return int(done[-1])
+        done, claims = script(keys=call_keys, args=call_args, raw=True)
+        return done, claims, tokens, stamp
 
     def _started_batch(self, claims: list[Any], tokens: list[str], stamp: str) -> None:
         """Queue the jobs a batch call started (and the claim steps' other outcomes) for `claim_next`."""
