@@ -9,7 +9,8 @@ started in a batch is buffered (`finish` returns 1; a stale or vanished reply is
 arrives) while more of its batch remain to run, and sent with the next batch call; it is sent
 sooner before anything else changes a job (retry, release, park, release_all, a connection reset),
 when the buffer's oldest entry is older than CLAIM_AHEAD_MAX_SECONDS, and when a job ran longer
-than that (the worker's supervisor also flushes an old buffer while a long job runs). See
+than that (the worker's supervisor also flushes an old buffer while a long job runs, and once a
+job has run GIVE_BACK_AFTER it hands the rest of its batch back to the queue). See
 docs/queue-protocol.md ("Batches") for the attempts rule after a SIGKILL.
 """
 
@@ -42,6 +43,7 @@ class Batches:
     _recent: float
     _job_timeout: float
     _queue_empty: bool
+    _waiting: int
     _prefetched: ClaimResult | None
     _finish_batch: Any
     _claim_result: Any
@@ -84,7 +86,9 @@ class Batches:
             return 1
         starts = 0
         if more and self._prefetched is None and not self._batched:
-            starts = self.claim_batch if short else 1
+            # as many as waited at the last look (a trickling queue starts one per call, as without
+            # batches: asking for 16 then costs 16 tokens sent and an empty LMOVE for nothing)
+            starts = min(self.claim_batch, max(1, self._waiting)) if short else 1
         return self._batch_call(starts, last=(job.key, job.token, finish_args))
 
     def _hand_out(self, job_timeout: float) -> ClaimResult | None:
@@ -154,7 +158,7 @@ class Batches:
             entries = self._take_buffer()
             if last is not None:
                 entries.append(last)
-            done, claims, tokens, stamp = self._send_batch(entries, starts, via)
+            done, claims, waiting, tokens, stamp = self._send_batch(entries, starts, via)
         except BaseException:  # unknown whether it ran: release_all gives those jobs their attempt back
             lost = {token for _key, token, _args in entries} | ({last[1]} if last is not None else set())
             self._unsent.extend(lost)
@@ -164,12 +168,13 @@ class Batches:
                 log.warning("%s finished, but %s; result discarded", key,
                             "it vanished" if int(reply) < 0 else "a newer claim owns it")
         if starts:
+            self._waiting = int(waiting)
             self._started_batch(claims, tokens, stamp)
         return int(done[-1]) if done else 1
 
     def _send_batch(self, entries: list[tuple[str, str, list[Any]]], starts: int,
-                    via: Any) -> tuple[list[Any], list[Any], list[str], str]:
-        """The call itself: (finish replies, claim replies, the claims' tokens, their stamp)."""
+                    via: Any) -> tuple[list[Any], list[Any], int, list[str], str]:
+        """The call itself: (finish replies, claim replies, queue length, the claims' tokens, their stamp)."""
         stamp = now_iso()
         tokens = [f"{self._tokens.getrandbits(64):016x}" for _ in range(starts)]
         call_keys = [self.queue, self.processing_key, self.dead_key, self._completed_key]
@@ -179,8 +184,8 @@ class Batches:
             call_keys += [key, keys.job_log(key)]
             call_args += [len(args), *args]
         script = via._finish_batch if via is not None else self._finish_batch
-        done, claims = script(keys=call_keys, args=call_args, raw=True)
-        return done, claims, tokens, stamp
+        done, claims, waiting = script(keys=call_keys, args=call_args, raw=True)
+        return done, claims, waiting, tokens, stamp
 
     def _started_batch(self, claims: list[Any], tokens: list[str], stamp: str) -> None:
         """Queue the jobs a batch call started (and the claim steps' other outcomes) for `claim_next`."""

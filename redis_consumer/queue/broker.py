@@ -65,6 +65,8 @@ class Broker(FanOut, ClaimAhead, Batches):
         #: the last claim left the queue empty: the next claim blocks (BLMOVE) at once instead of
         #: first trying a claim step that would find nothing (one script call less per job)
         self._queue_empty = False
+        #: the queue's length at the last claim that told it (sizes the next batch, `batch.Batches`)
+        self._waiting = 0
         #: Set by the worker: asked at each `finish`, True lets it claim the next job in the same
         #: round trip (never while stopping). The claim waits in `_prefetched` for `claim_next`.
         self.prefetch: Callable[[], bool] | None = None
@@ -188,7 +190,9 @@ class Broker(FanOut, ClaimAhead, Batches):
         if held is not None:
             flat = held
         outcome = _text(outcome)
-        self._queue_empty = outcome == "empty" or (len(reply) > 6 and int(reply[6]) == 0)
+        if len(reply) > 6:  # the queue's length after an `ok` claim.lua
+            self._waiting = int(reply[6])
+        self._queue_empty = outcome == "empty" or (len(reply) > 6 and self._waiting == 0)
         if outcome == "empty":
             return None
         try:

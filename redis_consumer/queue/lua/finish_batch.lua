@@ -23,10 +23,11 @@
 -- ARGV[7] starts            how many claims to try at most (0 = none)
 -- ARGV[8 .. 7+starts]       one fresh fencing token per claim
 -- then per final write:     n, followed by n values: finish.lua's ARGV (token .. log lines)
--- Reply: {finish replies, claim replies}: finish.lua's reply per final write, in order; claim.lua's
+-- Reply: {finish replies, claim replies, waiting}: finish.lua's reply per final write, in order; claim.lua's
 --   reply (no queue length; a 7th element 1 when the job was started alone) per claim tried, ending
 --   at `empty` (queue empty), `alone` (a job to start alone next, back at the queue's oldest end) or
---   an `ok` started alone; false for a claim step that raised an error (the last one)
+--   an `ok` started alone; false for a claim step that raised an error (the last one); waiting: the
+--   queue's length after the claims (0 when none was asked for), which sizes the broker's next batch
 --#include finish_step.lua
 --#include claim_step.lua
 local plist, stats = KEYS[2], KEYS[4]
@@ -62,4 +63,6 @@ end
 if started == 1 and nstart > 1 then
   redis.call('HDEL', last, 'claim_batch')  -- the only one started: it ran alone
 end
-return {done, claims}
+local waiting = 0
+if nstart > 0 then waiting = redis.call('LLEN', KEYS[1]) end
+return {done, claims, waiting}
