@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+import redis
 
 from redis_consumer.queue import keys
 from redis_consumer.queue.broker import Broker
@@ -205,6 +206,41 @@ def test_a_non_final_end_sends_the_buffer_first(rds):
     assert b.retry(claim(b), "boom") == "requeued"
     assert rds.hget("q:b", "status") == "done"  # sent before the retry
     assert claim(b).key == "q:d"  # the rest of the batch still runs
+
+
+def test_a_batch_jobs_deadline_counts_from_its_hand_out(rds):
+    for k in ("q:a", "q:b", "q:c"):
+        make_job(rds, k)
+    b = broker(rds)
+    b.finish(claim(b), "done", {})
+    time.sleep(0.3)
+    before = time.monotonic()
+    handed = b.claim_next(0.1, job_timeout=5.0).job
+    assert handed.key == "q:b" and before + 5.0 <= handed.deadline <= time.monotonic() + 5.0
+
+
+def test_a_failed_batch_call_leaves_its_jobs_to_release_all_uncharged(rds):
+    for k in ("q:a", "q:b", "q:c", "q:d"):
+        make_job(rds, k)
+    b = broker(rds)
+    started_batch(rds, b, ["q:b", "q:c", "q:d"])
+    b.finish(claim(b), "done", {})
+    b.finish(claim(b), "done", {})
+    last = claim(b)
+    script = b._finish_batch
+
+    def broken(**_kwargs):
+        raise redis.ConnectionError("connection reset")
+
+    b._finish_batch = broken
+    with pytest.raises(redis.ConnectionError):
+        b.finish(last, "done", {})
+    b._finish_batch = script
+    assert b.release_all() == 3  # (recovery: the worker's `_recover_own_list`)
+    assert [rds.rpop("q") for _ in range(3)] == ["q:b", "q:c", "q:d"]
+    for k in ("q:b", "q:c", "q:d"):  # they ran, but their results never left: they run again, uncharged
+        data = rds.hgetall(k)
+        assert data["status"] == "new" and data["attempts"] == "0" and "claim" not in data
 
 
 def test_a_buffered_result_waits_at_most_the_bound(rds):
