@@ -10,8 +10,8 @@ pushed in ONE `LPUSH`, and we wait for the last one to be `done`. Figures for th
 - `redis_cpu_us_per_job`, `redis_commands_per_job`: INFO cpu / commandstats deltas of the phase.
 
 Same-run floor (`broker_loop`): a tight loop in this process calling the broker directly (claim,
-then the final write that claims the next job, claiming ahead as CLAIM_AHEAD* in the environment
-tell a worker to), no worker around it: its CPU per job is what the
+then the final write that claims the next job, claiming ahead or in batches as CLAIM_AHEAD* and
+CLAIM_BATCH in the environment tell a worker to), no worker around it: its CPU per job is what the
 queue protocol costs the client; `worker_cpu_vs_broker_loop` is the worker's CPU over it.
 
 `--tree DIR` (repeatable) runs the worker from another checkout of the project (e.g. a `git
@@ -115,8 +115,9 @@ def broker_loop(server: RedisServer, jobs: int) -> dict:
     r.lpush(queue, *names)
     broker = Broker(server.client(), queue, "loop-1")
     broker.prefetch = lambda: True
-    ahead = Settings.from_env({k: v for k, v in os.environ.items() if k.startswith("CLAIM_AHEAD")})
+    ahead = Settings.from_env({k: v for k, v in os.environ.items() if k.startswith("CLAIM_")})
     broker.claim_ahead, broker.claim_ahead_max_seconds = ahead.CLAIM_AHEAD, ahead.CLAIM_AHEAD_MAX_SECONDS  # as a worker
+    broker.claim_batch = ahead.CLAIM_BATCH
     c0, rcpu0 = redis_cost(r)
     cpu0, t0 = time.process_time(), time.perf_counter()
     done = 0

@@ -91,6 +91,7 @@ class Worker:
         self.broker.prefetch = self._may_prefetch  # the next claim rides on each job's final write
         self.broker.claim_ahead = settings.CLAIM_AHEAD  # ... and, for short jobs, the one after it
         self.broker.claim_ahead_max_seconds = settings.CLAIM_AHEAD_MAX_SECONDS
+        self.broker.claim_batch = settings.CLAIM_BATCH  # several short jobs finished and started per call
         self.supervisor_broker = Broker(self.supervisor_redis, queue, self.consumer_id, **broker_options)
         # the consumer gets services, never a Redis client (the TF client caches model metadata in it)
         self.services = Services(settings, storage=storage, cache=self.redis)
@@ -183,8 +184,10 @@ class Worker:
         if claimed is None:
             return None
         self.current = job = claimed.job
-        if job is not None and job.deadline < self._sleep_until:
-            self._wake.set()  # its JOB_TIMEOUT runs out before the supervisor would look again
+        if job is not None and min(job.deadline, self.broker.buffer_due(), self.broker.run_due(job)) < self._sleep_until:
+            # its JOB_TIMEOUT runs out, or (batches) buffered final writes are due or the jobs
+            # of its batch behind it must go back, before the supervisor would look again
+            self._wake.set()
         try:
             outcome = self.runner.run(claimed)
         finally:
@@ -381,9 +384,10 @@ class Worker:
                 if now >= hard:
                     self._abandon_stuck_job(job)
             status_due = self._write_due_status(now)
+            flush_due = self._batch_upkeep(now, job)
             if self.stopping.is_set() and job is None:
                 return
-            wake_at = [next_beat] if status_due is None else [next_beat, status_due]
+            wake_at = [next_beat, flush_due] if status_due is None else [next_beat, status_due, flush_due]
             if job is not None:
                 wake_at.append(job.deadline if timed_out != job.token else job.deadline + max(self.settings.SHUTDOWN_GRACE, 5.0))
                 if self.shutdown_deadline is not None:
@@ -397,6 +401,22 @@ class Worker:
 
     def _wake_supervisor(self) -> None:
         self._wake.set()
+
+    def _batch_upkeep(self, now: float, job: Claim | None) -> float:
+        """Batches, while a long job runs: buffered final writes past their bound are sent, and
+        the jobs of its batch waiting behind it go back to the queue (a slow job never keeps
+        waiting jobs from other workers), on the supervisor's connection. Returns when to look
+        again (inf: nothing to watch)."""
+        broker = self.broker
+        try:
+            if now >= broker.buffer_due():
+                broker.flush(via=self.supervisor_broker)
+            if job is not None and now >= broker.run_due(job):
+                moved = broker.give_back_unrun(self.supervisor_broker)
+                log.info("%s runs long; %d job(s) of its batch back to the queue", job.key, moved)
+        except _REDIS_DOWN as exc:  # they stay in our list: recovery returns them
+            log.warning("batch upkeep failed (%s)", type(exc).__name__)
+        return min(broker.buffer_due(), broker.run_due(job) if job is not None else float("inf"))
 
     def _write_due_status(self, now: float) -> float | None:
         """The running job's deferred stage status/progress, once due (STATUS_MIN_INTERVAL);
@@ -451,6 +471,7 @@ class Worker:
         The jobs held behind it (claimed ahead, never started) go back with it, in queue order:
         every key in our processing list, the running job's attempt not counted."""
         try:
+            self.broker.flush(via=self.supervisor_broker)  # results of jobs it ran in a batch
             moved = self.supervisor_broker.release_all(uncount=True)
             log.info("%s not finished within SHUTDOWN_GRACE; %d job(s) back to the queue", job.key, moved)
             self.supervisor_broker.deregister()
@@ -463,8 +484,9 @@ class Worker:
         """The job ignored its timeout (stuck in native code): fail/requeue it and restart
         (the jobs held behind it, never started, go back to the queue head first)."""
         try:
+            self.broker.flush(via=self.supervisor_broker)  # results of jobs it ran in a batch
             outcome = self.supervisor_broker.retry(job, timeout_reason(self.settings.JOB_TIMEOUT))
-            self.supervisor_broker.release_all()
+            self.supervisor_broker.release_all(also=self.broker.unrun_tokens())
             log.error("%s stuck past JOB_TIMEOUT; %s; restarting the worker", job.key, outcome)
         except _REDIS_DOWN:
             log.error("%s stuck past JOB_TIMEOUT; restarting the worker", job.key)

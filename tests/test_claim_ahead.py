@@ -198,7 +198,8 @@ INTERVAL, TTL = 0.5, 2.0
 def worker_env(server, **extra):
     settings = {"QUEUE": "q", "CONSUMER_TYPE": "tests.consumers_for_tests:RecordingConsumer",
                 "HEARTBEAT_INTERVAL": str(INTERVAL), "HEARTBEAT_TTL": str(TTL), "EMPTY_QUEUE_TIMEOUT": "0.5",
-                "RETRY_BACKOFF_CAP": "0.2", "CLAIM_AHEAD": "1", "CLAIM_AHEAD_MAX_SECONDS": "5"}
+                "RETRY_BACKOFF_CAP": "0.2", "CLAIM_AHEAD": "1", "CLAIM_AHEAD_MAX_SECONDS": "5",
+                "CLAIM_BATCH": "1"}  # (a batch setting above 1 replaces claiming ahead)
     settings.update(extra)
     return env_for(server, **settings)
 

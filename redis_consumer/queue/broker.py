@@ -7,7 +7,6 @@ passes the arguments and turns replies into Python values. It knows nothing abou
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import time
@@ -22,22 +21,13 @@ from redis.client import NEVER_DECODE
 from ..utils.timestamps import now_iso
 from . import keys
 from .ahead import ClaimAhead
-from .claims import Claim, ClaimResult, Job  # noqa: F401  (re-exported: queue.broker is where callers import them)
+from .batch import Batches
+from .claims import DEAD_REASON, Claim, ClaimResult, Job, dead_reason  # noqa: F401  (re-exported: queue.broker is where callers import them)
 from .fanout import FanOut
 from .fields import _decode_fields, _flatten, _text
 from .scripts import MISSED, Script, lane_for
 
-DEAD_REASON = (
-    "The job was abandoned {n} times because the worker processing it stopped responding "
-    "(crash or out-of-memory); check the input's size and content before resubmitting."
-)
-
-
-@functools.lru_cache(maxsize=8)
-def _dead_reason(max_attempts: int) -> str:
-    """`DEAD_REASON` for `max_attempts` (made once, not per claim)."""
-    return DEAD_REASON.format(n=max_attempts)
-
+_dead_reason = dead_reason
 
 #: The fields the claim step writes (over whatever the producer left in them).
 _CLAIM_FIELDS = frozenset(("status", "claim", "updated_by", "identity_started", "started_at", "updated_at", "attempts"))
@@ -45,7 +35,7 @@ _CLAIM_FIELDS = frozenset(("status", "claim", "updated_by", "identity_started", 
 BAD_KEY_REASON = "The job's key is not valid UTF-8 text; submit it again under a plain-text key."
 
 
-class Broker(FanOut, ClaimAhead):
+class Broker(FanOut, ClaimAhead, Batches):
     """Redis operations of the job protocol for one queue and one consumer id."""
 
     def __init__(
@@ -75,6 +65,8 @@ class Broker(FanOut, ClaimAhead):
         #: the last claim left the queue empty: the next claim blocks (BLMOVE) at once instead of
         #: first trying a claim step that would find nothing (one script call less per job)
         self._queue_empty = False
+        #: the queue's length at the last claim that told it (sizes the next batch, `batch.Batches`)
+        self._waiting = 0
         #: Set by the worker: asked at each `finish`, True lets it claim the next job in the same
         #: round trip (never while stopping). The claim waits in `_prefetched` for `claim_next`.
         self.prefetch: Callable[[], bool] | None = None
@@ -89,6 +81,11 @@ class Broker(FanOut, ClaimAhead):
         #: processing list, not started (no token, no attempt counted)
         self._held: deque[tuple[bytes, list[bytes] | None]] = deque()
         self._job_timeout = float("inf")
+        #: Batches (`batch.Batches`): at most this many jobs started per final write (1 = one at a
+        #: time), only while jobs wait and recent jobs are short (as for claiming ahead, which a
+        #: batch setting above 1 replaces)
+        self.claim_batch = 1
+        self._init_batches()
         #: fencing tokens: 64 random bits each, from a generator seeded by the OS (a token only has
         #: to differ from every other claim's, and os.urandom per claim is a system call)
         self._tokens = random.Random(os.urandom(16))
@@ -97,7 +94,7 @@ class Broker(FanOut, ClaimAhead):
         #: connection given back before the claim step would delay every idle pickup)
         self._blocking_lane = lane_for(self.blocking)
         for name in ("claim", "bury", "update", "finish", "park", "requeue", "release_all", "heartbeat", "reap",
-                     "enqueue", "fanout", "set_children", "expire_children", "finish_claim"):
+                     "enqueue", "fanout", "set_children", "expire_children", "finish_claim", "finish_batch"):
             setattr(self, f"_{name}", Script(client, name, lane))
 
     # -- claiming: the one claim path (worker, tests and the plug-in kit) --------------------
@@ -114,6 +111,12 @@ class Broker(FanOut, ClaimAhead):
         out of an idle wait). None when nothing arrived in time.
         """
         self._job_timeout = job_timeout
+        if self._batched:  # started by a batch call, handed out one by one
+            claimed = self._hand_out(job_timeout)
+            if claimed is not None:
+                return claimed
+        if self._buffer:
+            self.flush()
         if self._prefetched is not None:  # (started by a final write maybe still in flight)
             claimed, self._prefetched = self._prefetched, None
             return claimed
@@ -187,7 +190,9 @@ class Broker(FanOut, ClaimAhead):
         if held is not None:
             flat = held
         outcome = _text(outcome)
-        self._queue_empty = outcome == "empty" or (len(reply) > 6 and int(reply[6]) == 0)
+        if len(reply) > 6:  # the queue's length after an `ok` claim.lua
+            self._waiting = int(reply[6])
+        self._queue_empty = outcome == "empty" or (len(reply) > 6 and self._waiting == 0)
         if outcome == "empty":
             return None
         try:
@@ -246,8 +251,8 @@ class Broker(FanOut, ClaimAhead):
         """
         self._lane.settle()  # the previous final write's reply first: it may hold the next job
         stamp = now_iso()
-        if self.claim_ahead:  # how short recent jobs are (claim to final write), a moving average
-            elapsed = time.monotonic() - job.claimed_at
+        elapsed = time.monotonic() - job.claimed_at
+        if self.claim_ahead or self.claim_batch > 1:  # how short recent jobs are (claim to final write), a moving average
             self._recent = elapsed if self._recent == float("inf") else self._recent + 0.3 * (elapsed - self._recent)
         # the result fields may override these stamps (or drop them with None)
         flat = _flatten({"updated_at": stamp, "finished_at": stamp, "progress": 100 if status == "done" else None,
@@ -255,6 +260,8 @@ class Broker(FanOut, ClaimAhead):
         key_list = [job.key, self.processing_key, self._completed_key, keys.job_log(job.key)]
         lines = list(log_lines or [])
         args = [job.token, self.expire_time, str(status), self.log_lines, stamp, len(flat), *flat, *lines]
+        if self.claim_batch > 1:
+            return self._finish_in_batch(job, args, elapsed)
         if self.prefetch is not None and self._prefetched is None and self.prefetch():
             return self._finish_and_claim(key_list, args)
         return int(self._finish(keys=key_list, args=args))
@@ -267,19 +274,22 @@ class Broker(FanOut, ClaimAhead):
 
     def park(self, job: Claim, children_total: int, fields: Mapping[str, Any] | None = None) -> int:
         """Fenced: `status=waiting` until `children_total` children end (zip fan-in); 0 stale, -1 vanished."""
+        self.flush()  # buffered final writes go first (a child of this parent may be among them)
         data = {"updated_at": now_iso(), **(fields or {})}
         return int(self._park(keys=[job.key, self.processing_key, self.queue],
                               args=[job.token, children_total, data["updated_at"], *_flatten(data)]))
 
-    def release(self, job: Claim, reason: str = "") -> str:
+    def release(self, job: Claim, reason: str = "", status: str = "new") -> str:
         """Fenced: give the job back to the queue head without counting the attempt (shutdown, or
-        TF Serving unreachable; `reason` then becomes `last_error`).
+        TF Serving unreachable; `reason` then becomes `last_error`), with `status` ('new'; a batch
+        job handed back unrun gets its status before the claim back).
 
         'released' | 'stale' | 'final' | 'vanished'.
         """
+        self.flush()
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
-            args=[job.token, "release", self.max_attempts, now_iso(), reason, self.expire_time],
+            args=[job.token, "release", self.max_attempts, now_iso(), reason, self.expire_time, status],
         )
 
     def retry(self, job: Claim, reason: str) -> str:
@@ -287,30 +297,38 @@ class Broker(FanOut, ClaimAhead):
 
         'requeued' | 'dead' | 'stale' | 'final' | 'vanished'.
         """
+        self.flush()
         return self._requeue(
             keys=[job.key, self.processing_key, self.queue, self.dead_key],
             args=[job.token, "retry", self.max_attempts, now_iso(), reason, self.expire_time],
         )
 
-    def release_all(self, uncount: bool = False) -> int:
+    def release_all(self, uncount: bool = False, also: tuple[str, ...] | list[str] = ()) -> int:
         """Move every key left in our processing list back to the queue head, in queue order.
 
         `uncount`: a Redis outage cut our job short, so a job we had claimed gets its attempt back.
         A job started ahead (`prefetch`) and not run yet gets its attempt back too; jobs held
-        ahead were never started, so nothing of theirs was counted.
+        ahead were never started, so nothing of theirs was counted. Buffered final writes (batches)
+        are sent first; the jobs a batch started and the worker did not run get their attempts
+        back, as do those named by `also` (tokens: the supervisor thread names the main broker's).
         """
         self._lane.settle()
+        self._flush_quietly()
         started = self._prefetched.job if self._prefetched is not None else None
+        tokens = [started.token if started is not None else "", *self.unrun_tokens(), *self._unsent, *also]
         moved = int(self._release_all(keys=[self.processing_key, self.queue],
-                                      args=[self.consumer_id if uncount else "", now_iso(),
-                                            started.token if started is not None else ""]))
+                                      args=[self.consumer_id if uncount else "", now_iso(), *tokens]))
         self._prefetched = None
         self._held.clear()
+        self._batched.clear()
+        self._unsent.clear()
         return moved
 
     def settle(self) -> None:
-        """Read the reply of a final write still in flight (before resetting connections)."""
+        """Read the reply of a final write still in flight and send the buffered ones (before
+        resetting connections)."""
         self._lane.settle()
+        self.flush()
 
     # -- producing --------------------------------------------------------------------------
     def enqueue(self, key: str, fields: Mapping[str, Any], queue: str | None = None) -> bool:

@@ -6,8 +6,20 @@ each other.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
+
+DEAD_REASON = (
+    "The job was abandoned {n} times because the worker processing it stopped responding "
+    "(crash or out-of-memory); check the input's size and content before resubmitting."
+)
+
+
+@functools.lru_cache(maxsize=8)
+def dead_reason(max_attempts: int) -> str:
+    """`DEAD_REASON` for `max_attempts` (made once, not per claim)."""
+    return DEAD_REASON.format(n=max_attempts)
 
 
 @dataclass

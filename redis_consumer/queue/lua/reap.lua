@@ -2,7 +2,10 @@
 -- first), dead-letter those that used up their attempts (counted by a zip parent), forget the
 -- consumer and its processing list. A key without a `claim` was never started by that consumer
 -- (claimed ahead and held behind its running job, or moved by BLMOVE just before it died): it
--- goes back as it is, its attempts untouched, so only the job that was running is charged.
+-- goes back as it is, its attempts untouched, so only the job that was running is charged. A job
+-- started in a batch (`claim_batch` = its `claim`, see finish_batch.lua) gets its attempt back and
+-- is marked `claim_alone`: it is started alone next time, so a poison job is charged only for the
+-- runs where it ran alone, and the innocent jobs of its batch are never dead-lettered.
 -- KEYS[1] consumers zset    consumers:{queue}
 -- KEYS[2] queue
 -- KEYS[3] dead list         dead-{queue}
@@ -24,7 +27,8 @@ for _, id in ipairs(gone) do
     local k = items[i]
     if redis.call('TYPE', k)['ok'] == 'hash' then
       local status = redis.call('HGET', k, 'status') or ''
-      if redis.call('HEXISTS', k, 'claim') == 0 then
+      local claim = redis.call('HMGET', k, 'claim', 'claim_batch')
+      if not claim[1] then
         if status ~= 'done' and status ~= 'failed' then
           redis.call('RPUSH', KEYS[2], k)
           recovered = recovered + 1
@@ -32,6 +36,13 @@ for _, id in ipairs(gone) do
       elseif status ~= 'done' and status ~= 'failed' then
         local attempts = tonumber(redis.call('HGET', k, 'attempts') or '0')
         redis.call('HDEL', k, 'claim')
+        if claim[2] == claim[1] then
+          -- started in a batch (finish_batch.lua): which job of it was running is unknown, so this
+          -- one is not charged, and it is started alone from now on (then charged as any job)
+          redis.call('HDEL', k, 'claim_batch')
+          if attempts > 0 then attempts = attempts - 1 end
+          redis.call('HSET', k, 'attempts', attempts, 'claim_alone', '1')
+        end
         if attempts >= tonumber(ARGV[2]) then
           redis.call('HSET', k, 'status', 'failed', 'failure_type', 'system', 'reason', ARGV[4],
             'updated_at', ARGV[3], 'finished_at', ARGV[3])

@@ -12,6 +12,8 @@
 -- ARGV[4] now               ISO-8601 UTC
 -- ARGV[5] reason            `last_error` on a requeue or a release ('' = none), `reason` when dead-lettered
 -- ARGV[6] expire_seconds    TTL of a dead-lettered job
+-- ARGV[7] status            (release, optional) the status it gets back: its status before the
+--                           claim, for a job started in a batch and handed back unrun (default 'new')
 -- Reply: released | requeued | dead | stale (another claim) | final (already ended) | vanished
 --#include child_ended.lua
 if redis.call('HGET', KEYS[1], 'claim') ~= ARGV[1] then
@@ -28,7 +30,9 @@ redis.call('LREM', KEYS[2], 0, KEYS[1])
 redis.call('HDEL', KEYS[1], 'claim')
 if ARGV[2] == 'release' then
   redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-  redis.call('HSET', KEYS[1], 'status', 'new', 'updated_at', ARGV[4], 'queued_at', ARGV[4])
+  local back = ARGV[7]
+  if not back or back == '' then back = 'new' end
+  redis.call('HSET', KEYS[1], 'status', back, 'updated_at', ARGV[4], 'queued_at', ARGV[4])
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'last_error', ARGV[5]) end
   redis.call('RPUSH', KEYS[3], KEYS[1])
   return 'released'
