@@ -12,7 +12,10 @@ Against a private redis-server (append-only file, `appendfsync everysec` as in p
 Per job: `commands_per_job` = commands the worker and producer send (round trips),
 `commands_total_per_job` = those plus the commands run inside our Lua scripts,
 `redis_usec_per_job` = Redis main-thread CPU (commandstats usec) net of the idle worker's cost.
-Targets: <= 70 us per null job, segmentation <= 2x that (140 us).
+Targets: <= 70 us per null job, segmentation <= 2x that (140 us). `noop` submits the jobs one by
+one while the worker runs (it keeps up, so it claims them one at a time); `noop_backlog` queues
+the same jobs at once (one LPUSH after their hashes), as a fleet at capacity finds them, so the
+worker's batches (CLAIM_BATCH) form.
 4. null jobs paced like the segmentation jobs (`noop_paced`: bench/paced_noop.py sleeps each job the
    segmentation's mean wall time): Redis costs more per command when it wakes from idle between slow
    jobs, so `segmentation_vs_noop_paced_redis_usec` is what the segmentation's own writes add at the
@@ -73,9 +76,26 @@ def totals(d) -> tuple[int, float]:
     return calls, usec
 
 
+def _submit_backlog(r, queue: str, n: int, fields: dict[str, str]) -> list[str]:
+    """n kiosk-shaped job hashes, then all their keys in ONE LPUSH: the worker finds a backlog."""
+    probe = submit(r, queue, f"{queue}:probe:{uuid.uuid4().hex}", **fields)  # the same fields submit writes
+    data = r.hgetall(probe)
+    r.delete(probe)
+    r.lrem(queue, 0, probe)
+    keys = [f"{queue}:bench.tif:{uuid.uuid4().hex}" for _ in range(n)]
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.hset(key, mapping=data)
+    pipe.execute()
+    r.lpush(queue, *keys)
+    return keys
+
+
 def run_jobs(r, env: dict[str, str], queue: str, n: int, fields: dict[str, str], workdir: str,
-             idle_seconds: float, inner_counts: dict[str, int] | None = None) -> dict:
-    """Run n jobs; with `inner_counts` (from a MONITOR run) compute CPU without MONITOR's own cost."""
+             idle_seconds: float, inner_counts: dict[str, int] | None = None, backlog: bool = False) -> dict:
+    """Run n jobs; with `inner_counts` (from a MONITOR run) compute CPU without MONITOR's own cost.
+
+    `backlog`: the n jobs are queued at once (one LPUSH) instead of one by one while the worker runs."""
     worker = WorkerProcess(env, log_dir=workdir).start()
     try:
         wait_until(lambda: r.zcard(rkeys.consumers(queue)) > 0, 60, interval=0.05, message="the worker's heartbeat")
@@ -88,7 +108,9 @@ def run_jobs(r, env: dict[str, str], queue: str, n: int, fields: dict[str, str],
         monitor = _Monitor(r) if inner_counts is None else None
         keys = []
         start = time.monotonic()
-        for _ in range(n):
+        if backlog:
+            keys = _submit_backlog(r, queue, n, fields)
+        for _ in range(0 if backlog else n):
             keys.append(submit(r, queue, f"{queue}:bench.tif:{uuid.uuid4().hex}", **fields))
         wait_until(lambda: all(s in ("done", "failed") for s in _statuses(r, keys)), 600, interval=0.05,
                    message="every job final")
@@ -205,6 +227,11 @@ def main() -> int:
         counted = run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"}, workdir, idle)
         result["noop"] = _merge(counted, run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"},
                                                   workdir, idle, inner_counts=counted.pop("_inner")))
+        # the same null jobs queued all at once (a fleet at capacity has a backlog): batches form
+        counted = run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"}, workdir, idle, backlog=True)
+        result["noop_backlog"] = _merge(counted, run_jobs(r, noop_env, "cap-noop", n_noop, {"input_file_name": "x.tif"},
+                                                          workdir, idle, inner_counts=counted.pop("_inner"),
+                                                          backlog=True))
         counted = _segmentation(r, base, n_seg, workdir, idle, None)
         result["segmentation"] = _merge(counted, _segmentation(r, base, n_seg, workdir, idle, counted.pop("_inner")))
         # null jobs paced like the segmentation jobs (each sleeps their mean wall time): same claim/finish
