@@ -339,6 +339,33 @@ VECTOR_CLONES static void unit_row(const float *restrict src, Py_ssize_t step, u
             dst[j] = unit_u16(src[j * step], ceiling, lo, scale);
 }
 
+/* unit_row of a uint16 plane: each value converted to float32 first (exact), as the float32 cast
+ * of the plane would hold it */
+VECTOR_CLONES static void unit_row_u16(const uint16_t *restrict src, Py_ssize_t step, uint16_t *restrict dst,
+                                       Py_ssize_t cols, float ceiling, float lo, float scale) {
+    if (step == 1)
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16((float)src[j], ceiling, lo, scale);
+    else
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16((float)src[j * step], ceiling, lo, scale);
+}
+
+/* dst[j] = table[u[j]] and the row's smallest and largest u folded into *mn, *mx (two loops: the
+ * min/max one vectorises, the gather cannot) */
+VECTOR_CLONES static void bin_row(const uint16_t *restrict u, const uint8_t *restrict table, uint8_t *restrict dst,
+                                  Py_ssize_t cols, unsigned *mn, unsigned *mx) {
+    uint16_t lo = 0xFFFF, hi = 0;
+    for (Py_ssize_t j = 0; j < cols; j++) {
+        lo = u[j] < lo ? u[j] : lo;
+        hi = u[j] > hi ? u[j] : hi;
+    }
+    for (Py_ssize_t j = 0; j < cols; j++)
+        dst[j] = table[u[j]];
+    *mn = lo < *mn ? lo : *mn;
+    *mx = hi > *mx ? hi : *mx;
+}
+
 /* One row of a plane with byte strides p1 between columns: unit_row where the floats are aligned
  * and evenly spaced (dense), else one unaligned read per pixel. */
 static void unit_row_strided(const char *src, Py_ssize_t p1, int dense, uint16_t *dst, Py_ssize_t cols,
@@ -401,7 +428,8 @@ fail:
  * out[i, j] = table[unit_u16(plane[i, j])] (uint8), the table holding the bin of every uint16
  * value (65536 entries), without writing the uint16 image; returns the smallest and largest
  * uint16 value, which the table's bins assume (the caller checks them). plane (X, Y) float32,
- * any strides; out (X, Y) uint8, contiguous. */
+ * or uint16 (read as its exact float32 values: the same result as its float32 cast), any
+ * strides; out (X, Y) uint8, contiguous. */
 static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
     PyObject *plane_obj, *table_obj, *out_obj;
     float ceiling, lo, scale;
@@ -409,9 +437,11 @@ static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
         return NULL;
     Buf plane = {0}, table = {0}, out = {0};
     uint16_t *row_buf = NULL;
-    if (buf_get(plane_obj, &plane, 2, "f", 0, 0, "plane") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
-        buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
+    if (buf_get(plane_obj, &plane, 2, "fH", 0, 0, "plane") < 0 ||
+        buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 || buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
         goto fail;
+    const int u16 = buf_format(&plane) == 'H';
+    const size_t item = u16 ? sizeof(uint16_t) : sizeof(float);
     const Py_ssize_t rows = plane.view.shape[0], cols = plane.view.shape[1];
     if (out.view.shape[0] != rows || out.view.shape[1] != cols || table.view.shape[0] != 65536) {
         PyErr_SetString(PyExc_ValueError, "clip_unit_bins: plane, table (65536) and out do not match");
@@ -422,19 +452,24 @@ static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
         goto fail;
     }
     const Py_ssize_t p0 = plane.view.strides[0], p1 = plane.view.strides[1];
-    const int dense = aligned(plane.view.buf, p0, p1, sizeof(float));
+    const int dense = aligned(plane.view.buf, p0, p1, item);
     const uint8_t *t = table.view.buf;
     unsigned mn = 0xFFFF, mx = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
         const char *src = (const char *)plane.view.buf + i * p0;
         uint8_t *dst = (uint8_t *)out.view.buf + i * cols;
-        unit_row_strided(src, p1, dense, row_buf, cols, ceiling, lo, scale);
-        for (Py_ssize_t j = 0; j < cols; j++) {
-            const unsigned u = row_buf[j];
-            mn = u < mn ? u : mn, mx = u > mx ? u : mx;
-            dst[j] = t[u];
-        }
+        if (!u16)
+            unit_row_strided(src, p1, dense, row_buf, cols, ceiling, lo, scale);
+        else if (dense)
+            unit_row_u16((const uint16_t *)src, p1 / (Py_ssize_t)sizeof(uint16_t), row_buf, cols, ceiling, lo, scale);
+        else
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                uint16_t x;
+                memcpy(&x, src + j * p1, sizeof(uint16_t));
+                row_buf[j] = unit_u16((float)x, ceiling, lo, scale);
+            }
+        bin_row(row_buf, t, dst, cols, &mn, &mx);
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(row_buf);
@@ -453,7 +488,7 @@ static PyMethodDef methods[] = {
      "clip_unit_u16(plane, ceiling, lo, scale, out): clip at ceiling, then img_as_uint of (x - lo) / scale."},
     {"clip_unit_bins", clip_unit_bins, METH_VARARGS,
      "clip_unit_bins(plane, ceiling, lo, scale, table, out) -> (min, max): table[clip_unit_u16 value] into "
-     "uint8 out; the uint16 values' range."},
+     "uint8 out (plane float32 or uint16); the uint16 values' range."},
     {NULL, NULL, 0, NULL},
 };
 

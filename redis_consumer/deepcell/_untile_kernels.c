@@ -8,7 +8,12 @@
  */
 #include "_buffers.h"
 
+/* x86-64 with GCC: an AVX2 clone picked at load time where the CPU has it, else the baseline code */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
 #define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
 
 /* a[j] += (double)r[j] * (wxv * wy[j]): one contiguous float32 tile row into the float64 sums
  * (the general loop below, for contiguous rows; vectorised, the same IEEE operations) */

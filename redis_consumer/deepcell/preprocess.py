@@ -32,14 +32,21 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     bit-identical to skimage's `equalize_adapthist` at ~1/12 of its CPU.
     """
     _check_rank(image)
-    if image.dtype == np.float32 and image.shape[-1] == 1:
-        # one channel of float32 (what the pipeline feeds): each plane is read from the input and
-        # its result written into a new array, instead of a float32 copy rewritten in place
+    if image.shape[-1] == 1 and (image.dtype == np.float32 or (image.dtype == np.uint16 and _reads_uint16())):
+        # one channel of float32 (what the pipeline feeds; uint16 as it is stored, read as its
+        # exact float32 values by the C pass, so no float32 copy is made): each plane is read
+        # from the input and its result written into a new array, instead of a float32 copy
+        # rewritten in place
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
             _normalise_plane(image[b, ..., 0], kernel_size, out[b, ..., 0])
         return out
     return _histogram_normalization(image.astype(np.float32), kernel_size)  # always a copy, like the toolbox
+
+
+def _reads_uint16() -> bool:
+    """Whether `_unit_bins` takes a uint16 plane as it is (the C kernels are built)."""
+    return _native.percentile_kernels is not None and _native.clahe_kernels is not None
 
 
 def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -> np.ndarray:
@@ -55,7 +62,8 @@ def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -
 
 
 def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target: np.ndarray) -> None:
-    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself."""
+    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself.
+    A uint16 plane gives the result of its float32 cast (its min and max are the cast's)."""
     lo, hi = plane.min(), plane.max()
     if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
         target[...] = 0
@@ -64,6 +72,8 @@ def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target:
     if bins is not None:
         equalize_adapthist_fast(bins, kernel_size=kernel_size, float_dtype=np.float32, out=target, bins=bins)
         return
+    if plane.dtype != np.float32:  # the paths below start from the float32 values
+        plane = plane.astype(np.float32)
     unit = _unit_uint16(plane, (float(lo), float(hi)))
     equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
 
@@ -73,12 +83,14 @@ def _unit_bins(plane: np.ndarray, bounds: tuple[float, float], ceiling: np.float
     (`clip_unit_bins`), the uint16 image never written: its values span 0..65535 (the plane's
     min maps to 0, its max to 65535), whose bins `clahe.full_range_bins` holds. None where the
     C pass does not apply, or when the values did not span that range (then the caller's
-    uint16 path recomputes; not seen in practice)."""
+    uint16 path recomputes; not seen in practice). A uint16 plane (no `ceiling`) is read as its
+    float32 cast's values, exactly."""
     kernels = _native.percentile_kernels
     lo, hi = bounds
     with np.errstate(over="ignore"):
         scale = np.float32(hi - lo)
-    if not (kernels is not None and plane.dtype == np.float32 and plane.ndim == 2 and np.isfinite(lo)
+    if not (kernels is not None and (plane.dtype == np.float32 or (plane.dtype == np.uint16 and ceiling is None))
+            and plane.ndim == 2 and np.isfinite(lo)
             and np.isfinite(hi) and hi > lo and np.isfinite(scale) and _native.clahe_kernels is not None):
         return None
     bins = np.empty(plane.shape, dtype=np.uint8)
