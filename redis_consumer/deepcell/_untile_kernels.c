@@ -46,6 +46,7 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
         return NULL;
     Buf tiles = {0}, out = {0}, xs = {0}, ys = {0}, wx = {0}, wy = {0};
     double *acc = NULL;
+    float *gathered = NULL; /* one tile row of a strided one-channel head */
     if (buf_get(tiles_obj, &tiles, 4, "fd", 0, 0, "tiles") < 0 || buf_get(out_obj, &out, 4, "fd", 1, 1, "out") < 0 ||
         buf_get(xs_obj, &xs, 1, "lq", 0, 1, "x_starts") < 0 || buf_get(ys_obj, &ys, 1, "lq", 0, 1, "y_starts") < 0 ||
         buf_get(wx_obj, &wx, 2, "d", 0, 1, "wx") < 0 || buf_get(wy_obj, &wy, 2, "d", 0, 1, "wy") < 0)
@@ -70,7 +71,8 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
     if (ox * oy * k == 0 || b == 0)
         goto done;
     acc = PyMem_Malloc(sizeof(double) * oy * k);
-    if (!acc) {
+    gathered = PyMem_Malloc(sizeof(float) * (ty > 0 ? ty : 1));
+    if (!acc || !gathered) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -106,10 +108,11 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
                          * compiler can now do two or four at a time */
                         blend_row_f32(a, (const float *)row, wyr, wxv, len);
                     } else if (f == 'f' && k == 1) {
-                        for (Py_ssize_t j = 0; j < len; j++) {
-                            const double wv = wxv * wyr[j];
-                            a[j] += (double)*(const float *)(row + j * sy) * wv;
-                        }
+                        /* one channel of a wider head (Mesmer's pixelwise interior): the row's
+                         * values gathered first, then the vectorised sums of a contiguous row */
+                        for (Py_ssize_t j = 0; j < len; j++)
+                            gathered[j] = *(const float *)(row + j * sy);
+                        blend_row_f32(a, gathered, wyr, wxv, len);
                     } else {
                         for (Py_ssize_t j = 0; j < len; j++) {
                             const double wv = wxv * wyr[j];
@@ -133,10 +136,12 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
 done:
     PyMem_Free(acc);
+    PyMem_Free(gathered);
     buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(acc);
+    PyMem_Free(gathered);
     buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
     return NULL;
 }
