@@ -371,19 +371,23 @@ fail:
 }
 
 /* hist[i0 * n1 + i1, bin] += 1 for every pixel of contextual region (i0, i1): the k0 x k1 block
- * of the (reflect-padded) uint8 bin image starting at (k0 / 2 + i0 * k0, k1 / 2 + i1 * k1);
- * hist is (n0 * n1, nbins) int64, zeroed by the caller. np.bincount of the same index, in one pass. */
+ * of the (reflect-padded) uint8 bin image starting at (r0 + i0 * k0, c0 + i1 * k1), the origin
+ * (r0, c0) being (k0 / 2, k1 / 2) unless given (0, 0: the unpadded image, when its regions need
+ * no padding); hist is (n0 * n1, nbins) int64, zeroed by the caller. np.bincount of the same
+ * index, in one pass. */
 static PyObject *region_hist(PyObject *self, PyObject *args) {
     PyObject *bins_obj, *hist_obj;
-    Py_ssize_t k0, k1, n0, n1;
-    if (!PyArg_ParseTuple(args, "OnnnnO", &bins_obj, &k0, &k1, &n0, &n1, &hist_obj))
+    Py_ssize_t k0, k1, n0, n1, r0 = -1, c0 = -1;
+    if (!PyArg_ParseTuple(args, "OnnnnO|nn", &bins_obj, &k0, &k1, &n0, &n1, &hist_obj, &r0, &c0))
         return NULL;
     Buf bins = {0}, hist = {0};
     if (buf_get(bins_obj, &bins, 2, "B", 0, 1, "bins") < 0 || buf_get(hist_obj, &hist, 2, "lq", 1, 1, "hist") < 0)
         goto fail;
     const Py_ssize_t h = bins.view.shape[0], w = bins.view.shape[1], nbins = hist.view.shape[1];
+    r0 = r0 < 0 && k0 > 0 ? k0 / 2 : r0;
+    c0 = c0 < 0 && k1 > 0 ? k1 / 2 : c0;
     if (hist.view.itemsize != 8 || hist.view.shape[0] != n0 * n1 || k0 < 1 || k1 < 1 || n0 < 0 || n1 < 0 ||
-        k0 / 2 + n0 * k0 > h || k1 / 2 + n1 * k1 > w) {
+        r0 < 0 || c0 < 0 || r0 + n0 * k0 > h || c0 + n1 * k1 > w) {
         PyErr_SetString(PyExc_ValueError, "region_hist: shapes do not fit");
         goto fail;
     }
@@ -400,8 +404,8 @@ static PyObject *region_hist(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i0 = 0; i0 < n0; i0++)
         for (Py_ssize_t i1 = 0; i1 < n1; i1++) {
-            for (Py_ssize_t r = k0 / 2 + i0 * k0; r < k0 / 2 + (i0 + 1) * k0; r++) {
-                const uint8_t *cell = src + r * w + k1 / 2 + i1 * k1;
+            for (Py_ssize_t r = r0 + i0 * k0; r < r0 + (i0 + 1) * k0; r++) {
+                const uint8_t *cell = src + r * w + c0 + i1 * k1;
                 Py_ssize_t c = 0;
                 for (; c + 4 <= k1; c += 4) {
                     part[cell[c]]++;
@@ -518,7 +522,7 @@ static PyMethodDef methods[] = {
      "lookup2(index0, table0, index1, table1, out): out[i, j, c] = table_c[index_c[i, j]] for c = 0, 1."},
     {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16 -> uint8)."},
     {"region_hist", region_hist, METH_VARARGS,
-     "region_hist(bins, k0, k1, n0, n1, hist): per-region bin counts added into int64 hist."},
+     "region_hist(bins, k0, k1, n0, n1, hist[, r0, c0]): per-region bin counts added into int64 hist."},
     {"clip_histograms", clip_histograms, METH_VARARGS,
      "clip_histograms(hist, limit): skimage's clip_histogram on every row of int64 hist, in place."},
     {NULL, NULL, 0, NULL},
