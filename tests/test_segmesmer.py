@@ -260,6 +260,20 @@ def test_mesmer_three_compartments_whole_cell_first(server):
     np.testing.assert_array_equal(read_tif(default, "tissue_feature_0.tif"), whole)
 
 
+@pytest.mark.parametrize("channels", ["0,1", "1,0"])
+def test_a_uint16_mesmer_image_gives_the_files_of_its_float32_cast(server, channels):
+    """Mesmer's preprocessing reads uint16 pixels uncast (AppSpec.takes_uint16): every result
+    file is the one the same image stored as float32 gives (swapped channels: a gathered pair)."""
+    _nuc, _cell, image = cells(2)
+    runs = [mesmer(server, {"channels": channels, "compartment": "both"}, tiff_bytes(a))
+            for a in (image, image.astype(np.float32))]
+    assert [r.status for r in runs] == ["done", "done"], [r.hash.get("reason") for r in runs]
+    members = sorted(n for n in runs[0].files if n.endswith((".tif", ".png")))
+    assert members == sorted(n for n in runs[1].files if n.endswith((".tif", ".png"))) and len(members) == 4
+    for name in members:
+        assert runs[0].files[name] == runs[1].files[name], name
+
+
 def test_mesmer_channels_first_swapped_channels_and_bad_fields(server):
     nuc_truth, _cell, image = cells(1)
     first = mesmer(server, {"channels": "1,0", "compartment": "nuclear"},

@@ -308,6 +308,110 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
     return Py_BuildValue("(KKdddd)", (unsigned long long)n, (unsigned long long)nans, a, b, lo, hi);
 }
 
+/* ---- order_stats_u16: order_stats of a uint16 plane, by one 65536-bin histogram ---------------
+ *
+ * values: 2-D uint16, any strides. The same ranks and result as order_stats of the plane's
+ * float32 cast (every uint16 is exact in float32, and no value is NaN: nans is 0), in one pass:
+ * a count per value, then a scan of the counts. */
+VECTOR_CLONES static void range_u16(const uint16_t *restrict src, Py_ssize_t step, Py_ssize_t len, uint16_t *lo,
+                                    uint16_t *hi) {
+    uint16_t mn = *lo, mx = *hi;
+    if (step == 1)
+        for (Py_ssize_t j = 0; j < len; j++)
+            mn = src[j] < mn ? src[j] : mn, mx = src[j] > mx ? src[j] : mx;
+    else
+        for (Py_ssize_t j = 0; j < len; j++)
+            mn = src[j * step] < mn ? src[j * step] : mn, mx = src[j * step] > mx ? src[j * step] : mx;
+    *lo = mn, *hi = mx;
+}
+
+static PyObject *order_stats_u16(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    double fraction;
+    int skip_zeros;
+    if (!PyArg_ParseTuple(args, "Odp", &obj, &fraction, &skip_zeros))
+        return NULL;
+    if (!(fraction >= 0.0 && fraction <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "order_stats_u16: the fraction must lie in [0, 1]");
+        return NULL;
+    }
+    Buf v = {0};
+    if (buf_get(obj, &v, 2, "H", 0, 0, "values") < 0)
+        return NULL;
+    const Py_ssize_t rows = v.view.shape[0], cols = v.view.shape[1];
+    const Py_ssize_t s0 = v.view.strides[0], s1 = v.view.strides[1];
+    if ((uint64_t)rows * (uint64_t)cols >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "order_stats_u16: too many values for 32-bit counts");
+        buf_release(&v);
+        return NULL;
+    }
+    /* four interleaved counts per value: a run of equal values (the background) does not wait
+     * on one counter */
+    uint32_t *hist = PyMem_Calloc(4 * 65536, sizeof(uint32_t));
+    if (!hist) {
+        buf_release(&v);
+        return PyErr_NoMemory();
+    }
+    const int typed = aligned(v.view.buf, s0, s1, sizeof(uint16_t));
+    uint16_t mn = 0xFFFF, mx = 0;
+    uint64_t n = 0, ra = 0, rb = 0;
+    double a = NAN, b = NAN, lo = NAN, hi = NAN;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const char *row = (const char *)v.view.buf + i * s0;
+        if (typed) {
+            const uint16_t *r = (const uint16_t *)row;
+            const Py_ssize_t step = s1 / (Py_ssize_t)sizeof(uint16_t);
+            range_u16(r, step, cols, &mn, &mx);
+            Py_ssize_t j = 0;
+            for (; j + 4 <= cols; j += 4) {
+                hist[4 * (uint32_t)r[j * step]]++;
+                hist[4 * (uint32_t)r[(j + 1) * step] + 1]++;
+                hist[4 * (uint32_t)r[(j + 2) * step] + 2]++;
+                hist[4 * (uint32_t)r[(j + 3) * step] + 3]++;
+            }
+            for (; j < cols; j++)
+                hist[4 * (uint32_t)r[j * step]]++;
+        } else {
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                uint16_t u;
+                memcpy(&u, row + j * s1, sizeof(uint16_t));
+                mn = u < mn ? u : mn, mx = u > mx ? u : mx;
+                hist[4 * (uint32_t)u]++;
+            }
+        }
+    }
+    for (uint32_t u = 0; u < 65536; u++)
+        hist[u] = hist[4 * u] + hist[4 * u + 1] + hist[4 * u + 2] + hist[4 * u + 3];
+    if (rows * cols > 0)
+        lo = (double)mn, hi = (double)mx;
+    n = (uint64_t)(rows * cols) - (skip_zeros ? hist[0] : 0);
+    if (n > 0) {
+        const double virtual = (double)(n - 1) * fraction; /* numpy's 'linear' virtual index */
+        if (virtual >= (double)(n - 1)) {
+            ra = rb = n - 1;
+        } else {
+            ra = (uint64_t)floor(virtual);
+            rb = ra + 1;
+        }
+        uint64_t seen = 0;
+        int found_a = 0;
+        for (uint32_t u = skip_zeros ? 1 : 0; u < 65536; u++) {
+            seen += hist[u];
+            if (!found_a && seen > ra)
+                a = (double)u, found_a = 1;
+            if (seen > rb) {
+                b = (double)u;
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(hist);
+    buf_release(&v);
+    return Py_BuildValue("(KKdddd)", (unsigned long long)n, 0ull, a, b, lo, hi);
+}
+
 /* ---- clip_unit_u16: min(x, ceiling) then preprocess._unit_uint16's float32 steps ---------------
  *
  * plane (X, Y) float32, any strides; out (X, Y) uint16, any strides. Per value, in float32:
@@ -484,6 +588,8 @@ fail:
 static PyMethodDef methods[] = {
     {"order_stats", order_stats, METH_VARARGS,
      "order_stats(values, fraction, skip_zeros) -> (n, nans, a, b, lo, hi): np.percentile's order statistics."},
+    {"order_stats_u16", order_stats_u16, METH_VARARGS,
+     "order_stats_u16(values, fraction, skip_zeros) -> (n, 0, a, b, lo, hi): order_stats of a uint16 plane."},
     {"clip_unit_u16", clip_unit_u16, METH_VARARGS,
      "clip_unit_u16(plane, ceiling, lo, scale, out): clip at ceiling, then img_as_uint of (x - lo) / scale."},
     {"clip_unit_bins", clip_unit_bins, METH_VARARGS,

@@ -166,7 +166,7 @@ Mesmer = AppSpec(
     # deepcell-tf mesmer.py:74-96 (format_output_mesmer: whole-cell = heads 0-1, nuclear = heads
     # 2-3) and L99-157 (mesmer_postprocess labels a compartment from its own pair only): a
     # one-compartment job needs half the reply (26 of 52 MB for 1024x1024)
-    compartment_heads={"whole-cell": (0, 1), "nuclear": (2, 3)},
+    compartment_heads={"whole-cell": (0, 1), "nuclear": (2, 3)}, takes_uint16=True,
 )
 
 APPLICATIONS: dict[str, AppSpec] = {

@@ -83,14 +83,13 @@ def _unit_bins(plane: np.ndarray, bounds: tuple[float, float], ceiling: np.float
     (`clip_unit_bins`), the uint16 image never written: its values span 0..65535 (the plane's
     min maps to 0, its max to 65535), whose bins `clahe.full_range_bins` holds. None where the
     C pass does not apply, or when the values did not span that range (then the caller's
-    uint16 path recomputes; not seen in practice). A uint16 plane (no `ceiling`) is read as its
-    float32 cast's values, exactly."""
+    uint16 path recomputes; not seen in practice). A uint16 plane is read as its float32 cast's
+    values, exactly."""
     kernels = _native.percentile_kernels
     lo, hi = bounds
     with np.errstate(over="ignore"):
         scale = np.float32(hi - lo)
-    if not (kernels is not None and (plane.dtype == np.float32 or (plane.dtype == np.uint16 and ceiling is None))
-            and plane.ndim == 2 and np.isfinite(lo)
+    if not (kernels is not None and plane.dtype in (np.float32, np.uint16) and plane.ndim == 2 and np.isfinite(lo)
             and np.isfinite(hi) and hi > lo and np.isfinite(scale) and _native.clahe_kernels is not None):
         return None
     bins = np.empty(plane.shape, dtype=np.uint8)
@@ -133,13 +132,19 @@ def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None,
 def _nonzero_ceiling(plane: np.ndarray, percentile: float) -> tuple[int, np.floating | None, float, float] | None:
     """(n, ceiling, lo, hi) of a 2-D float plane in one C pass (any strides): n non-zero pixels,
     `np.percentile` of them (None when n is 0) and the plane's min and max; None where the C
-    selection does not apply (not built, another dtype, a NaN pixel, q not a plain number)."""
+    selection does not apply (not built, another dtype, a NaN pixel, q not a plain number). A
+    uint16 plane gives its float32 cast's answer (the ceiling a float32)."""
     kernels = _native.percentile_kernels
-    if (kernels is None or plane.ndim != 2 or plane.dtype not in (np.float32, np.float64)
+    if (kernels is None or plane.ndim != 2 or plane.dtype not in (np.float32, np.float64, np.uint16)
             or type(percentile) not in (int, float) or not 0 <= percentile <= 100 or plane.size >= 2**32 - 1):
         return None
-    dtype = plane.dtype.type
-    n, nans, a, b, lo, hi = kernels.order_stats(plane, float(np.true_divide(percentile, 100)), True)
+    fraction = float(np.true_divide(percentile, 100))
+    if plane.dtype == np.uint16:  # its float32 cast's statistics (exact), by one histogram pass
+        dtype = np.float32
+        n, nans, a, b, lo, hi = kernels.order_stats_u16(plane, fraction, True)
+    else:
+        dtype = plane.dtype.type
+        n, nans, a, b, lo, hi = kernels.order_stats(plane, fraction, True)
     if nans:
         return None  # numpy's NaN answer (and the clip it implies) stays numpy's
     if n == 0:
@@ -215,7 +220,7 @@ def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
 
 def _mesmer_parts(plane: np.ndarray, percentile: float,
                   kernel_size: int | tuple | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Threshold then CLAHE of one float32 plane by the C kernels, as (grey, table): the result
+    """Threshold then CLAHE of one float32 plane (or uint16: its float32 cast's) by the C kernels, as (grey, table): the result
     is table[grey]. None where they do not apply (then the numpy steps run). The clipped plane's
     range is min(range, ceiling), so it is never written: one pass clips and converts to uint16."""
     stats = _nonzero_ceiling(plane, percentile)
@@ -233,7 +238,7 @@ def _mesmer_parts(plane: np.ndarray, percentile: float,
     bins = _unit_bins(plane, (lo, hi), ceiling)
     if bins is not None:
         return equalize_adapthist_parts(bins, kernel_size=kernel_size, float_dtype=np.float32, bins=bins)
-    unit = _unit_uint16(plane, (lo, hi), ceiling)
+    unit = _unit_uint16(plane.astype(np.float32, copy=False), (lo, hi), ceiling)
     return equalize_adapthist_parts(unit, kernel_size=kernel_size, float_dtype=np.float32)
 
 
@@ -254,7 +259,7 @@ def _mesmer_planes(image: np.ndarray, b: int, percentile: float, kernel_size: in
             else:
                 out[b, ..., c] = table[grey]
             continue
-        plane = np.array(image[b, ..., c], copy=True)
+        plane = np.array(image[b, ..., c], dtype=np.float32 if image.dtype == np.uint16 else None, copy=True)
         if not _clip_plane(plane, percentile):
             plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
         _normalise_plane(plane, kernel_size, plane)
@@ -276,11 +281,14 @@ def mesmer_preprocess(
     CLAHE's final lookup writes both channels of a two-channel image in one pass; otherwise the
     steps run on one contiguous copy."""
     _check_rank(image)
-    if threshold and normalize and image.dtype == np.float32:
+    if threshold and normalize and (image.dtype == np.float32 or (image.dtype == np.uint16 and _reads_uint16())):
+        # uint16 (the stored pixels) is read as its float32 cast, exactly: no float32 copy
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
             _mesmer_planes(image, b, percentile, kernel_size, out)
         return out
+    if image.dtype == np.uint16:  # the float32 cast the fused path reads it as (the kiosk's cast)
+        image = image.astype(np.float32)
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)
