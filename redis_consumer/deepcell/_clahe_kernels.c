@@ -335,29 +335,83 @@ fail:
     return NULL;
 }
 
-/* bins[i] = table[values[i]] for a contiguous uint16 image and a uint8 table (CLAHE's bin of
- * each grey value); returns 0, or -1 when a value is past the table. */
+/* The largest of a row's `w` uint16 values `step` elements apart (the bounds check of a strided gather). */
+VECTOR_CLONES static uint16_t max_u16_step(const uint16_t *restrict v, Py_ssize_t step, Py_ssize_t w) {
+    uint16_t top = 0;
+    for (Py_ssize_t j = 0; j < w; j++)
+        top = v[j * step] > top ? v[j * step] : top;
+    return top;
+}
+
+/* bins[i, j] = table[values[i, j]] for a uint16 image (any strides: a channel of an (X, Y, C)
+ * image too) and a uint8 table (CLAHE's bin of each grey value, the overlay's grey level); out
+ * (X, Y) uint8, contiguous. Returns 0, or -1 when a value is past the table (a table of 65536
+ * entries needs no check). */
 static PyObject *gather_u8(PyObject *self, PyObject *args) {
     PyObject *values_obj, *table_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOO", &values_obj, &table_obj, &out_obj))
         return NULL;
     Buf values = {0}, table = {0}, out = {0};
-    if (buf_get(values_obj, &values, 2, "H", 0, 1, "values") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
+    if (buf_get(values_obj, &values, 2, "H", 0, 0, "values") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
         buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
         goto fail;
-    const Py_ssize_t n = values.view.len / 2, size = table.view.shape[0];
-    if (out.view.len != n) {
+    const Py_ssize_t h = values.view.shape[0], w = values.view.shape[1], size = table.view.shape[0];
+    const Py_ssize_t s0 = values.view.strides[0], s1 = values.view.strides[1];
+    if (out.view.shape[0] != h || out.view.shape[1] != w) {
         PyErr_SetString(PyExc_ValueError, "gather_u8: out does not match values");
         goto fail;
     }
-    const uint16_t *v = values.view.buf;
+    const char *v = values.view.buf;
     const uint8_t *t = table.view.buf;
     uint8_t *o = out.view.buf;
+    const int dense = s0 == w * (Py_ssize_t)sizeof(uint16_t) && s1 == (Py_ssize_t)sizeof(uint16_t) &&
+                      (uintptr_t)v % sizeof(uint16_t) == 0;
+    const int typed = (uintptr_t)v % sizeof(uint16_t) == 0 && s0 % (Py_ssize_t)sizeof(uint16_t) == 0 &&
+                      s1 % (Py_ssize_t)sizeof(uint16_t) == 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    bad = n > 0 && max_u16(v, n) >= size;
-    for (Py_ssize_t i = 0; i < n && !bad; i++)
-        o[i] = t[v[i]];
+    if (size < 65536 && h * w > 0) { /* every value checked once, before any write */
+        if (dense) {
+            bad = max_u16((const uint16_t *)v, h * w) >= size;
+        } else {
+            uint16_t top = 0;
+            for (Py_ssize_t i = 0; i < h; i++) {
+                const char *row = v + i * s0;
+                for (Py_ssize_t j = 0; j < w && !typed; j++) {
+                    uint16_t u;
+                    memcpy(&u, row + j * s1, sizeof(uint16_t));
+                    top = u > top ? u : top;
+                }
+                if (typed) {
+                    const uint16_t m = max_u16_step((const uint16_t *)row, s1 / (Py_ssize_t)sizeof(uint16_t), w);
+                    top = m > top ? m : top;
+                }
+            }
+            bad = top >= size;
+        }
+    }
+    if (dense) {
+        const uint16_t *src = (const uint16_t *)v;
+        for (Py_ssize_t i = 0; i < h * w && !bad; i++)
+            o[i] = t[src[i]];
+    } else {
+        for (Py_ssize_t i = 0; i < h && !bad; i++) {
+            const char *row = v + i * s0;
+            uint8_t *dst = o + i * w;
+            if (typed) {
+                const uint16_t *r = (const uint16_t *)row;
+                const Py_ssize_t step = s1 / (Py_ssize_t)sizeof(uint16_t);
+                for (Py_ssize_t j = 0; j < w; j++)
+                    dst[j] = t[r[j * step]];
+            } else {
+                for (Py_ssize_t j = 0; j < w; j++) {
+                    uint16_t u;
+                    memcpy(&u, row + j * s1, sizeof(uint16_t));
+                    dst[j] = t[u];
+                }
+            }
+        }
+    }
     Py_END_ALLOW_THREADS
     buf_release(&values), buf_release(&table), buf_release(&out);
     if (bad) {
@@ -520,7 +574,7 @@ static PyMethodDef methods[] = {
     {"lookup", lookup, METH_VARARGS, "lookup(index, table, out): out[i, j] = table[index[i, j]]."},
     {"lookup2", lookup2, METH_VARARGS,
      "lookup2(index0, table0, index1, table1, out): out[i, j, c] = table_c[index_c[i, j]] for c = 0, 1."},
-    {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16 -> uint8)."},
+    {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16, any strides -> contiguous uint8)."},
     {"region_hist", region_hist, METH_VARARGS,
      "region_hist(bins, k0, k1, n0, n1, hist[, r0, c0]): per-region bin counts added into int64 hist."},
     {"clip_histograms", clip_histograms, METH_VARARGS,
