@@ -98,6 +98,11 @@ def test_lookup_and_gathers_check_indices_and_shapes(k):
     assert hist[0].tolist() == [1, 1, 2] and not hist[1:].any()  # the region at (1, 1), one pixel each side
     with pytest.raises(ValueError, match="fit"):
         k.region_hist(np.zeros((4, 4), np.uint8), 2, 2, 2, 2, hist)
+    hist[...] = 0  # origin (0, 0): the four 2 x 2 regions of an unpadded image
+    k.region_hist(np.array([[0, 1, 2, 2], [1, 1, 0, 2], [2, 2, 2, 2], [0, 0, 0, 1]], np.uint8), 2, 2, 2, 2, hist, 0, 0)
+    assert hist.tolist() == [[1, 3, 0], [1, 0, 3], [2, 0, 2], [1, 1, 2]]
+    with pytest.raises(ValueError, match="fit"):
+        k.region_hist(np.zeros((4, 4), np.uint8), 2, 2, 2, 2, hist, 1, 0)
 
 
 def test_untile_blend_rejects_grids_that_do_not_fit(k):

@@ -110,6 +110,25 @@ def test_grey_levels_with_and_without_the_c_gather(monkeypatch):
         np.testing.assert_array_equal(got, overlay.grey_levels(plane.astype(np.float32)))  # the per-pixel path
 
 
+@pytest.mark.parametrize("odd", [False, True])
+def test_grey_levels_of_a_strided_channel_equal_those_of_its_copy(odd):
+    """A channel of an (X, Y, C) image (and a reversed, an unaligned one) is read in place by the
+    C gather, with the levels of its contiguous copy; the gather refuses a value past a short table."""
+    from redis_consumer.deepcell import _clahe_kernels
+
+    rng = np.random.default_rng(int(odd))
+    raw = np.zeros(2 * 3 * 210 * 170 + 2, np.uint8)
+    image = np.ndarray((210, 170, 3), np.uint16, raw.data, int(odd))
+    image[...] = np.clip(rng.normal(900, 300, (210, 170, 3)), 0, 65535).astype(np.uint16)
+    for plane in (image[..., 1], image[::-1, ::2, 2], image[..., 0].T):
+        np.testing.assert_array_equal(overlay.grey_levels(plane), overlay.grey_levels(np.ascontiguousarray(plane)))
+    out = np.empty((210, 170), np.uint8)
+    with pytest.raises(ValueError, match="past the table"):
+        _clahe_kernels.gather_u8(image[..., 1], np.zeros(int(image[..., 1].max()), np.uint8), out)
+    _clahe_kernels.gather_u8(image[..., 1], np.arange(65536).astype(np.uint8), out)
+    np.testing.assert_array_equal(out, image[..., 1].astype(np.uint8))
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**32 - 1), st.integers(1, 4))
 def test_outlines_by_the_c_pass_equal_the_numpy_outlines(h, w, seed, objects):

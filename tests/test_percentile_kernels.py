@@ -312,3 +312,79 @@ def test_clip_unit_bins_refuses_what_does_not_fit():
         k.clip_unit_bins(plane, 2.0, 0.0, 4.0, table, out[:, :4].copy())
     with pytest.raises(ValueError, match="format"):
         k.clip_unit_bins(plane, 2.0, 0.0, 4.0, table, out.astype(np.uint16))
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 70), seed=st.integers(0, 2**31 - 1), step=st.sampled_from([1, 2, 3, -1]),
+       odd=st.booleans())
+def test_clip_unit_bins_reads_uint16_as_its_float32_cast(h, w, seed, step, odd):
+    """A uint16 plane (contiguous, strided, reversed, unaligned) gives the bins and range of its
+    float32 cast, without the cast."""
+    rng = np.random.default_rng(seed)
+    raw = np.zeros(h * 3 * w * 2 + 2, np.uint8)
+    wide = np.ndarray((h, 3 * w), np.uint16, raw.data, int(odd))  # odd: an unaligned buffer
+    wide[...] = rng.integers(0, 65536, (h, 3 * w)).astype(np.uint16)
+    plane = wide[:, ::step][:, :w]
+    lo, hi = float(plane.min()), float(plane.max())
+    table = np.random.default_rng(1).integers(0, 256, 65536).astype(np.uint8)
+    got, want = np.empty(plane.shape, np.uint8), np.empty(plane.shape, np.uint8)
+    scale = float(np.float32(hi - lo)) if hi > lo else 1.0
+    span = _percentile_kernels.clip_unit_bins(plane, np.inf, lo, scale, table, got)
+    assert span == _percentile_kernels.clip_unit_bins(plane.astype(np.float32), np.inf, lo, scale, table, want)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_histogram_normalization_of_uint16_is_that_of_its_float32_cast(monkeypatch):
+    """One uint16 channel (contiguous, or a channel of a wider image) goes uncast through the C
+    pass with the bytes of its float32 cast; without the kernels it is cast first."""
+    rng = np.random.default_rng(21)
+    image = rng.normal(400, 40, (2, 300, 260, 2)).clip(0, 65535).astype(np.uint16)
+    image[0, 50:120, 40:200] += 3000
+    image[1, ..., 1] = 9  # a constant plane
+    for view in (image[..., :1], image[..., 1:], np.ascontiguousarray(image[..., :1])):
+        want = histogram_normalization(view.astype(np.float32))
+        assert _same_bytes(histogram_normalization(view), want)
+        with monkeypatch.context() as patch:
+            patch.setattr(_native, "percentile_kernels", None)
+            assert _same_bytes(histogram_normalization(view), want)
+        with monkeypatch.context() as patch:
+            patch.setattr(preprocess, "_unit_bins", lambda *args, **kwargs: None)
+            assert _same_bytes(histogram_normalization(view), want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 60), seed=st.integers(0, 2**31 - 1), step=st.sampled_from([1, 2, -1]),
+       top=st.sampled_from([1, 3, 300, 65536]), zeros=st.floats(0, 1), q=st.sampled_from([0.0, 50.0, 99.9, 100.0]),
+       odd=st.booleans())
+def test_order_stats_u16_is_order_stats_of_the_float32_cast(h, w, seed, step, top, zeros, q, odd):
+    """The uint16 histogram selection gives order_stats' answer for the plane's float32 cast,
+    counting every value or the non-zero ones, for strided, reversed and unaligned planes."""
+    rng = np.random.default_rng(seed)
+    raw = np.zeros(h * 2 * w * 2 + 2, np.uint8)
+    wide = np.ndarray((h, 2 * w), np.uint16, raw.data, int(odd))
+    wide[...] = rng.integers(0, top, (h, 2 * w)).astype(np.uint16) * (rng.random((h, 2 * w)) >= zeros)
+    plane = wide[:, ::step][:, :w]
+    for skip in (True, False):
+        got = _percentile_kernels.order_stats_u16(plane, q / 100, skip)
+        want = _percentile_kernels.order_stats(plane.astype(np.float32), q / 100, skip)
+        assert got[:2] == want[:2]
+        np.testing.assert_array_equal(np.array(got[2:]), np.array(want[2:]))  # NaN a, b for n == 0 too
+
+
+def test_mesmer_preprocess_of_uint16_is_that_of_its_float32_cast(monkeypatch):
+    """A uint16 (B, X, Y, 2) image (an empty channel, a constant one among them) gives the bytes
+    of its float32 cast on every path: C parts, without the kernels, without the fused bins."""
+    rng = np.random.default_rng(31)
+    image = rng.normal(400, 40, (3, 200, 170, 2)).clip(0, 65535).astype(np.uint16)
+    image[0, 40:90, 30:150, 0] += 3000
+    image[1, ..., 1] = 0
+    image[2, ..., 0] = 77
+    want = mesmer_preprocess(image.astype(np.float32))
+    assert _same_bytes(mesmer_preprocess(image), want)
+    assert _same_bytes(mesmer_preprocess(np.ascontiguousarray(image[..., ::-1])),
+                       mesmer_preprocess(image[..., ::-1].astype(np.float32)))
+    for module, name, value in ((_native, "percentile_kernels", None), (_native, "clahe_kernels", None),
+                                (preprocess, "_unit_bins", lambda *a, **k: None)):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, value)
+            assert _same_bytes(mesmer_preprocess(image), want), name

@@ -118,6 +118,20 @@ def _layout(order: str):
     return np.ascontiguousarray(arr), truths, ("1," if "C" in order else "0,")
 
 
+@pytest.mark.parametrize("order", ["XY", "XYC"])
+def test_a_uint16_image_gives_the_files_of_its_float32_cast(server, order):
+    """uint16 pixels reach the NuclearSegmentation preprocessing uncast (AppSpec.takes_uint16):
+    every result file is the one the same image stored as float32 gives."""
+    array, _truths, channels = _layout(order)
+    runs = [seg(server, {"dimension_order": order, "channels": channels, "scale": "1"}, tiff_bytes(a))
+            for a in (array, array.astype(np.float32))]
+    assert [r.status for r in runs] == ["done", "done"]
+    members = sorted(n for n in runs[0].files if n.endswith((".tif", ".png")))
+    assert members == sorted(n for n in runs[1].files if n.endswith((".tif", ".png"))) and len(members) == 3
+    for name in members:
+        assert runs[0].files[name] == runs[1].files[name], name
+
+
 @pytest.mark.parametrize("order", ["XY", "BXY", "CXY", "XYB", "XYC", "BXYC", "CXYB"])
 def test_every_kiosk_dimension_order_gives_labels_of_the_input_size_frames_in_order(server, order):
     array, truths, channels = _layout(order)
@@ -244,6 +258,20 @@ def test_mesmer_three_compartments_whole_cell_first(server):
         np.testing.assert_array_equal(read_tif(one, "tissue_feature_0.tif"), read_tif(both, f"tissue_feature_{k}.tif"))
     default = mesmer(server, {"channels": ""}, tiff_bytes(image))  # '' = 0,1; MESMER_COMPARTMENT whole-cell
     np.testing.assert_array_equal(read_tif(default, "tissue_feature_0.tif"), whole)
+
+
+@pytest.mark.parametrize("channels", ["0,1", "1,0"])
+def test_a_uint16_mesmer_image_gives_the_files_of_its_float32_cast(server, channels):
+    """Mesmer's preprocessing reads uint16 pixels uncast (AppSpec.takes_uint16): every result
+    file is the one the same image stored as float32 gives (swapped channels: a gathered pair)."""
+    _nuc, _cell, image = cells(2)
+    runs = [mesmer(server, {"channels": channels, "compartment": "both"}, tiff_bytes(a))
+            for a in (image, image.astype(np.float32))]
+    assert [r.status for r in runs] == ["done", "done"], [r.hash.get("reason") for r in runs]
+    members = sorted(n for n in runs[0].files if n.endswith((".tif", ".png")))
+    assert members == sorted(n for n in runs[1].files if n.endswith((".tif", ".png"))) and len(members) == 4
+    for name in members:
+        assert runs[0].files[name] == runs[1].files[name], name
 
 
 def test_mesmer_channels_first_swapped_channels_and_bad_fields(server):

@@ -41,3 +41,15 @@ def test_strided_and_non_native_sources_and_types():
     assert bytes(tiff_bytes(big_endian)) == _reference(big_endian, None)  # tifffile's own path
     flags = rng.random((9, 9)) > 0.5
     assert bytes(tiff_bytes(flags)) == _reference(flags, None)
+
+
+def test_files_of_one_shape_share_the_header_not_the_pixels():
+    """The header made once per (shape, dtype) fronts every later file of that size; each file
+    has its own buffer."""
+    rng = np.random.default_rng(7)
+    arrays = [rng.integers(0, 5000, (2, 33, 47)).astype(np.int32) for _ in range(3)]
+    views = [tiff_bytes(a, np.float32) for a in arrays]
+    for view, array in zip(views, arrays):
+        assert bytes(view) == _reference(array, np.float32)
+    assert len({bytes(v) for v in views}) == 3
+    assert bytes(tiff_bytes(arrays[0][0], np.uint16)) == _reference(arrays[0][0], np.uint16)

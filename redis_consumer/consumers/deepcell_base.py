@@ -250,7 +250,6 @@ class DeepCellConsumer(KioskResultFiles, TensorFlowServingConsumer):
         if image.shape[-1] != spec.channels:
             raise UserError(f"The {spec.name} application needs {spec.channels} channel(s) but got "
                             f"{image.shape[-1]}; check the job's channels field.")
-        image = image.astype(np.float32, copy=False)  # the kiosk casts every input to float32
         image_mpp = float(scale) * spec.model_mpp
         wall: dict[str, np.ndarray] = {}
         found: list[np.ndarray] = []
@@ -282,7 +281,14 @@ class DeepCellConsumer(KioskResultFiles, TensorFlowServingConsumer):
         tile = model_in.tile
         common = {"tile_shape": tile, "batch_size": self.app_batch_size, "overrides": overrides,
                   "compartment": compartment, "timings": wall, "timer": _stopwatch}
-        scaled = scaled_shape(image.shape, image_mpp, spec.model_mpp) or image.shape[1:3]
+        new_shape = scaled_shape(image.shape, image_mpp, spec.model_mpp)
+        scaled = new_shape or image.shape[1:3]
+        short = [scaled[i] < tile[i] for i in (0, 1)]
+        if not (spec.takes_uint16 and image.dtype == np.uint16 and new_shape is None and all(short) == any(short)):
+            # The kiosk casts every input to float32. An application whose preprocessing reads
+            # uint16 as those values is handed a uint16 image uncast (no 4 MB/MP copy) when it
+            # is neither resized nor padded here first.
+            image = image.astype(np.float32, copy=False)
         limit = 4 * int(self.settings.MAX_IMAGE_HEIGHT) * int(self.settings.MAX_IMAGE_WIDTH)
         if scaled[0] * scaled[1] > limit:  # a 2048x2048 image at scale 10 would need ~1.7 GB per channel
             raise UserError(f"The job's scale {image_mpp / spec.model_mpp:g} would make the image {scaled[0]}x"
@@ -293,7 +299,6 @@ class DeepCellConsumer(KioskResultFiles, TensorFlowServingConsumer):
                             f"{image.shape[1]}x{image.shape[2]} image to nothing; use a larger scale.")
         if tuple(scaled) != tuple(image.shape[1:3]):
             self.log_job(f"rescaled by {image_mpp / spec.model_mpp:g} to {scaled[0]}x{scaled[1]} for the model")
-        short = [scaled[i] < tile[i] for i in (0, 1)]
         if any(short) and not all(short):
             # The application pads BOTH axes by |size - tile| when either is short, so the long
             # axis stops being a multiple of tiles and a fixed-shape model refuses it (the kiosk

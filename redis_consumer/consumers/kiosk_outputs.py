@@ -94,8 +94,9 @@ class KioskResultFiles:
         from ..utils import overlay
 
         with self._step("png"):
-            # contiguous copies first: a channel of (X, Y, C) is strided, and every pass over it was slow
-            levels = overlay.grey_levels(np.ascontiguousarray(plane))
+            # a channel of (X, Y, C) is strided: grey_levels reads a uint16 one in place (its sample
+            # and one gather), anything else it copies first; the labels' passes want them contiguous
+            levels = overlay.grey_levels(plane)
             index = overlay.indexed_levels(levels, np.ascontiguousarray(labels_xy))
             path = os.path.join(outdir, f"{name}_{_safe_part(compartment)}_overlay.png")
             self.memory_files[path] = overlay.png_bytes(index, overlay.PALETTE)

@@ -94,10 +94,10 @@ class MesmerConsumer(DeepCellConsumer):
             job.log(f"loaded {'x'.join(map(str, raw.shape))} as {image.shape[0]} batch(es) of "
                     f"{image.shape[1]}x{image.shape[2]}; nuclear channel {nuclear}, membrane {membrane}; "
                     f"dim_order {dim_order}")
-        # (B, H, W, 2) float32: the kiosk stacks, then the application casts (the same values); the
-        # usual two-channel image in (nuclear, membrane) order is one contiguous cast
-        chosen = image if (image.shape[-1], nuclear, membrane) == (2, 0, 1) else image[..., [nuclear, membrane]]
-        pair = chosen.astype(np.float32)
+        # (B, H, W, 2): the kiosk stacks, then the application casts to float32 (run_app does, or
+        # for uint16 pixels Mesmer's preprocessing reads them as those values: AppSpec.takes_uint16);
+        # the usual two-channel image in (nuclear, membrane) order is taken as it is
+        pair = image if (image.shape[-1], nuclear, membrane) == (2, 0, 1) else image[..., [nuclear, membrane]]
         with job.stage("predict"):
             labels = self.run_app(Mesmer, pair, model, scale=scale, compartment=compartment,
                                   overrides=self.overrides)

@@ -335,29 +335,83 @@ fail:
     return NULL;
 }
 
-/* bins[i] = table[values[i]] for a contiguous uint16 image and a uint8 table (CLAHE's bin of
- * each grey value); returns 0, or -1 when a value is past the table. */
+/* The largest of a row's `w` uint16 values `step` elements apart (the bounds check of a strided gather). */
+VECTOR_CLONES static uint16_t max_u16_step(const uint16_t *restrict v, Py_ssize_t step, Py_ssize_t w) {
+    uint16_t top = 0;
+    for (Py_ssize_t j = 0; j < w; j++)
+        top = v[j * step] > top ? v[j * step] : top;
+    return top;
+}
+
+/* bins[i, j] = table[values[i, j]] for a uint16 image (any strides: a channel of an (X, Y, C)
+ * image too) and a uint8 table (CLAHE's bin of each grey value, the overlay's grey level); out
+ * (X, Y) uint8, contiguous. Returns 0, or -1 when a value is past the table (a table of 65536
+ * entries needs no check). */
 static PyObject *gather_u8(PyObject *self, PyObject *args) {
     PyObject *values_obj, *table_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OOO", &values_obj, &table_obj, &out_obj))
         return NULL;
     Buf values = {0}, table = {0}, out = {0};
-    if (buf_get(values_obj, &values, 2, "H", 0, 1, "values") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
+    if (buf_get(values_obj, &values, 2, "H", 0, 0, "values") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
         buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
         goto fail;
-    const Py_ssize_t n = values.view.len / 2, size = table.view.shape[0];
-    if (out.view.len != n) {
+    const Py_ssize_t h = values.view.shape[0], w = values.view.shape[1], size = table.view.shape[0];
+    const Py_ssize_t s0 = values.view.strides[0], s1 = values.view.strides[1];
+    if (out.view.shape[0] != h || out.view.shape[1] != w) {
         PyErr_SetString(PyExc_ValueError, "gather_u8: out does not match values");
         goto fail;
     }
-    const uint16_t *v = values.view.buf;
+    const char *v = values.view.buf;
     const uint8_t *t = table.view.buf;
     uint8_t *o = out.view.buf;
+    const int dense = s0 == w * (Py_ssize_t)sizeof(uint16_t) && s1 == (Py_ssize_t)sizeof(uint16_t) &&
+                      (uintptr_t)v % sizeof(uint16_t) == 0;
+    const int typed = (uintptr_t)v % sizeof(uint16_t) == 0 && s0 % (Py_ssize_t)sizeof(uint16_t) == 0 &&
+                      s1 % (Py_ssize_t)sizeof(uint16_t) == 0;
     int bad = 0;
     Py_BEGIN_ALLOW_THREADS
-    bad = n > 0 && max_u16(v, n) >= size;
-    for (Py_ssize_t i = 0; i < n && !bad; i++)
-        o[i] = t[v[i]];
+    if (size < 65536 && h * w > 0) { /* every value checked once, before any write */
+        if (dense) {
+            bad = max_u16((const uint16_t *)v, h * w) >= size;
+        } else {
+            uint16_t top = 0;
+            for (Py_ssize_t i = 0; i < h; i++) {
+                const char *row = v + i * s0;
+                for (Py_ssize_t j = 0; j < w && !typed; j++) {
+                    uint16_t u;
+                    memcpy(&u, row + j * s1, sizeof(uint16_t));
+                    top = u > top ? u : top;
+                }
+                if (typed) {
+                    const uint16_t m = max_u16_step((const uint16_t *)row, s1 / (Py_ssize_t)sizeof(uint16_t), w);
+                    top = m > top ? m : top;
+                }
+            }
+            bad = top >= size;
+        }
+    }
+    if (dense) {
+        const uint16_t *src = (const uint16_t *)v;
+        for (Py_ssize_t i = 0; i < h * w && !bad; i++)
+            o[i] = t[src[i]];
+    } else {
+        for (Py_ssize_t i = 0; i < h && !bad; i++) {
+            const char *row = v + i * s0;
+            uint8_t *dst = o + i * w;
+            if (typed) {
+                const uint16_t *r = (const uint16_t *)row;
+                const Py_ssize_t step = s1 / (Py_ssize_t)sizeof(uint16_t);
+                for (Py_ssize_t j = 0; j < w; j++)
+                    dst[j] = t[r[j * step]];
+            } else {
+                for (Py_ssize_t j = 0; j < w; j++) {
+                    uint16_t u;
+                    memcpy(&u, row + j * s1, sizeof(uint16_t));
+                    dst[j] = t[u];
+                }
+            }
+        }
+    }
     Py_END_ALLOW_THREADS
     buf_release(&values), buf_release(&table), buf_release(&out);
     if (bad) {
@@ -371,19 +425,23 @@ fail:
 }
 
 /* hist[i0 * n1 + i1, bin] += 1 for every pixel of contextual region (i0, i1): the k0 x k1 block
- * of the (reflect-padded) uint8 bin image starting at (k0 / 2 + i0 * k0, k1 / 2 + i1 * k1);
- * hist is (n0 * n1, nbins) int64, zeroed by the caller. np.bincount of the same index, in one pass. */
+ * of the (reflect-padded) uint8 bin image starting at (r0 + i0 * k0, c0 + i1 * k1), the origin
+ * (r0, c0) being (k0 / 2, k1 / 2) unless given (0, 0: the unpadded image, when its regions need
+ * no padding); hist is (n0 * n1, nbins) int64, zeroed by the caller. np.bincount of the same
+ * index, in one pass. */
 static PyObject *region_hist(PyObject *self, PyObject *args) {
     PyObject *bins_obj, *hist_obj;
-    Py_ssize_t k0, k1, n0, n1;
-    if (!PyArg_ParseTuple(args, "OnnnnO", &bins_obj, &k0, &k1, &n0, &n1, &hist_obj))
+    Py_ssize_t k0, k1, n0, n1, r0 = -1, c0 = -1;
+    if (!PyArg_ParseTuple(args, "OnnnnO|nn", &bins_obj, &k0, &k1, &n0, &n1, &hist_obj, &r0, &c0))
         return NULL;
     Buf bins = {0}, hist = {0};
     if (buf_get(bins_obj, &bins, 2, "B", 0, 1, "bins") < 0 || buf_get(hist_obj, &hist, 2, "lq", 1, 1, "hist") < 0)
         goto fail;
     const Py_ssize_t h = bins.view.shape[0], w = bins.view.shape[1], nbins = hist.view.shape[1];
+    r0 = r0 < 0 && k0 > 0 ? k0 / 2 : r0;
+    c0 = c0 < 0 && k1 > 0 ? k1 / 2 : c0;
     if (hist.view.itemsize != 8 || hist.view.shape[0] != n0 * n1 || k0 < 1 || k1 < 1 || n0 < 0 || n1 < 0 ||
-        k0 / 2 + n0 * k0 > h || k1 / 2 + n1 * k1 > w) {
+        r0 < 0 || c0 < 0 || r0 + n0 * k0 > h || c0 + n1 * k1 > w) {
         PyErr_SetString(PyExc_ValueError, "region_hist: shapes do not fit");
         goto fail;
     }
@@ -400,8 +458,8 @@ static PyObject *region_hist(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i0 = 0; i0 < n0; i0++)
         for (Py_ssize_t i1 = 0; i1 < n1; i1++) {
-            for (Py_ssize_t r = k0 / 2 + i0 * k0; r < k0 / 2 + (i0 + 1) * k0; r++) {
-                const uint8_t *cell = src + r * w + k1 / 2 + i1 * k1;
+            for (Py_ssize_t r = r0 + i0 * k0; r < r0 + (i0 + 1) * k0; r++) {
+                const uint8_t *cell = src + r * w + c0 + i1 * k1;
                 Py_ssize_t c = 0;
                 for (; c + 4 <= k1; c += 4) {
                     part[cell[c]]++;
@@ -516,9 +574,9 @@ static PyMethodDef methods[] = {
     {"lookup", lookup, METH_VARARGS, "lookup(index, table, out): out[i, j] = table[index[i, j]]."},
     {"lookup2", lookup2, METH_VARARGS,
      "lookup2(index0, table0, index1, table1, out): out[i, j, c] = table_c[index_c[i, j]] for c = 0, 1."},
-    {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16 -> uint8)."},
+    {"gather_u8", gather_u8, METH_VARARGS, "gather_u8(values, table, out): out = table[values] (uint16, any strides -> contiguous uint8)."},
     {"region_hist", region_hist, METH_VARARGS,
-     "region_hist(bins, k0, k1, n0, n1, hist): per-region bin counts added into int64 hist."},
+     "region_hist(bins, k0, k1, n0, n1, hist[, r0, c0]): per-region bin counts added into int64 hist."},
     {"clip_histograms", clip_histograms, METH_VARARGS,
      "clip_histograms(hist, limit): skimage's clip_histogram on every row of int64 hist, in place."},
     {NULL, NULL, 0, NULL},

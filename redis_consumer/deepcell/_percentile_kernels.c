@@ -308,6 +308,110 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
     return Py_BuildValue("(KKdddd)", (unsigned long long)n, (unsigned long long)nans, a, b, lo, hi);
 }
 
+/* ---- order_stats_u16: order_stats of a uint16 plane, by one 65536-bin histogram ---------------
+ *
+ * values: 2-D uint16, any strides. The same ranks and result as order_stats of the plane's
+ * float32 cast (every uint16 is exact in float32, and no value is NaN: nans is 0), in one pass:
+ * a count per value, then a scan of the counts. */
+VECTOR_CLONES static void range_u16(const uint16_t *restrict src, Py_ssize_t step, Py_ssize_t len, uint16_t *lo,
+                                    uint16_t *hi) {
+    uint16_t mn = *lo, mx = *hi;
+    if (step == 1)
+        for (Py_ssize_t j = 0; j < len; j++)
+            mn = src[j] < mn ? src[j] : mn, mx = src[j] > mx ? src[j] : mx;
+    else
+        for (Py_ssize_t j = 0; j < len; j++)
+            mn = src[j * step] < mn ? src[j * step] : mn, mx = src[j * step] > mx ? src[j * step] : mx;
+    *lo = mn, *hi = mx;
+}
+
+static PyObject *order_stats_u16(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    double fraction;
+    int skip_zeros;
+    if (!PyArg_ParseTuple(args, "Odp", &obj, &fraction, &skip_zeros))
+        return NULL;
+    if (!(fraction >= 0.0 && fraction <= 1.0)) {
+        PyErr_SetString(PyExc_ValueError, "order_stats_u16: the fraction must lie in [0, 1]");
+        return NULL;
+    }
+    Buf v = {0};
+    if (buf_get(obj, &v, 2, "H", 0, 0, "values") < 0)
+        return NULL;
+    const Py_ssize_t rows = v.view.shape[0], cols = v.view.shape[1];
+    const Py_ssize_t s0 = v.view.strides[0], s1 = v.view.strides[1];
+    if ((uint64_t)rows * (uint64_t)cols >= UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "order_stats_u16: too many values for 32-bit counts");
+        buf_release(&v);
+        return NULL;
+    }
+    /* four interleaved counts per value: a run of equal values (the background) does not wait
+     * on one counter */
+    uint32_t *hist = PyMem_Calloc(4 * 65536, sizeof(uint32_t));
+    if (!hist) {
+        buf_release(&v);
+        return PyErr_NoMemory();
+    }
+    const int typed = aligned(v.view.buf, s0, s1, sizeof(uint16_t));
+    uint16_t mn = 0xFFFF, mx = 0;
+    uint64_t n = 0, ra = 0, rb = 0;
+    double a = NAN, b = NAN, lo = NAN, hi = NAN;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const char *row = (const char *)v.view.buf + i * s0;
+        if (typed) {
+            const uint16_t *r = (const uint16_t *)row;
+            const Py_ssize_t step = s1 / (Py_ssize_t)sizeof(uint16_t);
+            range_u16(r, step, cols, &mn, &mx);
+            Py_ssize_t j = 0;
+            for (; j + 4 <= cols; j += 4) {
+                hist[4 * (uint32_t)r[j * step]]++;
+                hist[4 * (uint32_t)r[(j + 1) * step] + 1]++;
+                hist[4 * (uint32_t)r[(j + 2) * step] + 2]++;
+                hist[4 * (uint32_t)r[(j + 3) * step] + 3]++;
+            }
+            for (; j < cols; j++)
+                hist[4 * (uint32_t)r[j * step]]++;
+        } else {
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                uint16_t u;
+                memcpy(&u, row + j * s1, sizeof(uint16_t));
+                mn = u < mn ? u : mn, mx = u > mx ? u : mx;
+                hist[4 * (uint32_t)u]++;
+            }
+        }
+    }
+    for (uint32_t u = 0; u < 65536; u++)
+        hist[u] = hist[4 * u] + hist[4 * u + 1] + hist[4 * u + 2] + hist[4 * u + 3];
+    if (rows * cols > 0)
+        lo = (double)mn, hi = (double)mx;
+    n = (uint64_t)(rows * cols) - (skip_zeros ? hist[0] : 0);
+    if (n > 0) {
+        const double virtual = (double)(n - 1) * fraction; /* numpy's 'linear' virtual index */
+        if (virtual >= (double)(n - 1)) {
+            ra = rb = n - 1;
+        } else {
+            ra = (uint64_t)floor(virtual);
+            rb = ra + 1;
+        }
+        uint64_t seen = 0;
+        int found_a = 0;
+        for (uint32_t u = skip_zeros ? 1 : 0; u < 65536; u++) {
+            seen += hist[u];
+            if (!found_a && seen > ra)
+                a = (double)u, found_a = 1;
+            if (seen > rb) {
+                b = (double)u;
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(hist);
+    buf_release(&v);
+    return Py_BuildValue("(KKdddd)", (unsigned long long)n, 0ull, a, b, lo, hi);
+}
+
 /* ---- clip_unit_u16: min(x, ceiling) then preprocess._unit_uint16's float32 steps ---------------
  *
  * plane (X, Y) float32, any strides; out (X, Y) uint16, any strides. Per value, in float32:
@@ -337,6 +441,33 @@ VECTOR_CLONES static void unit_row(const float *restrict src, Py_ssize_t step, u
     else
         for (Py_ssize_t j = 0; j < cols; j++)
             dst[j] = unit_u16(src[j * step], ceiling, lo, scale);
+}
+
+/* unit_row of a uint16 plane: each value converted to float32 first (exact), as the float32 cast
+ * of the plane would hold it */
+VECTOR_CLONES static void unit_row_u16(const uint16_t *restrict src, Py_ssize_t step, uint16_t *restrict dst,
+                                       Py_ssize_t cols, float ceiling, float lo, float scale) {
+    if (step == 1)
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16((float)src[j], ceiling, lo, scale);
+    else
+        for (Py_ssize_t j = 0; j < cols; j++)
+            dst[j] = unit_u16((float)src[j * step], ceiling, lo, scale);
+}
+
+/* dst[j] = table[u[j]] and the row's smallest and largest u folded into *mn, *mx (two loops: the
+ * min/max one vectorises, the gather cannot) */
+VECTOR_CLONES static void bin_row(const uint16_t *restrict u, const uint8_t *restrict table, uint8_t *restrict dst,
+                                  Py_ssize_t cols, unsigned *mn, unsigned *mx) {
+    uint16_t lo = 0xFFFF, hi = 0;
+    for (Py_ssize_t j = 0; j < cols; j++) {
+        lo = u[j] < lo ? u[j] : lo;
+        hi = u[j] > hi ? u[j] : hi;
+    }
+    for (Py_ssize_t j = 0; j < cols; j++)
+        dst[j] = table[u[j]];
+    *mn = lo < *mn ? lo : *mn;
+    *mx = hi > *mx ? hi : *mx;
 }
 
 /* One row of a plane with byte strides p1 between columns: unit_row where the floats are aligned
@@ -401,7 +532,8 @@ fail:
  * out[i, j] = table[unit_u16(plane[i, j])] (uint8), the table holding the bin of every uint16
  * value (65536 entries), without writing the uint16 image; returns the smallest and largest
  * uint16 value, which the table's bins assume (the caller checks them). plane (X, Y) float32,
- * any strides; out (X, Y) uint8, contiguous. */
+ * or uint16 (read as its exact float32 values: the same result as its float32 cast), any
+ * strides; out (X, Y) uint8, contiguous. */
 static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
     PyObject *plane_obj, *table_obj, *out_obj;
     float ceiling, lo, scale;
@@ -409,9 +541,11 @@ static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
         return NULL;
     Buf plane = {0}, table = {0}, out = {0};
     uint16_t *row_buf = NULL;
-    if (buf_get(plane_obj, &plane, 2, "f", 0, 0, "plane") < 0 || buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 ||
-        buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
+    if (buf_get(plane_obj, &plane, 2, "fH", 0, 0, "plane") < 0 ||
+        buf_get(table_obj, &table, 1, "B", 0, 1, "table") < 0 || buf_get(out_obj, &out, 2, "B", 1, 1, "out") < 0)
         goto fail;
+    const int u16 = buf_format(&plane) == 'H';
+    const size_t item = u16 ? sizeof(uint16_t) : sizeof(float);
     const Py_ssize_t rows = plane.view.shape[0], cols = plane.view.shape[1];
     if (out.view.shape[0] != rows || out.view.shape[1] != cols || table.view.shape[0] != 65536) {
         PyErr_SetString(PyExc_ValueError, "clip_unit_bins: plane, table (65536) and out do not match");
@@ -422,19 +556,24 @@ static PyObject *clip_unit_bins(PyObject *self, PyObject *args) {
         goto fail;
     }
     const Py_ssize_t p0 = plane.view.strides[0], p1 = plane.view.strides[1];
-    const int dense = aligned(plane.view.buf, p0, p1, sizeof(float));
+    const int dense = aligned(plane.view.buf, p0, p1, item);
     const uint8_t *t = table.view.buf;
     unsigned mn = 0xFFFF, mx = 0;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
         const char *src = (const char *)plane.view.buf + i * p0;
         uint8_t *dst = (uint8_t *)out.view.buf + i * cols;
-        unit_row_strided(src, p1, dense, row_buf, cols, ceiling, lo, scale);
-        for (Py_ssize_t j = 0; j < cols; j++) {
-            const unsigned u = row_buf[j];
-            mn = u < mn ? u : mn, mx = u > mx ? u : mx;
-            dst[j] = t[u];
-        }
+        if (!u16)
+            unit_row_strided(src, p1, dense, row_buf, cols, ceiling, lo, scale);
+        else if (dense)
+            unit_row_u16((const uint16_t *)src, p1 / (Py_ssize_t)sizeof(uint16_t), row_buf, cols, ceiling, lo, scale);
+        else
+            for (Py_ssize_t j = 0; j < cols; j++) {
+                uint16_t x;
+                memcpy(&x, src + j * p1, sizeof(uint16_t));
+                row_buf[j] = unit_u16((float)x, ceiling, lo, scale);
+            }
+        bin_row(row_buf, t, dst, cols, &mn, &mx);
     }
     Py_END_ALLOW_THREADS
     PyMem_Free(row_buf);
@@ -449,11 +588,13 @@ fail:
 static PyMethodDef methods[] = {
     {"order_stats", order_stats, METH_VARARGS,
      "order_stats(values, fraction, skip_zeros) -> (n, nans, a, b, lo, hi): np.percentile's order statistics."},
+    {"order_stats_u16", order_stats_u16, METH_VARARGS,
+     "order_stats_u16(values, fraction, skip_zeros) -> (n, 0, a, b, lo, hi): order_stats of a uint16 plane."},
     {"clip_unit_u16", clip_unit_u16, METH_VARARGS,
      "clip_unit_u16(plane, ceiling, lo, scale, out): clip at ceiling, then img_as_uint of (x - lo) / scale."},
     {"clip_unit_bins", clip_unit_bins, METH_VARARGS,
      "clip_unit_bins(plane, ceiling, lo, scale, table, out) -> (min, max): table[clip_unit_u16 value] into "
-     "uint8 out; the uint16 values' range."},
+     "uint8 out (plane float32 or uint16); the uint16 values' range."},
     {NULL, NULL, 0, NULL},
 };
 

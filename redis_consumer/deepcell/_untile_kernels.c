@@ -8,6 +8,29 @@
  */
 #include "_buffers.h"
 
+/* x86-64 with GCC: an AVX2 clone picked at load time where the CPU has it, else the baseline code */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* a[j] += (double)r[j] * (wxv * wy[j]): one contiguous float32 tile row into the float64 sums
+ * (the general loop below, for contiguous rows; vectorised, the same IEEE operations) */
+static VECTOR_CLONES void blend_row_f32(double *restrict a, const float *restrict r, const double *restrict wy,
+                                        double wxv, Py_ssize_t len) {
+    for (Py_ssize_t j = 0; j < len; j++) {
+        const double wv = wxv * wy[j];
+        a[j] += (double)r[j] * wv;
+    }
+}
+
+/* o[i] = (float)acc[i] */
+static VECTOR_CLONES void store_row_f32(float *restrict o, const double *restrict acc, Py_ssize_t len) {
+    for (Py_ssize_t i = 0; i < len; i++)
+        o[i] = (float)acc[i];
+}
+
 /* ---- untile: the float64 weighted sum of tiles (tiling.untile_canvas's arithmetic) -------------
  *
  * tiles (N, Tx, Ty, K), any strides, float32 or float64; the N tiles are the full
@@ -23,6 +46,7 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
         return NULL;
     Buf tiles = {0}, out = {0}, xs = {0}, ys = {0}, wx = {0}, wy = {0};
     double *acc = NULL;
+    float *gathered = NULL; /* one tile row of a strided one-channel head */
     if (buf_get(tiles_obj, &tiles, 4, "fd", 0, 0, "tiles") < 0 || buf_get(out_obj, &out, 4, "fd", 1, 1, "out") < 0 ||
         buf_get(xs_obj, &xs, 1, "lq", 0, 1, "x_starts") < 0 || buf_get(ys_obj, &ys, 1, "lq", 0, 1, "y_starts") < 0 ||
         buf_get(wx_obj, &wx, 2, "d", 0, 1, "wx") < 0 || buf_get(wy_obj, &wy, 2, "d", 0, 1, "wy") < 0)
@@ -47,7 +71,8 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
     if (ox * oy * k == 0 || b == 0)
         goto done;
     acc = PyMem_Malloc(sizeof(double) * oy * k);
-    if (!acc) {
+    gathered = PyMem_Malloc(sizeof(float) * (ty > 0 ? ty : 1));
+    if (!acc || !gathered) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -78,11 +103,16 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
                     const char *row = src + (bi * nx * ny + ix * ny + iy) * sn + u * sx + t0 * sy;
                     double *a = acc + ja * k;
                     const Py_ssize_t len = jb - ja;
-                    if (f == 'f' && k == 1) {
-                        for (Py_ssize_t j = 0; j < len; j++) {
-                            const double wv = wxv * wyr[j];
-                            a[j] += (double)*(const float *)(row + j * sy) * wv;
-                        }
+                    if (f == 'f' && k == 1 && sy == (Py_ssize_t)sizeof(float)) {
+                        /* contiguous row (every one-channel head): the same operations, which the
+                         * compiler can now do two or four at a time */
+                        blend_row_f32(a, (const float *)row, wyr, wxv, len);
+                    } else if (f == 'f' && k == 1) {
+                        /* one channel of a wider head (Mesmer's pixelwise interior): the row's
+                         * values gathered first, then the vectorised sums of a contiguous row */
+                        for (Py_ssize_t j = 0; j < len; j++)
+                            gathered[j] = *(const float *)(row + j * sy);
+                        blend_row_f32(a, gathered, wyr, wxv, len);
                     } else {
                         for (Py_ssize_t j = 0; j < len; j++) {
                             const double wv = wxv * wyr[j];
@@ -98,8 +128,7 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
             }
             char *o = (char *)out.view.buf + ((bi * ox + x) * oy * k) * out.view.itemsize;
             if (f == 'f')
-                for (Py_ssize_t i = 0; i < oy * k; i++)
-                    ((float *)o)[i] = (float)acc[i];
+                store_row_f32((float *)o, acc, oy * k);
             else
                 memcpy(o, acc, sizeof(double) * oy * k);
         }
@@ -107,10 +136,12 @@ static PyObject *untile_blend(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
 done:
     PyMem_Free(acc);
+    PyMem_Free(gathered);
     buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
     Py_RETURN_NONE;
 fail:
     PyMem_Free(acc);
+    PyMem_Free(gathered);
     buf_release(&tiles), buf_release(&out), buf_release(&xs), buf_release(&ys), buf_release(&wx), buf_release(&wy);
     return NULL;
 }

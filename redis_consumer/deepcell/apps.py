@@ -84,6 +84,9 @@ class AppSpec:
     preprocess_kwargs: Mapping[str, Any] = field(default_factory=dict)
     #: compartment -> the heads (model order) its labels are made from; empty: all, always
     compartment_heads: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    #: whether `preprocess` gives a uint16 image the result of its float32 cast (the kiosk casts
+    #: every input), so an image the pipeline does not resize is handed over uncast
+    takes_uint16: bool = False
 
     @property
     def compartments(self) -> tuple[str, ...]:
@@ -148,12 +151,12 @@ _MESMER_NUCLEAR = {**_MESMER_WHOLE_CELL, "maxima_threshold": 0.1}
 NuclearSegmentation = AppSpec(
     name="NuclearSegmentation", model_mpp=0.65, channels=1, preprocess=histogram_normalization,
     pad_mode="reflect", format_heads=_all_heads, postprocess={"cell": _SEGMENTATION_KWARGS},
-    default_compartment="cell",
+    default_compartment="cell", takes_uint16=True,
 )
 CytoplasmSegmentation = AppSpec(
     name="CytoplasmSegmentation", model_mpp=0.65, channels=1, preprocess=histogram_normalization,
     pad_mode="reflect", format_heads=_all_heads, postprocess={"cell": _SEGMENTATION_KWARGS},
-    default_compartment="cell",
+    default_compartment="cell", takes_uint16=True,
 )
 Mesmer = AppSpec(
     name="Mesmer", model_mpp=0.5, channels=2, preprocess=mesmer_preprocess, pad_mode="constant",
@@ -163,7 +166,7 @@ Mesmer = AppSpec(
     # deepcell-tf mesmer.py:74-96 (format_output_mesmer: whole-cell = heads 0-1, nuclear = heads
     # 2-3) and L99-157 (mesmer_postprocess labels a compartment from its own pair only): a
     # one-compartment job needs half the reply (26 of 52 MB for 1024x1024)
-    compartment_heads={"whole-cell": (0, 1), "nuclear": (2, 3)},
+    compartment_heads={"whole-cell": (0, 1), "nuclear": (2, 3)}, takes_uint16=True,
 )
 
 APPLICATIONS: dict[str, AppSpec] = {

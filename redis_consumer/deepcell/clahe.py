@@ -97,8 +97,13 @@ def _region_maps(bins: np.ndarray, kernel: tuple[int, int], nbins: int, clip_lim
     """skimage's clipped, equalised grey-level map of every contextual region, edge-padded by one."""
     (k0, k1), (h, w) = kernel, bins.shape
     pad = [(k // 2, (k - s % k) % k + int(np.ceil(k / 2.0))) for k, s in zip(kernel, (h, w))]
+    n0, n1 = (h + sum(pad[0])) // k0 - 1, (w + sum(pad[1])) // k1 - 1
+    if _native.clahe_kernels is not None and bins.dtype == np.uint8 and h % k0 == 0 and w % k1 == 0:
+        # the regions start at the padding's end and tile the image exactly: no padded copy
+        hist = np.zeros((n0 * n1, nbins), dtype=np.int64)
+        _native.clahe_kernels.region_hist(np.ascontiguousarray(bins), k0, k1, n0, n1, hist, 0, 0)
+        return _equalised_maps(hist, kernel, nbins, clip_limit, n0, n1)
     padded = np.pad(bins, pad, mode="reflect")
-    n0, n1 = padded.shape[0] // k0 - 1, padded.shape[1] // k1 - 1
     if _native.clahe_kernels is not None and padded.dtype == np.uint8:
         hist = np.zeros((n0 * n1, nbins), dtype=np.int64)
         _native.clahe_kernels.region_hist(padded, k0, k1, n0, n1, hist)
@@ -109,6 +114,13 @@ def _region_maps(bins: np.ndarray, kernel: tuple[int, int], nbins: int, clip_lim
         region_id = ((np.arange(n0).reshape(n0, 1, 1, 1) * n1 + np.arange(n1).reshape(1, 1, n1, 1)) * nbins)
         combined = np.add(regions, region_id.astype(index_type), dtype=index_type)
         hist = np.bincount(combined.ravel(), minlength=n0 * n1 * nbins).reshape(n0 * n1, nbins)
+    return _equalised_maps(hist, kernel, nbins, clip_limit, n0, n1)
+
+
+def _equalised_maps(hist: np.ndarray, kernel: tuple[int, int], nbins: int, clip_limit: float, n0: int,
+                    n1: int) -> np.ndarray:
+    """The regions' (n0 * n1, nbins) histograms clipped and equalised: `_region_maps`' result."""
+    k0, k1 = kernel
     elements = k0 * k1
     clim = int(np.clip(clip_limit * elements, 1, None)) if clip_limit > 0.0 else elements
     clip_histograms(hist, clim)

@@ -32,14 +32,21 @@ def histogram_normalization(image: np.ndarray, kernel_size: int | tuple | None =
     bit-identical to skimage's `equalize_adapthist` at ~1/12 of its CPU.
     """
     _check_rank(image)
-    if image.dtype == np.float32 and image.shape[-1] == 1:
-        # one channel of float32 (what the pipeline feeds): each plane is read from the input and
-        # its result written into a new array, instead of a float32 copy rewritten in place
+    if image.shape[-1] == 1 and (image.dtype == np.float32 or (image.dtype == np.uint16 and _reads_uint16())):
+        # one channel of float32 (what the pipeline feeds; uint16 as it is stored, read as its
+        # exact float32 values by the C pass, so no float32 copy is made): each plane is read
+        # from the input and its result written into a new array, instead of a float32 copy
+        # rewritten in place
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
             _normalise_plane(image[b, ..., 0], kernel_size, out[b, ..., 0])
         return out
     return _histogram_normalization(image.astype(np.float32), kernel_size)  # always a copy, like the toolbox
+
+
+def _reads_uint16() -> bool:
+    """Whether `_unit_bins` takes a uint16 plane as it is (the C kernels are built)."""
+    return _native.percentile_kernels is not None and _native.clahe_kernels is not None
 
 
 def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -> np.ndarray:
@@ -55,7 +62,8 @@ def _histogram_normalization(out: np.ndarray, kernel_size: int | tuple | None) -
 
 
 def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target: np.ndarray) -> None:
-    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself."""
+    """One plane's CLAHE (zeros for a constant plane) into `target`, which may be `plane` itself.
+    A uint16 plane gives the result of its float32 cast (its min and max are the cast's)."""
     lo, hi = plane.min(), plane.max()
     if lo == hi and not np.isnan(lo):  # constant (the toolbox's `(plane == plane.flat[0]).all()`)
         target[...] = 0
@@ -64,6 +72,8 @@ def _normalise_plane(plane: np.ndarray, kernel_size: int | tuple | None, target:
     if bins is not None:
         equalize_adapthist_fast(bins, kernel_size=kernel_size, float_dtype=np.float32, out=target, bins=bins)
         return
+    if plane.dtype != np.float32:  # the paths below start from the float32 values
+        plane = plane.astype(np.float32)
     unit = _unit_uint16(plane, (float(lo), float(hi)))
     equalize_adapthist_fast(unit, kernel_size=kernel_size, float_dtype=np.float32, out=target)
 
@@ -73,12 +83,13 @@ def _unit_bins(plane: np.ndarray, bounds: tuple[float, float], ceiling: np.float
     (`clip_unit_bins`), the uint16 image never written: its values span 0..65535 (the plane's
     min maps to 0, its max to 65535), whose bins `clahe.full_range_bins` holds. None where the
     C pass does not apply, or when the values did not span that range (then the caller's
-    uint16 path recomputes; not seen in practice)."""
+    uint16 path recomputes; not seen in practice). A uint16 plane is read as its float32 cast's
+    values, exactly."""
     kernels = _native.percentile_kernels
     lo, hi = bounds
     with np.errstate(over="ignore"):
         scale = np.float32(hi - lo)
-    if not (kernels is not None and plane.dtype == np.float32 and plane.ndim == 2 and np.isfinite(lo)
+    if not (kernels is not None and plane.dtype in (np.float32, np.uint16) and plane.ndim == 2 and np.isfinite(lo)
             and np.isfinite(hi) and hi > lo and np.isfinite(scale) and _native.clahe_kernels is not None):
         return None
     bins = np.empty(plane.shape, dtype=np.uint8)
@@ -121,13 +132,19 @@ def _unit_uint16(plane: np.ndarray, bounds: tuple[float, float] | None = None,
 def _nonzero_ceiling(plane: np.ndarray, percentile: float) -> tuple[int, np.floating | None, float, float] | None:
     """(n, ceiling, lo, hi) of a 2-D float plane in one C pass (any strides): n non-zero pixels,
     `np.percentile` of them (None when n is 0) and the plane's min and max; None where the C
-    selection does not apply (not built, another dtype, a NaN pixel, q not a plain number)."""
+    selection does not apply (not built, another dtype, a NaN pixel, q not a plain number). A
+    uint16 plane gives its float32 cast's answer (the ceiling a float32)."""
     kernels = _native.percentile_kernels
-    if (kernels is None or plane.ndim != 2 or plane.dtype not in (np.float32, np.float64)
+    if (kernels is None or plane.ndim != 2 or plane.dtype not in (np.float32, np.float64, np.uint16)
             or type(percentile) not in (int, float) or not 0 <= percentile <= 100 or plane.size >= 2**32 - 1):
         return None
-    dtype = plane.dtype.type
-    n, nans, a, b, lo, hi = kernels.order_stats(plane, float(np.true_divide(percentile, 100)), True)
+    fraction = float(np.true_divide(percentile, 100))
+    if plane.dtype == np.uint16:  # its float32 cast's statistics (exact), by one histogram pass
+        dtype = np.float32
+        n, nans, a, b, lo, hi = kernels.order_stats_u16(plane, fraction, True)
+    else:
+        dtype = plane.dtype.type
+        n, nans, a, b, lo, hi = kernels.order_stats(plane, fraction, True)
     if nans:
         return None  # numpy's NaN answer (and the clip it implies) stays numpy's
     if n == 0:
@@ -203,7 +220,7 @@ def min_max_normalize(image: np.ndarray, clip: bool = False) -> np.ndarray:
 
 def _mesmer_parts(plane: np.ndarray, percentile: float,
                   kernel_size: int | tuple | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Threshold then CLAHE of one float32 plane by the C kernels, as (grey, table): the result
+    """Threshold then CLAHE of one float32 plane (or uint16: its float32 cast's) by the C kernels, as (grey, table): the result
     is table[grey]. None where they do not apply (then the numpy steps run). The clipped plane's
     range is min(range, ceiling), so it is never written: one pass clips and converts to uint16."""
     stats = _nonzero_ceiling(plane, percentile)
@@ -221,7 +238,7 @@ def _mesmer_parts(plane: np.ndarray, percentile: float,
     bins = _unit_bins(plane, (lo, hi), ceiling)
     if bins is not None:
         return equalize_adapthist_parts(bins, kernel_size=kernel_size, float_dtype=np.float32, bins=bins)
-    unit = _unit_uint16(plane, (lo, hi), ceiling)
+    unit = _unit_uint16(plane.astype(np.float32, copy=False), (lo, hi), ceiling)
     return equalize_adapthist_parts(unit, kernel_size=kernel_size, float_dtype=np.float32)
 
 
@@ -242,7 +259,7 @@ def _mesmer_planes(image: np.ndarray, b: int, percentile: float, kernel_size: in
             else:
                 out[b, ..., c] = table[grey]
             continue
-        plane = np.array(image[b, ..., c], copy=True)
+        plane = np.array(image[b, ..., c], dtype=np.float32 if image.dtype == np.uint16 else None, copy=True)
         if not _clip_plane(plane, percentile):
             plane[...] = 0  # the threshold's zeros_like (also for -0.0 pixels)
         _normalise_plane(plane, kernel_size, plane)
@@ -264,11 +281,14 @@ def mesmer_preprocess(
     CLAHE's final lookup writes both channels of a two-channel image in one pass; otherwise the
     steps run on one contiguous copy."""
     _check_rank(image)
-    if threshold and normalize and image.dtype == np.float32:
+    if threshold and normalize and (image.dtype == np.float32 or (image.dtype == np.uint16 and _reads_uint16())):
+        # uint16 (the stored pixels) is read as its float32 cast, exactly: no float32 copy
         out = np.empty(image.shape, dtype=np.float32)
         for b in range(image.shape[0]):
             _mesmer_planes(image, b, percentile, kernel_size, out)
         return out
+    if image.dtype == np.uint16:  # the float32 cast the fused path reads it as (the kiosk's cast)
+        image = image.astype(np.float32)
     out = image  # both steps return new arrays and leave their input alone
     if threshold:
         out = percentile_threshold(out, percentile=percentile)

@@ -273,12 +273,20 @@ def _untile_native(tiles: np.ndarray, info: Tiling, grid: tuple[list, list], pow
     (tx, ty), (b, px, py) = info.tile_size, info.padded_shape
     (xl, xh), (yl, yh) = info.pad_x, info.pad_y
     # window_2d is the outer product wx[i] * wy[j] in float64; the C loop forms the same product
-    wx = np.stack([spline_window(tx, *o, power=power, exact=exact) for o in over_x])
-    wy = np.stack([spline_window(ty, *o, power=power, exact=exact) for o in over_y])
+    wx, wy = _stacked_windows(tx, tuple(over_x), power, exact), _stacked_windows(ty, tuple(over_y), power, exact)
     out = np.empty((b, px - xl - xh, py - yl - yh, tiles.shape[-1]), dtype=tiles.dtype)
     _native.untile_kernels.untile_blend(tiles, out, np.array([s for s, _ in xs], dtype=np.int64),
                                  np.array([s for s, _ in ys], dtype=np.int64), wx, wy, xl, yl)
     return out
+
+
+@lru_cache(maxsize=64)
+def _stacked_windows(size: int, overlaps: tuple[tuple[int, int], ...], power: int, exact: bool) -> np.ndarray:
+    """The 1-D windows of one axis' tiles, stacked (read-only): the same for every head of an
+    image and every image of a size, so made once (~0.3 ms of small numpy steps per head)."""
+    stacked = np.stack([spline_window(size, *o, power=power, exact=exact) for o in overlaps])
+    stacked.setflags(write=False)
+    return stacked
 
 
 def _all_ones(h: int, w: int, window: np.ndarray) -> bool:

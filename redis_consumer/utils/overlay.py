@@ -62,14 +62,18 @@ def grey_levels(plane: np.ndarray) -> np.ndarray:
         return _grey(shown)
     step = max(1, int(np.sqrt(plane.size / 65536)))  # normalize's sample and percentiles (of its float32 values)
     lo, hi = quantiles.count_percentiles(plane[::step, ::step].ravel(), (1.0, 99.9))
-    top = int(plane.max())
+    gather = plane.dtype == np.uint16 and _native.clahe_kernels is not None
+    # a level for every uint16 value (each computed alone, so the same as for the values present):
+    # the gather then needs neither the plane's maximum nor a bounds check
+    top = 65535 if gather else int(plane.max())
     values = np.arange(top + 1, dtype=np.float32)
     table = normalize(values[np.newaxis, np.newaxis, :, np.newaxis], bounds=(lo, hi))[0, 0, :, 0]
     grey = _grey(table)
-    if plane.dtype == np.uint16 and _native.clahe_kernels is not None:  # CLAHE's value -> bin gather
+    if gather:  # CLAHE's value -> bin gather, reading a strided channel in place
         out = np.empty(plane.shape, dtype=np.uint8)
-        _native.clahe_kernels.gather_u8(np.ascontiguousarray(plane), grey, out)  # ~0.4x of np.take
+        _native.clahe_kernels.gather_u8(plane, grey, out)  # ~0.4x of np.take
         return out
+    plane = np.ascontiguousarray(plane)
     # every value indexes the table (0 <= value <= top): 'clip' then only skips take's bounds
     # checks, half the CPU of the fancy index `table[plane]`, the same bytes
     return np.take(grey, plane, mode="clip")
