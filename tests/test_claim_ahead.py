@@ -5,7 +5,6 @@ worker presumed dead cannot start one the reaper took back. Real redis-server th
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from redis_consumer.queue import keys
 from redis_consumer.queue.broker import Broker
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import restart_until, start_worker, stop_all
 
 
 def make_job(r, key, **fields):
@@ -242,17 +241,10 @@ def test_poison_job_is_still_dead_lettered_with_claim_ahead(rds, redis_server, p
     for k in good:
         make_job(rds, k)
     env = worker_env(redis_server, MAX_ATTEMPTS="3")
-    live = [start_worker(env, str(tmp_path / "w0.log"))]
-    procs.extend(live)
-    restarts, deadline = 0, time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if rds.hget("q:poison", "status") == "failed" and all(rds.hget(k, "status") == "done" for k in good):
-            break
-        if live[0].poll() is not None:
-            live[0] = start_worker(env, str(tmp_path / f"w{restarts + 1}.log"))
-            procs.append(live[0])
-            restarts += 1
-        time.sleep(0.05)
+    def settled():
+        return rds.hget("q:poison", "status") == "failed" and all(rds.hget(k, "status") == "done" for k in good)
+
+    restarts = restart_until(settled, env, str(tmp_path), procs, timeout=60)
     data = rds.hgetall("q:poison")
     assert data["status"] == "failed" and data["attempts"] == "3" and "stopped responding" in data["reason"]
     assert rds.lrange(keys.dead("q"), 0, -1) == ["q:poison"]

@@ -177,6 +177,18 @@ static uint32_t bin_of_rank(const uint32_t *hist, uint64_t r, uint64_t *before) 
     return d;
 }
 
+/* The (values, fraction, skip_zeros) arguments both order-statistics entry points take; -1 with
+ * an exception set when they do not parse or the fraction is outside [0, 1]. */
+static int order_args(PyObject *args, const char *name, PyObject **obj, double *fraction, int *skip_zeros) {
+    if (!PyArg_ParseTuple(args, "Odp", obj, fraction, skip_zeros))
+        return -1;
+    if (!(*fraction >= 0.0 && *fraction <= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "%s: the fraction must lie in [0, 1]", name);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- order_stats: the two order statistics np.percentile's linear method reads ---------------
  *
  * values: 1-D or 2-D, float32 or float64, any strides. Counted: every value, or the non-zero ones.
@@ -189,12 +201,8 @@ static PyObject *order_stats(PyObject *self, PyObject *args) {
     PyObject *obj;
     double fraction;
     int skip_zeros;
-    if (!PyArg_ParseTuple(args, "Odp", &obj, &fraction, &skip_zeros))
+    if (order_args(args, "order_stats", &obj, &fraction, &skip_zeros) < 0)
         return NULL;
-    if (!(fraction >= 0.0 && fraction <= 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "order_stats: the fraction must lie in [0, 1]");
-        return NULL;
-    }
     Buf v = {0};
     if (PyObject_GetBuffer(obj, &v.view, PyBUF_STRIDES | PyBUF_FORMAT) < 0)
         return NULL;
@@ -329,12 +337,8 @@ static PyObject *order_stats_u16(PyObject *self, PyObject *args) {
     PyObject *obj;
     double fraction;
     int skip_zeros;
-    if (!PyArg_ParseTuple(args, "Odp", &obj, &fraction, &skip_zeros))
+    if (order_args(args, "order_stats_u16", &obj, &fraction, &skip_zeros) < 0)
         return NULL;
-    if (!(fraction >= 0.0 && fraction <= 1.0)) {
-        PyErr_SetString(PyExc_ValueError, "order_stats_u16: the fraction must lie in [0, 1]");
-        return NULL;
-    }
     Buf v = {0};
     if (buf_get(obj, &v, 2, "H", 0, 0, "values") < 0)
         return NULL;

@@ -29,3 +29,21 @@ def stop_all(procs) -> None:
             p.wait(10)
         except subprocess.TimeoutExpired:
             pass
+
+
+def restart_until(done, env: dict[str, str], log_dir: str, procs: list, timeout: float) -> int:
+    """Keep one worker running (a new one each time the last died, as a Deployment would) until
+    `done()` is true or `timeout` seconds pass; every process goes into `procs`. Returns how many
+    times a worker had to be restarted."""
+    import time
+
+    live = start_worker(env, os.path.join(log_dir, "w0.log"))
+    procs.append(live)
+    restarts, deadline = 0, time.monotonic() + timeout
+    while time.monotonic() < deadline and not done():
+        if live.poll() is not None:
+            restarts += 1
+            live = start_worker(env, os.path.join(log_dir, f"w{restarts}.log"))
+            procs.append(live)
+        time.sleep(0.05)
+    return restarts
