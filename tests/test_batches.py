@@ -14,22 +14,14 @@ import pytest
 import redis
 
 from redis_consumer.queue import keys
-from redis_consumer.queue.broker import Broker
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
+from tests.helpers.short_jobs import make_job, short_job_broker
 from tests.helpers.workers import restart_until, start_worker, stop_all
 
 
-def make_job(r, key, **fields):
-    r.hset(key, mapping={"status": "new", "input_file_name": "in.tif", **fields})
-    r.lpush("q", key)
-
-
 def broker(r, cid="w1", batch=3, short=60.0):
-    b = Broker(r, "q", cid, max_attempts=3, expire_time=100, heartbeat_ttl=30)
-    b.prefetch = lambda: True
-    b.claim_batch, b.claim_ahead_max_seconds = batch, short
-    return b
+    return short_job_broker(r, cid, claim_batch=batch, claim_ahead_max_seconds=short)
 
 
 def claim(b):

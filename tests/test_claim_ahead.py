@@ -9,22 +9,14 @@ import signal
 import pytest
 
 from redis_consumer.queue import keys
-from redis_consumer.queue.broker import Broker
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
+from tests.helpers.short_jobs import make_job, short_job_broker
 from tests.helpers.workers import restart_until, start_worker, stop_all
 
 
-def make_job(r, key, **fields):
-    r.hset(key, mapping={"status": "new", "input_file_name": "in.tif", **fields})
-    r.lpush("q", key)
-
-
 def broker(r, cid="w1", ahead=1, short=60.0):
-    b = Broker(r, "q", cid, max_attempts=3, expire_time=100, heartbeat_ttl=30)
-    b.prefetch = lambda: True
-    b.claim_ahead, b.claim_ahead_max_seconds = ahead, short
-    return b
+    return short_job_broker(r, cid, claim_ahead=ahead, claim_ahead_max_seconds=short)
 
 
 def run_one(b):
