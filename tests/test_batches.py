@@ -70,6 +70,35 @@ def test_a_batch_finishes_and_starts_several_jobs_per_call(rds):
     assert rds.get(keys.completed_counter("q")) == "6" and rds.llen(b.processing_key) == 0
 
 
+def test_a_claim_step_error_inside_a_batch_gives_the_batch_back_uncharged(rds):
+    """A claim step that raises in Redis mid-batch (here a dead-lettered zip child whose producer named a
+    `parent_queue` that is not a list: the fan-in's RPUSH fails) ends the batch there: the final write
+    before it stands, the job it had started goes back to the queue uncharged, the rest wait, and
+    the broker goes on."""
+    make_job(rds, "q:a")
+    make_job(rds, "q:b")
+    make_job(rds, "q:c", attempts="3", parent="q:parent", parent_queue="not-a-list")
+    make_job(rds, "q:d")
+    rds.hset("q:parent", mapping={"status": "waiting", "children_total": "1"})
+    rds.set("not-a-list", "x")
+    b = broker(rds)
+    first = claim(b)
+    assert first.key == "q:a"
+    assert b.finish(first, "done", {}) == 1  # this final write's call starts b, then fails on c
+    assert rds.hget("q:a", "status") == "done"
+    assert rds.hget("q:c", "status") == "failed" and rds.lrange(keys.dead("q"), 0, -1) == ["q:c"]
+    assert rds.hget("q:b", "status") == "new" and rds.hget("q:b", "attempts") == "0"  # given back
+    assert rds.llen(b.processing_key) == 0
+    ran = []
+    while (claimed := b.claim_next(0.1)) is not None:
+        assert claimed.outcome == "ok", claimed
+        ran.append(claimed.job.key)
+        b.finish(claimed.job, "done", {})
+    assert ran == ["q:b", "q:d"]
+    assert [rds.hget(k, "status") for k in ("q:b", "q:d")] == ["done", "done"]
+    assert [rds.hget(k, "attempts") for k in ("q:b", "q:d")] == ["1", "1"]
+
+
 def test_no_batch_while_jobs_are_slow(rds):
     for k in ("q:a", "q:b", "q:c"):
         make_job(rds, k)
