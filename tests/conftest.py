@@ -7,6 +7,7 @@ import pytest
 from tests.helpers.gcs_server import GCSServer
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.s3_server import S3Server
+from tests.helpers.workers import stop_all
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +41,11 @@ def gcs_server():
     server = GCSServer(bucket="test-bucket").start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def procs():
+    """Worker processes a test starts (append them): SIGKILLed and reaped when it ends."""
+    started = []
+    yield started
+    stop_all(started)

@@ -15,9 +15,13 @@ import redis
 
 from redis_consumer.queue import keys
 from tests.helpers.net import wait_until
-from tests.helpers.redis_server import env_for
-from tests.helpers.short_jobs import make_job, short_job_broker
-from tests.helpers.workers import restart_until, start_worker, stop_all
+from tests.helpers.short_jobs import (
+    TTL,
+    make_job,
+    short_job_broker,
+    short_job_worker_env,
+)
+from tests.helpers.workers import restart_until, start_worker
 
 
 def broker(r, cid="w1", batch=3, short=60.0):
@@ -315,22 +319,8 @@ def test_zip_children_finished_in_a_batch_are_counted_once(rds):
 
 # -- real worker processes ---------------------------------------------------------------------
 
-INTERVAL, TTL = 0.5, 2.0
-
-
 def worker_env(server, **extra):
-    settings = {"QUEUE": "q", "CONSUMER_TYPE": "tests.consumers_for_tests:RecordingConsumer",
-                "HEARTBEAT_INTERVAL": str(INTERVAL), "HEARTBEAT_TTL": str(TTL), "EMPTY_QUEUE_TIMEOUT": "0.5",
-                "RETRY_BACKOFF_CAP": "0.2", "CLAIM_BATCH": "4", "CLAIM_AHEAD_MAX_SECONDS": "0.5"}
-    settings.update(extra)
-    return env_for(server, **settings)
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
+    return short_job_worker_env(server, **{"CLAIM_BATCH": "4", "CLAIM_AHEAD_MAX_SECONDS": "0.5", **extra})
 
 
 def _batch_around(r, key):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import signal
 
-import pytest
-
 from redis_consumer.queue import keys
 from tests.helpers.net import wait_until
-from tests.helpers.redis_server import env_for
-from tests.helpers.short_jobs import make_job, short_job_broker
-from tests.helpers.workers import restart_until, start_worker, stop_all
+from tests.helpers.short_jobs import (
+    TTL,
+    make_job,
+    short_job_broker,
+    short_job_worker_env,
+)
+from tests.helpers.workers import restart_until, start_worker
 
 
 def broker(r, cid="w1", ahead=1, short=60.0):
@@ -183,23 +185,10 @@ def test_a_held_job_the_claim_step_would_refuse_is_decided_by_it(rds):
 
 # -- real worker processes ---------------------------------------------------------------------
 
-INTERVAL, TTL = 0.5, 2.0
-
-
 def worker_env(server, **extra):
-    settings = {"QUEUE": "q", "CONSUMER_TYPE": "tests.consumers_for_tests:RecordingConsumer",
-                "HEARTBEAT_INTERVAL": str(INTERVAL), "HEARTBEAT_TTL": str(TTL), "EMPTY_QUEUE_TIMEOUT": "0.5",
-                "RETRY_BACKOFF_CAP": "0.2", "CLAIM_AHEAD": "1", "CLAIM_AHEAD_MAX_SECONDS": "5",
-                "CLAIM_BATCH": "1"}  # (a batch setting above 1 replaces claiming ahead)
-    settings.update(extra)
-    return env_for(server, **settings)
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
+    # (a batch setting above 1 replaces claiming ahead)
+    return short_job_worker_env(server, **{"CLAIM_AHEAD": "1", "CLAIM_AHEAD_MAX_SECONDS": "5", "CLAIM_BATCH": "1",
+                                           **extra})
 
 
 def _held_behind(r, running_key):

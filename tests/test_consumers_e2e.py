@@ -21,7 +21,7 @@ from redis_consumer.utils.timestamps import now_iso
 from tests.helpers.model_server import ModelServer
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 from tests.test_consumers_postprocess import k_disks
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,13 +32,6 @@ def model_server():
     server = ModelServer().start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 def backend_env(kind, request, tmp_path):

@@ -19,7 +19,7 @@ from redis_consumer.runner import Outcome
 from tests.consumer_harness import Harness, settings_for
 from tests.helpers.net import wait_final, wait_until
 from tests.helpers.redis_server import RedisServer, env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "redis_consumer"
@@ -28,13 +28,6 @@ PKG = ROOT / "redis_consumer"
 def push(r, key, queue="q", **fields):
     r.hset(key, mapping={"status": "new", **fields})
     r.lpush(queue, key)
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 # -- one door into Redis ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ import tifffile
 
 from tests.helpers.model_server import ModelServer
 from tests.helpers.net import wait_until
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 from tests.test_consumers_postprocess import k_disks
 
 pytestmark = pytest.mark.timeout(180)
@@ -69,13 +69,6 @@ def tif(k):
     buf = io.BytesIO()
     tifffile.imwrite(buf, k_disks(k, size=128, radius=7).astype(np.uint16))
     return buf.getvalue()
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 def test_kiosk_image_and_zip_jobs_end_done_with_the_fields_the_kiosk_reads(rds, redis_server, model_server, procs,

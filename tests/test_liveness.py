@@ -19,7 +19,7 @@ from redis_consumer.settings import Settings
 from redis_consumer.utils.timestamps import parse_iso
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import RedisServer, env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,13 +41,6 @@ def _env(server, **extra):
 def _push(r, key, **fields):
     r.hset(key, mapping={"status": "new", **{k: str(v) for k, v in fields.items()}})
     r.lpush("q", key)
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 def test_defaults_rerun_a_sigkilled_workers_job_within_ten_seconds():

@@ -15,7 +15,7 @@ from redis_consumer.runner import Outcome
 from tests.consumer_harness import Harness, settings_for
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 
 
 def push(r, key, queue="q", **fields):
@@ -105,13 +105,6 @@ def test_a_due_write_after_the_claim_was_lost_writes_nothing(rds, tmp_path):
     with pytest.raises(ClaimLost):
         job.update({"late": "1"})
     assert rds.hget("q:z", "late") is None
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 def test_a_long_stage_shows_while_it_runs_and_the_final_status_stays(rds, redis_server, procs, tmp_path):

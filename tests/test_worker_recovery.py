@@ -5,13 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
-
 from redis_consumer.queue import keys
 from redis_consumer.utils.timestamps import parse_iso
 from tests.helpers.net import wait_until
 from tests.helpers.redis_server import RedisServer, env_for
-from tests.helpers.workers import start_worker, stop_all
+from tests.helpers.workers import start_worker
 
 INTERVAL, TTL = 0.5, 2.0
 
@@ -36,13 +34,6 @@ def push(r, key, **fields):
 
 def statuses(r, job_keys):
     return [r.hget(k, "status") for k in job_keys]
-
-
-@pytest.fixture
-def procs():
-    started = []
-    yield started
-    stop_all(started)
 
 
 def test_sigkill_mid_job_is_recovered_by_another_worker_once(rds, redis_server, procs, tmp_path):

@@ -7,6 +7,10 @@ from typing import Any
 import redis
 
 from redis_consumer.queue.broker import Broker
+from tests.helpers.redis_server import RedisServer, env_for
+
+#: liveness of the real worker processes these tests start and kill
+INTERVAL, TTL = 0.5, 2.0
 
 
 def make_job(r: redis.Redis, key: str, **fields: str) -> None:
@@ -23,3 +27,11 @@ def short_job_broker(r: redis.Redis, cid: str, **limits: Any) -> Broker:
     for name, value in limits.items():
         setattr(b, name, value)
     return b
+
+
+def short_job_worker_env(server: RedisServer, **settings: str) -> dict[str, str]:
+    """A worker of queue `q` running the tests' RecordingConsumer with fast liveness, plus `settings`."""
+    base = {"QUEUE": "q", "CONSUMER_TYPE": "tests.consumers_for_tests:RecordingConsumer",
+            "HEARTBEAT_INTERVAL": str(INTERVAL), "HEARTBEAT_TTL": str(TTL), "EMPTY_QUEUE_TIMEOUT": "0.5",
+            "RETRY_BACKOFF_CAP": "0.2"}
+    return env_for(server, **{**base, **settings})
