@@ -19,7 +19,11 @@ by wrapping the callables that do them (`CpuMeter`, exclusive of nested wrapped 
 
 Each stage is shown beside the cheapest way to move its bytes once in this run: a warm memcpy
 of the same number of bytes, one ISA-L level-1 deflate of the same bytes, or one
-`scipy.ndimage.label` of the image's mask (for the deep watershed).
+`scipy.ndimage.label` of the image's mask (for the deep watershed). `predict_client` is also
+shown beside one bare grpcio unary call that sends the tiles' bytes and gets the replies' bytes
+back over loopback (`predict_client_vs_grpcio`): grpcio's own copies of a message (into its
+buffers, then the reply's chunks joined into one bytes object) are a floor no client of grpcio
+gets under, and for Mesmer's 52 MB of float32 replies per 1024x1024 image they are most of it.
 """
 
 from __future__ import annotations
@@ -143,6 +147,45 @@ def floor_label(mask: np.ndarray, repeat: int = 9) -> float:
     return median_cpu(lambda: ndimage.label(mask), repeat)
 
 
+_ECHO_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+payload = bytes(int(sys.argv[1]))
+handler = grpc.method_handlers_generic_handler("floor.Echo", {"Call": grpc.unary_unary_rpc_method_handler(
+    lambda request, context: payload)})
+server = grpc.server(futures.ThreadPoolExecutor(2), options=[("grpc.max_send_message_length", -1),
+                                                             ("grpc.max_receive_message_length", -1)])
+server.add_generic_rpc_handlers((handler,))
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+sys.stdin.read()
+"""
+
+
+def floor_grpc(request_bytes: int, reply_bytes: int, repeat: int = 5) -> float:
+    """CPU seconds of this process for one bare grpcio unary call that sends `request_bytes` and
+    gets `reply_bytes` back from a server in its own process (a fixed payload, no tensors or
+    protobuf): what grpcio itself costs to move a job's tiles and replies over loopback."""
+    import subprocess
+    import sys
+
+    import grpc
+
+    server = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(int(reply_bytes))], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        request = bytes(int(request_bytes))
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1),
+                                                                 ("grpc.max_receive_message_length", -1)]) as channel:
+            call = channel.unary_unary("/floor.Echo/Call")
+            return median_cpu(lambda: call(request, timeout=60), repeat)
+    finally:
+        server.stdin.close()
+        server.wait(10)
+
+
 def stage_floors(kind: str, image: np.ndarray, result_zip: Any, wire_bytes: int, heads_bytes: int) -> dict:
     """Per stage: (floor name, CPU seconds) of moving that stage's bytes once, in this run.
 
@@ -201,12 +244,13 @@ def _labels_mask(result_zip: Any, tiffs: list) -> np.ndarray:
     return np.squeeze(labels) > 0
 
 
-def wire_sizes(kind: str, size: int, tiles: int) -> tuple[int, int]:
-    """(tiles + replies bytes, untiled head bytes) for a square `size` image in 256 px tiles."""
+def wire_sizes(kind: str, size: int, tiles: int) -> tuple[int, int, int]:
+    """(tile bytes sent, reply bytes received, untiled head bytes) for a square `size` image in
+    256 px float32 tiles."""
     px = tiles * 256 * 256
     if kind == "mesmer":  # 2 input channels; replies 1 + 3 + 1 + 3 channels; 4 channels untiled
-        return px * 4 * (2 + 8), size * size * 4 * 4
-    return px * 4 * (1 + 2), size * size * 4 * 2  # 1 channel; inner + outer distance heads
+        return px * 4 * 2, px * 4 * 8, size * size * 4 * 4
+    return px * 4, px * 4 * 2, size * size * 4 * 2  # 1 channel; inner + outer distance heads
 
 
 def summarise(kind: str, size: int, runs: list[dict[str, float]], cpu: list[float], wall: list[float],
@@ -228,12 +272,21 @@ def summarise(kind: str, size: int, runs: list[dict[str, float]], cpu: list[floa
                            "x_floor": round(v / max(floor_ms, 1e-6), 1)}
         else:
             vs_floor[k] = {"cpu_ms_per_mp": v, "floor": None}
+        if k == "predict_client" and "predict_client_vs_grpcio" in floors:  # the same CPU, beside grpcio alone
+            name, seconds = floors["predict_client_vs_grpcio"]
+            grpc_floor = seconds * 1000 / mp
+            vs_floor["predict_client_vs_grpcio"] = {"cpu_ms_per_mp": v, "floor": name,
+                                                    "floor_ms_per_mp": round(grpc_floor, 3),
+                                                    "x_floor": round(v / max(grpc_floor, 1e-6), 2)}
     return {
         "cpu_ms_per_mp_median": round(total, 1),
         "stage_cpu_ms_per_mp_median": per_stage,
         "stage_vs_floor": vs_floor,
         "cpu_ms_per_mp_outside_watershed": round(outside, 1),
         "cpu_ms_per_mp_outside_watershed_and_grpc": round(outside - per_stage["predict_client"], 1),
+        **({"cpu_ms_per_mp_outside_watershed_less_bare_grpcio": round(
+            outside - vs_floor["predict_client_vs_grpcio"]["floor_ms_per_mp"], 1)}
+           if "predict_client_vs_grpcio" in vs_floor else {}),
         "target_outside_watershed_ms_per_mp": TARGET_OUTSIDE_WATERSHED_MS_PER_MP,
         "meets_outside_watershed_target": outside <= TARGET_OUTSIDE_WATERSHED_MS_PER_MP,
         "wall_ms_per_image_median": round(statistics.median(wall) * 1000, 1),
@@ -275,8 +328,10 @@ def run_kind(kind: str, rds: Any, harness: Any, settings: Any, path: Path, image
         elapsed = time.perf_counter() - started
     finally:
         meter.restore()
-    wire, heads = wire_sizes(kind, size, tiles)
+    sent, received, heads = wire_sizes(kind, size, tiles)
+    wire = sent + received
     floors = stage_floors(kind, image, zf, wire, heads)
+    floors["predict_client_vs_grpcio"] = ("one bare grpcio call moving the same bytes", floor_grpc(sent, received))
     out = summarise(kind, size, runs, cpu, wall, elapsed, objects, floors)
     out["wire_mb_per_image"] = round(wire / 1e6, 1)
     return out
