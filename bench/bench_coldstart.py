@@ -6,7 +6,9 @@ server over real gRPC, a private redis-server). "First result" is the job's `fin
 by the worker's final Lua step) minus the wall-clock time just before the process was spawned: it
 covers interpreter start, imports, settings, the Redis connection, the warm-up, the claim, the
 download, the gRPC predict, post-processing, the zip upload and the final write. Idle RSS is the
-worker's VmRSS one second after that job, with the queue empty. Repeated for a file://, an s3://
+worker's RSS (`smaps_rollup`) one second after that job, with the queue empty, reported with its
+anonymous part (`idle_anon_mb`, the worker's own memory) and the rest (`idle_file_mb`, mapped
+file pages: the shared libraries' code). Repeated for a file://, an s3://
 (moto server) and a gs:// (GCS emulator) bucket; medians reported beside the same-run baseline of
 a bare `python -c pass` (its wall time and RSS). Before the samples the package is byte-compiled
 (`compileall`, as the image's build stage does: Dockerfile), so no sample pays for compiling
